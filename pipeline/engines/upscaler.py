@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -123,7 +123,7 @@ def resize_to(image: Image.Image, scale: float, *, base_size: tuple[int, int] | 
     shrinking = size[0] <= image.width and size[1] <= image.height
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image.convert("I"), dtype=np.float32)
-        resized = Image.fromarray(array, mode="F").resize(size, Image.Resampling.BOX if shrinking
+        resized = Image.fromarray(array).resize(size, Image.Resampling.BOX if shrinking
                                                           else Image.Resampling.LANCZOS)
         out = np.clip(np.rint(np.asarray(resized)), 0, 65535).astype(np.uint16)
         return Image.fromarray(out)
@@ -157,16 +157,20 @@ def _to_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
 
 
 def _from_planes(color: np.ndarray, alpha: np.ndarray | None, mode: str) -> Image.Image:
+    """Rebuild an image of ``mode`` from float planes in [0, 1] (reuses ``color``)."""
     if mode in ("I;16", "F", "L", "LA"):
         gray = color.mean(axis=2)
         if mode == "I;16":
             return Image.fromarray(np.rint(gray * 65535).astype(np.uint16))
         if mode == "F":
-            return Image.fromarray(gray.astype(np.float32), mode="F")
+            return Image.fromarray(gray.astype(np.float32))
         color = gray[..., None]
-    planes = [color] if alpha is None else [color, alpha[..., None]]
-    array = np.rint(np.concatenate(planes, axis=2) * 255).clip(0, 255).astype(np.uint8)
-    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, mode=mode)
+    if alpha is not None:
+        color = np.concatenate([color, alpha[..., None]], axis=2)
+    color *= 255
+    np.rint(color, out=color)
+    array = color.astype(np.uint8)
+    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
 # ------------------------------------------------------------------ tiling
@@ -204,14 +208,22 @@ def _axis_plan(length: int, tile: int, overlap: int, scale: int) -> list[tuple[i
     return plan
 
 
-def default_tile(device: torch.device, dtype: torch.dtype, batch: int = 1) -> int:
-    """Tile size: fixed on CPU (bounds RSS), from free memory on CUDA."""
+_BYTES_PER_PIXEL_FP32 = 14_000  # peak activations of RRDBNet x4 per input pixel (measured ~13 KB)
+
+
+def pixel_budget(device: torch.device, dtype: torch.dtype) -> int:
+    """Input pixels one forward pass may hold: ~1 GB of activations on CPU
+    (bounds RSS), half the free memory on CUDA."""
     if device.type != "cuda":
-        return CPU_TILE
+        return (CPU_TILE + DEFAULT_OVERLAP) ** 2
     free, _ = torch.cuda.mem_get_info(device)
-    bytes_per_pixel = 4 * 1024 * torch.finfo(dtype).bits / 8 * 1.5  # RRDBNet x4 peak, with slack
-    side = int(math.sqrt(0.6 * free / (bytes_per_pixel * batch))) - DEFAULT_OVERLAP
-    return max(MIN_TILE, min(1024, side // 16 * 16))
+    return int(0.5 * free / (_BYTES_PER_PIXEL_FP32 * torch.finfo(dtype).bits / 32))
+
+
+def default_tile(device: torch.device, dtype: torch.dtype) -> int:
+    """Tile size: 256 on CPU, from free memory on CUDA (multiple of 16)."""
+    side = math.isqrt(pixel_budget(device, dtype)) - DEFAULT_OVERLAP
+    return max(MIN_TILE, min(2048, side // 16 * 16))
 
 
 class _OutOfMemory(Exception):
@@ -233,8 +245,7 @@ class Upscaler:
     digest: str
     device: torch.device
     precision: str
-    batch: int = 4
-    _fell_back: bool = field(default=False, repr=False)
+    batch: int = 8
 
     @property
     def scale(self) -> int:
@@ -265,7 +276,7 @@ class Upscaler:
                        overlap: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:
         """Upscale float32 (H, W, 3) arrays in [0, 1] (all of one size)."""
         dtype = _DTYPES[self.precision]
-        tile = default_tile(self.device, dtype, self.batch) if tile is None else tile
+        tile = default_tile(self.device, dtype) if tile is None else tile
         overlap = DEFAULT_OVERLAP if overlap is None else overlap
         if tile < 0 or overlap < 0:
             raise UserError("tile and overlap must not be negative")
@@ -292,12 +303,14 @@ class Upscaler:
         cols = _axis_plan(width, tile, overlap, s)
         win_h, win_w = min(height, tile + overlap), min(width, tile + overlap)
         jobs = [(k, y, wy, x, wx) for k in range(len(arrays)) for y, wy in rows for x, wx in cols]
+        budget = pixel_budget(self.device, _DTYPES[self.precision])
+        batch_size = max(1, min(self.batch, budget // (win_h * win_w)))
         sources = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for a in arrays]
         canvases = [np.zeros((height * s, width * s, 3), np.float32) for _ in arrays]
         weight_sum = np.zeros((height * s, width * s), np.float32)
         with torch.inference_mode():
-            for first in range(0, len(jobs), self.batch):
-                chunk = jobs[first : first + self.batch]
+            for first in range(0, len(jobs), batch_size):
+                chunk = jobs[first : first + batch_size]
                 batch = torch.stack([sources[k][:, y : y + win_h, x : x + win_w] for k, y, _, x, _ in chunk])
                 out = self._forward(batch).float().cpu().numpy().transpose(0, 2, 3, 1)
                 for (k, y, wy, x, wx), tile_out in zip(chunk, out):
@@ -307,15 +320,17 @@ class Upscaler:
                     if k == 0:
                         weight_sum[region] += w2
                 if progress is not None:
-                    progress(min(first + self.batch, len(jobs)), len(jobs))
+                    progress(min(first + batch_size, len(jobs)), len(jobs))
         weight_sum = np.maximum(weight_sum, 1e-8)[..., None]
-        return [np.clip(c / weight_sum, 0, 1) for c in canvases]
+        for canvas in canvases:  # in place: a 4096² canvas is 200 MB
+            np.divide(canvas, weight_sum, out=canvas)
+            np.clip(canvas, 0, 1, out=canvas)
+        return canvases
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         dtype = _DTYPES[self.precision]
         x = batch.to(self.device, dtype)
-        if self._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         try:
             out = self.descriptor(x)
         except torch.OutOfMemoryError:
@@ -328,15 +343,9 @@ class Upscaler:
             return self._forward(batch)
         return out
 
-    @property
-    def _channels_last(self) -> bool:
-        return self.device.type != "cpu" or self.precision != "fp32"
-
     def _set_precision(self, precision: str) -> None:
         self.precision = precision
-        self.descriptor.model.to(dtype=_DTYPES[precision])
-        fmt = torch.channels_last if self._channels_last else torch.contiguous_format
-        self.descriptor.model.to(memory_format=fmt)
+        self.descriptor.model.to(dtype=_DTYPES[precision], memory_format=torch.channels_last)
 
 
 def _looks_broken(x: torch.Tensor, out: torch.Tensor) -> bool:
@@ -347,7 +356,7 @@ def _looks_broken(x: torch.Tensor, out: torch.Tensor) -> bool:
 
 
 def load_upscaler(name_or_path: str | Path | None = None, device: str | torch.device | None = "auto",
-                  precision: str = "auto", *, weights_dir: Path | None = None, batch: int = 4) -> Upscaler:
+                  precision: str = "auto", *, weights_dir: Path | None = None, batch: int = 8) -> Upscaler:
     """Resolve weights (see ``pipeline.engines.weights.resolve_weights``),
     load them with spandrel (strict) onto ``device`` in ``precision``.
 
