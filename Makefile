@@ -1,0 +1,27 @@
+# Two entry points: `make demo` runs the whole workflow offline on the tiny model;
+# `make test` runs the test suite. Each creates .venv with pip when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test soak bench install clean
+
+$(BIN)/pipeline: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/pipeline
+
+install: $(BIN)/pipeline
+
+demo: install
+	$(BIN)/pipeline explore "a red fox in snow" --model tiny-random --count 8 --seed 1 --out outputs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/cli_speed.py
+
+clean:
+	rm -rf outputs .pytest_cache

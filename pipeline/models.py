@@ -1,0 +1,80 @@
+"""Which model a user means, and its fingerprint for store keys. Imports no torch.
+
+A model is a Hugging Face repo id (default ``Tongyi-MAI/Z-Image-Turbo``), a local
+diffusers folder, or ``tiny-random`` (the offline test model built in code).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_REPO = "Tongyi-MAI/Z-Image-Turbo"
+TINY = "tiny-random"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+def default_model() -> str:
+    """The model used when none is given: ``PIPELINE_MODEL``, else Z-Image-Turbo."""
+    return os.environ.get("PIPELINE_MODEL") or DEFAULT_REPO
+
+
+def check_model(model: str) -> str:
+    """Validate a model reference; return it normalised (local folders made absolute)."""
+    if model == TINY:
+        return model
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{model} is a folder but not a diffusers model (it has no model_index.json)")
+        return str(path.resolve())
+    if path.exists():
+        raise UserError(f"{model} is a file; --model takes a Hugging Face repo id or a diffusers folder "
+                        "(use --transformer for a single-file checkpoint)")
+    if not _REPO_ID.match(model) or ".." in model:
+        raise UserError(f"model {model!r} is neither a local folder nor a Hugging Face repo id like {DEFAULT_REPO}")
+    return model
+
+
+def display_name(model: str) -> str:
+    return Path(model).name if "/" in model or os.sep in model else model
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_revision(repo_id: str, revision: str = "main") -> str | None:
+    """The commit the local Hugging Face cache holds for ``repo_id``, if any."""
+    ref = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: str) -> str:
+    """Identity of the weights, cheap to compute: changes when the weights change."""
+    if model == TINY:
+        from .engines.tiny import tiny_fingerprint
+
+        return tiny_fingerprint()
+    path = Path(model)
+    if path.is_dir():
+        return f"local:{path.name}:{_folder_fingerprint(path)}"
+    return f"hub:{model}@{hub_revision(model) or 'main'}"

@@ -1,0 +1,137 @@
+"""Run directories: where people find their pictures.
+
+    OUT/<timestamp>-<slug>/run.json
+    OUT/<timestamp>-<slug>/explore/seed-42.png   (hard links into the store)
+    OUT/latest -> <timestamp>-<slug>
+
+Imports no torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import unicodedata
+from pathlib import Path
+
+from .errors import UserError
+from .store import atomic_write, write_error
+
+RUN_FILE = "run.json"
+LATEST = "latest"
+MAX_SLUG = 40
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def slugify(text: str, max_length: int = MAX_SLUG) -> str:
+    """A file-name-safe, bounded slug: lowercase ASCII letters, digits and dashes."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    slug = slug[:max_length].rstrip("-")
+    if not slug or slug in _WINDOWS_RESERVED:
+        slug = f"run-{slug}" if slug else "run"
+    return slug
+
+
+def check_run_name(name: str) -> str:
+    """A user-given run name must be a single plain folder name."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+        raise UserError(f"run name {name!r} must be a plain folder name without slashes")
+    if name.lower() in _WINDOWS_RESERVED or name == LATEST or name.startswith("."):
+        raise UserError(f"run name {name!r} is reserved; choose another")
+    if len(name.encode("utf-8")) > 200:
+        raise UserError("run name is too long (at most 200 bytes)")
+    return name
+
+
+def new_run_dir(out: Path, prompt: str, name: str | None = None) -> Path:
+    out = Path(out)
+    if name:
+        return out / check_run_name(name)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{slugify(prompt)}"
+    candidate, n = out / base, 2
+    while candidate.exists():
+        candidate, n = out / f"{base}-{n}", n + 1
+    return candidate
+
+
+def set_latest(out: Path, run_dir: Path) -> None:
+    """Point OUT/latest at ``run_dir`` (a relative symlink, or a text file where links fail)."""
+    out = Path(out)
+    link = out / LATEST
+    tmp = out / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        try:
+            if link.is_symlink():
+                link.unlink()
+            atomic_write(link, run_dir.name.encode("utf-8"))
+        except OSError as err:
+            raise write_error(link, err) from err
+
+
+def resolve_run(out: Path, run: str | Path | None) -> Path:
+    """The run a later stage works on: an explicit path or name, else OUT/latest."""
+    out = Path(out)
+    if run is None:
+        link = out / LATEST
+        if link.is_symlink():
+            target = out / os.readlink(link)
+        elif link.is_file():
+            target = out / link.read_text(encoding="utf-8").strip()
+        else:
+            raise UserError(f"no run found in {out}/: run `pipeline explore PROMPT` first or pass --run")
+    else:
+        target = Path(run)
+        if not target.is_dir() and (out / str(run)).is_dir():
+            target = out / str(run)
+    if not (target / RUN_FILE).is_file():
+        raise UserError(f"{target} is not a run directory (it has no {RUN_FILE})")
+    return target
+
+
+def load_run(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is corrupt ({err.__class__.__name__}); rebuild it with `pipeline repair {run_dir}`") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is corrupt (not a JSON object); rebuild it with `pipeline repair {run_dir}`")
+    return data
+
+
+def save_run(run_dir: Path, data: dict) -> None:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        atomic_write(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    except OSError as err:
+        raise write_error(path, err) from err
+
+
+def place(src: Path, dest: Path) -> None:
+    """Make ``dest`` show the file ``src``: a hard link, or an atomic copy where links fail."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and os.path.samefile(src, dest):
+            return
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as err:
+        raise write_error(dest, err) from err

@@ -1,0 +1,80 @@
+"""A session: the settings shared by all stages, the store, and the lazily loaded model."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .models import check_model, default_model, model_fingerprint
+from .store import Store, default_store
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass
+class Session:
+    model: str = field(default_factory=default_model)
+    out: Path = Path("outputs")
+    store_path: Path | None = None
+    device: str | None = None
+    dtype: str = "auto"  # bf16 on GPUs and bf16-capable CPUs, else fp32
+    memory: str = "auto"
+    progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
+    _engine: object = field(default=None, init=False, repr=False)
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.model = check_model(self.model)
+        self.out = Path(self.out)
+        if self.dtype in (None, "auto"):
+            from .hardware import default_dtype
+
+            self.dtype = default_dtype(self.device)
+        if self.dtype not in ("bf16", "fp16", "fp32"):
+            from .errors import UserError
+
+            raise UserError(f"dtype {self.dtype!r} is not one of bf16, fp16, fp32")
+        self.store: Store = Store(self.store_path) if self.store_path else default_store(self.out)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+    @property
+    def engine_loaded(self) -> bool:
+        return self._engine is not None
+
+    def engine(self):
+        """The Z-Image engine, loaded on first use (this is where torch is imported)."""
+        if self._engine is None:
+            from .engines.zimage import ZImageEngine
+
+            self._engine = ZImageEngine(self.model, device=self.device, dtype=self.dtype, memory=self.memory)
+            if self._engine.fingerprint != self._fingerprint:
+                # e.g. a hub model downloaded just now: its revision is known only after loading
+                log.info("model fingerprint is now %s", self._engine.fingerprint)
+                self._fingerprint = self._engine.fingerprint
+        return self._engine
+
+    def close(self) -> None:
+        """Release the model (and its memory)."""
+        if self._engine is not None:
+            self._engine = None
+            try:
+                import gc
+
+                gc.collect()
+                if "torch" in __import__("sys").modules:
+                    import torch
+
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001 - best effort release
+                pass
+
+
+def env_out() -> Path:
+    return Path(os.environ.get("PIPELINE_OUT", "outputs"))

@@ -1,0 +1,90 @@
+"""Stage specs: the validated parameters of each stage, shared by the CLI, the API and configs.
+
+One source of truth for defaults and validation (pydantic models).
+"""
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+from .jobs import check_size, parse_seeds
+
+DEFAULT_STEPS = 8  # Z-Image-Turbo: 8 transformer calls
+DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
+DEFAULT_EXPLORE_SIZE = (512, 512)
+DEFAULT_REFINE_STRENGTH = 0.5
+DEFAULT_REFINE_SCALE = 2.0
+
+Dtype = Literal["bf16", "fp16", "fp32"]
+Batch = Union[Literal["auto"], int]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seeds(value):
+    if value is None:
+        return value
+    return parse_seeds(value)
+
+
+def _size(value):
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        width, height = int(value[0]), int(value[1])
+        check_size(width, height)
+        return (width, height)
+    from .jobs import parse_size
+
+    return parse_size(value)
+
+
+class ExploreSpec(Spec):
+    prompt: str = Field(min_length=1, max_length=20_000)
+    negative: str = Field(default="", max_length=20_000)
+    seeds: list[int] = Field(min_length=1)
+    size: tuple[int, int] = DEFAULT_EXPLORE_SIZE
+    steps: int = Field(default=DEFAULT_STEPS, ge=1, le=200)
+    guidance: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=30.0)
+    batch: Batch = "auto"
+
+    _check_seeds = field_validator("seeds", mode="before")(_seeds)
+    _check_size = field_validator("size", mode="before")(_size)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is empty")
+        if "\0" in value:
+            raise ValueError("the prompt contains a NUL character")
+        return value
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, value):
+        if value != "auto" and not 1 <= value <= 64:
+            raise ValueError("batch must be 'auto' or 1 to 64")
+        return value
+
+
+def build(spec_class, **values):
+    """Build a spec, turning pydantic's report into one clear sentence."""
+    try:
+        return spec_class(**values)
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err)) from None
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
+    message = first.get("msg", "is invalid")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if where:
+        where = prefix + where
+        return f"{where}: {message}"
+    return message

@@ -1,0 +1,97 @@
+"""What every stage shares: result types, batching, storing a rendered picture."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..images import encode_png
+from ..models import display_name
+from ..store import Artifact
+
+
+@dataclass
+class Item:
+    """One picture of a stage: where it is, which job made it, whether it came from the store."""
+
+    seed: int | None
+    path: Path
+    key: str
+    cached: bool
+    seconds: float
+    name: str = ""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+@dataclass
+class StageResult:
+    stage: str
+    run_dir: Path | None
+    items: list[Item] = field(default_factory=list)
+    planned: int = 0
+    stored: int = 0  # jobs found in the store
+    computed: int = 0  # jobs computed now
+    dry_run: bool = False
+
+    @property
+    def seeds(self) -> list[int]:
+        return [item.seed for item in self.items]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [item.path for item in self.items]
+
+    def to_json(self) -> dict:
+        return {
+            "stage": self.stage,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "planned": self.planned,
+            "stored": self.stored,
+            "computed": self.computed,
+            "dry_run": self.dry_run,
+            "items": [item.to_json() for item in self.items],
+        }
+
+
+def batches(jobs: list, size: int):
+    """Split jobs into batches of at most ``size`` whose ``batch_group()`` is equal."""
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        groups.setdefault(job.batch_group(), []).append(job)
+    for group in groups.values():
+        for start in range(0, len(group), size):
+            yield group[start:start + size]
+
+
+def png_params(job, model: str, **extra) -> dict:
+    """The deterministic metadata written into a picture (no timings: equal jobs, equal bytes)."""
+    return {**job.describe(), "key": job.key, "model_name": display_name(model), "version": f"pipeline {__version__}",
+            **extra}
+
+
+def store_picture(store, job, image, model: str, *, seconds: float, engine, **extra) -> Artifact:
+    params = png_params(job, model, **extra)
+    record = {
+        "job": job.describe(),
+        "model": model,
+        "seconds": round(seconds, 4),
+        "device": engine.device,
+        "profile": engine.profile,
+        "peak_memory_bytes": engine.peak_memory_bytes(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "version": __version__,
+    }
+    return store.put(job.key, encode_png(image, params), record)
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)

@@ -1,0 +1,173 @@
+"""Explore: many candidates of one prompt across seeds, cached, laid out to pick from."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ..images import contact_sheet
+from ..jobs import RenderJob, render_fields
+from ..models import display_name
+from ..runs import load_run, new_run_dir, place, save_run, set_latest, write_error
+from ..specs import ExploreSpec
+from .common import Item, StageResult, batches, progress_bar, store_picture
+
+log = logging.getLogger("pipeline")
+
+STAGE_DIR = "explore"
+
+
+def plan(spec: ExploreSpec, fingerprint: str, dtype: str) -> list[RenderJob]:
+    """The jobs of an explore: one per seed. Pure and cheap."""
+    width, height = spec.size
+    return [
+        RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
+                                  height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype))
+        for seed in spec.seeds
+    ]
+
+
+def candidate_name(seed: int) -> str:
+    return f"seed-{seed}.png"
+
+
+def run_header(session, spec: ExploreSpec) -> dict:
+    return {
+        "prompt": spec.prompt,
+        "negative": spec.negative,
+        "model": session.model,
+        "model_name": display_name(session.model),
+        "model_fingerprint": session.fingerprint,
+        "width": spec.size[0],
+        "height": spec.size[1],
+        "steps": spec.steps,
+        "guidance": spec.guidance,
+        "dtype": session.dtype,
+    }
+
+
+def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
+    run_dir = new_run_dir(session.out, spec.prompt, run)
+    header = run_header(session, spec)
+    data = load_run(run_dir)
+    if data:
+        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance")}
+        new = {k: header[k] for k in old}
+        if old != new:
+            changed = ", ".join(k for k in old if old[k] != new[k])
+            raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
+        data.update(header)
+    else:
+        data = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **header, "explore": {"candidates": []}}
+    return run_dir, data
+
+
+def _record_candidates(data: dict, items: list[Item], run_dir: Path) -> None:
+    by_seed = {c["seed"]: c for c in data.setdefault("explore", {}).setdefault("candidates", [])}
+    for item in items:
+        by_seed[item.seed] = {"seed": item.seed, "key": item.key, "path": str(item.path.relative_to(run_dir)),
+                              "seconds": item.seconds, "cached": item.cached}
+    data["explore"]["candidates"] = sorted(by_seed.values(), key=lambda c: c["seed"])
+
+
+def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+    jobs = plan(spec, session.fingerprint, session.dtype)
+    store = session.store
+    if dry_run:
+        stored = sum(store.has(job.key) for job in jobs)
+        return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
+
+    run_dir, data = _open_run(session, spec, run)
+    out_dir = run_dir / STAGE_DIR
+    items: dict[int, Item] = {}
+    misses: list[RenderJob] = []
+    for job in jobs:
+        artifact = store.get(job.key)
+        if artifact is None:
+            misses.append(job)
+        else:
+            dest = out_dir / candidate_name(job.seed)
+            place(artifact.path, dest)
+            items[job.seed] = Item(job.seed, dest, job.key, True, artifact.record.get("seconds", 0.0))
+    _record_candidates(data, list(items.values()), run_dir)
+    save_run(run_dir, data)
+    set_latest(session.out, run_dir)
+
+    if misses:
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir)
+
+    ordered = [items[seed] for seed in spec.seeds]
+    _write_contact_sheet(out_dir, data, run_dir)
+    save_run(run_dir, data)
+    computed = sum(not item.cached for item in ordered)
+    return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+def _compute(session, spec, misses, out_dir, items, data, run_dir):
+    engine = session.engine()
+    if engine.fingerprint != misses[0].model:  # the model's identity became known on load
+        misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
+        data["model_fingerprint"] = engine.fingerprint
+    batch_size = resolve_batch(spec.batch, engine, spec.size)
+    bar = progress_bar(len(misses), session.progress, "explore")
+    try:
+        for batch in batches(misses, batch_size):
+            _render_batch(session, engine, batch, out_dir, items)
+            _record_candidates(data, [items[job.seed] for job in batch], run_dir)
+            save_run(run_dir, data)
+            if bar:
+                bar.update(len(batch))
+    finally:
+        if bar:
+            bar.close()
+    return misses
+
+
+def _render_batch(session, engine, batch, out_dir, items) -> None:
+    store = session.store
+    with store.lock_all(job.key for job in batch):
+        todo = []
+        for job in batch:  # another process may have finished it meanwhile
+            artifact = store.get(job.key)
+            if artifact is not None:
+                dest = out_dir / candidate_name(job.seed)
+                place(artifact.path, dest)
+                items[job.seed] = Item(job.seed, dest, job.key, True, artifact.record.get("seconds", 0.0))
+            else:
+                todo.append(job)
+        if not todo:
+            return
+        engine.reset_peak_memory()
+        started = time.perf_counter()
+        images = engine.txt2img(todo)
+        seconds = (time.perf_counter() - started) / len(todo)
+        for job, image in zip(todo, images):
+            artifact = store_picture(store, job, image, session.model, seconds=seconds, engine=engine, stage="explore")
+            dest = out_dir / candidate_name(job.seed)
+            place(artifact.path, dest)
+            items[job.seed] = Item(job.seed, dest, job.key, False, round(seconds, 4))
+
+
+def resolve_batch(batch, engine, size) -> int:
+    if batch != "auto":
+        return int(batch)
+    if engine.device == "cpu":
+        return 1  # on the CPU a batch shares nothing; single images keep the progress bar honest
+    return 4 if size[0] * size[1] <= 768 * 768 else 1
+
+
+def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
+    candidates = data.get("explore", {}).get("candidates", [])
+    entries = [(f"seed {c['seed']}", run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
+    if not entries:
+        return
+    sheet = contact_sheet(entries)
+    path = out_dir / "contact.png"
+    tmp = path.with_name(".contact.png.tmp")
+    try:
+        sheet.save(tmp, format="PNG")
+        tmp.replace(path)
+    except OSError as err:
+        raise write_error(path, err) from err
