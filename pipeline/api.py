@@ -42,6 +42,29 @@ class Pipeline:
                      guidance=guidance, batch=batch)
         return explore(self.session, spec, run=run, dry_run=dry_run)
 
+    def refine(self, seeds=None, *, run: str | None = None, source: str | Path | None = None,
+               prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
+               mode: str = "hires", strength: float | None = None, steps: int | None = None,
+               guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
+               dry_run: bool = False) -> StageResult:
+        """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
+        (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
+
+        ``mode="hires"`` enlarges the candidate and re-renders it image-to-image at ``strength``
+        (keeps the composition); ``"rerender"`` renders the same seed from text at the new size.
+        ``None`` takes the value from the run or the image's metadata, else the default.
+        """
+        from .specs import DEFAULT_REFINE_STRENGTH, RefineSpec
+        from .stages.refine import refine
+
+        if isinstance(seeds, range):
+            seeds = list(seeds)
+        spec = build(RefineSpec, seeds=seeds, source=str(source) if source is not None else None, prompt=prompt,
+                     seed=seed, size=size, scale=scale, mode=mode,
+                     strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
+                     guidance=guidance, negative=negative, upscaler=upscaler, batch=batch)
+        return refine(self.session, spec, run=run, dry_run=dry_run)
+
     # -------------------------------------------------------------- lifetime
 
     def close(self) -> None:

@@ -175,3 +175,4 @@ def show(image, as_json):
         click.echo("")
         for name in sorted(record):
             click.echo(f"{name}: {record[name]}")
+from . import cli_refine  # noqa: E402,F401

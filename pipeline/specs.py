@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 from .jobs import check_size, parse_seeds
@@ -68,6 +68,53 @@ class ExploreSpec(Spec):
         if value != "auto" and not 1 <= value <= 64:
             raise ValueError("batch must be 'auto' or 1 to 64")
         return value
+
+
+class RefineSpec(Spec):
+    """Refine picked candidates of a run (``seeds``) or one image (``source``) at a larger size.
+
+    ``None`` means "take it from the run or the image's metadata, else the default".
+    """
+
+    seeds: list[int] | None = None
+    source: str | None = None  # --from IMAGE
+    prompt: str | None = Field(default=None, max_length=20_000)
+    negative: str | None = Field(default=None, max_length=20_000)
+    seed: int | None = Field(default=None, ge=0, le=2**64 - 1)
+    size: tuple[int, int] | None = None
+    scale: float | None = Field(default=None, gt=0.0, le=16.0)
+    mode: Literal["hires", "rerender"] = "hires"
+    strength: float = Field(default=DEFAULT_REFINE_STRENGTH, gt=0.0, le=1.0)
+    steps: int | None = Field(default=None, ge=1, le=200)
+    guidance: float | None = Field(default=None, ge=0.0, le=30.0)
+    upscaler: str = Field(default="lanczos", min_length=1, max_length=4096)
+    batch: Batch = "auto"
+
+    _check_seeds = field_validator("seeds", mode="before")(_seeds)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _refine_size(cls, value):
+        return None if value is None else _size(value)
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, value):
+        if value != "auto" and not 1 <= value <= 64:
+            raise ValueError("batch must be 'auto' or 1 to 64")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.seeds is None) == (self.source is None):
+            raise ValueError("give the seeds to refine (--seeds) or one image (--from), not both")
+        if self.size is not None and self.scale is not None:
+            raise ValueError("give --size or --scale, not both")
+        if self.seeds is not None and (self.prompt is not None or self.seed is not None):
+            raise ValueError("--prompt and --seed go with --from; a run's candidates keep their own")
+        if self.prompt is not None and (not self.prompt.strip() or "\0" in self.prompt):
+            raise ValueError("the prompt is empty or contains a NUL character")
+        return self
 
 
 def build(spec_class, **values):

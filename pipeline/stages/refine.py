@@ -1,0 +1,367 @@
+"""Refine: picked candidates (or any image) made larger while keeping their composition.
+
+    hires     the stored candidate, enlarged to the target size (Lanczos, or a Real-ESRGAN
+              model), then an image-to-image pass with the same prompt and seed at --strength
+    rerender  text-to-image at the target size with the same seed (new noise: the
+              composition may change)
+
+A job's key holds its parameters and, for hires, the digest of the parent picture's file,
+so re-running is free and a changed candidate is refined again. Planning imports no torch;
+the model (and an upscaler) load only when a job misses the store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..jobs import RefineJob, check_size, digest_bytes, render_fields
+from ..models import TINY, display_name
+from ..runs import check_run_name, load_run, place, resolve_run, save_run, set_latest, slugify
+from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
+from .common import Item, StageResult, batches, progress_bar, store_picture
+
+log = logging.getLogger("pipeline")
+
+STAGE_DIR = "refine"
+LANCZOS = "lanczos"
+
+
+@dataclass
+class Pick:
+    """One picture to refine: its job, where it goes, and where its parent comes from."""
+
+    job: RefineJob
+    name: str  # file name under RUN/refine/
+    parent_path: Path | None  # the parent's pixels (None for rerender)
+    parent_key: str  # store key of the parent candidate ("" for a foreign image)
+    source: str  # the candidate's run-relative path, or the --from image's path
+    parent_data: bytes | None = None  # the --from image's bytes, as digested for the key
+
+
+@dataclass
+class Plan:
+    run_dir: Path
+    picks: list[Pick]
+    new_run: dict | None = None  # run.json header when the run folder is to be created
+
+
+# ---------------------------------------------------------------- planning
+
+
+def default_model(out: Path, run: str | None, source: str | Path | None = None) -> str | None:
+    """The model to refine with when none is given: the run's, or the one named in the --from
+    image's metadata (tiny-random or a Hugging Face repo id); None when unknown."""
+    if source is None:
+        try:
+            return load_run(resolve_run(out, run)).get("model") or None
+        except UserError:
+            return None
+    from ..images import read_info
+
+    try:
+        record = read_info(Path(source)).get("pipeline")
+    except UserError:
+        return None
+    fingerprint = record.get("model") if isinstance(record, dict) else None
+    if not isinstance(fingerprint, str):
+        return None
+    if fingerprint.startswith(TINY + "@"):
+        return TINY
+    if fingerprint.startswith("hub:"):
+        return fingerprint[len("hub:"):].rsplit("@", 1)[0] or None
+    return None
+
+
+def plan(session, spec: RefineSpec, run: str | None = None) -> Plan:
+    """The jobs of a refine. Reads run.json, the candidates' records and the --from image; no torch."""
+    return _plan_source(session, spec, run) if spec.source is not None else _plan_run(session, spec, run)
+
+
+def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
+    run_dir = resolve_run(session.out, run)
+    data = load_run(run_dir)
+    candidates = {c["seed"]: c for c in data.get("explore", {}).get("candidates", [])}
+    unknown = [seed for seed in spec.seeds if seed not in candidates]
+    if unknown:
+        if not candidates:
+            raise UserError(f"run {run_dir} has no explore candidates to refine; use --from IMAGE to refine an image")
+        what = "seed {} is not a candidate" if len(unknown) == 1 else "seeds {} are not candidates"
+        raise UserError(f"{what.format(_seed_ranges(unknown))} of run {run_dir.name}; "
+                        f"its seeds are {_seed_ranges(sorted(candidates))}")
+    size = spec.size or _scaled((int(data["width"]), int(data["height"])), spec.scale)
+    params = {
+        "prompt": data["prompt"],
+        "negative": spec.negative if spec.negative is not None else data.get("negative", ""),
+        "guidance": spec.guidance if spec.guidance is not None else data.get("guidance", DEFAULT_GUIDANCE),
+    }
+    enlarge = enlarge_name(spec)
+    picks = []
+    for seed in spec.seeds:
+        candidate = candidates[seed]
+        parent_path, parent_digest = None, ""
+        if spec.mode == "hires":
+            artifact = session.store.get(candidate["key"])
+            if artifact is None:
+                raise UserError(_missing_candidate(run_dir, data, seed))
+            parent_path, parent_digest = artifact.path, artifact.record["digest"]
+        job = _job(session, spec, params, seed, size, parent_digest, enlarge)
+        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"]))
+    return Plan(run_dir, picks)
+
+
+def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
+    from ..images import parse_a1111, read_info
+
+    path = Path(spec.source).expanduser()
+    info = read_info(path)  # a missing or unreadable image is a UserError
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    meta, parent_key = {}, ""
+    record = info["pipeline"] if isinstance(info["pipeline"], dict) else None
+    if record and isinstance(record.get("prompt"), str) and record["prompt"].strip():
+        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance") if k in record}
+        parent_key = record.get("key", "") if isinstance(record.get("key"), str) else ""
+    elif info["parameters"]:
+        parsed = parse_a1111(info["parameters"])
+        # A1111's Steps and CFG scale belong to another sampler and model (typically 20-30 steps
+        # at CFG 7); on Turbo they would burn the picture, so only the prompt and seed are taken.
+        meta = {k: parsed[k] for k in ("prompt", "negative", "seed") if parsed.get(k) not in (None, "")}
+    prompt = spec.prompt if spec.prompt is not None else meta.get("prompt")
+    if not prompt:
+        raise UserError(f"{path} carries no generation parameters: give --prompt (and --seed) to refine it")
+    seed = spec.seed if spec.seed is not None else int(meta.get("seed", 0))
+    params = {
+        "prompt": prompt,
+        "negative": spec.negative if spec.negative is not None else str(meta.get("negative", "")),
+        "guidance": spec.guidance if spec.guidance is not None else float(meta.get("guidance", DEFAULT_GUIDANCE)),
+    }
+    size = spec.size or _scaled(info["size"], spec.scale)
+    digest = digest_bytes(data)
+    job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec))
+    hires = spec.mode == "hires"
+    pick = Pick(job, candidate_name(seed), path.resolve() if hires else None, parent_key, str(path.resolve()),
+                parent_data=data if hires else None)
+    if run is not None:
+        try:
+            return Plan(resolve_run(session.out, run), [pick])
+        except UserError:
+            run_dir = session.out / check_run_name(str(run))
+    else:
+        run_dir = session.out / f"from-{slugify(path.stem, 30)}-{digest[:8]}"
+    if (run_dir / "run.json").is_file():
+        return Plan(run_dir, [pick])
+    header = {"prompt": prompt, "negative": params["negative"], "model": session.model,
+              "model_name": display_name(session.model), "model_fingerprint": session.fingerprint,
+              "steps": job.steps, "guidance": job.guidance, "dtype": session.dtype, "source": str(path.resolve())}
+    return Plan(run_dir, [pick], new_run=header)
+
+
+def _job(session, spec, params, seed, size, parent_digest, enlarge) -> RefineJob:
+    fields = render_fields(model=session.fingerprint, prompt=params["prompt"], negative=params["negative"],
+                           width=size[0], height=size[1], steps=spec.steps or DEFAULT_STEPS,
+                           guidance=params["guidance"], seed=seed, dtype=session.dtype)
+    if spec.mode == "hires":
+        return RefineJob(**fields, mode="hires", strength=float(spec.strength), parent=parent_digest, enlarge=enlarge)
+    # rerender draws from text alone: parent, strength and enlarging do not change its pixels
+    return RefineJob(**fields, mode="rerender", strength=0.0, parent="", enlarge="")
+
+
+def enlarge_name(spec: RefineSpec) -> str:
+    """How hires enlarges the parent, as it enters the key: ``lanczos`` or ``<weights>@<sha256[:16]>``."""
+    if spec.mode != "hires" or spec.upscaler.lower() == LANCZOS:
+        return LANCZOS if spec.mode == "hires" else ""
+    from ..engines import weights  # no torch: resolving and hashing a weights file
+
+    resolved = weights.resolve_weights(spec.upscaler)
+    return f"{resolved.name}@{weights.weights_digest(resolved.path)[:16]}"
+
+
+def _scaled(size, scale: float | None) -> tuple[int, int]:
+    scale = DEFAULT_REFINE_SCALE if scale is None else scale
+    width, height = (max(16, int(round(side * scale / 16)) * 16) for side in size)
+    check_size(width, height)
+    return width, height
+
+
+def candidate_name(seed: int) -> str:
+    return f"seed-{seed}.png"
+
+
+def _missing_candidate(run_dir: Path, data: dict, seed: int) -> str:
+    command = ["pipeline", "explore", data["prompt"], "--out", str(run_dir.parent), "--run", run_dir.name,
+               "--seeds", str(seed), "--size", f"{data['width']}x{data['height']}", "--steps", str(data["steps"]),
+               "--guidance", str(data["guidance"]), "--model", str(data.get("model", ""))]
+    if data.get("negative"):
+        command += ["--negative", data["negative"]]
+    return (f"candidate seed {seed} of run {run_dir.name} is missing or damaged in the store; "
+            f"render it again with `{shlex.join(command)}`")
+
+
+def _seed_ranges(seeds: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    parts, start, prev = [], None, None
+    for seed in seeds:
+        if start is not None and seed == prev + 1:
+            prev = seed
+            continue
+        if start is not None:
+            parts.append(f"{start}-{prev}" if prev > start else str(start))
+        start = prev = seed
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- executing
+
+
+def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+    the_plan = plan(session, spec, run)
+    store = session.store
+    if spec.mode == "rerender":
+        width, height = the_plan.picks[0].job.width, the_plan.picks[0].job.height
+        log.warning("rerender draws new noise at %dx%d, so the composition may change from the candidate; "
+                    "use --mode hires to keep it", width, height)
+    if dry_run:
+        stored = sum(store.has(p.job.key) for p in the_plan.picks)
+        total = len(the_plan.picks)
+        run_dir = None if the_plan.new_run else the_plan.run_dir
+        return StageResult("refine", run_dir, planned=total, stored=stored, computed=total - stored, dry_run=True)
+
+    run_dir = the_plan.run_dir
+    out_dir = run_dir / STAGE_DIR
+    items: dict[str, Item] = {}
+    misses: list[Pick] = []
+    for pick in the_plan.picks:
+        artifact = store.get(pick.job.key)
+        if artifact is None:
+            misses.append(pick)
+        else:
+            items[pick.name] = _place(artifact, pick, out_dir, cached=True)
+    _record(session, the_plan, [(p, items[p.name]) for p in the_plan.picks if p.name in items])
+    if misses:
+        _compute(session, spec, misses, out_dir, items, the_plan)
+    ordered = [items[p.name] for p in the_plan.picks]
+    computed = sum(not item.cached for item in ordered)
+    return StageResult("refine", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
+                       computed=computed)
+
+
+def _place(artifact, pick: Pick, out_dir: Path, cached: bool, seconds: float | None = None) -> Item:
+    dest = out_dir / pick.name
+    place(artifact.path, dest)
+    seconds = artifact.record.get("seconds", 0.0) if seconds is None else round(seconds, 4)
+    return Item(pick.job.seed, dest, pick.job.key, cached, seconds)
+
+
+def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
+    """Merge pictures into run.json's "refine" entry, re-reading it first so nothing recorded is lost.
+
+    A new run's run.json is written with its first picture, and the run becomes the latest.
+    """
+    if not done:
+        return
+    run_dir = the_plan.run_dir
+    data = load_run(run_dir)
+    if not data and the_plan.new_run is not None:
+        data = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **the_plan.new_run}
+    section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
+    by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
+    for pick, item in done:
+        job = pick.job
+        entry = {"seed": job.seed, "key": job.key, "path": str(item.path.relative_to(run_dir)), "mode": job.mode,
+                 "width": job.width, "height": job.height, "steps": job.steps, "guidance": job.guidance,
+                 "parent_key": pick.parent_key, "source": pick.source, "seconds": item.seconds, "cached": item.cached}
+        if job.mode == "hires":
+            entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
+        by_path[entry["path"]] = entry
+    section["pictures"] = sorted(by_path.values(), key=lambda p: (p.get("seed", 0), p.get("path", "")))
+    data["refine"] = section
+    save_run(run_dir, data)
+    set_latest(session.out, run_dir)
+
+
+def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items: dict, the_plan: Plan) -> None:
+    enlarged = _enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
+    engine = session.engine()
+    if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
+        misses = [dataclasses.replace(p, job=dataclasses.replace(p.job, model=engine.fingerprint)) for p in misses]
+    by_job = {id(p.job): p for p in misses}
+    bar = progress_bar(len(misses), session.progress, "refine")
+    try:
+        for batch in batches([p.job for p in misses], resolve_batch(spec.batch, engine, misses[0].job)):
+            picks = [by_job[id(job)] for job in batch]
+            _render_batch(session, engine, picks, enlarged, out_dir, items)
+            _record(session, the_plan, [(p, items[p.name]) for p in picks])
+            if bar:
+                bar.update(len(batch))
+    finally:
+        if bar:
+            bar.close()
+
+
+def resolve_batch(batch, engine, job) -> int:
+    """auto: what the engine's memory model allows at this size (at most 4), else one at a time.
+
+    At 1024² one picture already fills a GPU (4096 image tokens), so batching gains little;
+    on a CPU a batch shares nothing.
+    """
+    if batch != "auto":
+        return int(batch)
+    auto_batch = getattr(engine, "auto_batch", None)
+    return auto_batch(job.width, job.height, limit=4) if auto_batch else 1
+
+
+def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: Path, items: dict) -> None:
+    store = session.store
+    with store.lock_all(p.job.key for p in picks):
+        todo = []
+        for pick in picks:  # another process may have finished it meanwhile
+            artifact = store.get(pick.job.key)
+            if artifact is not None:
+                items[pick.name] = _place(artifact, pick, out_dir, cached=True)
+            else:
+                todo.append(pick)
+        if not todo:
+            return
+        jobs = [p.job for p in todo]
+        engine.reset_peak_memory()
+        started = time.perf_counter()
+        if jobs[0].mode == "hires":
+            images = engine.img2img(jobs, [enlarged[p.name] for p in todo], jobs[0].strength)
+        else:
+            images = engine.txt2img(jobs)
+        seconds = (time.perf_counter() - started) / len(todo)
+        for pick, image in zip(todo, images):
+            artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
+                                     stage="refine", parent_key=pick.parent_key)
+            items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)
+
+
+def _enlarge_parents(session, spec: RefineSpec, misses: list[Pick]) -> dict:
+    """Each miss's parent enlarged to its target size (the upscaler, if any, loads once, here)."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    upscaler = None
+    if spec.upscaler.lower() != LANCZOS:
+        from ..engines.upscaler import load_upscaler
+
+        upscaler = load_upscaler(spec.upscaler, session.device or "auto", "auto")
+    enlarged = {}
+    for pick in misses:
+        with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+        size = (pick.job.width, pick.job.height)
+        if upscaler is not None:
+            image = upscaler.upscale(image)
+        enlarged[pick.name] = image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+    return enlarged
