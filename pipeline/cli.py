@@ -176,3 +176,4 @@ def show(image, as_json):
         for name in sorted(record):
             click.echo(f"{name}: {record[name]}")
 from . import cli_refine  # noqa: E402,F401
+from . import cli_gallery  # noqa: E402,F401

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..gallery import write_gallery
 from ..images import contact_sheet
 from ..jobs import RenderJob, render_fields
 from ..models import display_name
@@ -101,6 +102,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     ordered = [items[seed] for seed in spec.seeds]
     _write_contact_sheet(out_dir, data, run_dir)
     save_run(run_dir, data)
+    write_gallery(run_dir, data)
     computed = sum(not item.cached for item in ordered)
     return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
