@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..gallery import write_gallery
 from ..jobs import RefineJob, check_size, digest_bytes, render_fields
 from ..models import TINY, display_name
 from ..runs import check_run_name, load_run, place, resolve_run, save_run, set_latest, slugify
@@ -249,6 +250,7 @@ def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool =
     if misses:
         _compute(session, spec, misses, out_dir, items, the_plan)
     ordered = [items[p.name] for p in the_plan.picks]
+    write_gallery(run_dir)
     computed = sum(not item.cached for item in ordered)
     return StageResult("refine", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
                        computed=computed)
