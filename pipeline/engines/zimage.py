@@ -1,21 +1,41 @@
 """The Z-Image engine: loads the diffusers pipeline once and renders jobs in batches.
 
 Heavy imports (torch, diffusers) happen here and only here, when a job misses the store.
+
+Small-VRAM design:
+- the pipeline is loaded on the CPU *without* its text encoder; prompts are encoded first
+  (``embeddings.PromptEmbeddings``: from the store, or by loading the text encoder, which is
+  released right after), so the text encoder and the transformer never share the device;
+- the transformer and VAE are placed on the device at the first render, when the size and
+  batch are known, by the memory profile (``memory.apply_profile``); ``auto`` picks it from
+  the free device memory.
 """
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 
 from ..errors import UserError
 from ..jobs import RenderJob
 from ..models import TINY, display_name, model_fingerprint
+from . import memory as mem
+from .embeddings import PromptEmbeddings
 
 log = logging.getLogger("pipeline")
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+FP8_CAVEAT = ("--weights-dtype fp8 stores the transformer's weights in float8 and computes in {dtype}: about half the "
+              "memory, but pictures differ slightly from full-precision ones (finer detail and text may suffer)")
+_said_once: set[str] = set()
+
+
+def _say_once(level: int, message: str) -> None:
+    if message not in _said_once:
+        _said_once.add(message)
+        log.log(level, message)
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -31,66 +51,267 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-def _load_diffusers_pipeline(model: str, dtype):
+def _load_error(model: str, err: Exception) -> UserError:
+    text = str(err)
+    low = text.lower()
+    if "offline" in low or "connect" in low or "cannot find" in low or "not find" in low \
+            or "local_files_only" in text or "not cached" in low:
+        return UserError(
+            f"model {model} is not in the local Hugging Face cache and cannot be downloaded here: "
+            f"download it on a connected machine (`hf download {model}`) and point HF_HOME at that cache, "
+            f"or pass --model /path/to/a/local/diffusers/folder"
+        )
+    return UserError(f"cannot load model {model}: {text.splitlines()[0] if text else err.__class__.__name__}")
+
+
+def _tiny_transformer_config_dir() -> str:
+    """A folder holding the tiny transformer's config.json (what ``from_single_file`` needs)."""
+    import tempfile
+
+    from diffusers import ZImageTransformer2DModel
+
+    from .tiny import TINY_TRANSFORMER_CONFIG
+
+    folder = Path(tempfile.mkdtemp(prefix="tiny-transformer-config-"))
+    with torch.device("meta"):
+        ZImageTransformer2DModel(**TINY_TRANSFORMER_CONFIG).save_config(folder)
+    return str(folder)
+
+
+def load_transformer_file(path: str, model: str, dtype):
+    """A single-file transformer checkpoint (.safetensors as ComfyUI users have, or GGUF)."""
+    from diffusers import ZImageTransformer2DModel
+
+    kwargs = {"torch_dtype": dtype}
+    if model == TINY:
+        kwargs["config"] = _tiny_transformer_config_dir()
+    else:
+        kwargs.update(config=model, subfolder="transformer")
+    if path.lower().endswith(".gguf"):
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise UserError("a .gguf --transformer needs the gguf package: pip install gguf") from None
+        from diffusers import GGUFQuantizationConfig
+
+        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
+    try:
+        return ZImageTransformer2DModel.from_single_file(path, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        raise UserError(f"cannot load --transformer {path} as a Z-Image transformer: {first}") from err
+
+
+def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str | None = None):
+    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU."""
     from diffusers import ZImagePipeline
 
+    transformer = load_transformer_file(transformer_path, model, dtype) if transformer_path else None
     if model == TINY:
-        from .tiny import build_tiny_pipeline
+        from . import tiny
 
-        return build_tiny_pipeline(dtype)
+        if all(hasattr(tiny, name) for name in ("build_tiny_transformer", "build_tiny_vae", "build_tiny_scheduler")):
+            components = {"transformer": transformer or tiny.build_tiny_transformer().to(dtype),
+                          "vae": tiny.build_tiny_vae().to(dtype), "scheduler": tiny.build_tiny_scheduler()}
+        else:  # older tiny module: build everything, then drop the text encoder
+            components = tiny.build_tiny_components(dtype)
+            if transformer is not None:
+                components["transformer"] = transformer
+        components.update(text_encoder=None, tokenizer=None)
+        return ZImagePipeline(**components)
+    extra = {"transformer": transformer} if transformer is not None else {}
     try:
-        return ZImagePipeline.from_pretrained(model, torch_dtype=dtype)
+        return ZImagePipeline.from_pretrained(model, torch_dtype=dtype, text_encoder=None, tokenizer=None, **extra)
     except (OSError, ValueError) as err:
-        text = str(err)
-        if "offline" in text.lower() or "connect" in text.lower() or "cannot find" in text.lower() \
-                or "not find" in text.lower() or "local_files_only" in text or "not cached" in text.lower():
-            raise UserError(
-                f"model {model} is not in the local Hugging Face cache and cannot be downloaded here: "
-                f"download it on a connected machine (`hf download {model}`) and point HF_HOME at that cache, "
-                f"or pass --model /path/to/a/local/diffusers/folder"
-            ) from err
-        raise UserError(f"cannot load model {model}: {text.splitlines()[0] if text else err.__class__.__name__}") from err
+        raise _load_error(model, err) from err
+
+
+def load_text_encoder(model: str, dtype):
+    """(tokenizer, text encoder) on the CPU; called only when a prompt's embedding is not stored."""
+    if model == TINY:
+        from . import tiny
+
+        tokenizer = tiny.build_tiny_tokenizer()
+        return tokenizer, tiny.build_tiny_text_encoder(len(tokenizer)).to(dtype)
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+        encoder = AutoModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise _load_error(model, err) from err
+    return tokenizer, encoder.eval()
 
 
 class ZImageEngine:
     """One loaded Z-Image pipeline (text-to-image plus an img2img view of the same weights)."""
 
-    def __init__(self, model: str, device: str | None = None, dtype: str = "bf16", memory: str = "auto"):
+    def __init__(self, model: str, device: str | None = None, dtype: str = "bf16", memory: str = "auto", *,
+                 store=None, transformer: str | None = None, weights_dtype: str | None = None,
+                 compile: bool = False, attention: str | None = None):
+        if memory not in mem.MEMORY_CHOICES:
+            raise UserError(f"memory profile {memory!r} is not one of {', '.join(mem.MEMORY_CHOICES)}")
+        options = mem.EngineOptions(transformer=transformer, weights_dtype=weights_dtype, compile=compile,
+                                    attention=attention)
+        started = time.perf_counter()
+        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer)
+        self._setup(pipe, model=model, device=pick_device(device), dtype=dtype, memory=memory, store=store,
+                    options=options, text_encoder_loader=lambda: load_text_encoder(model, DTYPES[dtype]),
+                    fingerprint=model_fingerprint(model))
+        log.info("loaded %s (without its text encoder) on the CPU in %.1f s; it runs on %s (%s)",
+                 display_name(model), time.perf_counter() - started, self.device, dtype)
+
+    @classmethod
+    def from_pipeline(cls, pipe, *, device: str, dtype: str, memory: str, text_encoder_loader, fingerprint: str,
+                      store=None, options=None, profiles_on_cpu: bool = False) -> "ZImageEngine":
+        """An engine around an already built ``ZImagePipeline`` (text_encoder=None), e.g. for benchmarks.
+
+        ``text_encoder_loader()`` returns (tokenizer, encoder) on the CPU. ``profiles_on_cpu`` applies
+        the offload profiles even on the CPU (a smoke test of the code path; no memory is saved).
+        """
+        engine = cls.__new__(cls)
+        engine._setup(pipe, model=fingerprint, device=device, dtype=dtype, memory=memory, store=store,
+                      options=options or mem.EngineOptions(), text_encoder_loader=text_encoder_loader,
+                      fingerprint=fingerprint, profiles_on_cpu=profiles_on_cpu)
+        return engine
+
+    def _setup(self, pipe, *, model, device, dtype, memory, store, options, text_encoder_loader, fingerprint,
+               profiles_on_cpu=False) -> None:
+        self.options = options
         self.model = model
-        self.device = pick_device(device)
+        self.device = device
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
         self.memory = memory
-        started = time.perf_counter()
-        self.pipe = _load_diffusers_pipeline(model, self.dtype)
+        self._profiles_on_cpu = profiles_on_cpu and memory != "auto"
+        self._text_encoder_loader = text_encoder_loader
+        self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)
-        self.profile = self._place()
-        self.fingerprint = model_fingerprint(model)
+        self._prepare_transformer()
+        self.sizes = mem.sizes_of(self.pipe)
+        self.fingerprint = fingerprint + self.options.fingerprint_suffix()
+        self.text_encoder_id = f"{fingerprint}|text_encoder|{dtype}"
+        self.embeddings = PromptEmbeddings(self.text_encoder_id, store, self._load_text_encoder,
+                                           self._place_text_encoder, self._release)
+        self._placed: str | None = None
+        self._placed_for: tuple | None = None
         self._img2img = None
-        self._embeds: dict[str, list] = {}
-        log.info("loaded %s on %s (%s) in %.1f s", display_name(model), self.device, dtype, time.perf_counter() - started)
+        self.profile = self._initial_profile()
 
-    def _place(self) -> str:
-        """Put the components on the device for the memory profile; return the profile used."""
+    # ------------------------------------------------------------ set-up
+
+    @property
+    def accelerated(self) -> bool:
+        """Memory profiles need a CUDA device (offload streams, memory queries)."""
+        return self.device.startswith("cuda") or self._profiles_on_cpu
+
+    def _initial_profile(self) -> str:
+        if self._profiles_on_cpu:
+            return self.memory
         if self.device == "cpu":
-            if self.memory not in ("auto", "full"):
-                log.warning("memory profile %r needs an accelerator; running everything on the CPU", self.memory)
+            level = logging.INFO if self.memory in ("auto", "full") else logging.WARNING
+            _say_once(level, "memory profiles need a GPU; on the CPU everything runs in plain CPU memory")
             return "cpu"
-        self.pipe.to(self.device)
-        return "full"
+        if not self.accelerated:
+            if self.memory not in ("auto", "full"):
+                _say_once(logging.WARNING, f"memory profile {self.memory!r} needs CUDA; on {self.device} "
+                                           "everything stays on the device")
+            return "full"
+        return self.memory  # "auto" until the first render decides
+
+    def _prepare_transformer(self) -> None:
+        transformer = self.pipe.transformer
+        if self.options.weights_dtype == "fp8":
+            log.warning(FP8_CAVEAT.format(dtype=self.dtype_name))
+            transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
+        if self.options.attention:
+            from diffusers.models.attention_dispatch import AttentionBackendName
+
+            names = [b.value for b in AttentionBackendName]
+            if self.options.attention not in names:
+                raise UserError(f"--attention {self.options.attention!r} is not one of "
+                                f"{', '.join(n for n in names if not n.startswith('_'))}")
+            try:
+                transformer.set_attention_backend(self.options.attention)
+            except (ImportError, RuntimeError, ValueError) as err:
+                raise UserError(f"attention backend {self.options.attention!r} cannot be used here: "
+                                f"{str(err).splitlines()[0]}") from err
+
+    def _load_text_encoder(self):
+        started = time.perf_counter()
+        tokenizer, encoder = self._text_encoder_loader()
+        log.info("loaded the text encoder in %.1f s (prompt embeddings not stored yet)", time.perf_counter() - started)
+        return tokenizer, encoder
+
+    def _place_text_encoder(self, encoder):
+        """Put the text encoder where it can run now; returns the device to encode on."""
+        if not self.accelerated:
+            encoder.to(self.device)
+            return torch.device(self.device)
+        free, total = mem.device_memory(self.device)
+        if self.memory == "minimal":
+            mem.group_offload(encoder, self.device, leaf=True)
+        elif self.memory != "low" and mem.text_encoder_fits(free, total, self.sizes):
+            encoder.to(self.device)
+        else:
+            mem.group_offload(encoder, self.device, leaf=False)
+        return torch.device(self.device)
+
+    def _release(self) -> None:
+        mem.release_device_memory(self.device)
+
+    # ------------------------------------------------------------ placement
+
+    def _choose(self, width: int, height: int, batch: int) -> str:
+        if self.memory != "auto":
+            return self.memory
+        free, total = mem.device_memory(self.device)
+        free += mem.allocated_bytes(self.device)  # what we hold now can be re-placed
+        profile = mem.choose_profile(free, total, width, height, batch, self.sizes)
+        log.info("memory profile auto → %s (%.1f GiB free of %.1f GiB, %dx%d, batch %d)", profile,
+                 free / mem.GiB, total / mem.GiB, width, height, batch)
+        return profile
+
+    def _ensure_placed(self, width: int, height: int, batch: int) -> None:
+        if self._placed_for == (width, height, batch):
+            return
+        if not self.accelerated:
+            if self._placed is None:
+                self.pipe.to(self.device)
+                self._placed = self.profile
+            self._placed_for = (width, height, batch)
+            return
+        wanted = self._choose(width, height, batch)
+        if self._placed is None:
+            mem.apply_profile(self.pipe, wanted, self.device, width, height, batch)
+            self._placed = wanted
+            self._maybe_compile()
+        elif mem.PROFILES.index(wanted) > mem.PROFILES.index(self._placed) and self._placed in ("full", "balanced"):
+            log.info("switching memory profile %s → %s for %dx%d, batch %d", self._placed, wanted, width, height, batch)
+            mem.unplace(self.pipe, self._placed)
+            self._release()
+            mem.apply_profile(self.pipe, wanted, self.device, width, height, batch)
+            self._placed = wanted
+        else:
+            mem.configure_vae(self.pipe, self._placed, width, height, batch)
+        self.profile = self._placed
+        self._placed_for = (width, height, batch)
+
+    def _maybe_compile(self) -> None:
+        if not self.options.compile:
+            return
+        log.info("compiling the transformer's repeated blocks (the first render is slow)")
+        self.pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)
 
     # ------------------------------------------------------------ prompts
 
     def encode(self, prompts: list[str]) -> dict[str, object]:
-        """Prompt embeddings, computed once per distinct prompt text."""
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._embeds]
-        if todo:
-            with torch.inference_mode():
-                # copy: the Z-Image pipeline rewrites the caller's prompt list in place
-                embeds, _ = self.pipe.encode_prompt(prompt=list(todo), device=self.pipe._execution_device,
-                                                    do_classifier_free_guidance=False)
-            self._embeds.update(zip(todo, embeds))
-        return {p: self._embeds[p] for p in prompts}
+        """Prompt embeddings (stored ones are reused; the text encoder is loaded only on a miss)."""
+        try:
+            return self.embeddings.get(list(prompts), self.device)
+        except torch.OutOfMemoryError as err:
+            self._release()
+            raise UserError("the GPU ran out of memory while encoding prompts; try --memory minimal") from err
 
     def _embeddings(self, jobs: list[RenderJob]):
         cfg = jobs[0].guidance > 0
@@ -107,22 +328,35 @@ class ZImageEngine:
 
     # ------------------------------------------------------------ rendering
 
-    def txt2img(self, jobs: list[RenderJob]):
-        """Render a batch of compatible jobs (same size, steps, guidance); returns PIL images."""
+    def _run(self, pipe, jobs: list[RenderJob], **kwargs):
+        """Encode (phase 1), place (phase 2), denoise + decode; OOM becomes one sentence."""
         first = jobs[0]
         positive, negative = self._embeddings(jobs)
-        with torch.inference_mode():
-            result = self.pipe(
-                prompt_embeds=positive,
-                negative_prompt_embeds=negative,
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                generator=self._generators(jobs),
-                output_type="pil",
-            )
+        try:
+            self._ensure_placed(first.width, first.height, len(jobs))
+            with torch.inference_mode():
+                result = pipe(
+                    prompt_embeds=positive,
+                    negative_prompt_embeds=negative,
+                    width=first.width,
+                    height=first.height,
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.guidance,
+                    generator=self._generators(jobs),
+                    output_type="pil",
+                    **kwargs,
+                )
+        except torch.OutOfMemoryError as err:
+            profile = self._placed or self.profile
+            del err
+            self._release()
+            raise UserError(f"the GPU ran out of memory rendering {first.width}x{first.height} with batch {len(jobs)} "
+                            f"under the '{profile}' memory profile; {mem.lower_profile_hint(profile)}") from None
         return list(result.images)
+
+    def txt2img(self, jobs: list[RenderJob]):
+        """Render a batch of compatible jobs (same size, steps, guidance); returns PIL images."""
+        return self._run(self.pipe, jobs)
 
     @property
     def img2img_pipe(self):
@@ -135,28 +369,28 @@ class ZImageEngine:
         return self._img2img
 
     def img2img(self, jobs: list[RenderJob], images: list, strength: float):
-        first = jobs[0]
-        positive, negative = self._embeddings(jobs)
-        with torch.inference_mode():
-            result = self.img2img_pipe(
-                image=images,
-                strength=strength,
-                prompt_embeds=positive,
-                negative_prompt_embeds=negative,
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                generator=self._generators(jobs),
-                output_type="pil",
-            )
-        return list(result.images)
+        try:
+            return self._run(self.img2img_pipe, jobs, image=images, strength=strength)
+        finally:
+            if self._placed == "balanced":  # the offload hooks belong to self.pipe: offload again
+                self.pipe.maybe_free_model_hooks()
 
     def peak_memory_bytes(self) -> int | None:
         if self.device.startswith("cuda"):
-            return int(torch.cuda.max_memory_allocated())
+            return int(torch.cuda.max_memory_allocated(self.device))
         return None
 
     def reset_peak_memory(self) -> None:
         if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def auto_batch(self, width: int, height: int, limit: int = 8) -> int:
+        """The largest batch the free device memory allows at this size (1 off CUDA)."""
+        if not self.accelerated:
+            return 1
+        self._ensure_placed(width, height, 1)
+        free, total = mem.device_memory(self.device)
+        free += mem.allocated_bytes(self.device)
+        batch = mem.choose_batch(free, total, width, height, self._placed, self.sizes, limit)
+        log.info("batch auto → %d (%dx%d, '%s' profile)", batch, width, height, self._placed)
+        return batch
