@@ -16,10 +16,20 @@ class Pipeline:
     """
 
     def __init__(self, model: str | None = None, out: str | Path = "outputs", *, store: str | Path | None = None,
-                 device: str | None = None, dtype: str = "auto", memory: str = "auto", progress: bool = False):
+                 device: str | None = None, dtype: str = "auto", memory: str = "auto", progress: bool = False,
+                 transformer: str | Path | None = None, weights_dtype: str | None = None, compile: bool = False,
+                 attention: str | None = None):
+        """``memory``: auto, full, balanced, low or minimal (see the README's memory profiles).
+        ``transformer``: a single-file .safetensors/.gguf transformer; ``weights_dtype="fp8"``: float8
+        weight storage; ``compile``/``attention``: opt-in speed switches (torch.compile, attention backend).
+        """
+        from .engines.memory import EngineOptions
+
         kwargs = {"model": model} if model else {}
+        options = EngineOptions(transformer=str(transformer) if transformer else None, weights_dtype=weights_dtype,
+                                compile=compile, attention=attention)
         self.session = Session(out=Path(out), store_path=Path(store) if store else None, device=device, dtype=dtype,
-                               memory=memory, progress=progress, **kwargs)
+                               memory=memory, progress=progress, engine_options=options, **kwargs)
 
     # -------------------------------------------------------------- stages
 

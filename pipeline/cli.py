@@ -67,18 +67,38 @@ def session_options(func):
         click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
                      help="compute precision: auto is bf16 on GPUs and bf16-capable CPUs, else fp32"),
         click.option("--memory", type=click.Choice(["auto", "full", "balanced", "low", "minimal"]), default="auto",
-                     show_default=True, help="GPU memory profile"),
+                     show_default=True, help="GPU memory profile: full is fastest, minimal needs least; auto picks "
+                                             "from free VRAM and the size"),
+        click.option("--transformer", default=None, metavar="PATH", expose_value=False, callback=_engine_option,
+                     help="single-file transformer checkpoint (.safetensors or .gguf) instead of the model's"),
+        click.option("--weights-dtype", type=click.Choice(["fp8"]), default=None, expose_value=False,
+                     callback=_engine_option, help="store transformer weights in float8 (half the memory; slight "
+                                                   "quality loss)"),
+        click.option("--compile", is_flag=True, default=None, expose_value=False, callback=_engine_option,
+                     help="torch.compile the transformer (slow first render, faster after)"),
+        click.option("--attention", default=None, metavar="BACKEND", expose_value=False, callback=_engine_option,
+                     help="attention backend, e.g. flash, sage, _native_flash [default: PyTorch SDPA]"),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def _engine_option(ctx, param, value):
+    """--transformer/--weights-dtype/--compile/--attention reach make_pipeline through the context,
+    so commands keep their signatures."""
+    if value not in (None, False):
+        ctx.meta.setdefault("pipeline.engine_options", {})[param.name] = value
+    return value
+
+
 def make_pipeline(model, out, device, dtype, memory, progress=True):
     from .api import Pipeline
 
+    ctx = click.get_current_context(silent=True)
+    extra = dict(ctx.meta.get("pipeline.engine_options", {})) if ctx is not None else {}
     return Pipeline(model=model, out=out or os.environ.get("PIPELINE_OUT", "outputs"), device=device, dtype=dtype,
-                    memory=memory, progress=progress)
+                    memory=memory, progress=progress, **extra)
 
 
 def print_json(data) -> None:

@@ -21,6 +21,7 @@ class Session:
     dtype: str = "auto"  # bf16 on GPUs and bf16-capable CPUs, else fp32
     memory: str = "auto"
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
+    engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
     _engine: object = field(default=None, init=False, repr=False)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
@@ -36,11 +37,15 @@ class Session:
 
             raise UserError(f"dtype {self.dtype!r} is not one of bf16, fp16, fp32")
         self.store: Store = Store(self.store_path) if self.store_path else default_store(self.out)
+        if self.engine_options is None:
+            from .engines.memory import EngineOptions
+
+            self.engine_options = EngineOptions()
 
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
+            self._fingerprint = model_fingerprint(self.model) + self.engine_options.fingerprint_suffix()
         return self._fingerprint
 
     @property
@@ -52,7 +57,8 @@ class Session:
         if self._engine is None:
             from .engines.zimage import ZImageEngine
 
-            self._engine = ZImageEngine(self.model, device=self.device, dtype=self.dtype, memory=self.memory)
+            self._engine = ZImageEngine(self.model, device=self.device, dtype=self.dtype, memory=self.memory,
+                                        store=self.store, **self.engine_options.as_kwargs())
             if self._engine.fingerprint != self._fingerprint:
                 # e.g. a hub model downloaded just now: its revision is known only after loading
                 log.info("model fingerprint is now %s", self._engine.fingerprint)

@@ -157,6 +157,8 @@ def resolve_batch(batch, engine, size) -> int:
         return int(batch)
     if engine.device == "cpu":
         return 1  # on the CPU a batch shares nothing; single images keep the progress bar honest
+    if str(engine.device).startswith("cuda") and hasattr(engine, "auto_batch"):
+        return engine.auto_batch(size[0], size[1])  # from free memory under the chosen profile
     return 4 if size[0] * size[1] <= 768 * 768 else 1
 
 
