@@ -156,7 +156,7 @@ def main(args) -> None:
     if auto != "fp32":
         ours[auto] = load_upscaler(str(resolved.path), "cpu", "auto")
     rows = {}
-    for name in PHOTOS:
+    for name in [] if args.only_memory else PHOTOS:
         path = work / f"{name}.png"
         image = load_image(path)
         times = {key: [] for key in ["ref"] + list(ours)}
@@ -169,7 +169,7 @@ def main(args) -> None:
                 outputs[key] = np.asarray(upscaler.upscale(image, tile=0))
                 times[key].append(time.perf_counter() - start)
         ref_tiled, _ = reference.run(path, work / f"{name}-ref-tiled.npy", tile=32)
-        our_tiled = np.asarray(ours["fp32"].upscale(image, tile=32, overlap=16))
+        our_tiled = np.asarray(ours["fp32"].upscale(image, tile=32))  # default overlap
         rows[name] = {
             "fidelity": psnr(outputs["fp32"], outputs["ref"]),
             "seams_ours": psnr(our_tiled, outputs["fp32"]),
@@ -185,7 +185,9 @@ def main(args) -> None:
     if not args.skip_memory:
         big = work / f"{PHOTOS[0]}-1024.png"
         window = work / "window.png"
-        side = 256 + 16  # one default CPU window (tile 256 + overlap 16)
+        from pipeline.engines.upscaler import CPU_TILE, DEFAULT_OVERLAP
+
+        side = CPU_TILE + DEFAULT_OVERLAP  # one default CPU window
         Image.open(big).crop((0, 0, side, side)).save(window)
         memory["compact-1024"] = _memory_run("realesr-animevideov3", big, weights_dir, args.threads)
         memory["x4plus-window"] = _memory_run("realesrgan-x4plus", window, weights_dir, args.threads)
@@ -199,9 +201,9 @@ def print_table(rows: dict, memory: dict, auto: str, args) -> None:
           f"{4 * args.size}x{4 * args.size}, {args.threads} threads, {cpu}, median of {args.repeats}; "
           f"our auto precision here = {auto}\n")
     print("| photo | fidelity: ours fp32 vs RealESRGANer fp32 (dB, goal >= 50) "
-          "| seams: ours tile 32 vs untiled (dB, goal >= 45) | RealESRGANer tile 32/pad 10 vs untiled (dB) "
+          "| seams: ours tile 32/overlap 24 vs untiled (dB, goal >= 45) | RealESRGANer tile 32/pad 10 vs untiled (dB) "
           f"| RealESRGANer fp32 (s) | ours {auto} (s) | speed-up (goal >= 4x) | ours {auto} vs fp32 (dB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|") if rows else None
     for name, r in rows.items():
         print(f"| {name} | {r['fidelity']:.1f} | {r['seams_ours']:.1f} | {r['seams_ref']:.1f} "
               f"| {r['t_ref']:.2f} | {r['t_auto']:.2f} | {r['t_ref'] / r['t_auto']:.2f}x "
@@ -209,11 +211,12 @@ def print_table(rows: dict, memory: dict, auto: str, args) -> None:
     if memory:
         c, w = memory["compact-1024"], memory["x4plus-window"]
         # canvases of a 4096² result minus those of the window's 1088² one: float32 RGB + weight + uint8 RGB
-        extra_mb = (4096**2 - 1088**2) * (12 + 4 + 3) / 2**20
+        side = w["out"][0]
+        extra_mb = (4096**2 - side**2) * (12 + 4 + 3) / 2**20
         print("\n| memory (peak RSS, fresh process, default tiling) | MB |")
         print("|---|---|")
         print(f"| realesr-animevideov3, full 1024² -> 4096² ({c['seconds']:.0f} s) | {c['peak_mb']:.0f} |")
-        print(f"| realesrgan-x4plus, one default 272² window -> 1088² ({w['seconds']:.0f} s) | {w['peak_mb']:.0f} |")
+        print(f"| realesrgan-x4plus, one default {side // 4}² window -> {side}² ({w['seconds']:.0f} s) | {w['peak_mb']:.0f} |")
         print(f"| realesrgan-x4plus, 1024² -> 4096², estimated: window run + {extra_mb:.0f} MB of larger "
               f"canvases (goal < 3072) | {w['peak_mb'] + extra_mb:.0f} |")
 
@@ -226,6 +229,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only-memory", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--weights-pth")
     parser.add_argument("--model")

@@ -1,15 +1,18 @@
 """Real-ESRGAN (or any spandrel super-resolution model) upscaling engine.
 
     upscaler = load_upscaler("realesrgan-x4plus", device="auto", precision="auto")
-    big = upscaler.upscale(load_image("in.png"), tile=None, overlap=None)
-    half = resize_to(big, 2 / upscaler.scale * ...)   # see resize_to
+    image = load_image("in.png")
+    big = upscaler.upscale(image, tile=None, overlap=None)   # x4, default tiling
+    twice = resize_to(big, 2, base_size=image.size)           # --scale 2 with an x4 model
+    upscaler.digest                                           # sha256 of the weights, for store keys
 
 Tiling.  The image is cut into windows of ``tile + overlap`` input pixels whose
 starts are spread evenly, so neighbours share at least ``overlap`` pixels.  In
 the shared band each window's output is weighted by a linear ramp that is 0 in
 the outer quarter of the band (pixels that lack context), rises across the
 middle half and is 1 beyond, so the weights of neighbours sum to 1 and no seam
-is visible: tiled output matches untiled output to ~50 dB with 32-px tiles.
+is visible: with 32-px tiles and the default overlap of 24, tiled output is
+within ~50 dB PSNR of untiled output (RealESRGANer's hard-cropped tiles: 35-42 dB).
 Sides on the image border are never ramped, because there the tile sees
 exactly what the untiled model sees.  Windows all have one shape, so several
 run in one batch.  ``tile=0`` runs the whole image at once.
@@ -41,7 +44,7 @@ from pipeline.engines import weights as weights_mod
 from pipeline.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEFAULT_OVERLAP = 16
+DEFAULT_OVERLAP = 24  # 16 gives 42 dB vs untiled on detailed photos with 32-px tiles, 24 gives 50
 CPU_TILE = 256
 MIN_TILE = 16
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -261,7 +264,7 @@ class Upscaler:
 
         ``tile``: core tile size in input pixels (None = default for the
         device, 0 = whole image).  ``overlap``: pixels shared by neighbouring
-        tiles (None = 16).  ``progress(done, total)`` is called per batch."""
+        tiles (None = 24).  ``progress(done, total)`` is called per batch."""
         color, alpha, mode = _to_planes(image)
         alpha_varies = alpha is not None and float(alpha.max() - alpha.min()) > 0
         planes = [color] + ([np.repeat(alpha[..., None], 3, axis=2)] if alpha_varies else [])
