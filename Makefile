@@ -21,7 +21,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/cli_speed.py
+	$(BIN)/python benchmarks/explore_speed.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -75,6 +75,35 @@ class Pipeline:
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch)
         return refine(self.session, spec, run=run, dry_run=dry_run)
 
+    def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, model: str | None = None,
+                scale: float | None = None, tile: int | None = None, overlap: int | None = None,
+                precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False) -> StageResult:
+        """Super-resolve pictures with Real-ESRGAN (``model``: a preset name or a weights file).
+
+        ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
+        StageResult (e.g. what ``refine`` returned), or image files/folders (written to ``out_dir``,
+        default ``OUT/upscaled``).
+        """
+        from .jobs import parse_seeds
+        from .stages import upscale as stage
+
+        run_dir = None
+        if images is None:
+            run_dir, inputs = stage.run_inputs(self.session.out, run, parse_seeds(seeds) if seeds is not None else None)
+        elif isinstance(images, StageResult) and images.run_dir is not None:
+            run_dir = images.run_dir
+            inputs = [stage.UpscaleInput(item.path, run_dir / stage.STAGE_DIR / f"seed-{item.seed}.png", item.seed)
+                      for item in images.items]
+        else:
+            paths = images.paths if isinstance(images, StageResult) else [Path(p) for p in (
+                [images] if isinstance(images, (str, Path)) else images)]
+            target = Path(out_dir) if out_dir else self.session.out / "upscaled"
+            inputs = stage.file_inputs(paths, target, stage.scale_label(scale))
+        if not inputs:
+            raise_user("nothing to upscale")
+        return stage.upscale(self.session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+                             precision=precision, run_dir=run_dir, dry_run=dry_run)
+
     # -------------------------------------------------------------- lifetime
 
     def close(self) -> None:

@@ -24,7 +24,17 @@ class _StderrHandler(logging.Handler):
         click.echo(f"{prefix}{record.getMessage()}", err=True)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
 def _setup_logging(verbose: bool) -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
+    if not verbose:  # the libraries' own chatter (set before they are imported)
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
     log.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -197,3 +207,4 @@ def show(image, as_json):
             click.echo(f"{name}: {record[name]}")
 from . import cli_refine  # noqa: E402,F401
 from . import cli_gallery  # noqa: E402,F401
+from . import cli_upscale  # noqa: E402,F401

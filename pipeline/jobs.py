@@ -87,6 +87,22 @@ class RefineJob(RenderJob):
         return super().batch_group() + (self.mode, self.strength)
 
 
+@dataclass(frozen=True)
+class UpscaleJob(Job):
+    """Super-resolution of one input image."""
+
+    kind = "upscale"
+    input: str  # sha256 of the input image file
+    weights: str  # sha256 of the upscaler weights file
+    scale: float  # output size / input size
+    tile: int  # input tile size; 0 = whole image, -1 = chosen from free memory
+    overlap: int  # -1 = default
+    precision: str  # concrete: fp32, bf16 or fp16
+
+    def batch_group(self) -> tuple:
+        return (self.weights, self.tile, self.overlap, self.precision)
+
+
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype) -> dict:
     """Normalise render parameters so equal pictures get equal keys.
 

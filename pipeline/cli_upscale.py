@@ -1,0 +1,62 @@
+"""`pipeline upscale` and `pipeline weights`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .cli import main, print_json, user_errors
+
+
+@main.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--run", "run_name", default=None, metavar="RUN", help="run folder or name [default: latest]")
+@click.option("--seeds", default=None, metavar="SPEC", help="seeds of the run to upscale (refined, else candidates)")
+@click.option("--model", default=None, metavar="NAME",
+              help="realesrgan-x4plus (default), realesrgan-x4plus-anime, realesr-animevideov3, or a weights file")
+@click.option("--weights", "weights_path", default=None, type=click.Path(path_type=Path),
+              help="a .pth/.safetensors super-resolution model (any architecture spandrel knows)")
+@click.option("--scale", type=float, default=None, help="output size / input size [default: the model's, e.g. 4]")
+@click.option("--tile", type=int, default=None, help="tile size in input pixels; 0 = whole image [default: by memory]")
+@click.option("--tile-overlap", "overlap", type=int, default=None, help="overlap between tiles [default: 24]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+@click.option("--out", default=None, metavar="DIR",
+              help="output folder: runs live here; upscaled files go to DIR/upscaled [default: outputs]")
+@click.option("--device", default=None, metavar="DEV", help="cuda, cpu, … [default: best available]")
+@click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
+@user_errors
+def upscale(images, run_name, seeds, model, weights_path, scale, tile, overlap, precision, out, device, dry_run,
+            as_json):
+    """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders)."""
+    from .api import Pipeline
+
+    if model and weights_path:
+        raise click.UsageError("give --model or --weights, not both")
+    out = Path(out or os.environ.get("PIPELINE_OUT", "outputs"))
+    with Pipeline(out=out, device=device, progress=not as_json) as p:
+        result = p.upscale(list(images) or None, run=run_name, seeds=seeds, model=str(weights_path or model or "")
+                           or None, scale=scale, tile=tile, overlap=overlap, precision=precision, dry_run=dry_run)
+    if as_json:
+        print_json(result.to_json())
+        return
+    if dry_run:
+        click.echo(f"upscale: {result.planned} pictures, {result.stored} stored, {result.computed} to compute")
+        return
+    click.echo(f"upscale: {result.computed} computed, {result.stored} reused from the store")
+    for item in result.items:
+        click.echo(f"  {item.path}")
+
+
+@main.command()
+@user_errors
+def weights():
+    """List the upscaler weights available and where they came from."""
+    from .engines.weights import list_weights, weights_dir
+
+    click.echo(f"weights folder: {weights_dir()}  (set PIPELINE_WEIGHTS to change)")
+    for info in list_weights():
+        where = str(info.path) if info.path else "not here yet (downloaded or converted on first use)"
+        click.echo(f"  {info.name:28} {info.source:42} {where}")

@@ -1,0 +1,222 @@
+"""Upscale: Real-ESRGAN (or any spandrel model) super-resolution of a run's pictures or any image files."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..errors import UserError
+from ..hardware import cpu_has_native_bf16, gpu_likely_present
+from ..images import A1111_CHUNK, JSON_CHUNK
+from ..jobs import UpscaleJob
+from ..runs import load_run, place, resolve_run, save_run
+from ..store import file_digest
+from .common import Item, StageResult, progress_bar
+
+log = logging.getLogger("pipeline")
+
+STAGE_DIR = "upscale"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class UpscaleInput:
+    path: Path  # the image to upscale
+    dest: Path  # where people find the result
+    seed: int | None = None
+
+
+def concrete_precision(precision: str, device: str | None) -> str:
+    """The precision ``auto`` means on this machine, decided without importing torch."""
+    if precision != "auto":
+        return precision
+    on_gpu = (device or "auto").startswith(("cuda", "mps")) or (device in (None, "auto") and gpu_likely_present())
+    if on_gpu:
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+# ------------------------------------------------------------------ inputs
+
+def run_inputs(out: Path, run: str | None, seeds: list[int] | None) -> tuple[Path, list[UpscaleInput]]:
+    """The pictures of a run to upscale: its refined ones, or the picked seeds (refined, else candidates)."""
+    run_dir = resolve_run(out, run)
+    data = load_run(run_dir)
+    refined = {item["seed"]: item for item in data.get("refine", {}).get("items", [])}
+    candidates = {c["seed"]: c for c in data.get("explore", {}).get("candidates", [])}
+    if seeds is None:
+        if not refined:
+            raise UserError(f"run {run_dir} has no refined pictures yet: run `pipeline refine --seeds …` first, "
+                            "or pass --seeds or image files")
+        chosen = [refined[s] for s in sorted(refined)]
+    else:
+        unknown = [s for s in seeds if s not in refined and s not in candidates]
+        if unknown:
+            known = ", ".join(str(s) for s in sorted(set(candidates) | set(refined))) or "none"
+            raise UserError(f"seed {unknown[0]} is not in run {run_dir.name} (its seeds: {known})")
+        chosen = [refined.get(s) or candidates[s] for s in seeds]
+    inputs = [UpscaleInput(run_dir / item["path"], run_dir / STAGE_DIR / f"seed-{item['seed']}.png", item["seed"])
+              for item in chosen]
+    return run_dir, inputs
+
+
+def file_inputs(paths: list[Path], out_dir: Path, scale_label: str) -> list[UpscaleInput]:
+    """Image files, and the images directly inside folders, each to ``out_dir/<stem>-x<scale>.png``."""
+    files: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path} does not exist")
+    names: dict[str, int] = {}
+    inputs = []
+    for path in files:
+        stem = path.stem
+        count = names.get(stem, 0)
+        names[stem] = count + 1
+        name = f"{stem}-x{scale_label}.png" if count == 0 else f"{stem}-{count + 1}-x{scale_label}.png"
+        inputs.append(UpscaleInput(path, Path(out_dir) / name))
+    return inputs
+
+
+# ------------------------------------------------------------------ stage
+
+def scale_label(scale: float | None, native: int | None = None) -> str:
+    value = scale if scale is not None else native
+    if value is None:
+        return "4"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
+            tile: int | None = None, overlap: int | None = None, precision: str = "auto",
+            run_dir: Path | None = None, dry_run: bool = False) -> StageResult:
+    from ..engines import weights as weights_mod
+
+    if scale is not None and not 0 < scale <= 16:
+        raise UserError(f"--scale must be above 0 and at most 16, not {scale:g}")
+    if tile is not None and tile != 0 and tile < 16:
+        raise UserError(f"--tile must be 0 (whole image) or at least 16, not {tile}")
+    if overlap is not None and not 0 <= overlap <= 256:
+        raise UserError(f"--tile-overlap must be 0 to 256, not {overlap}")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UserError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+
+    resolved = weights_mod.resolve_weights(model)
+    weights_digest = weights_mod.weights_digest(resolved.path)
+    concrete = concrete_precision(precision, session.device)
+    jobs = []
+    for item in inputs:
+        try:
+            digest = file_digest(item.path)
+        except OSError as err:
+            raise UserError(f"cannot read {item.path}: {err.strerror or err}") from None
+        jobs.append(UpscaleJob(input=digest, weights=weights_digest, scale=float(scale or 0.0),
+                               tile=-1 if tile is None else int(tile), overlap=-1 if overlap is None else int(overlap),
+                               precision=concrete))
+    store = session.store
+    if dry_run:
+        stored = sum(store.has(job.key) for job in jobs)
+        return StageResult("upscale", run_dir, planned=len(jobs), stored=stored, computed=len(jobs) - stored,
+                           dry_run=True)
+
+    items: list[Item] = []
+    engine = None
+    bar = progress_bar(len(jobs), session.progress, "upscale")
+    try:
+        for item, job in zip(inputs, jobs):
+            with store.lock(job.key):
+                artifact = store.get(job.key)
+                cached = artifact is not None
+                if artifact is None:
+                    if engine is None:
+                        engine = _load(resolved.path, session.device, precision, concrete)
+                    started = time.perf_counter()
+                    data = _upscale_one(engine, item.path, job, tile, overlap)
+                    seconds = time.perf_counter() - started
+                    artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(seconds, 4),
+                                                         "device": str(engine.device),
+                                                         "precision": engine.precision,
+                                                         "source": str(item.path), "version": __version__})
+            place(artifact.path, item.dest)
+            items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
+                              name=item.path.name))
+            if run_dir is not None:
+                _record(run_dir, items)
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    computed = sum(not item.cached for item in items)
+    return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+def _load(weights_path: Path, device, precision: str, concrete: str):
+    from ..engines.upscaler import load_upscaler
+
+    engine = load_upscaler(weights_path, device=device or "auto", precision=precision)
+    if engine.precision != concrete:
+        log.info("upscaler runs in %s (asked for %s)", engine.precision, concrete)
+    return engine
+
+
+def _upscale_one(engine, path: Path, job: UpscaleJob, tile, overlap) -> bytes:
+    """Upscale one image file; return PNG bytes carrying the input's metadata plus this step."""
+    from ..engines.upscaler import load_image, resize_to
+
+    image = load_image(path)
+    result = engine.upscale(image, tile=tile, overlap=overlap)
+    if job.scale and job.scale != engine.scale:
+        result = resize_to(result, job.scale, base_size=image.size)
+    return _encode(result, path, engine, job)
+
+
+def _encode(image, source: Path, engine, job: UpscaleJob) -> bytes:
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    step = {"upscaler": engine.name, "weights": job.weights, "scale": job.scale or engine.scale,
+            "tile": job.tile, "overlap": job.overlap, "precision": job.precision, "input": job.input,
+            "key": job.key}
+    info = PngImagePlugin.PngInfo()
+    try:
+        with Image.open(source) as original:
+            text = dict(getattr(original, "text", None) or {})
+    except OSError:
+        text = {}
+    parameters = text.get(A1111_CHUNK)
+    suffix = f"Postprocess upscaler: {engine.name}, Postprocess upscale by: {step['scale']:g}"
+    info.add_text(A1111_CHUNK, f"{parameters}, {suffix}" if parameters else suffix)
+    record = {}
+    if isinstance(text.get(JSON_CHUNK), str):
+        try:
+            record = json.loads(text[JSON_CHUNK])
+        except ValueError:
+            record = {}
+    record["upscale"] = step
+    info.add_itxt(JSON_CHUNK, json.dumps(record, sort_keys=True, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+    return buffer.getvalue()
+
+
+def _record(run_dir: Path, items: list[Item]) -> None:
+    data = load_run(run_dir)
+    by_dest = {entry["path"]: entry for entry in data.get("upscale", {}).get("items", [])}
+    for item in items:
+        rel = str(item.path.relative_to(run_dir))
+        by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
+                        "seconds": item.seconds, "cached": item.cached}
+    data["upscale"] = {"items": sorted(by_dest.values(), key=lambda e: (e["seed"] is None, e["seed"] or 0))}
+    save_run(run_dir, data)
