@@ -60,6 +60,16 @@ class Picture:
             text += f" · {self.size[0]}×{self.size[1]}"
         return text
 
+    @property
+    def short_label(self) -> str:
+        """Under a small thumbnail next to its candidate: the size, or the scale of an upscale."""
+        scale = self.params.get("scale")
+        if self.stage == "upscale" and isinstance(scale, (int, float)):
+            return f"×{scale:g}"
+        if self.size:
+            return f"{self.size[0]}×{self.size[1]}"
+        return STAGE_LABELS.get(self.stage, self.stage)
+
     def to_json(self) -> dict:
         """For the page's script. Seeds are strings: JavaScript numbers lose digits above 2**53."""
         params = {k: str(v) if k == "seed" or _big(v) else v for k, v in self.params.items()}
@@ -334,7 +344,7 @@ def _grid(groups: list[dict]) -> str:
         label = f"seed {seed}" if seed is not None else "candidate"
         results = "".join(
             f'<button type="button" class="result" data-group="{index}" data-result="{n}" tabindex="-1" '
-            f'title="{_e(p.label)} (enlarge)">{_thumb_img(p, "rthumb", p.label)}<span>{_e(p.label.split(" · ")[0])}'
+            f'title="{_e(p.label)} (enlarge)">{_thumb_img(p, "rthumb", p.label)}<span>{_e(p.short_label)}'
             f"</span></button>"
             for n, p in enumerate(group["results"])
         )

@@ -166,6 +166,7 @@
     var td = document.createElement("td");
     th.textContent = key;
     td.textContent = String(value);
+    if (/^[0-9a-f]{32,}$/.test(td.textContent)) td.className = "mono";
     tr.appendChild(th);
     tr.appendChild(td);
     table.appendChild(tr);
