@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
+from ..gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
 from ..images import A1111_CHUNK, JSON_CHUNK
 from ..jobs import UpscaleJob
@@ -157,6 +158,8 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     finally:
         if bar:
             bar.close()
+    if run_dir is not None:
+        write_gallery(run_dir)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
