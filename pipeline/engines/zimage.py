@@ -82,7 +82,7 @@ def load_transformer_file(path: str, model: str, dtype):
     """A single-file transformer checkpoint (.safetensors as ComfyUI users have, or GGUF)."""
     from diffusers import ZImageTransformer2DModel
 
-    kwargs = {"torch_dtype": dtype}
+    kwargs = {"dtype": dtype}
     if model == TINY:
         kwargs["config"] = _tiny_transformer_config_dir()
     else:
@@ -121,7 +121,7 @@ def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str 
         return ZImagePipeline(**components)
     extra = {"transformer": transformer} if transformer is not None else {}
     try:
-        return ZImagePipeline.from_pretrained(model, torch_dtype=dtype, text_encoder=None, tokenizer=None, **extra)
+        return ZImagePipeline.from_pretrained(model, dtype=dtype, text_encoder=None, tokenizer=None, **extra)
     except (OSError, ValueError) as err:
         raise _load_error(model, err) from err
 
