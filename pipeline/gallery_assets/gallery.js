@@ -65,6 +65,8 @@
     $("cfg").textContent = any ? configSnippet(seeds) : "";
     $("copy-cmd").disabled = $("copy-cfg").disabled = $("clear").disabled = !any;
     if (box.open) showPickState();
+    // keyboard focus scrolls cards into view above the sticky bar, whatever its height now
+    document.documentElement.style.scrollPaddingBottom = ($("bar").offsetHeight + 12) + "px";
     try { localStorage.setItem(storeKey, JSON.stringify(seeds)); } catch (e) { /* storage may be off */ }
   }
   function toggle(index) {
