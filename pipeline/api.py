@@ -104,6 +104,12 @@ class Pipeline:
         return stage.upscale(self.session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
                              precision=precision, run_dir=run_dir, dry_run=dry_run)
 
+    def gallery(self, run: str | Path | None = None) -> Path:
+        """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""
+        from .gallery import build_gallery
+
+        return build_gallery(self.session.out, run)
+
     # -------------------------------------------------------------- lifetime
 
     def close(self) -> None:
@@ -120,7 +126,9 @@ class Pipeline:
 def random_base_seed() -> int:
     import secrets
 
-    return secrets.randbelow(2**32)
+    from .distributed import agree
+
+    return agree(secrets.randbelow(2**32))  # the same seeds on every process of a multi-GPU run
 
 
 def raise_user(message: str):

@@ -215,3 +215,12 @@ def test_page_write_is_atomic(run_copy, monkeypatch):
         gallery.write_gallery(run_copy)
     assert (run_copy / "index.html").read_bytes() == before
     assert not [p for p in os.listdir(run_copy) if p.endswith(".tmp")]
+
+
+def test_python_api_rebuilds_the_page(run_copy):
+    from pipeline.api import Pipeline
+
+    (run_copy / "index.html").unlink()
+    with Pipeline(model="tiny-random", out=run_copy.parent) as p:
+        assert p.gallery("fox") == run_copy / "index.html"
+    assert (run_copy / "index.html").is_file()
