@@ -52,7 +52,8 @@ class Pipeline:
                      guidance=guidance, batch=batch)
         return explore(self.session, spec, run=run, dry_run=dry_run)
 
-    def refine(self, seeds=None, *, run: str | None = None, source: str | Path | None = None,
+    def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
+               source: str | Path | None = None,
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
@@ -63,10 +64,26 @@ class Pipeline:
         ``mode="hires"`` enlarges the candidate and re-renders it image-to-image at ``strength``
         (keeps the composition); ``"rerender"`` renders the same seed from text at the new size.
         ``None`` takes the value from the run or the image's metadata, else the default.
+        The first argument is the seeds, or the run to refine as ``explore`` returned it:
+        ``p.refine(p.explore(...), seeds=[3, 7])``.
         """
         from .specs import DEFAULT_REFINE_STRENGTH, RefineSpec
         from .stages.refine import refine
 
+        if isinstance(picks, StageResult):
+            if run is not None:
+                raise_user("give the run once: as the first argument or as run=, not both")
+            run = picks
+        elif picks is not None:
+            if seeds is not None:
+                raise_user("give the seeds once: as the first argument or as seeds=, not both")
+            seeds = picks
+        if isinstance(run, StageResult):
+            if run.run_dir is None:
+                raise_user("that result has no run folder (it was a dry run)")
+            run = str(run.run_dir)
+        elif isinstance(run, Path):
+            run = str(run)
         if isinstance(seeds, range):
             seeds = list(seeds)
         spec = build(RefineSpec, seeds=seeds, source=str(source) if source is not None else None, prompt=prompt,

@@ -208,3 +208,4 @@ def show(image, as_json):
 from . import cli_refine  # noqa: E402,F401
 from . import cli_gallery  # noqa: E402,F401
 from . import cli_upscale  # noqa: E402,F401
+from . import cli_run  # noqa: E402,F401
