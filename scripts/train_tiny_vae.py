@@ -111,6 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None, help="continue from these VAE weights")
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--out", type=Path, default=VAE_WEIGHTS_PATH)
     args = parser.parse_args()
 
@@ -120,9 +122,9 @@ def main() -> None:
     photos = [to_tensor(load_photo(name)) for name in TRAIN_PHOTOS]
     heldout = to_tensor(load_photo(HELDOUT_PHOTO[0]))
 
-    vae = build_tiny_vae(weights=None).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=LR, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=args.steps, pct_start=0.05)
+    vae = build_tiny_vae(weights=args.init).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
 
     start = time.perf_counter()
     for step in range(args.steps):
@@ -162,6 +164,8 @@ def main() -> None:
         "config": json.dumps(TINY_VAE_CONFIG, sort_keys=True),
         "seed": str(SEED),
         "steps": str(args.steps),
+        "init": args.init.name if args.init else "random",
+        "lr": str(args.lr),
         "crop": str(CROP),
         "batch": str(BATCH),
         "kl_weight": str(KL_WEIGHT),
