@@ -127,6 +127,13 @@ class Pipeline:
 
         return build_gallery(self.session.out, run)
 
+    def repair(self, run: str | Path, *, force: bool = False):
+        """Rebuild ``run``'s run.json (a path, or a name in ``out``) from the store when it is missing or
+        corrupt, or always with ``force``; returns a ``repair.RepairResult``."""
+        from .repair import find_run_dir, repair
+
+        return repair(find_run_dir(self.session.out, run), self.session.store, force=force)
+
     # -------------------------------------------------------------- lifetime
 
     def close(self) -> None:

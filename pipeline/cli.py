@@ -48,6 +48,9 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except UnicodeError:  # e.g. a path or prompt holding bytes that are not UTF-8 (surrogate escapes)
+            click.echo("error: an argument holds bytes that are not valid UTF-8; pass UTF-8 text", err=True)
+            sys.exit(2)
         except UserError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
@@ -115,7 +118,20 @@ def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Refuses, before any option is converted, arguments no file name or prompt can hold."""
+
+    def parse_args(self, ctx, args):
+        for arg in args:
+            problem = ("a NUL character" if "\0" in arg else
+                       "bytes that are not valid UTF-8" if any("\ud800" <= c <= "\udfff" for c in arg) else None)
+            if problem:
+                click.echo(f"error: argument {arg[:60]!r} holds {problem}", err=True)
+                ctx.exit(2)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="say more about what happens (model loading, devices)")
 @click.version_option(package_name="pipeline", message="pipeline %(version)s")
 def main(verbose):
@@ -209,3 +225,4 @@ from . import cli_refine  # noqa: E402,F401
 from . import cli_gallery  # noqa: E402,F401
 from . import cli_upscale  # noqa: E402,F401
 from . import cli_run  # noqa: E402,F401
+from . import cli_repair  # noqa: E402,F401

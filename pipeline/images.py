@@ -87,14 +87,21 @@ def encode_png(image, params: dict) -> bytes:
 
 def read_info(path: Path) -> dict:
     """Metadata of an image: {'parameters': str|None, 'pipeline': dict|None, 'size': (w, h)}."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            text = dict(getattr(image, "text", None) or image.info)
-            size = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                text = dict(getattr(image, "text", None) or image.info)
+                size = image.size
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise UserError(f"{path} has too many pixels to be safe to decode "
+                        f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise UserError(f"{path} is not a readable image ({err})") from None
     record = None

@@ -17,12 +17,13 @@ import unicodedata
 from pathlib import Path
 
 from .errors import UserError
-from .store import atomic_write, write_error
+from .store import atomic_write, sweep_temp, temp_prefix, write_error
 
 RUN_FILE = "run.json"
 LATEST = "latest"
 MAX_SLUG = 40
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 
 
 def slugify(text: str, max_length: int = MAX_SLUG) -> str:
@@ -39,7 +40,9 @@ def check_run_name(name: str) -> str:
     """A user-given run name must be a single plain folder name."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip():
         raise UserError(f"run name {name!r} must be a plain folder name without slashes")
-    if name.lower() in _WINDOWS_RESERVED or name == LATEST or name.startswith("."):
+    if any(unicodedata.category(c) in ("Cc", "Cs") or c in _BIDI_CONTROLS for c in name):
+        raise UserError(f"run name {name!r} must not contain control characters")
+    if name.split(".")[0].lower() in _WINDOWS_RESERVED or name == LATEST or name.startswith(".") or name.endswith("."):
         raise UserError(f"run name {name!r} is reserved; choose another")
     if len(name.encode("utf-8")) > 200:
         raise UserError("run name is too long (at most 200 bytes)")
@@ -62,8 +65,9 @@ def set_latest(out: Path, run_dir: Path) -> None:
     """Point OUT/latest at ``run_dir`` (a relative symlink, or a text file where links fail)."""
     out = Path(out)
     link = out / LATEST
-    tmp = out / f".{LATEST}.{os.getpid()}.tmp"
+    tmp = out / f"{temp_prefix(link)}link.tmp"
     try:
+        sweep_temp(out)
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
         os.symlink(run_dir.name, tmp)
@@ -125,7 +129,8 @@ def place(src: Path, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists() and os.path.samefile(src, dest):
             return
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        sweep_temp(dest.parent)  # what a writer killed mid-copy left here
+        tmp = dest.with_name(f"{temp_prefix(dest)}link.tmp")
         if tmp.exists():
             tmp.unlink()
         try:

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -21,11 +22,20 @@ from pathlib import Path
 from .errors import UserError
 from .jobs import digest_bytes
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: O_EXCL lock files with stale-lock detection
+    fcntl = None
+
 log = logging.getLogger("pipeline")
 
 STALE_LOCK_SECONDS = 6 * 3600
+FOREIGN_TEMP_SECONDS = 24 * 3600  # a temp file of another host's writer is abandoned after this long
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_HOST = digest_bytes(socket.gethostname().encode("utf-8"))[:8]
+_TEMP = re.compile(r"^\..+\.~([0-9a-f]{8})-(\d+)-[^.]*\.tmp$")
+_SWEPT: set[str] = set()
 
 
 @dataclass
@@ -39,11 +49,58 @@ def file_digest(path: Path) -> str:
     return digest_bytes(Path(path).read_bytes())
 
 
+def temp_prefix(path: Path) -> str:
+    """Name prefix of ``path``'s temp files: ``.<name>.~<host>-<pid>-``, so a sweep knows whose they are."""
+    return f".{Path(path).name}.~{_HOST}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def sweep_temp(directory: Path) -> None:
+    """Remove the temp files that writers killed mid-write (kill -9, power loss) left in ``directory``.
+
+    A temp file is removed when its writer (pid, on this host) is gone, or when it belongs to another
+    host and is older than FOREIGN_TEMP_SECONDS. Runs once per directory per process: cheap.
+    """
+    directory = str(directory)
+    if directory in _SWEPT:
+        return
+    _SWEPT.add(directory)
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if not match:
+            continue
+        host, pid = match.group(1), int(match.group(2))
+        try:
+            if host == _HOST:
+                abandoned = pid != os.getpid() and not _pid_alive(pid)
+            else:
+                abandoned = time.time() - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_TEMP_SECONDS
+            if abandoned:
+                os.unlink(entry.path)
+                log.info("removed %s, left by a writer that stopped mid-write", entry.path)
+        except OSError:
+            pass
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_temp(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as handle:
@@ -88,25 +145,37 @@ class Store:
         return self.record_path(key).is_file()
 
     def get(self, key: str) -> Artifact | None:
-        """The artifact for ``key``, or None when missing or damaged (damage is reported)."""
+        """The artifact for ``key``, or None when missing or damaged (damage is reported, then forgotten)."""
+        problem = None
+        for attempt in range(2):  # a second look: a concurrent writer or discard may have been mid-way
+            found = self._read(key)
+            if not isinstance(found, str):
+                return found
+            problem = found
+            if attempt == 0:
+                time.sleep(0.02)
+        log.warning("%s; it will be recomputed", problem)
+        self.discard(key)
+        return None
+
+    def _read(self, key: str) -> Artifact | str | None:
+        """The verified artifact, None when there is no record, or what is wrong with it."""
         record_path = self.record_path(key)
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            return f"stored record {record_path} is unreadable ({err.__class__.__name__})"
+        try:
             path = self._dir(key) / f"{key}{record['suffix']}"
             data = path.read_bytes()
         except FileNotFoundError:
-            if record_path.exists():
-                log.warning("stored artifact %s is missing its file; it will be recomputed", key[:12])
-                self.discard(key)
-            return None
+            return f"stored artifact {key[:12]} is missing its file"
         except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("stored record %s is unreadable (%s); it will be recomputed", record_path, err)
-            self.discard(key)
-            return None
-        if digest_bytes(data) != record.get("digest"):
-            log.warning("stored file %s is damaged (digest mismatch); it will be recomputed", path)
-            self.discard(key)
-            return None
+            return f"stored record {record_path} is unreadable ({err.__class__.__name__})"
+        if not isinstance(record, dict) or digest_bytes(data) != record.get("digest"):
+            return f"stored file {path} is damaged (digest mismatch)"
         return Artifact(key, path, record)
 
     def put(self, key: str, data: bytes, record: dict, suffix: str = ".png") -> Artifact:
@@ -121,8 +190,13 @@ class Store:
         return Artifact(key, path, record)
 
     def discard(self, key: str) -> None:
+        """Forget ``key``: its record first (an artifact without a record does not exist), then its file.
+
+        Never its ``.lock``: the caller may hold it, and removing a held lock file lets a second process in.
+        """
         directory = self._dir(key)
-        for path in directory.glob(f"{key}*") if directory.is_dir() else ():
+        paths = [p for p in directory.glob(f"{key}.*") if p.suffix != ".lock"] if directory.is_dir() else []
+        for path in sorted(paths, key=lambda p: p.suffix != ".json"):
             try:
                 path.unlink()
             except OSError:
@@ -136,36 +210,43 @@ class Store:
 
     @contextmanager
     def lock(self, key: str):
-        """Hold an exclusive lock on ``key`` across processes (blocks, polling).
+        """Hold an exclusive lock on ``key`` across processes (blocks until it is free).
 
-        A lock left by a process that died (same host, pid gone) or older than
-        STALE_LOCK_SECONDS is taken over.
+        The lock is a ``flock`` on ``objects/ab/<key>.lock``: the kernel releases it when its holder
+        dies, even by kill -9, so a crash never leaves a lock behind. The holder removes the file when
+        done; a waiter that locked the removed file notices (another inode) and locks the new one.
+        Without ``fcntl`` (not POSIX), an O_EXCL lock file is used, taken over when stale.
         """
         path = self._dir(key) / f"{key}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
+        if fcntl is None:  # pragma: no cover
+            with _exclusive_file_lock(path):
+                yield
+            return
         while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(me)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(path).st_ino
+                except FileNotFoundError:
+                    current = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if current == os.fstat(fd).st_ino:
                 break
-            except FileExistsError:
-                if _lock_is_stale(path):
-                    try:
-                        path.unlink()
-                    except FileNotFoundError:
-                        pass
-                    continue
-                time.sleep(0.05)
+            os.close(fd)  # the previous holder removed the file we waited on: lock the new one
         try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())  # who holds it, for people
             yield
         finally:
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
-
+            os.close(fd)
 
     @contextmanager
     def lock_all(self, keys):
@@ -174,6 +255,32 @@ class Store:
             for key in sorted(set(keys)):
                 stack.enter_context(self.lock(key))
             yield
+
+
+@contextmanager
+def _exclusive_file_lock(path: Path):  # pragma: no cover - used where fcntl is missing
+    me = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(me)
+            break
+        except FileExistsError:
+            if _lock_is_stale(path):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _lock_is_stale(path: Path) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ from ..gallery import write_gallery
 from ..images import contact_sheet
 from ..jobs import RenderJob, render_fields
 from ..models import display_name
-from ..runs import load_run, new_run_dir, place, save_run, set_latest, write_error
+from ..runs import check_run_name, load_run, new_run_dir, place, save_run, set_latest, write_error
+from ..store import atomic_write
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
 
@@ -76,6 +78,8 @@ def _record_candidates(data: dict, items: list[Item], run_dir: Path) -> None:
 def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
     jobs = plan(spec, session.fingerprint, session.dtype)
     store = session.store
+    if run is not None:
+        check_run_name(run)  # a dry run refuses what the real one would
     if dry_run:
         stored = sum(store.has(job.key) for job in jobs)
         return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
@@ -169,9 +173,9 @@ def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
         return
     sheet = contact_sheet(entries)
     path = out_dir / "contact.png"
-    tmp = path.with_name(".contact.png.tmp")
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
     try:
-        sheet.save(tmp, format="PNG")
-        tmp.replace(path)
+        atomic_write(path, buffer.getvalue())  # a unique temp file: two processes may write it at once
     except OSError as err:
         raise write_error(path, err) from err

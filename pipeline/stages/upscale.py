@@ -46,7 +46,8 @@ def run_inputs(out: Path, run: str | None, seeds: list[int] | None) -> tuple[Pat
     """The pictures of a run to upscale: its refined ones, or the picked seeds (refined, else candidates)."""
     run_dir = resolve_run(out, run)
     data = load_run(run_dir)
-    refined = {item["seed"]: item for item in data.get("refine", {}).get("items", [])}
+    section = data.get("refine", {})  # the refine stage records "pictures"
+    refined = {item["seed"]: item for item in section.get("pictures", section.get("items", []))}
     candidates = {c["seed"]: c for c in data.get("explore", {}).get("candidates", [])}
     if seeds is None:
         if not refined:
@@ -75,6 +76,7 @@ def file_inputs(paths: list[Path], out_dir: Path, scale_label: str) -> list[Upsc
                 raise UserError(f"folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files.extend(found)
         elif path.is_file():
+            check_image_file(path)
             files.append(path)
         else:
             raise UserError(f"{path} does not exist")
@@ -87,6 +89,36 @@ def file_inputs(paths: list[Path], out_dir: Path, scale_label: str) -> list[Upsc
         name = f"{stem}-x{scale_label}.png" if count == 0 else f"{stem}-{count + 1}-x{scale_label}.png"
         inputs.append(UpscaleInput(path, Path(out_dir) / name))
     return inputs
+
+
+_FORMATS = {"PNG": {".png"}, "JPEG": {".jpg", ".jpeg"}, "WEBP": {".webp"}, "BMP": {".bmp"},
+            "TIFF": {".tif", ".tiff"}}
+
+
+def check_image_file(path: Path) -> None:
+    """Refuse, before any model loads, a file that is not an image we read: a wrong extension,
+    not an image, or a header claiming a decompression bomb. Content that disagrees with its
+    extension (a JPEG named .png, common on the web) is read by its content, with a warning."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"{path} does not have an image extension ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                kind = image.format
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise UserError(f"{path} has too many pixels to be safe to decode "
+                        f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path} is not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"{path} is truncated or corrupt ({err})") from None
+    if kind in _FORMATS and path.suffix.lower() not in _FORMATS[kind]:
+        log.warning("%s holds a %s image despite its extension; reading it as %s", path, kind, kind)
 
 
 # ------------------------------------------------------------------ stage

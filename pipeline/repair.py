@@ -1,0 +1,188 @@
+"""Repair a run folder: rebuild ``run.json`` from the store and the pictures in the folder.
+
+The pictures under ``RUN/explore``, ``RUN/refine`` and ``RUN/upscale`` are hard links into
+the store (or copies). Each one's sha256 names a store record, and the record holds the job
+that made it (``record["job"]``): prompt, size, steps, seed, ... So the run's history can be
+rebuilt even when ``run.json`` is lost or corrupt. A corrupt ``run.json`` is kept beside the
+new one as ``run.json.corrupt-<time>``; nothing is deleted. Pictures whose digest matches no
+store record are left in place and reported. Imports no torch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .models import display_name
+from .runs import RUN_FILE, load_run, save_run
+from .store import Store, default_store, file_digest
+
+log = logging.getLogger("pipeline")
+
+STAGES = ("explore", "refine", "upscale")
+_SEED_NAME = re.compile(r"^seed-(\d+)\.png$")
+
+
+@dataclass
+class RepairResult:
+    run_dir: Path
+    rebuilt: bool  # run.json was written anew
+    reason: str  # why: "missing", "corrupt", "forced", or "" when run.json was sound
+    kept_as: Path | None = None  # where the corrupt run.json was moved
+    recorded: dict = field(default_factory=dict)  # stage -> number of pictures recorded
+    unknown: list[Path] = field(default_factory=list)  # pictures no store record matches
+
+    def to_json(self) -> dict:
+        return {"run_dir": str(self.run_dir), "rebuilt": self.rebuilt, "reason": self.reason,
+                "kept_as": str(self.kept_as) if self.kept_as else None, "recorded": self.recorded,
+                "unknown": [str(p) for p in self.unknown]}
+
+
+def find_run_dir(out: Path, run: str | Path) -> Path:
+    """RUN as a folder path, or a run name inside ``out``; it need not hold a readable run.json."""
+    path = Path(run)
+    if not path.is_dir() and (Path(out) / str(run)).is_dir():
+        path = Path(out) / str(run)
+    if not path.is_dir():
+        raise UserError(f"run folder {run} does not exist (looked in . and {out}/)")
+    if not any((path / stage).is_dir() for stage in STAGES) and not (path / RUN_FILE).exists():
+        raise UserError(f"{path} is not a run folder (it has no {RUN_FILE} and no explore/refine/upscale folder)")
+    return path
+
+
+def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) -> RepairResult:
+    """Rebuild ``run_dir/run.json`` when it is missing or corrupt (or always, with ``force``)."""
+    run_dir = Path(run_dir)
+    store = store or default_store(run_dir.parent)
+    path = run_dir / RUN_FILE
+    reason = "forced" if force else ""
+    if not path.exists():
+        reason = "missing"
+    else:
+        try:
+            load_run(run_dir)
+        except UserError:
+            reason = "corrupt"
+    if not reason:
+        return RepairResult(run_dir, rebuilt=False, reason="")
+
+    by_digest = _index_store(store)
+    data: dict = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repaired": True}
+    recorded, unknown = {}, []
+    pictures = {stage: _pictures(run_dir, stage, by_digest, unknown) for stage in STAGES}
+    _header(data, pictures)
+    if pictures["explore"]:
+        data["explore"] = {"candidates": [_candidate(run_dir, p, r) for p, r in pictures["explore"]]}
+    if pictures["refine"]:
+        parents = {c["key"]: c["path"] for c in data.get("explore", {}).get("candidates", [])}
+        data["refine"] = {"pictures": [_refined(run_dir, p, r, parents) for p, r in pictures["refine"]]}
+    if pictures["upscale"]:
+        data["upscale"] = {"items": [_upscaled(run_dir, p, r) for p, r in pictures["upscale"]]}
+    for stage in STAGES:
+        recorded[stage] = len(pictures[stage])
+
+    kept_as = None
+    if reason == "corrupt" or (force and path.exists()):
+        kept_as = path.with_name(f"{RUN_FILE}.{'corrupt' if reason == 'corrupt' else 'old'}-"
+                                 f"{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, kept_as)
+    save_run(run_dir, data)
+    try:
+        from .gallery import write_gallery
+
+        write_gallery(run_dir, data)
+    except UserError as err:  # the run.json is what matters; say why the page was not rewritten
+        log.warning("run.json rebuilt, but the gallery was not: %s", err)
+    return RepairResult(run_dir, rebuilt=True, reason=reason, kept_as=kept_as, recorded=recorded, unknown=unknown)
+
+
+def _index_store(store: Store) -> dict[str, dict]:
+    """digest -> record, for every readable record in the store."""
+    index = {}
+    objects = store.root / "objects"
+    for record_path in objects.glob("*/*.json") if objects.is_dir() else ():
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("digest"), str) and isinstance(record.get("job"), dict):
+            index[record["digest"]] = record
+    return index
+
+
+def _pictures(run_dir: Path, stage: str, by_digest: dict, unknown: list) -> list[tuple[Path, dict]]:
+    """(picture, store record) of a stage's folder, for the pictures whose digest the store knows."""
+    folder = run_dir / stage
+    found = []
+    for picture in sorted(folder.glob("*.png")) if folder.is_dir() else ():
+        if picture.name.startswith(".") or picture.name == "contact.png" or not picture.is_file():
+            continue
+        try:
+            record = by_digest.get(file_digest(picture))
+        except OSError:
+            record = None
+        if record is None or record["job"].get("kind") != stage:
+            unknown.append(picture)
+            log.warning("%s matches no %s picture in the store; left in place, not recorded", picture, stage)
+            continue
+        found.append((picture, record))
+    return found
+
+
+def _header(data: dict, pictures: dict) -> None:
+    """The run's settings, from its candidates' jobs (else its refined pictures')."""
+    source = pictures["explore"] or pictures["refine"]
+    if not source:
+        return
+    _, record = source[0]
+    job = record["job"]
+    model = record.get("model") or job.get("model", "")
+    data.update(prompt=job.get("prompt", ""), negative=job.get("negative", ""), model=model,
+                model_name=display_name(model), model_fingerprint=job.get("model", ""), steps=job.get("steps"),
+                guidance=job.get("guidance"), dtype=job.get("dtype"))
+    if pictures["explore"]:
+        data.update(width=job.get("width"), height=job.get("height"))
+
+
+def _candidate(run_dir: Path, picture: Path, record: dict) -> dict:
+    return {"seed": record["job"].get("seed"), "key": record["key"], "path": _rel(run_dir, picture),
+            "seconds": record.get("seconds", 0.0), "cached": True}
+
+
+def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
+    job = record["job"]
+    meta = _png_record(picture)
+    parent_key = meta.get("parent_key", "") if isinstance(meta.get("parent_key"), str) else ""
+    entry = {"seed": job.get("seed"), "key": record["key"], "path": _rel(run_dir, picture), "mode": job.get("mode"),
+             "width": job.get("width"), "height": job.get("height"), "steps": job.get("steps"),
+             "guidance": job.get("guidance"), "parent_key": parent_key, "source": parents.get(parent_key, ""),
+             "seconds": record.get("seconds", 0.0), "cached": True}
+    if job.get("mode") == "hires":
+        entry.update(strength=job.get("strength"), enlarge=job.get("enlarge"), parent_digest=job.get("parent"))
+    return entry
+
+
+def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:
+    match = _SEED_NAME.match(picture.name)
+    source = Path(record.get("source", "")).name if isinstance(record.get("source"), str) else ""
+    return {"seed": int(match.group(1)) if match else None, "key": record["key"], "path": _rel(run_dir, picture),
+            "source": source, "seconds": record.get("seconds", 0.0), "cached": True}
+
+
+def _png_record(picture: Path) -> dict:
+    try:
+        from .images import read_info
+
+        record = read_info(picture).get("pipeline")
+    except UserError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _rel(run_dir: Path, picture: Path) -> str:
+    return str(picture.relative_to(run_dir))
