@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import distributed
 from ..errors import UserError
 from ..gallery import write_gallery
-from ..jobs import RefineJob, check_size, digest_bytes, render_fields
+from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields
 from ..models import TINY, display_name
 from ..runs import check_run_name, load_run, place, resolve_run, save_run, set_latest, slugify
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
@@ -137,7 +138,7 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     prompt = spec.prompt if spec.prompt is not None else meta.get("prompt")
     if not prompt:
         raise UserError(f"{path} carries no generation parameters: give --prompt (and --seed) to refine it")
-    seed = spec.seed if spec.seed is not None else int(meta.get("seed", 0))
+    seed = spec.seed if spec.seed is not None else _seed_of(meta.get("seed"))
     params = {
         "prompt": prompt,
         "negative": spec.negative if spec.negative is not None else str(meta.get("negative", "")),
@@ -162,6 +163,15 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
               "model_name": display_name(session.model), "model_fingerprint": session.fingerprint,
               "steps": job.steps, "guidance": job.guidance, "dtype": session.dtype, "source": str(path.resolve())}
     return Plan(run_dir, [pick], new_run=header)
+
+
+def _seed_of(value) -> int:
+    """A seed from an image's metadata; 0 when absent or not one of ours (A1111 writes -1 for random)."""
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return seed if 0 <= seed <= MAX_SEED else 0
 
 
 def _job(session, spec, params, seed, size, parent_digest, enlarge) -> RefineJob:
@@ -246,12 +256,16 @@ def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool =
             misses.append(pick)
         else:
             items[pick.name] = _place(artifact, pick, out_dir, cached=True)
-    _record(session, the_plan, [(p, items[p.name]) for p in the_plan.picks if p.name in items])
+    if distributed.is_main_process():
+        _record(session, the_plan, [(p, items[p.name]) for p in the_plan.picks if p.name in items])
+    misses = distributed.share_of(misses, key=lambda p: p.job.key)  # all of them in a single process
     if misses:
         _compute(session, spec, misses, out_dir, items, the_plan)
+    _collect_shares(session, the_plan, items, out_dir)
     ordered = [items[p.name] for p in the_plan.picks]
-    write_gallery(run_dir)
     computed = sum(not item.cached for item in ordered)
+    if distributed.is_main_process():
+        write_gallery(run_dir)
     return StageResult("refine", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
                        computed=computed)
 
@@ -301,12 +315,34 @@ def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items
         for batch in batches([p.job for p in misses], resolve_batch(spec.batch, engine, misses[0].job)):
             picks = [by_job[id(job)] for job in batch]
             _render_batch(session, engine, picks, enlarged, out_dir, items)
-            _record(session, the_plan, [(p, items[p.name]) for p in picks])
+            if distributed.is_main_process():
+                _record(session, the_plan, [(p, items[p.name]) for p in picks])
             if bar:
                 bar.update(len(batch))
     finally:
         if bar:
             bar.close()
+
+
+def _collect_shares(session, the_plan: Plan, items: dict, out_dir: Path) -> None:
+    """Several processes: wait for the other shares; the main process places and records their pictures."""
+    elsewhere = dict(distributed.computed_elsewhere([(name, i.key) for name, i in items.items() if not i.cached]))
+    collected = []
+    for pick in the_plan.picks:
+        if pick.name in items and pick.name not in elsewhere:
+            continue
+        artifact = session.store.get(elsewhere.get(pick.name, pick.job.key))
+        if artifact is None:
+            raise UserError(f"{pick.name} was refined by another process but is not in the store "
+                            f"{session.store.root}; give every process the same shared store (PIPELINE_STORE)")
+        dest = out_dir / pick.name
+        if distributed.is_main_process():
+            place(artifact.path, dest)
+        items[pick.name] = Item(pick.job.seed, dest, artifact.key, pick.name not in elsewhere,
+                                artifact.record.get("seconds", 0.0))
+        collected.append((pick, items[pick.name]))
+    if distributed.is_main_process():
+        _record(session, the_plan, collected)
 
 
 def resolve_batch(batch, engine, job) -> int:
