@@ -570,6 +570,7 @@ def parse_yaml(text: str, label: str = "<config>") -> tuple[Any, Source]:
     source = Source(label)
     duplicates: list = []
     if node is not None:
+        source.lines[()] = node.start_mark.line + 1
         _node_lines(node, (), source.lines, duplicates)
     if duplicates:
         raise ConfigError([f"{label}:{line}: {key_path(path)}: duplicate key (the earlier one would be ignored)"
@@ -637,6 +638,8 @@ def parse_override(text: str) -> tuple[tuple, Any]:
         raise UserError(f"--set {text!r}: cannot read the key {key!r}; write it like refine.strength or "
                         f"prompts[0].negative")
     parts = [int(p) if isinstance(p, str) and p.isdigit() else p for p in parts]
+    if parts[:2] == ["refine", "seeds"]:
+        parts[1] = "picks"  # picks' other name (`--set refine.seeds=42,97`)
     if not raw.strip():
         return tuple(parts), ""
     try:
