@@ -70,4 +70,6 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
     click.echo(f"refine: {result.computed} computed, {result.stored} reused from the store")
     for item in result.items:
         click.echo(f"  seed {item.seed}: {item.path}")
+    if (result.run_dir / "index.html").is_file():
+        click.echo(f"  gallery: {result.run_dir / 'index.html'}")
     click.echo("next: pipeline upscale   (the refined pictures, ×4 with Real-ESRGAN)")

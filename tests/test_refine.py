@@ -104,6 +104,7 @@ def test_hires_refine_doubles_the_size_keeps_aspect_and_records_everything(explo
     assert sorted(pictures) == [1, 2]
     assert pictures[1]["path"] == "refine/seed-1.png" and pictures[1]["parent_key"] == candidates[1]["key"]
     assert pictures[1]["mode"] == "hires" and pictures[1]["strength"] == 0.5
+    assert "refine/seed-1.png" in (run_dir / "index.html").read_text()  # the gallery shows the refined pictures
 
 
 def test_second_refine_computes_nothing_and_imports_no_torch(explored, tmp_path):
