@@ -144,6 +144,9 @@ def main(verbose):
       pipeline upscale
     """
     _setup_logging(verbose)
+    from .distributed import quiet_other_processes
+
+    quiet_other_processes()  # under accelerate launch / torchrun only the main process prints results
 
 
 @main.command()

@@ -28,6 +28,10 @@ class Session:
     def __post_init__(self):
         self.model = check_model(self.model)
         self.out = Path(self.out)
+        if self.device in (None, "auto"):
+            from .distributed import default_device
+
+            self.device = default_device() or self.device  # cuda:<local rank> under accelerate launch / torchrun
         if self.dtype in (None, "auto"):
             from .hardware import default_dtype
 

@@ -5,7 +5,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..images import encode_png
 from ..models import display_name
 from ..store import Artifact
@@ -85,12 +85,13 @@ def store_picture(store, job, image, model: str, *, seconds: float, engine, **ex
         "peak_memory_bytes": engine.peak_memory_bytes(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "version": __version__,
+        **distributed.record_fields(),  # which process computed it, under accelerate launch / torchrun
     }
     return store.put(job.key, encode_png(image, params), record)
 
 
 def progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled or total == 0:
+    if not enabled or total == 0 or not distributed.is_main_process():  # one bar, the main process's share
         return None
     from tqdm import tqdm
 

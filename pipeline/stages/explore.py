@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from .. import distributed
 from ..errors import UserError
 from ..gallery import write_gallery
 from ..images import contact_sheet
@@ -52,7 +53,7 @@ def run_header(session, spec: ExploreSpec) -> dict:
 
 
 def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
-    run_dir = new_run_dir(session.out, spec.prompt, run)
+    run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run))  # one timestamped name for all processes
     header = run_header(session, spec)
     data = load_run(run_dir)
     if data:
@@ -97,17 +98,24 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, True, artifact.record.get("seconds", 0.0))
     _record_candidates(data, list(items.values()), run_dir)
-    save_run(run_dir, data)
-    set_latest(session.out, run_dir)
+    if distributed.is_main_process():
+        save_run(run_dir, data)
+        set_latest(session.out, run_dir)
 
+    misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
         misses = _compute(session, spec, misses, out_dir, items, data, run_dir)
+    _collect_shares(session, jobs, items, out_dir)
 
     ordered = [items[seed] for seed in spec.seeds]
+    computed = sum(not item.cached for item in ordered)
+    if not distributed.is_main_process():  # the main process records the run
+        return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed,
+                           computed=computed)
+    _record_candidates(data, ordered, run_dir)
     _write_contact_sheet(out_dir, data, run_dir)
     save_run(run_dir, data)
     write_gallery(run_dir, data)
-    computed = sum(not item.cached for item in ordered)
     return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
 
@@ -122,13 +130,31 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir):
         for batch in batches(misses, batch_size):
             _render_batch(session, engine, batch, out_dir, items)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
-            save_run(run_dir, data)
+            if distributed.is_main_process():
+                save_run(run_dir, data)
             if bar:
                 bar.update(len(batch))
     finally:
         if bar:
             bar.close()
     return misses
+
+
+def _collect_shares(session, jobs: list[RenderJob], items: dict, out_dir: Path) -> None:
+    """Several processes: wait for the other shares, then take their pictures from the store."""
+    elsewhere = dict(distributed.computed_elsewhere([(i.seed, i.key) for i in items.values() if not i.cached]))
+    for job in jobs:
+        if job.seed in items and job.seed not in elsewhere:
+            continue
+        artifact = session.store.get(elsewhere.get(job.seed, job.key))
+        if artifact is None:
+            raise UserError(f"seed {job.seed} was computed by another process but is not in the store "
+                            f"{session.store.root}; give every process the same shared store (PIPELINE_STORE)")
+        dest = out_dir / candidate_name(job.seed)
+        if distributed.is_main_process():
+            place(artifact.path, dest)
+        items[job.seed] = Item(job.seed, dest, artifact.key, job.seed not in elsewhere,
+                               artifact.record.get("seconds", 0.0))
 
 
 def _render_batch(session, engine, batch, out_dir, items) -> None:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..errors import UserError
 from ..gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
@@ -164,9 +164,13 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
 
     items: list[Item] = []
     engine = None
-    bar = progress_bar(len(jobs), session.progress, "upscale")
+    # several processes (accelerate launch / torchrun): each computes its share of the misses
+    elsewhere = distributed.others_share([job.key for job in jobs if not store.has(job.key)])
+    bar = progress_bar(len(jobs) - len(elsewhere), session.progress, "upscale")
     try:
         for item, job in zip(inputs, jobs):
+            if job.key in elsewhere:
+                continue
             with store.lock(job.key):
                 artifact = store.get(job.key)
                 cached = artifact is not None
@@ -179,21 +183,45 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
                     artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(seconds, 4),
                                                          "device": str(engine.device),
                                                          "precision": engine.precision,
-                                                         "source": str(item.path), "version": __version__})
+                                                         "source": str(item.path), "version": __version__,
+                                                         **distributed.record_fields()})
             place(artifact.path, item.dest)
             items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
                               name=item.path.name))
-            if run_dir is not None:
+            if run_dir is not None and distributed.is_main_process():
                 _record(run_dir, items)
             if bar:
                 bar.update(1)
     finally:
         if bar:
             bar.close()
-    if run_dir is not None:
+    distributed.wait_for_everyone()
+    if elsewhere:
+        items = _with_shares(store, inputs, jobs, items, elsewhere)
+    if run_dir is not None and distributed.is_main_process():
+        _record(run_dir, items)
         write_gallery(run_dir)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+def _with_shares(store, inputs, jobs, items: list[Item], elsewhere: set) -> list[Item]:
+    """Several processes: this process's items and the other processes' pictures, in input order."""
+    mine = iter(items)
+    merged = []
+    for item, job in zip(inputs, jobs):
+        if job.key not in elsewhere:
+            merged.append(next(mine))
+            continue
+        artifact = store.get(job.key)
+        if artifact is None:
+            raise UserError(f"{item.path.name} was upscaled by another process but is not in the store "
+                            f"{store.root}; give every process the same shared store (PIPELINE_STORE)")
+        if distributed.is_main_process():
+            place(artifact.path, item.dest)
+        merged.append(Item(item.seed, item.dest, job.key, False, artifact.record.get("seconds", 0.0),
+                           name=item.path.name))
+    return merged
 
 
 def _load(weights_path: Path, device, precision: str, concrete: str):
