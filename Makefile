@@ -15,7 +15,7 @@ $(BIN)/pipeline: pyproject.toml
 install: $(BIN)/pipeline
 
 demo: install
-	$(BIN)/pipeline explore "a red fox in snow" --model tiny-random --count 8 --seed 1 --out outputs/demo
+	$(BIN)/pipeline run configs/smoke.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

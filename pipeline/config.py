@@ -596,13 +596,13 @@ def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
         apply_override(data, parts, value, text)
         source.overrides[parts] = f"--set {text}"
     data = {k: v for k, v in data.items()}
-    problems = [_problem(source, p, m) for p, m in sorted(unknown_keys(data), key=lambda pm: source.order(pm[0]))]
-    if problems:
-        raise ConfigError(problems)
+    problems = [(source.order(p), _problem(source, p, m)) for p, m in unknown_keys(data)]
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(describe_errors(err, data, source)) from None
+        problems += describe_errors(err, data, source)
+    if problems:
+        raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
     problems = [_problem(source, p, m) for p, m in config.check()]
     if not problems:
         try:
@@ -832,10 +832,13 @@ def _message(error: dict) -> str:
     return message
 
 
-def describe_errors(err: ValidationError, data: dict, source: Source) -> list[str]:
+def describe_errors(err: ValidationError, data: dict, source: Source) -> list[tuple]:
+    """(sort key, `where: key.path: message`) for each of pydantic's errors, one per key."""
     problems: list[tuple] = []
     seen: set = set()
     for error in err.errors():
+        if error["type"] == "extra_forbidden":
+            continue  # reported by unknown_keys, with a suggestion
         found, rest = _walk(data, error["loc"])
         path = found + rest if error["type"] == "missing" else found
         if path in seen:
@@ -844,4 +847,4 @@ def describe_errors(err: ValidationError, data: dict, source: Source) -> list[st
         where = source.where(found)
         text = f"{where}: {key_path(path)}: {_message(error)}" if path else f"{where}: {_message(error)}"
         problems.append((source.order(found), text))
-    return [text for _, text in sorted(problems, key=lambda p: p[0])]
+    return problems
