@@ -263,19 +263,11 @@ def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool =
         _compute(session, spec, misses, out_dir, items, the_plan)
     _collect_shares(session, the_plan, items, out_dir)
     ordered = [items[p.name] for p in the_plan.picks]
-    _write_gallery(run_dir)
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():
         write_gallery(run_dir)
     return StageResult("refine", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
                        computed=computed)
-
-
-def _write_gallery(run_dir: Path) -> None:
-    """Rewrite RUN/index.html so it shows the refined pictures next to their candidates."""
-    from ..gallery import write_gallery
-
-    write_gallery(run_dir)
 
 
 def _place(artifact, pick: Pick, out_dir: Path, cached: bool, seconds: float | None = None) -> Item:
