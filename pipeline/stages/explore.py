@@ -11,7 +11,7 @@ from .. import distributed
 from ..errors import UserError
 from ..gallery import write_gallery
 from ..images import contact_sheet
-from ..jobs import RenderJob, render_fields
+from ..jobs import RenderJob, digest_bytes, render_fields
 from ..models import display_name
 from ..runs import check_run_name, load_run, new_run_dir, place, save_run, set_latest, write_error
 from ..store import atomic_write
@@ -197,8 +197,13 @@ def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
     entries = [(f"seed {c['seed']}", run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
     if not entries:
         return
-    sheet = contact_sheet(entries)
     path = out_dir / "contact.png"
+    # the sheet shows exactly these pictures: skip the redraw (most of a cached re-run's time) when unchanged
+    signature = digest_bytes("\n".join(f"{c['seed']} {c['key']}" for c in candidates).encode())
+    if path.is_file() and data["explore"].get("contact_sheet") == signature:
+        return
+    data["explore"]["contact_sheet"] = signature
+    sheet = contact_sheet(entries)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     try:
