@@ -131,6 +131,8 @@ def computed_elsewhere(computed: list) -> list:
         return []
     from accelerate.utils import gather_object
 
+    log.info("process %d of %d computed %d: %s", rank(), world_size(), len(computed),
+             " ".join(str(entry[-1]) for entry in computed) or "-")
     everything = gather_object([(rank(), list(computed))])
     return [entry for who, entries in everything for entry in entries if who != rank()]
 

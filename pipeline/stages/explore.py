@@ -109,13 +109,12 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
 
     ordered = [items[seed] for seed in spec.seeds]
     computed = sum(not item.cached for item in ordered)
-    if not distributed.is_main_process():  # the main process records the run
-        return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed,
-                           computed=computed)
-    _record_candidates(data, ordered, run_dir)
-    _write_contact_sheet(out_dir, data, run_dir)
-    save_run(run_dir, data)
-    write_gallery(run_dir, data)
+    if distributed.is_main_process():  # several processes: only the main one records the run
+        _record_candidates(data, ordered, run_dir)
+        _write_contact_sheet(out_dir, data, run_dir)
+        save_run(run_dir, data)
+        write_gallery(run_dir, data)
+    distributed.wait_for_everyone()  # the others go on (e.g. to refine) once run.json is complete
     return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
 

@@ -266,6 +266,7 @@ def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool =
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():
         write_gallery(run_dir)
+    distributed.wait_for_everyone()  # the others go on once run.json is complete
     return StageResult("refine", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
                        computed=computed)
 

@@ -201,6 +201,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     if run_dir is not None and distributed.is_main_process():
         _record(run_dir, items)
         write_gallery(run_dir)
+    distributed.wait_for_everyone()  # the others go on once run.json is complete
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
