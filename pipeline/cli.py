@@ -114,6 +114,18 @@ def make_pipeline(model, out, device, dtype, memory, progress=True):
                     memory=memory, progress=progress, **extra)
 
 
+def resolve_out(out: str | None, run: str | None = None) -> Path:
+    """The output folder: --out, else the parent of a --run given as a folder path, else $PIPELINE_OUT or outputs.
+
+    So `pipeline refine --run /somewhere/outputs/<run> --seeds 3` works from any directory.
+    """
+    if out:
+        return Path(out)
+    if run and (Path(run) / "run.json").is_file() and ("/" in str(run) or os.sep in str(run)):
+        return Path(run).resolve().parent
+    return Path(os.environ.get("PIPELINE_OUT", "outputs"))
+
+
 def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 

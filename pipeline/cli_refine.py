@@ -1,12 +1,11 @@
 """`pipeline refine`: picked candidates (or any image) at a larger size, keeping their composition."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from .cli import log, main, make_pipeline, print_json, session_options, user_errors
+from .cli import log, main, make_pipeline, print_json, resolve_out, session_options, user_errors
 from .errors import UserError
 
 
@@ -52,10 +51,11 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
         raise UserError("say what to refine: --seeds 42,97 (candidates of the run) or --from IMAGE")
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
+    out = resolve_out(out, run)
     if model is None:  # refine with the model the run (or the image) was made with
         from .stages.refine import default_model
 
-        model = default_model(Path(out or os.environ.get("PIPELINE_OUT", "outputs")), run, source)
+        model = default_model(out, run, source)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.refine(seeds, run=run, source=source, prompt=prompt, seed=seed,
                           size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,

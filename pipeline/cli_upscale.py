@@ -1,12 +1,11 @@
 """`pipeline upscale` and `pipeline weights`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from .cli import main, print_json, user_errors
+from .cli import main, print_json, resolve_out, user_errors
 
 
 @main.command()
@@ -35,7 +34,7 @@ def upscale(images, run_name, seeds, model, weights_path, scale, tile, overlap, 
 
     if model and weights_path:
         raise click.UsageError("give --model or --weights, not both")
-    out = Path(out or os.environ.get("PIPELINE_OUT", "outputs"))
+    out = resolve_out(out, run_name)
     with Pipeline(out=out, device=device, progress=not as_json) as p:
         result = p.upscale(list(images) or None, run=run_name, seeds=seeds, model=str(weights_path or model or "")
                            or None, scale=scale, tile=tile, overlap=overlap, precision=precision, dry_run=dry_run)

@@ -110,3 +110,12 @@ def test_truncated_image_is_refused(tmp_path):
     proc = run_cli("upscale", path, *FAST, "--out", tmp_path / "o", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "truncated" in proc.stderr or "not an image" in proc.stderr
+
+
+def test_run_given_as_a_path_works_from_any_directory(run, tmp_path):
+    out, run_dir = run
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_json("upscale", "--run", run_dir, "--seeds", "1", *FAST, cwd=elsewhere)
+    assert Path(result["items"][0]["path"]) == run_dir / "upscale" / "seed-1.png"
+    assert not (elsewhere / "outputs").exists()  # the run's own output folder (and store) were used
