@@ -20,6 +20,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# the fault and fuzz tests at full count: >= 20 kill -9 at random moments, 10x the fuzz cases
+soak: install
+	PIPELINE_SOAK=1 $(BIN)/python -m pytest -q -s tests/test_faults.py tests/test_fuzz.py tests/test_hostile_input.py
+
 bench: install
 	$(BIN)/python benchmarks/explore_speed.py
 
