@@ -33,7 +33,10 @@ def _seeds(value):
 
 def _size(value):
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        width, height = int(value[0]), int(value[1])
+        try:
+            width, height = int(value[0]), int(value[1])
+        except (TypeError, ValueError, OverflowError):  # e.g. [null, null] in a config: one clear error
+            raise ValueError(f"size {list(value)!r} must be two whole numbers, like [512, 768]") from None
         check_size(width, height)
         return (width, height)
     from .jobs import parse_size
