@@ -1,4 +1,4 @@
-"""Scale-out: two processes under torchrun (gloo on the CPU) share one explore.
+"""Scale-out: two processes under torchrun (gloo on the CPU) share explore, refine and upscale.
 
 The jobs split with no overlap, the pictures equal a single-process run byte for byte,
 run.json is complete, and a process killed mid-run leaves its jobs unfinished, not
@@ -28,6 +28,21 @@ from conftest import cli_env, run_cli
 PROMPT = "a red fox in snow"
 SEEDS = [1, 2, 3, 4, 5, 6]
 ARGS = ["explore", PROMPT, "--model", "tiny-random", "--size", "128", "--seeds", "1-6", "--run", "fox"]
+CONFIG = f"""
+model: tiny-random
+prompts:
+  - text: {PROMPT}
+    name: fox
+explore:
+  seeds: 1-6
+  size: 128
+refine:
+  picks: [1, 2, 3, 4]
+  size: 192
+upscale:
+  model: realesr-animevideov3
+  scale: 2
+"""
 COMPUTED = re.compile(r"process (\d+) of 2 computed \d+: (.*)")
 
 
@@ -35,8 +50,9 @@ def torchrun(args, out: Path, store: Path, **popen) -> subprocess.Popen:
     """`torchrun --standalone --nproc_per_node 2 -m pipeline -- -v ARGS` as a user types it
     (-v: each process logs the keys it computed)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "pipeline", "--", "-v", *args, "--out", str(out)]
-    return subprocess.Popen(command, env=cli_env(PIPELINE_STORE=store, OMP_NUM_THREADS=1), text=True,
+               "-m", "pipeline", "--", "-v", *args]
+    env = cli_env(PIPELINE_STORE=store, PIPELINE_OUT=out, OMP_NUM_THREADS=1)
+    return subprocess.Popen(command, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -45,8 +61,9 @@ def finish(proc: subprocess.Popen, timeout=600) -> tuple[int, str, str]:
     return proc.returncode, stdout, stderr
 
 
-def pictures(run_dir: Path) -> dict[int, bytes]:
-    return {seed: (run_dir / "explore" / f"seed-{seed}.png").read_bytes() for seed in SEEDS}
+def pictures(run_dir: Path, stages=("explore",)) -> dict[str, bytes]:
+    return {str(path.relative_to(run_dir)): path.read_bytes()
+            for stage in stages for path in sorted((run_dir / stage).glob("seed-*.png"))}
 
 
 def records(store: Path) -> dict[str, dict]:
@@ -56,45 +73,59 @@ def records(store: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> dict[int, bytes]:
-    """The same explore in one process (one thread, like each torchrun worker)."""
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "fox.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, config) -> dict[str, bytes]:
+    """The same config in one process (one thread, like each torchrun worker)."""
     root = tmp_path_factory.mktemp("single")
-    run_cli(*ARGS, "--out", root / "out",
-            env=cli_env(PIPELINE_STORE=root / "store", OMP_NUM_THREADS=1))
-    return pictures(root / "out" / "fox")
+    run_cli("run", config, env=cli_env(PIPELINE_STORE=root / "store", PIPELINE_OUT=root / "out", OMP_NUM_THREADS=1))
+    return pictures(root / "out" / "fox", ("explore", "refine", "upscale"))
 
 
-def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, baseline):
+def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, config, baseline):
     out, store = tmp_path / "out", tmp_path / "store"
-    code, stdout, stderr = finish(torchrun(ARGS, out, store))
+    code, stdout, stderr = finish(torchrun(["run", str(config)], out, store, cwd=tmp_path))
     assert code == 0, stderr
-
-    # each process says which keys it computed: together all six, no key twice
-    computed = {int(rank): keys.split() for rank, keys in COMPUTED.findall(stderr)}
-    assert sorted(computed) == [0, 1], stderr
-    assert not set(computed[0]) & set(computed[1])
-    assert len(computed[0]) == len(computed[1]) == 3
+    run_dir = out / "fox"
+    data = json.loads((run_dir / "run.json").read_text())
     stored = records(store)
-    assert sorted(computed[0] + computed[1]) == sorted(stored)
-    # the store's records name the process that computed each picture
-    for rank, keys in computed.items():
-        assert {stored[key]["process"]["rank"] for key in keys} == {rank}
-    # the split is by sorted key, round robin
-    assert set(computed[0]) == set(sorted(stored)[0::2]) and set(computed[1]) == set(sorted(stored)[1::2])
+    stages = {"explore": {c["key"] for c in data["explore"]["candidates"]},
+              "refine": {p["key"] for p in data["refine"]["pictures"]},
+              "upscale": {i["key"] for i in data["upscale"]["items"]}}
+    assert set(stored) == set().union(*stages.values())
+
+    # each process says which keys it computed (explore, refine): no key twice, every miss once
+    computed = {0: [], 1: []}
+    for rank, keys in COMPUTED.findall(stderr):
+        computed[int(rank)] += keys.split()
+    assert not set(computed[0]) & set(computed[1])
+    assert sorted(computed[0] + computed[1]) == sorted(stages["explore"] | stages["refine"])
+    for stage, count in (("explore", 3), ("refine", 2)):  # sorted keys dealt round robin
+        keys = sorted(stages[stage])
+        assert set(computed[0]) & stages[stage] == set(keys[0::2]) and len(keys[0::2]) == count
+        assert set(computed[1]) & stages[stage] == set(keys[1::2])
+    # the store's records name the process that computed each picture; upscale split too
+    for rank in (0, 1):
+        assert {stored[key]["process"]["rank"] for key in computed[rank]} == {rank}
+        assert sorted(stored[key]["process"]["rank"] for key in stages["upscale"]) == [0, 0, 1, 1]
 
     # bit for bit the single-process pictures
-    run_dir = out / "fox"
-    assert pictures(run_dir) == baseline
+    assert pictures(run_dir, ("explore", "refine", "upscale")) == baseline
 
-    # run.json is complete and written once, by the main process; only the main process printed
-    data = json.loads((run_dir / "run.json").read_text())
+    # run.json is complete and written by the main process; only the main process printed
     candidates = data["explore"]["candidates"]
     assert [c["seed"] for c in candidates] == SEEDS
     assert all(not c["cached"] and (run_dir / c["path"]).is_file() for c in candidates)
-    assert {c["key"] for c in candidates} == set(stored)
+    assert [p["seed"] for p in data["refine"]["pictures"]] == [1, 2, 3, 4]
+    assert sorted(i["seed"] for i in data["upscale"]["items"]) == [1, 2, 3, 4]
+    assert all((run_dir / e["path"]).is_file() for e in data["refine"]["pictures"] + data["upscale"]["items"])
     assert (run_dir / "explore" / "contact.png").is_file() and (run_dir / "index.html").is_file()
-    assert os.readlink(out / "latest") == "fox"
-    assert stdout.count("explore: 6 computed, 0 reused from the store") == 1, stdout
+    assert stdout.count("done: 14 computed, 0 reused from the store") == 1, stdout
 
 
 def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(tmp_path, baseline):
@@ -120,14 +151,31 @@ def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(
     checked = Store(store)
     assert all(checked.get(key) is not None for key in left)
     # a damaged picture would be unreadable or fail its digest; none is visible in the run folder
-    for path in (out / "fox" / "explore").glob("seed-*.png"):
-        assert path.read_bytes() == baseline[int(path.stem.split("-")[1])]
+    for name, data in pictures(out / "fox").items():
+        assert data == baseline[name]
 
     # rerunning computes only what is missing, split again, and completes the run
     code, _, stderr = finish(torchrun(ARGS, out, store))
     assert code == 0, stderr
     computed = [key for _, keys in COMPUTED.findall(stderr) for key in keys.split() if key != "-"]
     assert sorted(computed) == sorted(set(records(store)) - set(left))
-    assert pictures(out / "fox") == baseline
+    assert pictures(out / "fox") == {k: v for k, v in baseline.items() if k.startswith("explore/")}
     data = json.loads((out / "fox" / "run.json").read_text())
     assert [c["seed"] for c in data["explore"]["candidates"]] == SEEDS
+
+
+def test_a_single_process_pays_nothing():
+    """Without WORLD_SIZE > 1 the helpers are plain pass-throughs and import neither torch nor accelerate."""
+    code = """
+import sys
+from pipeline import distributed as d
+assert not d.launched() and d.is_main_process() and d.state() is None
+assert d.share_of([3, 1, 2], key=str) == [3, 1, 2] and d.others_share(["a"]) == set()
+assert d.agree(5) == 5 and d.computed_elsewhere([(1, "k")]) == [] and d.record_fields() == {}
+assert d.default_device() is None
+d.wait_for_everyone(); d.quiet_other_processes()
+assert "torch" not in sys.modules and "accelerate" not in sys.modules, "heavy import"
+"""
+    env = cli_env(WORLD_SIZE=1, RANK=0)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
