@@ -27,7 +27,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 from .config_source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
                             parse_override, parse_yaml, problem, read_yaml, walk)
 from .errors import UserError
-from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, seeds_from_count
+from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, seeds_from_count, seed_ranges
 from .runs import check_run_name, slugify
 from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, _seeds, _size, build
 
@@ -436,20 +436,6 @@ def size_text(size) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def seed_ranges(seeds: list[int], sep: str = ", ") -> str:
-    """[1, 2, 3, 7] -> '1-3, 7'."""
-    parts: list[str] = []
-    start = prev = None
-    for seed in seeds:
-        if start is not None and seed == prev + 1:
-            prev = seed
-            continue
-        if start is not None:
-            parts.append(f"{start}-{prev}" if prev > start else str(start))
-        start = prev = seed
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return sep.join(parts)
 
 
 def json_schema() -> dict:

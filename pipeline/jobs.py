@@ -176,6 +176,22 @@ def seeds_from_count(count: int, base: int) -> list[int]:
     return list(range(base, base + count))
 
 
+def seed_ranges(seeds: list[int], sep: str = ", ") -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    parts: list[str] = []
+    start = prev = None
+    for seed in seeds:
+        if start is not None and seed == prev + 1:
+            prev = seed
+            continue
+        if start is not None:
+            parts.append(f"{start}-{prev}" if prev > start else str(start))
+        start = prev = seed
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+    return sep.join(parts)
+
+
 # ---------------------------------------------------------------- sizes
 
 

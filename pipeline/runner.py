@@ -142,7 +142,7 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
             candidates = {c.get("seed") for c in data.get("explore", {}).get("candidates", [])}
             missing = [seed for seed in run.refine_seeds if seed not in candidates]
             if missing:
-                from .config import seed_ranges
+                from .jobs import seed_ranges
 
                 problems.append(loaded.error(("refine", "picks"), f"seed {missing[0]} is not a candidate of run "
                                              f"{run_dir} (its seeds: {seed_ranges(sorted(candidates)) or 'none'}); "

@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import distributed
 from ..errors import UserError
 from ..gallery import write_gallery
-from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields
+from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields, seed_ranges
 from ..models import TINY, display_name
 from ..runs import check_run_name, load_run, place, resolve_run, save_run, set_latest, slugify
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
@@ -93,8 +93,8 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
         if not candidates:
             raise UserError(f"run {run_dir} has no explore candidates to refine; use --from IMAGE to refine an image")
         what = "seed {} is not a candidate" if len(unknown) == 1 else "seeds {} are not candidates"
-        raise UserError(f"{what.format(_seed_ranges(unknown))} of run {run_dir.name}; "
-                        f"its seeds are {_seed_ranges(sorted(candidates))}")
+        raise UserError(f"{what.format(seed_ranges(unknown))} of run {run_dir.name}; "
+                        f"its seeds are {seed_ranges(sorted(candidates))}")
     size = spec.size or _scaled((int(data["width"]), int(data["height"])), spec.scale)
     params = {
         "prompt": data["prompt"],
@@ -215,19 +215,6 @@ def _missing_candidate(run_dir: Path, data: dict, seed: int) -> str:
             f"render it again with `{shlex.join(command)}`")
 
 
-def _seed_ranges(seeds: list[int]) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7'."""
-    parts, start, prev = [], None, None
-    for seed in seeds:
-        if start is not None and seed == prev + 1:
-            prev = seed
-            continue
-        if start is not None:
-            parts.append(f"{start}-{prev}" if prev > start else str(start))
-        start = prev = seed
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------- executing
