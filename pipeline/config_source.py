@@ -118,6 +118,8 @@ def parse_yaml(text: str, label: str = "<config>") -> tuple[Any, Source]:
         raise ConfigError([f"{label}{line}: YAML syntax error: {what}"]) from None
     except yaml.YAMLError as err:
         raise ConfigError([f"{label}: YAML syntax error: {err}"]) from None
+    if node is not None:
+        _check_aliases(node, label)
     source = Source(label)
     duplicates: list = []
     if node is not None:
@@ -127,6 +129,31 @@ def parse_yaml(text: str, label: str = "<config>") -> tuple[Any, Source]:
         raise ConfigError([f"{label}:{line}: {key_path(path)}: duplicate key (the earlier one would be ignored)"
                            for path, line in duplicates])
     return data, source
+
+
+MAX_EXPANDED_NODES = 100_000
+
+
+def _check_aliases(root, label: str) -> None:
+    """Refuse YAML aliases that refer to themselves, or that expand past MAX_EXPANDED_NODES ("billion laughs")."""
+    on_path: set[int] = set()
+    count = 0
+
+    def walk(node) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_EXPANDED_NODES:
+            raise ConfigError([f"{label}: the YAML expands to more than {MAX_EXPANDED_NODES} values (aliases?)"])
+        if id(node) in on_path:
+            raise ConfigError([f"{label}:{node.start_mark.line + 1}: a YAML alias refers to itself"])
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            on_path.add(id(node))
+            for child in node.value:
+                for part in (child if isinstance(child, tuple) else (child,)):
+                    walk(part)
+            on_path.discard(id(node))
+
+    walk(root)
 
 
 # ---------------------------------------------------------------- --set KEY=VALUE
