@@ -108,8 +108,8 @@ def share_of(misses: list, key) -> list:
     """
     if state() is None:
         return list(misses)
-    elsewhere = others_share([key(item) for item in misses])
-    return [item for item in misses if key(item) not in elsewhere]
+    mine, _ = _deal([key(item) for item in misses])
+    return [item for item in misses if key(item) in mine]
 
 
 def others_share(miss_keys) -> set:
@@ -117,10 +117,15 @@ def others_share(miss_keys) -> set:
     process); every process must call this."""
     if state() is None:
         return set()
+    return _deal(miss_keys)[1]
+
+
+def _deal(miss_keys) -> tuple[set, set]:
+    """(mine, the others') of the main process's misses: sorted keys dealt round robin."""
     keys = agree(sorted(set(miss_keys)))
-    mine = keys[rank()::world_size()]
+    mine = set(keys[rank()::world_size()])
     log.info("process %d of %d: %d of %d jobs to compute", rank(), world_size(), len(mine), len(keys))
-    return set(keys) - set(mine)
+    return mine, set(keys) - mine
 
 
 def computed_elsewhere(computed: list) -> list:

@@ -147,7 +147,9 @@ def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(
 
     # nothing in the store is half-written: every record's file is whole
     left = records(store)
-    assert 1 <= len(left) < len(SEEDS), sorted(left)
+    # rank 1 had two pictures to go; on this machine it dies well before them (a much faster
+    # machine could finish them first, and the rerun below would then have nothing to do)
+    assert 1 <= len(left) <= len(SEEDS), sorted(left)
     checked = Store(store)
     assert all(checked.get(key) is not None for key in left)
     # a damaged picture would be unreadable or fail its digest; none is visible in the run folder
