@@ -262,10 +262,14 @@ def unplace(pipe, profile: str) -> None:
 
 
 def release_device_memory(device: str) -> None:
+    """Give freed accelerator memory back. On the CPU reference counting already freed the
+    tensors, and a full ``gc.collect()`` would cost ~0.3 s per prompt for nothing."""
     import gc
 
     import torch
 
+    if torch.device(device).type == "cpu":
+        return
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
