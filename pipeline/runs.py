@@ -9,6 +9,7 @@ Imports no torch.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from .errors import UserError
 from .store import atomic_write, sweep_temp, temp_prefix, write_error
 
 RUN_FILE = "run.json"
+RUN_LOCK = ".run.lock"
 LATEST = "latest"
 MAX_SLUG = 40
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -120,6 +122,38 @@ def save_run(run_dir: Path, data: dict) -> None:
         atomic_write(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     except OSError as err:
         raise write_error(path, err) from err
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on a run's run.json across processes (released by the kernel on a crash)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here (Windows): single-writer use only
+        yield
+        return
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / RUN_LOCK, "a+b")
+    except OSError as err:
+        raise write_error(run_dir / RUN_LOCK, err) from err
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def update_run(run_dir: Path, mutate) -> dict:
+    """Read run.json, let ``mutate(data)`` change it, write it back — all under the run's lock,
+    so stages running in different processes never drop each other's sections."""
+    with run_lock(run_dir):
+        data = load_run(run_dir)
+        mutate(data)
+        save_run(run_dir, data)
+    return data
 
 
 def place(src: Path, dest: Path) -> None:

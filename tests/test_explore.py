@@ -202,3 +202,18 @@ def test_python_api_returns_typed_results(tmp_path):
     assert result.seeds == [0, 1] and result.computed == 2
     assert all(path.is_file() for path in result.paths)
     assert again.items[0].cached and again.items[0].key == result.items[1].key
+
+
+def test_explore_keeps_what_another_process_recorded_meanwhile(tmp_path):
+    """explore holds run.json in memory for a whole run; a refine finishing meanwhile must survive its saves."""
+    from pipeline.runs import load_run, save_run, update_run
+    from pipeline.stages.explore import _save
+
+    run_dir = tmp_path / "r"
+    stale = {"version": 1, "prompt": PROMPT, "explore": {"candidates": [{"seed": 1}]}}
+    save_run(run_dir.mkdir() or run_dir, stale)
+    update_run(run_dir, lambda data: data.update(refine={"pictures": [{"seed": 1}]}))  # another process
+    _save(run_dir, dict(stale, explore={"candidates": [{"seed": 1}, {"seed": 2}]}))
+    data = load_run(run_dir)
+    assert data["refine"] == {"pictures": [{"seed": 1}]}
+    assert [c["seed"] for c in data["explore"]["candidates"]] == [1, 2]

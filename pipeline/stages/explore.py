@@ -13,7 +13,7 @@ from ..gallery import write_gallery
 from ..images import contact_sheet
 from ..jobs import RenderJob, digest_bytes, render_fields
 from ..models import display_name
-from ..runs import check_run_name, load_run, new_run_dir, place, save_run, set_latest, write_error
+from ..runs import check_run_name, load_run, new_run_dir, place, set_latest, update_run, write_error
 from ..store import atomic_write
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
@@ -99,7 +99,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
             items[job.seed] = Item(job.seed, dest, job.key, True, artifact.record.get("seconds", 0.0))
     _record_candidates(data, list(items.values()), run_dir)
     if distributed.is_main_process():
-        save_run(run_dir, data)
+        _save(run_dir, data)
         set_latest(session.out, run_dir)
 
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
@@ -112,10 +112,20 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
         _write_contact_sheet(out_dir, data, run_dir)
-        save_run(run_dir, data)
+        _save(run_dir, data)
         write_gallery(run_dir, data)
     distributed.wait_for_everyone()  # the others go on (e.g. to refine) once run.json is complete
     return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+OTHER_STAGES = ("refine", "upscale")
+
+
+def _save(run_dir: Path, data: dict) -> None:
+    """Write explore's part of run.json (the run header and the explore section); keep what other
+    stages recorded meanwhile, perhaps from another process."""
+    ours = {key: value for key, value in data.items() if key not in OTHER_STAGES}
+    update_run(run_dir, lambda current: current.update(ours))
 
 
 def _compute(session, spec, misses, out_dir, items, data, run_dir):
@@ -130,7 +140,7 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir):
             _render_batch(session, engine, batch, out_dir, items)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
             if distributed.is_main_process():
-                save_run(run_dir, data)
+                _save(run_dir, data)
             if bar:
                 bar.update(len(batch))
     finally:

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..gallery import write_gallery
 from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields, seed_ranges
 from ..models import TINY, display_name
-from ..runs import check_run_name, load_run, place, resolve_run, save_run, set_latest, slugify
+from ..runs import check_run_name, load_run, place, resolve_run, set_latest, slugify, update_run
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
 
@@ -273,22 +273,25 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
     if not done:
         return
     run_dir = the_plan.run_dir
-    data = load_run(run_dir)
-    if not data and the_plan.new_run is not None:
-        data = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **the_plan.new_run}
-    section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
-    by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
-    for pick, item in done:
-        job = pick.job
-        entry = {"seed": job.seed, "key": job.key, "path": str(item.path.relative_to(run_dir)), "mode": job.mode,
-                 "width": job.width, "height": job.height, "steps": job.steps, "guidance": job.guidance,
-                 "parent_key": pick.parent_key, "source": pick.source, "seconds": item.seconds, "cached": item.cached}
-        if job.mode == "hires":
-            entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
-        by_path[entry["path"]] = entry
-    section["pictures"] = sorted(by_path.values(), key=lambda p: (p.get("seed", 0), p.get("path", "")))
-    data["refine"] = section
-    save_run(run_dir, data)
+
+    def record(data: dict) -> None:
+        if not data and the_plan.new_run is not None:
+            data.update({"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **the_plan.new_run})
+        section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
+        by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
+        for pick, item in done:
+            job = pick.job
+            entry = {"seed": job.seed, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+                     "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
+                     "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
+                     "seconds": item.seconds, "cached": item.cached}
+            if job.mode == "hires":
+                entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
+            by_path[entry["path"]] = entry
+        section["pictures"] = sorted(by_path.values(), key=lambda p: (p.get("seed", 0), p.get("path", "")))
+        data["refine"] = section
+
+    update_run(run_dir, record)
     set_latest(session.out, run_dir)
 
 

@@ -13,7 +13,7 @@ from ..gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
 from ..images import A1111_CHUNK, JSON_CHUNK
 from ..jobs import UpscaleJob
-from ..runs import load_run, place, resolve_run, save_run
+from ..runs import load_run, place, resolve_run, update_run
 from ..store import file_digest
 from .common import Item, StageResult, progress_bar
 
@@ -276,11 +276,13 @@ def _encode(image, source: Path, engine, job: UpscaleJob) -> bytes:
 
 
 def _record(run_dir: Path, items: list[Item]) -> None:
-    data = load_run(run_dir)
+    update_run(run_dir, lambda data: _record_items(data, run_dir, items))
+
+
+def _record_items(data: dict, run_dir: Path, items: list[Item]) -> None:
     by_dest = {entry["path"]: entry for entry in data.get("upscale", {}).get("items", [])}
     for item in items:
         rel = str(item.path.relative_to(run_dir))
         by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
                         "seconds": item.seconds, "cached": item.cached}
     data["upscale"] = {"items": sorted(by_dest.values(), key=lambda e: (e["seed"] is None, e["seed"] or 0))}
-    save_run(run_dir, data)
