@@ -31,6 +31,12 @@ def _seeds(value):
     return parse_seeds(value)
 
 
+def _batch(value):
+    if value != "auto" and not 1 <= value <= 64:
+        raise ValueError("batch must be 'auto' or 1 to 64")
+    return value
+
+
 def _size(value):
     if isinstance(value, (tuple, list)) and len(value) == 2:
         try:
@@ -65,12 +71,7 @@ class ExploreSpec(Spec):
             raise ValueError("the prompt contains a NUL character")
         return value
 
-    @field_validator("batch")
-    @classmethod
-    def _batch(cls, value):
-        if value != "auto" and not 1 <= value <= 64:
-            raise ValueError("batch must be 'auto' or 1 to 64")
-        return value
+    _check_batch = field_validator("batch")(_batch)
 
 
 class RefineSpec(Spec):
@@ -100,12 +101,7 @@ class RefineSpec(Spec):
     def _refine_size(cls, value):
         return None if value is None else _size(value)
 
-    @field_validator("batch")
-    @classmethod
-    def _batch(cls, value):
-        if value != "auto" and not 1 <= value <= 64:
-            raise ValueError("batch must be 'auto' or 1 to 64")
-        return value
+    _check_batch = field_validator("batch")(_batch)
 
     @model_validator(mode="after")
     def _one_source(self):
