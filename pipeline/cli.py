@@ -130,6 +130,20 @@ def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def report(result, as_json: bool, what: str = "pictures") -> bool:
+    """Print a stage's result: the JSON document, the dry-run plan, or the computed/reused line.
+
+    Returns True when nothing more is to be printed (JSON or dry run)."""
+    if as_json:
+        print_json(result.to_json())
+        return True
+    if result.dry_run:
+        click.echo(f"{result.stage}: {result.planned} {what}, {result.stored} stored, {result.computed} to compute")
+        return True
+    click.echo(f"{result.stage}: {result.computed} computed, {result.stored} reused from the store")
+    return False
+
+
 class _Group(click.Group):
     """Refuses, before any option is converted, arguments no file name or prompt can hold."""
 
@@ -190,14 +204,9 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
                            guidance=guidance, negative=negative, batch=batch_value, run=run_name, dry_run=dry_run)
-    if as_json:
-        print_json(result.to_json())
-        return
-    if dry_run:
-        click.echo(f"explore: {result.planned} candidates, {result.stored} stored, {result.computed} to compute")
+    if report(result, as_json, "candidates"):
         return
     run_dir = result.run_dir
-    click.echo(f"explore: {result.computed} computed, {result.stored} reused from the store")
     click.echo(f"  pictures:      {run_dir / 'explore'}/")
     click.echo(f"  contact sheet: {run_dir / 'explore' / 'contact.png'}")
     if (run_dir / "index.html").is_file():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .cli import log, main, make_pipeline, print_json, resolve_out, session_options, user_errors
+from .cli import log, main, make_pipeline, report, resolve_out, session_options, user_errors
 from .errors import UserError
 
 
@@ -61,13 +61,8 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
                           size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
                           steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
                           batch=_parse_batch(batch), dry_run=dry_run)
-    if as_json:
-        print_json(result.to_json())
+    if report(result, as_json):
         return
-    if dry_run:
-        click.echo(f"refine: {result.planned} pictures, {result.stored} stored, {result.computed} to compute")
-        return
-    click.echo(f"refine: {result.computed} computed, {result.stored} reused from the store")
     for item in result.items:
         click.echo(f"  seed {item.seed}: {item.path}")
     if (result.run_dir / "index.html").is_file():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .cli import main, print_json, resolve_out, user_errors
+from .cli import main, report, resolve_out, user_errors
 
 
 @main.command()
@@ -38,13 +38,8 @@ def upscale(images, run_name, seeds, model, weights_path, scale, tile, overlap, 
     with Pipeline(out=out, device=device, progress=not as_json) as p:
         result = p.upscale(list(images) or None, run=run_name, seeds=seeds, model=str(weights_path or model or "")
                            or None, scale=scale, tile=tile, overlap=overlap, precision=precision, dry_run=dry_run)
-    if as_json:
-        print_json(result.to_json())
+    if report(result, as_json):
         return
-    if dry_run:
-        click.echo(f"upscale: {result.planned} pictures, {result.stored} stored, {result.computed} to compute")
-        return
-    click.echo(f"upscale: {result.computed} computed, {result.stored} reused from the store")
     for item in result.items:
         click.echo(f"  {item.path}")
 
