@@ -29,7 +29,7 @@ from .config_source import (ConfigError, Source, apply_override, error_message, 
 from .errors import UserError
 from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, seeds_from_count, seed_ranges
 from .runs import check_run_name, slugify
-from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, _seeds, _size, build
+from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, _prompt_text, _seeds, _size, build
 
 DEFAULT_COUNT = 16
 
@@ -112,24 +112,14 @@ class PromptEntry(Section):
                                 description="run folder name, and the prompt's name in picks "
                                             "[default: a slug of the text]")
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the prompt is empty")
-        if "\0" in value:
-            raise ValueError("the prompt contains a NUL character")
-        return value
+    _check_text = field_validator("text")(_prompt_text)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value):
         if value is None:
             return value
-        try:
-            check_run_name(value)
-        except UserError as err:
-            raise ValueError(str(err)) from None
+        _user_errors_as_value_errors(check_run_name)(value)
         if value.isdigit() or ":" in value or "," in value:
             raise ValueError(f"name {value!r} must not be a number or contain ':' or ','")
         return value
@@ -291,10 +281,7 @@ class RunConfig(Section):
             return value
         from .models import check_model
 
-        try:
-            return check_model(value)
-        except UserError as err:
-            raise ValueError(str(err)) from None
+        return _user_errors_as_value_errors(check_model)(value)
 
     # ------------------------------------------------------------ derived
 

@@ -31,6 +31,14 @@ def _seeds(value):
     return parse_seeds(value)
 
 
+def _prompt_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the prompt is empty")
+    if "\0" in value:
+        raise ValueError("the prompt contains a NUL character")
+    return value
+
+
 def _batch(value):
     if value != "auto" and not 1 <= value <= 64:
         raise ValueError("batch must be 'auto' or 1 to 64")
@@ -62,14 +70,7 @@ class ExploreSpec(Spec):
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
     _check_size = field_validator("size", mode="before")(_size)
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the prompt is empty")
-        if "\0" in value:
-            raise ValueError("the prompt contains a NUL character")
-        return value
+    _check_prompt = field_validator("prompt")(_prompt_text)
 
     _check_batch = field_validator("batch")(_batch)
 
