@@ -242,10 +242,7 @@ class Store:
             os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())  # who holds it, for people
             yield
         finally:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            path.unlink(missing_ok=True)
             os.close(fd)
 
     @contextmanager
@@ -268,19 +265,13 @@ def _exclusive_file_lock(path: Path):  # pragma: no cover - used where fcntl is 
             break
         except FileExistsError:
             if _lock_is_stale(path):
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                path.unlink(missing_ok=True)
                 continue
             time.sleep(0.05)
     try:
         yield
     finally:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        path.unlink(missing_ok=True)
 
 
 def _lock_is_stale(path: Path) -> bool:
