@@ -19,7 +19,7 @@ def gallery(run, out, open_page):
 
     RUN is a run folder or its name in --out; the latest run when left out.
     """
-    from ..gallery import build_gallery
+    from ..web.gallery import build_gallery
 
     page = build_gallery(Path(out or os.environ.get("PIPELINE_OUT", "outputs")), run)
     click.echo(str(page))
