@@ -92,6 +92,7 @@ class UpscaleJob(Job):
     """Super-resolution of one input image."""
 
     kind = "upscale"
+    version = 2  # 2: windows keep only the inner part of shared bands; A1111 postprocessing/extras chunks
     input: str  # sha256 of the input image file
     weights: str  # sha256 of the upscaler weights file
     scale: float  # output size / input size

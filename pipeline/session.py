@@ -71,6 +71,7 @@ class Session:
 
     def close(self) -> None:
         """Release the model (and its memory)."""
+        self.__dict__.pop("_upscalers", None)  # the upscale stage's loaded upscaler
         if self._engine is not None:
             self._engine = None
             try:

@@ -6,16 +6,11 @@
     twice = resize_to(big, 2, base_size=image.size)           # --scale 2 with an x4 model
     upscaler.digest                                           # sha256 of the weights, for store keys
 
-Tiling.  The image is cut into windows of ``tile + overlap`` input pixels whose
-starts are spread evenly, so neighbours share at least ``overlap`` pixels.  In
-the shared band each window's output is weighted by a linear ramp that is 0 in
-the outer quarter of the band (pixels that lack context), rises across the
-middle half and is 1 beyond, so the weights of neighbours sum to 1 and no seam
-is visible: with 32-px tiles and the default overlap of 24, tiled output is
-within ~50 dB PSNR of untiled output (RealESRGANer's hard-cropped tiles: 35-42 dB).
-Sides on the image border are never ramped, because there the tile sees
-exactly what the untiled model sees.  Windows all have one shape, so several
-run in one batch.  ``tile=0`` runs the whole image at once.
+Tiling (see ``pipeline.engines.tiling``).  The image is cut into windows of
+``tile + overlap`` input pixels; each keeps only the inner part of the bands it
+shares with its neighbours, so every kept pixel has context on all sides and
+no seam is visible.  ``tile=0`` runs the whole image at once.  Windows all have
+one shape, so several run in one batch.
 
 Image modes.  RGB in, RGB out.  RGBA/LA/PA: the colour goes through the model
 and so does the alpha, as a 3-channel gray image (as Real-ESRGAN does); a
@@ -32,19 +27,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.engines import weights as weights_mod
+from pipeline.engines.tiling import DEFAULT_OVERLAP, axis_plan, tile_starts  # noqa: F401 (re-exported)
 from pipeline.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEFAULT_OVERLAP = 24  # 16 gives 42 dB vs untiled on detailed photos with 32-px tiles, 24 gives 50
 CPU_TILE = 256
 MIN_TILE = 16
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -176,41 +171,7 @@ def _from_planes(color: np.ndarray, alpha: np.ndarray | None, mode: str) -> Imag
     return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
-# ------------------------------------------------------------------ tiling
-def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
-    """Window size and evenly spread window starts covering ``length`` pixels
-    with cores of ``tile`` and at least ``overlap`` shared pixels."""
-    window = tile + overlap
-    if length <= window:
-        return length, [0]
-    count = math.ceil((length - overlap) / tile)
-    return window, [round(i * (length - window) / (count - 1)) for i in range(count)]
-
-
-def _ramp(size: int, scale: int, left: int, right: int) -> np.ndarray:
-    """1-D blending weights over a window's output: ramps over shared bands of
-    ``left``/``right`` input pixels (0 = image border, no ramp)."""
-    p = (np.arange(size * scale, dtype=np.float64) + 0.5) / scale
-    weights = np.ones_like(p)
-    if left:
-        margin = left / 4
-        weights *= np.clip((p - margin) / (left - 2 * margin), 0, 1)
-    if right:
-        margin = right / 4
-        weights *= np.clip((size - p - margin) / (right - 2 * margin), 0, 1)
-    return weights
-
-
-def _axis_plan(length: int, tile: int, overlap: int, scale: int) -> list[tuple[int, np.ndarray]]:
-    window, starts = tile_starts(length, tile, overlap)
-    plan = []
-    for i, start in enumerate(starts):
-        left = starts[i - 1] + window - start if i > 0 else 0
-        right = start + window - starts[i + 1] if i + 1 < len(starts) else 0
-        plan.append((start, _ramp(window, scale, left, right)))
-    return plan
-
-
+# ------------------------------------------------------------------ memory
 _BYTES_PER_PIXEL_FP32 = 14_000  # peak activations of RRDBNet x4 per input pixel (measured ~13 KB)
 
 
@@ -249,6 +210,7 @@ class Upscaler:
     device: torch.device
     precision: str
     batch: int = 8
+    _seconds_per_pixel: float | None = None
 
     @property
     def scale(self) -> int:
@@ -258,13 +220,47 @@ class Upscaler:
     def architecture(self) -> str:
         return self.descriptor.architecture.name
 
+    def settings(self, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+        """The concrete (tile, overlap) that ``upscale`` uses for these arguments."""
+        tile = default_tile(self.device, _DTYPES.get(self.precision, torch.float32)) if tile is None else tile
+        return tile, DEFAULT_OVERLAP if overlap is None else overlap
+
+    def windows(self, width: int, height: int, tile: int | None = None, overlap: int | None = None) -> int:
+        """How many windows (the progress callback's unit) one plane of this size is cut into."""
+        from pipeline.engines.tiling import window_count
+
+        return window_count(width, height, *self.settings(tile, overlap))
+
+    def seconds_per_pixel(self) -> float:
+        """Seconds per input pixel computed, measured once on this machine: a 96² probe window
+        runs once to warm up and once timed."""
+        if self._seconds_per_pixel is None:
+            import time
+
+            probe = [np.random.default_rng(0).random((96, 96, 3), dtype=np.float32)]
+            self.upscale_arrays(probe, tile=0)
+            started = time.perf_counter()
+            self.upscale_arrays(probe, tile=0)
+            self._seconds_per_pixel = (time.perf_counter() - started) / (96 * 96)
+        return self._seconds_per_pixel
+
+    def estimate_seconds(self, sizes: list[tuple[int, int]], tile: int | None = None,
+                         overlap: int | None = None) -> float:
+        """Seconds to upscale images of these (width, height) here, from ``seconds_per_pixel``."""
+        from pipeline.engines.tiling import window_pixels
+
+        tile, overlap = self.settings(tile, overlap)
+        pixels = sum(window_pixels(w, h, tile, overlap) for w, h in sizes)
+        return pixels * self.seconds_per_pixel() if pixels else 0.0
+
     def upscale(self, image: Image.Image, *, tile: int | None = None, overlap: int | None = None,
                 progress: Progress | None = None) -> Image.Image:
         """Upscale a PIL image by ``self.scale``; see the module doc for modes.
 
         ``tile``: core tile size in input pixels (None = default for the
         device, 0 = whole image).  ``overlap``: pixels shared by neighbouring
-        tiles (None = 24).  ``progress(done, total)`` is called per batch."""
+        tiles (None = DEFAULT_OVERLAP).  ``progress(done, total)`` counts windows
+        and is called after each batch."""
         color, alpha, mode = _to_planes(image)
         alpha_varies = alpha is not None and float(alpha.max() - alpha.min()) > 0
         planes = [color] + ([np.repeat(alpha[..., None], 3, axis=2)] if alpha_varies else [])
@@ -278,9 +274,7 @@ class Upscaler:
     def upscale_arrays(self, arrays: list[np.ndarray], *, tile: int | None = None,
                        overlap: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:
         """Upscale float32 (H, W, 3) arrays in [0, 1] (all of one size)."""
-        dtype = _DTYPES[self.precision]
-        tile = default_tile(self.device, dtype) if tile is None else tile
-        overlap = DEFAULT_OVERLAP if overlap is None else overlap
+        tile, overlap = self.settings(tile, overlap)
         if tile < 0 or overlap < 0:
             raise UserError("tile and overlap must not be negative")
         while True:
@@ -302,8 +296,8 @@ class Upscaler:
         s = self.scale
         if tile == 0:
             tile, overlap = max(height, width), 0
-        rows = _axis_plan(height, tile, overlap, s)
-        cols = _axis_plan(width, tile, overlap, s)
+        rows = axis_plan(height, tile, overlap, s)
+        cols = axis_plan(width, tile, overlap, s)
         win_h, win_w = min(height, tile + overlap), min(width, tile + overlap)
         jobs = [(k, y, wy, x, wx) for k in range(len(arrays)) for y, wy in rows for x, wx in cols]
         budget = pixel_budget(self.device, _DTYPES[self.precision])

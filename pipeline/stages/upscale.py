@@ -9,17 +9,25 @@ from pathlib import Path
 
 from .. import __version__, distributed
 from ..errors import UserError
-from ..web.gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
-from ..images import A1111_CHUNK, JSON_CHUNK
+from ..images import (
+    A1111_CHUNK,
+    EXTRAS_CHUNK,
+    JSON_CHUNK,
+    POSTPROCESSING_CHUNK,
+    a1111_postprocessing,
+)
 from ..jobs import UpscaleJob
 from ..runs import load_run, place, resolve_run, stage_pictures, update_run
 from ..store import file_digest
-from .common import Item, StageResult, progress_bar
+from ..web.gallery import write_gallery
+from .common import Item, StageResult
+from .upscale_time import OnProgress, TileProgress, image_size, warn_if_long
 
 log = logging.getLogger("pipeline")
 
 STAGE_DIR = "upscale"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -129,20 +137,22 @@ def scale_label(scale: float | None, native: int | None = None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
-            tile: int | None = None, overlap: int | None = None, precision: str = "auto",
-            run_dir: Path | None = None, dry_run: bool = False) -> StageResult:
-    from ..engines import weights as weights_mod
-
+def _check(scale, tile, overlap, precision) -> None:
     if scale is not None and not 0 < scale <= 16:
         raise UserError(f"--scale must be above 0 and at most 16, not {scale:g}")
     if tile is not None and tile != 0 and tile < 16:
         raise UserError(f"--tile must be 0 (whole image) or at least 16, not {tile}")
     if overlap is not None and not 0 <= overlap <= 256:
         raise UserError(f"--tile-overlap must be 0 to 256, not {overlap}")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise UserError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, not {precision!r}")
 
+
+def plan(session, inputs: list[UpscaleInput], *, model, scale, tile, overlap, precision):
+    """The weights to use and one job per input (pure: no torch)."""
+    from ..engines import weights as weights_mod
+
+    _check(scale, tile, overlap, precision)
     resolved = weights_mod.resolve_weights(model)
     weights_digest = weights_mod.weights_digest(resolved.path)
     concrete = concrete_precision(precision, session.device)
@@ -155,17 +165,49 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         jobs.append(UpscaleJob(input=digest, weights=weights_digest, scale=float(scale or 0.0),
                                tile=-1 if tile is None else int(tile), overlap=-1 if overlap is None else int(overlap),
                                precision=concrete))
+    return resolved, jobs
+
+
+def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
+             tile: int | None = None, overlap: int | None = None, precision: str = "auto") -> float:
+    """Seconds the upscale of ``inputs`` would take here (0 for pictures already in the store),
+    from a throughput measured now on this machine (loads the model)."""
+    resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
+    sizes = [image_size(item.path) for item, job in zip(inputs, jobs) if not session.store.has(job.key)]
+    if not sizes:
+        return 0.0
+    engine = _load(session, resolved.path, precision, jobs[0].precision)
+    return engine.estimate_seconds(sizes, tile, overlap)
+
+
+def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
+            tile: int | None = None, overlap: int | None = None, precision: str = "auto",
+            run_dir: Path | None = None, dry_run: bool = False, on_progress: OnProgress | None = None) -> StageResult:
+    """Upscale ``inputs``; ``on_progress(done_tiles, total_tiles)`` is called as tiles finish.
+
+    Ctrl-C (KeyboardInterrupt) stops after the tile under way: the pictures finished before it are
+    stored, in place and recorded in the run."""
+    resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     store = session.store
     if dry_run:
         stored = sum(store.has(job.key) for job in jobs)
         return StageResult("upscale", run_dir, planned=len(jobs), stored=stored, computed=len(jobs) - stored,
                            dry_run=True)
 
-    items: list[Item] = []
-    engine = None
     # several processes (accelerate launch / torchrun): each computes its share of the misses
-    elsewhere = distributed.others_share([job.key for job in jobs if not store.has(job.key)])
-    bar = progress_bar(len(jobs) - len(elsewhere), session.progress, "upscale")
+    misses = [job.key for job in jobs if not store.has(job.key)]
+    elsewhere = distributed.others_share(misses)
+    mine = [(item, job) for item, job in zip(inputs, jobs) if job.key in set(misses) - elsewhere]
+    engine = progress = None
+    if mine:
+        engine = _load(session, resolved.path, precision, jobs[0].precision)
+        sizes = {job.key: image_size(item.path) for item, job in mine}
+        if session.progress and distributed.is_main_process():
+            warn_if_long(engine.estimate_seconds(list(sizes.values()), tile, overlap), len(mine), engine)
+        total = sum(engine.windows(*sizes[job.key], tile, overlap) for _, job in mine)
+        progress = TileProgress(total, bar=session.progress and distributed.is_main_process(),
+                                on_progress=on_progress)
+    items: list[Item] = []
     try:
         for item, job in zip(inputs, jobs):
             if job.key in elsewhere:
@@ -174,26 +216,32 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
                 artifact = store.get(job.key)
                 cached = artifact is not None
                 if artifact is None:
-                    if engine is None:
-                        engine = _load(resolved.path, session.device, precision, concrete)
+                    if engine is None:  # stored when planned, removed since
+                        engine = _load(session, resolved.path, precision, job.precision)
+                        progress, sizes = TileProgress(0, bar=False, on_progress=on_progress), {}
+                    sizes.setdefault(job.key, image_size(item.path))
+                    progress.start_picture(engine.windows(*sizes[job.key], tile, overlap))
                     started = time.perf_counter()
-                    data = _upscale_one(engine, item.path, job, tile, overlap)
+                    data = _upscale_one(engine, item.path, job, tile, overlap, progress.picture_callback)
                     seconds = time.perf_counter() - started
                     artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(seconds, 4),
                                                          "device": str(engine.device),
                                                          "precision": engine.precision,
                                                          "source": str(item.path), "version": __version__,
                                                          **distributed.record_fields()})
+                    progress.finish_picture()
             place(artifact.path, item.dest)
             items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
                               name=item.path.name))
             if run_dir is not None and distributed.is_main_process():
                 _record(run_dir, items)
-            if bar:
-                bar.update(1)
+    except KeyboardInterrupt:
+        if run_dir is not None and items and distributed.is_main_process():
+            write_gallery(run_dir)  # the finished pictures are in run.json already
+        raise
     finally:
-        if bar:
-            bar.close()
+        if progress is not None:
+            progress.close()
     distributed.wait_for_everyone()
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
@@ -224,43 +272,55 @@ def _with_shares(store, inputs, jobs, items: list[Item], elsewhere: set) -> list
     return merged
 
 
-def _load(weights_path: Path, device, precision: str, concrete: str):
+def _load(session, weights_path: Path, precision: str, concrete: str):
+    """The upscaler, loaded once per session (an estimate and the upscale that follows share it)."""
     from ..engines.upscaler import load_upscaler
 
-    engine = load_upscaler(weights_path, device=device or "auto", precision=precision)
-    if engine.precision != concrete:
-        log.info("upscaler runs in %s (asked for %s)", engine.precision, concrete)
-    return engine
+    cache = session.__dict__.setdefault("_upscalers", {})
+    key = (str(weights_path), session.device, precision)
+    if key not in cache:
+        cache.clear()  # one upscaler in memory at a time
+        engine = load_upscaler(weights_path, device=session.device or "auto", precision=precision)
+        if engine.precision != concrete:
+            log.info("upscaler runs in %s (asked for %s)", engine.precision, concrete)
+        cache[key] = engine
+    return cache[key]
 
 
-def _upscale_one(engine, path: Path, job: UpscaleJob, tile, overlap) -> bytes:
+def _upscale_one(engine, path: Path, job: UpscaleJob, tile, overlap, progress) -> bytes:
     """Upscale one image file; return PNG bytes carrying the input's metadata plus this step."""
     from ..engines.upscaler import load_image, resize_to
 
     image = load_image(path)
-    result = engine.upscale(image, tile=tile, overlap=overlap)
+    result = engine.upscale(image, tile=tile, overlap=overlap, progress=progress)
     if job.scale and job.scale != engine.scale:
         result = resize_to(result, job.scale, base_size=image.size)
-    return _encode(result, path, engine, job)
+    return _encode(result, path, engine, job, tile, overlap)
 
 
-def _encode(image, source: Path, engine, job: UpscaleJob) -> bytes:
+def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, overlap: int | None) -> bytes:
+    """PNG bytes as A1111's Extras tab writes them: the source's ``parameters`` untouched, the upscale
+    in ``postprocessing`` and ``extras``; our JSON record gains an ``upscale`` step (the file's own key)."""
     import io
 
     from PIL import Image, PngImagePlugin
 
-    step = {"upscaler": engine.name, "weights": job.weights, "scale": job.scale or engine.scale,
-            "tile": job.tile, "overlap": job.overlap, "precision": job.precision, "input": job.input,
-            "key": job.key}
-    info = PngImagePlugin.PngInfo()
+    scale = job.scale or engine.scale
+    used_tile, used_overlap = engine.settings(tile, overlap)
+    step = {"upscaler": engine.name, "weights": job.weights, "scale": scale, "tile": used_tile,
+            "overlap": used_overlap if used_tile else 0, "precision": job.precision, "input": job.input,
+            "key": job.key, "width": image.width, "height": image.height}
     try:
         with Image.open(source) as original:
             text = dict(getattr(original, "text", None) or {})
     except OSError:
         text = {}
-    parameters = text.get(A1111_CHUNK)
-    suffix = f"Postprocess upscaler: {engine.name}, Postprocess upscale by: {step['scale']:g}"
-    info.add_text(A1111_CHUNK, f"{parameters}, {suffix}" if parameters else suffix)
+    info = PngImagePlugin.PngInfo()
+    if isinstance(text.get(A1111_CHUNK), str):
+        info.add_text(A1111_CHUNK, text[A1111_CHUNK])
+    extras = a1111_postprocessing({"Postprocess upscale by": scale, "Postprocess upscaler": engine.name})
+    info.add_text(POSTPROCESSING_CHUNK, extras)
+    info.add_text(EXTRAS_CHUNK, extras)
     record = {}
     if isinstance(text.get(JSON_CHUNK), str):
         try:

@@ -1,0 +1,120 @@
+"""How long an upscale takes, said before it starts, and a progress bar over tiles while it runs.
+
+The estimate comes from this machine: the loaded model runs a small probe window (once for
+warm-up, once timed) and the seconds scale with the input pixels the model will compute
+(tiles and their overlaps).  It is printed when an upscale will take longer than
+``PIPELINE_UPSCALE_WARN_SECONDS`` (default 60), with the faster options.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+log = logging.getLogger("pipeline")
+
+WARN_SECONDS = 60.0
+OnProgress = Callable[[int, int], None]
+
+
+def warn_threshold() -> float:
+    """Seconds above which an upscale says beforehand how long it will take."""
+    value = os.environ.get("PIPELINE_UPSCALE_WARN_SECONDS", "")
+    try:
+        return float(value) if value.strip() else WARN_SECONDS
+    except ValueError:
+        return WARN_SECONDS
+
+
+def image_size(path) -> tuple[int, int]:
+    """Width and height from the file's header (no decoding), after EXIF rotation."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        try:
+            orientation = image.getexif().get(0x0112, 1)
+        except Exception:  # noqa: BLE001 - a broken EXIF block is read as no rotation
+            orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def faster_options(engine) -> list[str]:
+    """What would be faster than ``engine`` here, in the CLI's words."""
+    options = []
+    if engine.name != "realesr-animevideov3":
+        options.append("--model realesr-animevideov3 (the compact model: ~1/30 of the arithmetic; "
+                       "made for illustrations, softer on photographs)")
+    if engine.device.type == "cpu":
+        options.append("a CUDA GPU (--device cuda), tens of times faster")
+    return options
+
+
+def warn_if_long(seconds: float, count: int, engine) -> None:
+    if seconds <= warn_threshold():
+        return
+    pictures = f"{count} picture{'s' if count != 1 else ''}"
+    lines = [f"upscale: this will take about {format_duration(seconds)} for {pictures} "
+             f"({engine.name}, {engine.precision} on {engine.device.type}, measured on this machine)"]
+    options = faster_options(engine)
+    if options:
+        lines.append("  faster: " + "\n          ".join(options))
+    log.warning("\n".join(lines))
+
+
+class TileProgress:
+    """Counts the tiles of every picture in one upscale: a tqdm bar with an ETA (when ``bar``)
+    and the caller's ``on_progress(done_tiles, total_tiles)``."""
+
+    def __init__(self, total: int, *, bar: bool, on_progress: OnProgress | None = None):
+        self.total = total
+        self.done = 0
+        self.on_progress = on_progress
+        self.bar = None
+        if bar and total > 0:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="upscale", unit="tile", leave=False, dynamic_ncols=True)
+        self._base = 0  # tiles of the pictures already finished
+        self._planned = 0  # tiles planned for the picture under way
+
+    def start_picture(self, planned: int) -> None:
+        self._base = self.done
+        self._planned = planned
+
+    def picture_callback(self, done: int, total: int) -> None:
+        """The engine's ``progress(done, total)`` for the picture under way."""
+        if total != self._planned:  # e.g. a varying alpha channel doubles the windows
+            self._set_total(self.total + total - self._planned)
+            self._planned = total
+        self._advance(self._base + done)
+
+    def finish_picture(self) -> None:
+        self._advance(self._base + self._planned)
+
+    def _set_total(self, total: int) -> None:
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def _advance(self, done: int) -> None:
+        if done <= self.done:
+            return
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

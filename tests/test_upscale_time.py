@@ -1,0 +1,112 @@
+"""An upscale says beforehand how long it will take, counts tiles as it goes, and a Ctrl-C
+keeps the pictures finished before it.  Library and CLI, offline, on the compact model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli_env, run_cli
+from PIL import Image
+
+from pipeline.api import Pipeline
+from pipeline.stages.upscale_time import TileProgress
+
+FAST = "realesr-animevideov3"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("PIPELINE_OFFLINE", "1")
+
+
+def _pictures(folder: Path, sizes) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        path = folder / f"p{i}.png"
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8")).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_a_long_upscale_says_how_long_and_what_is_faster(tmp_path):
+    (picture,) = _pictures(tmp_path / "in", [(40, 40)])
+    # "long" is anything over PIPELINE_UPSCALE_WARN_SECONDS; 0 makes every upscale long
+    proc = run_cli("upscale", picture, "--model", "realesrgan-x4plus-anime", "--tile", "32", "--out", tmp_path / "o",
+                   env=cli_env(PIPELINE_UPSCALE_WARN_SECONDS="0"))
+    assert "this will take about" in proc.stderr and "1 picture" in proc.stderr
+    assert "--model realesr-animevideov3" in proc.stderr and "GPU" in proc.stderr
+    assert "tile" in proc.stderr  # the progress bar counts tiles
+    short = run_cli("upscale", picture, "--model", FAST, "--out", tmp_path / "o2")
+    assert "this will take about" not in short.stderr  # well under the default minute
+
+
+def test_progress_counts_tiles_and_estimate_is_seconds(tmp_path):
+    pictures = _pictures(tmp_path / "in", [(40, 24), (24, 40)])
+    calls = []
+    with Pipeline(out=tmp_path / "o", device="cpu") as p:
+        seconds = p.estimate_upscale(pictures, model=FAST, tile=16, overlap=8)
+        result = p.upscale(pictures, model=FAST, tile=16, overlap=8, on_progress=lambda d, t: calls.append((d, t)))
+        engine = next(iter(p.session._upscalers.values()))
+        expected = engine.windows(40, 24, 16, 8) + engine.windows(24, 40, 16, 8)
+        assert result.computed == 2 and seconds > 0
+        assert calls[-1] == (expected, expected) and expected == 2 + 2
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # only forward
+        calls.clear()
+        again = p.upscale(pictures, model=FAST, tile=16, overlap=8, on_progress=lambda d, t: calls.append((d, t)))
+        assert again.computed == 0 and calls == []  # stored pictures have no tiles to count
+        assert p.estimate_upscale(pictures, model=FAST, tile=16, overlap=8) == 0
+
+
+def test_ctrl_c_keeps_the_finished_pictures(tmp_path):
+    pictures = _pictures(tmp_path / "in", [(32, 32), (32, 32), (32, 32)])
+    per_picture = []
+
+    def interrupt_in_the_second_picture(done, total):
+        if not per_picture:
+            per_picture.append(total // 3)
+        if done > per_picture[0]:
+            raise KeyboardInterrupt
+
+    with Pipeline(out=tmp_path / "o", device="cpu") as p:
+        with pytest.raises(KeyboardInterrupt):
+            p.upscale(pictures, model=FAST, tile=16, on_progress=interrupt_in_the_second_picture)
+        done = sorted(path.name for path in (tmp_path / "o" / "upscaled").iterdir())
+        assert done == ["p0-x4.png"]
+        with Image.open(tmp_path / "o" / "upscaled" / "p0-x4.png") as image:
+            assert image.size == (128, 128)
+        again = p.upscale(pictures, model=FAST, tile=16)
+    assert (again.computed, again.stored) == (2, 1)
+
+
+def test_ctrl_c_in_a_run_keeps_finished_pictures_in_run_json(tmp_path):
+    out = tmp_path / "outputs"
+    run_cli("explore", "a boat", "--model", "tiny-random", "--size", "64", "--seeds", "1,2", "--out", out)
+    seen = []
+
+    def interrupt_in_the_second_picture(done, total):
+        seen.append(done)
+        if done > total // 2:
+            raise KeyboardInterrupt
+
+    with Pipeline(out=out, device="cpu") as p:
+        with pytest.raises(KeyboardInterrupt):
+            p.upscale(seeds="1,2", model=FAST, tile=32, on_progress=interrupt_in_the_second_picture)
+    run_dir = (out / "latest").resolve()
+    data = json.loads((run_dir / "run.json").read_text())
+    recorded = [entry["path"] for entry in data["upscale"]["pictures"]]
+    assert recorded == ["upscale/seed-1.png"] and (run_dir / "upscale" / "seed-1.png").is_file()
+    assert not (run_dir / "upscale" / "seed-2.png").exists()
+
+
+def test_tile_progress_follows_a_picture_with_more_windows_than_planned():
+    calls = []
+    progress = TileProgress(4, bar=False, on_progress=lambda d, t: calls.append((d, t)))
+    progress.start_picture(4)
+    progress.picture_callback(3, 8)  # a varying alpha channel: twice the windows
+    progress.picture_callback(8, 8)
+    progress.finish_picture()
+    assert calls == [(3, 8), (8, 8)]
