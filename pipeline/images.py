@@ -10,6 +10,8 @@ from .errors import UserError
 
 JSON_CHUNK = "pipeline"
 A1111_CHUNK = "parameters"
+POSTPROCESSING_CHUNK = "postprocessing"  # A1111's Extras tab: what was done to the picture after generation
+EXTRAS_CHUNK = "extras"  # the same text again, under the section name A1111's Extras tab saves with
 
 
 def _fmt_number(value) -> str:
@@ -70,6 +72,18 @@ def parse_a1111(text: str) -> dict:
     return parsed
 
 
+def a1111_postprocessing(info: dict) -> str:
+    """The infotext A1111's Extras tab writes into ``postprocessing`` and ``extras``:
+    ``Name: value`` pairs joined by ``, ``, a value holding a comma, colon or newline
+    JSON-quoted (A1111's ``infotext_utils.quote``), ``None`` values left out."""
+    def quoted(value) -> str:
+        text = _fmt_number(value)
+        return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+    return ", ".join(name if name == value else f"{name}: {quoted(value)}"
+                     for name, value in info.items() if value is not None)
+
+
 def encode_png(image, params: dict) -> bytes:
     """PNG bytes with the A1111 ``parameters`` chunk and the full JSON record.
 
@@ -111,7 +125,8 @@ def read_info(path: Path) -> dict:
         except ValueError:
             record = None
     parameters = text.get(A1111_CHUNK) if isinstance(text.get(A1111_CHUNK), str) else None
-    return {"parameters": parameters, "pipeline": record, "size": size}
+    extras = {name: text[name] for name in (POSTPROCESSING_CHUNK, EXTRAS_CHUNK) if isinstance(text.get(name), str)}
+    return {"parameters": parameters, "pipeline": record, "size": size, **extras}
 
 
 def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int | None = None):

@@ -31,10 +31,13 @@ def test_upscale_seeds_of_the_latest_run(run):
         assert image.size == (256, 256)
         parameters = image.text["parameters"]
         record = json.loads(image.text["pipeline"])
-    # the candidate's parameters are carried over, plus the upscale step
-    assert parameters.startswith("a lighthouse at dusk\n")
-    assert "Seed: 2" in parameters and "Postprocess upscaler: realesr-animevideov3" in parameters
+        postprocessing, extras = image.text["postprocessing"], image.text["extras"]
+    with Image.open(run_dir / "explore" / "seed-2.png") as source:
+        assert parameters == source.text["parameters"]  # kept as it was, as A1111's Extras tab does
+    # the upscale is recorded where A1111's Extras tab records it
+    assert postprocessing == extras == "Postprocess upscale by: 4, Postprocess upscaler: realesr-animevideov3"
     assert record["seed"] == 2 and record["upscale"]["upscaler"] == "realesr-animevideov3"
+    assert record["upscale"]["key"] == result["items"][0]["key"]
     data = json.loads((run_dir / "run.json").read_text())
     assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2]  # nothing lost
     assert data["upscale"]["pictures"][0]["path"] == "upscale/seed-2.png"
@@ -119,3 +122,38 @@ def test_run_given_as_a_path_works_from_any_directory(run, tmp_path):
     result = run_json("upscale", "--run", run_dir, "--seeds", "1", *FAST, cwd=elsewhere)
     assert Path(result["items"][0]["path"]) == run_dir / "upscale" / "seed-1.png"
     assert not (elsewhere / "outputs").exists()  # the run's own output folder (and store) were used
+
+
+def test_show_says_what_an_upscaled_picture_is_then_where_it_came_from(run):
+    out, run_dir = run
+    result = run_json("upscale", "--seeds", "1", *FAST, "--out", out)
+    shown = run_cli("show", result["items"][0]["path"]).stdout
+    lines = shown.splitlines()
+    assert lines[0] == f"upscaled picture: 256x256, key {result['items'][0]['key'][:12]}"
+    assert "upscaler: realesr-animevideov3, x4" in lines[1]
+    assert "postprocessing (A1111 Extras): Postprocess upscale by: 4, Postprocess upscaler: realesr-animevideov3" in shown
+    assert "extras (A1111 Extras): Postprocess upscale by: 4" in shown
+    made_from = next(i for i, line in enumerate(lines) if line.startswith("made from: "))
+    assert lines[made_from].startswith("made from: explore picture, 64x64, key ")
+    assert made_from > 1 and lines[made_from + 1] == "a lighthouse at dusk"
+    assert "{'" not in shown and "'tile': -1" not in shown  # no Python dict, no -1 placeholders
+
+
+def test_refine_from_an_upscaled_picture_takes_its_prompt_not_the_postprocessing(run, tmp_path):
+    out, run_dir = run
+    upscaled = run_json("upscale", "--seeds", "1", *FAST, "--out", out)["items"][0]
+    result = run_json("refine", "--from", upscaled["path"], "--size", "64", "--model", "tiny-random",
+                      "--out", tmp_path / "o")
+    with Image.open(result["items"][0]["path"]) as image:
+        record = json.loads(image.text["pipeline"])
+    assert record["prompt"] == "a lighthouse at dusk" and record["seed"] == 1
+    assert "Postprocess" not in image.text["parameters"]
+
+
+def test_cached_upscale_draws_no_bar_and_names_the_gallery(run):
+    out, run_dir = run
+    run_json("upscale", "--seeds", "1", *FAST, "--out", out)
+    proc = run_cli("upscale", "--seeds", "1", *FAST, "--out", out)
+    assert "upscale: 0 computed, 1 reused from the store" in proc.stdout
+    assert "tile" not in proc.stderr and "0/" not in proc.stderr  # no empty progress bar
+    assert f"gallery:       {run_dir / 'index.html'}" in proc.stdout

@@ -8,6 +8,7 @@ import click
 from ..errors import UserError
 from .common import print_json, user_errors
 
+
 @click.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the full record as JSON")
@@ -20,12 +21,42 @@ def show(image, as_json):
     if as_json:
         print_json(info["pipeline"] or {"parameters": info["parameters"]})
         return
-    if not info["parameters"] and not info["pipeline"]:
+    if not info["parameters"] and not info["pipeline"] and not info.get("postprocessing"):
         raise UserError(f"{image} carries no generation parameters")
+    record = dict(info["pipeline"] or {})
+    step = record.pop("upscale", None)
+    if isinstance(step, dict) or info.get("postprocessing"):
+        _show_upscale(info, step if isinstance(step, dict) else {})
+        click.echo("")
+        what = f"{record['kind']} picture" if record.get("kind") else "the original picture"
+        size = f", {record['width']}x{record['height']}" if record.get("width") and record.get("height") else ""
+        key = f", key {record['key'][:12]}" if record.get("key") else ""
+        click.echo(f"made from: {what}{size}{key}")
     if info["parameters"]:
         click.echo(info["parameters"])
-    if info["pipeline"]:
-        record = info["pipeline"]
+    if record:
         click.echo("")
         for name in sorted(record):
             click.echo(f"{name}: {record[name]}")
+
+
+def _show_upscale(info: dict, step: dict) -> None:
+    """What an upscaled file is: its stage, its own size and key, how it was upscaled."""
+    width, height = info["size"]
+    key = f", key {step['key'][:12]}" if step.get("key") else ""
+    click.echo(f"upscaled picture: {width}x{height}{key}")
+    if step:
+        scale = step.get("scale")
+        line = f"  upscaler: {step.get('upscaler', '?')}"
+        line += f", x{scale:g}" if isinstance(scale, (int, float)) else ""
+        line += f", {step['precision']}" if step.get("precision") else ""
+        tile, overlap = step.get("tile"), step.get("overlap")
+        if tile == 0:
+            line += ", whole image at once"
+        elif isinstance(tile, int) and tile > 0:
+            line += f", tiles of {tile} px sharing {overlap} px"
+        click.echo(line)
+    if info.get("postprocessing"):
+        click.echo(f"  postprocessing (A1111 Extras): {info['postprocessing']}")
+    if info.get("extras"):
+        click.echo(f"  extras (A1111 Extras): {info['extras']}")

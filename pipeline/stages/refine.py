@@ -131,6 +131,9 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     if record and isinstance(record.get("prompt"), str) and record["prompt"].strip():
         meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance") if k in record}
         parent_key = record.get("key", "") if isinstance(record.get("key"), str) else ""
+        step = record.get("upscale")  # an upscaled picture: its own key is the upscale's, the rest is its source's
+        if isinstance(step, dict) and isinstance(step.get("key"), str):
+            parent_key = step["key"]
     elif info["parameters"]:
         parsed = parse_a1111(info["parameters"])
         # A1111's Steps and CFG scale belong to another sampler and model (typically 20-30 steps
