@@ -197,7 +197,8 @@ class UpscaleSection(Section):
                                    description="output size / input size [default: the model's, e.g. 4]")
     tile: Optional[int] = Field(default=None, ge=0, description="tile size in input pixels; 0 = whole image "
                                                                 "[default: by memory]")
-    overlap: Optional[int] = Field(default=None, ge=0, le=256, description="input pixels shared by neighbouring tiles [default: 64]")
+    overlap: Optional[int] = Field(default=None, ge=0, le=256,
+                                   description="input pixels shared by neighbouring tiles [default: 64; 96 under 128-px tiles]")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto")
 
     @field_validator("tile")

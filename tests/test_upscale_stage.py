@@ -157,3 +157,11 @@ def test_cached_upscale_draws_no_bar_and_names_the_gallery(run):
     assert "upscale: 0 computed, 1 reused from the store" in proc.stdout
     assert "tile" not in proc.stderr and "0/" not in proc.stderr  # no empty progress bar
     assert f"gallery:       {run_dir / 'index.html'}" in proc.stdout
+
+
+def test_postprocessing_text_quotes_values_as_a1111_does():
+    from pipeline.images import a1111_postprocessing
+
+    text = a1111_postprocessing({"Postprocess upscale by": 2.0, "Postprocess upscaler": "C:/w, new.pth",
+                                 "Postprocess upscaler 2": None})
+    assert text == 'Postprocess upscale by: 2, Postprocess upscaler: "C:/w, new.pth"'

@@ -18,7 +18,8 @@ from .common import report, resolve_out, user_errors
               help="a .pth/.safetensors super-resolution model (any architecture spandrel knows)")
 @click.option("--scale", type=float, default=None, help="output size / input size [default: the model's, e.g. 4]")
 @click.option("--tile", type=int, default=None, help="tile size in input pixels; 0 = whole image [default: by memory]")
-@click.option("--tile-overlap", "overlap", type=int, default=None, help="input pixels shared by neighbouring tiles [default: 64]")
+@click.option("--tile-overlap", "overlap", type=int, default=None,
+              help="input pixels shared by neighbouring tiles [default: 64; 96 for tiles under 128]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
 @click.option("--out", default=None, metavar="DIR",

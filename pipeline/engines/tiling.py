@@ -11,12 +11,16 @@ neighbours sum to 1.  Every kept pixel thus has at least
 image border are never ramped: there the window sees exactly what the untiled
 model sees.
 
-Measured (realesrgan-x4plus fp32, 32-px tiles, 8 photographs from
-scikit-image's bundled data that the tests do not use, 128² crops; see
-benchmarks/README_upscale.md): the old default (overlap 24, ramp over the
-middle half) was 39.6–45.1 dB from the untiled output; overlap 48 with a
-hard cut in the middle of the band (BLEND = 0, 24 px of context) 46.3–52.1 dB;
-the default below is the measured best trade-off.
+Measured (realesrgan-x4plus fp32, 32-px tiles, 128² crops of 8 photographs
+bundled with scikit-image that the tests had not used; PSNR against the
+untiled output; benchmarks/README_upscale.md): on motorcycle_left the old
+default (overlap 24, ramp over the middle half: 6 px of context at the first
+weighted pixel) 35.2 dB; a cut in the middle with overlap 32 (16 px of
+context) 39.1 dB, overlap 48 (24 px) 43.0 dB, overlap 64 (32 px) 53.0 dB.
+Overlap 64 on all 8: 43.0-57.3 dB (grass, the worst, 43.0; 55.5 dB with
+overlap 96 on a 160² crop), hence 96 for small tiles, where seams are dense.
+x4plus sees far, so context matters more than blending.  The price is
+arithmetic: at 256-px tiles a window computes (256 + 64)² for 256² kept pixels.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ import math
 import numpy as np
 
 DEFAULT_OVERLAP = 64  # input pixels shared by neighbouring windows: 32 px of context on each side
+SMALL_TILE_OVERLAP = 96  # tiles under SMALL_TILE: seams are dense, so 48 px of context
+SMALL_TILE = 128
 BLEND = 0.0  # fraction of the shared band over which neighbours cross-fade (0 = cut in the middle)
+
+
+def default_overlap(tile: int) -> int:
+    """The overlap for ``tile`` when none is given: more context for small, seam-dense tiles."""
+    return SMALL_TILE_OVERLAP if 0 < tile < SMALL_TILE else DEFAULT_OVERLAP
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.engines import weights as weights_mod
-from pipeline.engines.tiling import DEFAULT_OVERLAP, axis_plan, tile_starts  # noqa: F401 (re-exported)
+from pipeline.engines.tiling import DEFAULT_OVERLAP, axis_plan, default_overlap, tile_starts  # noqa: F401
 from pipeline.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -223,7 +223,7 @@ class Upscaler:
     def settings(self, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
         """The concrete (tile, overlap) that ``upscale`` uses for these arguments."""
         tile = default_tile(self.device, _DTYPES.get(self.precision, torch.float32)) if tile is None else tile
-        return tile, DEFAULT_OVERLAP if overlap is None else overlap
+        return tile, default_overlap(tile) if overlap is None else overlap
 
     def windows(self, width: int, height: int, tile: int | None = None, overlap: int | None = None) -> int:
         """How many windows (the progress callback's unit) one plane of this size is cut into."""
@@ -259,7 +259,7 @@ class Upscaler:
 
         ``tile``: core tile size in input pixels (None = default for the
         device, 0 = whole image).  ``overlap``: pixels shared by neighbouring
-        tiles (None = DEFAULT_OVERLAP).  ``progress(done, total)`` counts windows
+        tiles (None = ``tiling.default_overlap(tile)``: 64, 96 under 128-px tiles).  ``progress(done, total)`` counts windows
         and is called after each batch."""
         color, alpha, mode = _to_planes(image)
         alpha_varies = alpha is not None and float(alpha.max() - alpha.min()) > 0
