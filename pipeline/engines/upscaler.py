@@ -288,8 +288,9 @@ class Upscaler:
                                     f"{MIN_TILE}-px tiles; use --device cpu") from None
                 else:
                     tile = max(MIN_TILE, tile // 2)
-                warnings.warn(f"out of memory on {self.device}: retrying with {tile}-px tiles",
-                              stacklevel=2)
+                overlap = min(overlap, tile)  # the window must shrink too (less context: a little seam risk)
+                warnings.warn(f"out of memory on {self.device}: retrying with {tile}-px tiles "
+                              f"sharing {overlap} px", stacklevel=2)
 
     def _run(self, arrays, tile, overlap, progress):
         height, width = arrays[0].shape[:2]
