@@ -35,8 +35,13 @@ class Pipeline:
 
     def explore(self, prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
-                run: str | None = None, dry_run: bool = False) -> StageResult:
-        """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run."""
+                run: str | None = None, dry_run: bool = False, on_picture=None, stop=None) -> StageResult:
+        """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
+
+        ``on_picture(item)`` is called as each candidate is in the run folder (stored ones first);
+        ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
+        the finished ones (``result.items`` holds only those).
+        """
         from .jobs import seeds_from_count
         from .stages.explore import explore
 
@@ -50,7 +55,7 @@ class Pipeline:
             seeds = list(seeds)
         spec = build(ExploreSpec, prompt=prompt, negative=negative, seeds=seeds, size=size, steps=steps,
                      guidance=guidance, batch=batch)
-        return explore(self.session, spec, run=run, dry_run=dry_run)
+        return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
                source: str | Path | None = None,

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from .runs import RUN_FILE, load_run, resolve_run
+from .runs import PICKS_FILE, RUN_FILE, load_picks, load_run, resolve_run
 from .store import atomic_write, write_error
 
 log = logging.getLogger("pipeline")
@@ -273,6 +273,8 @@ def render_page(run_dir: Path, data: dict, groups: list[dict], others: list[Pict
         "groups": [{"seed": None if g["seed"] is None else str(g["seed"]), "candidate": g["candidate"].to_json(),
                     "results": [p.to_json() for p in g["results"]]} for g in groups],
         "others": [p.to_json() for p in others],
+        # the picks saved with the run (by the browser app) win over this browser's localStorage
+        "picks": [str(seed) for seed in load_picks(run_dir)] if (run_dir / PICKS_FILE).is_file() else None,
     }
     style, script = _asset("gallery.css"), _asset("gallery.js")
     csp = ("default-src 'none'; img-src 'self' file: data: blob:; "

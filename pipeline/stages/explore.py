@@ -76,7 +76,10 @@ def _record_candidates(data: dict, items: list[Item], run_dir: Path) -> None:
     data["explore"]["candidates"] = sorted(by_seed.values(), key=lambda c: c["seed"])
 
 
-def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False, on_picture=None,
+            stop=None) -> StageResult:
+    """``on_picture(item)`` is called as each picture is in the run folder (stored ones first);
+    ``stop`` (a ``threading.Event``) ends the run after the current picture, keeping the finished ones."""
     jobs = plan(spec, session.fingerprint, session.dtype)
     store = session.store
     if run is not None:
@@ -101,13 +104,16 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     if distributed.is_main_process():
         _save(run_dir, data)
         set_latest(session.out, run_dir)
+    for item in list(items.values()) if on_picture else ():
+        on_picture(item)
 
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir)
-    _collect_shares(session, jobs, items, out_dir)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture, stop)
+    if stop is None or not stop.is_set():
+        _collect_shares(session, jobs, items, out_dir)
 
-    ordered = [items[seed] for seed in spec.seeds]
+    ordered = [items[seed] for seed in spec.seeds if seed in items]  # fewer when stopped
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
@@ -115,7 +121,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         _save(run_dir, data)
         write_gallery(run_dir, data)
     distributed.wait_for_everyone()  # the others go on (e.g. to refine) once run.json is complete
-    return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+    return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(ordered) - computed,
+                       computed=computed)
 
 
 OTHER_STAGES = ("refine", "upscale")
@@ -128,7 +135,7 @@ def _save(run_dir: Path, data: dict) -> None:
     update_run(run_dir, lambda current: current.update(ours))
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture=None, stop=None):
     engine = session.engine()
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
@@ -137,12 +144,16 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir):
     bar = progress_bar(len(misses), session.progress, "explore")
     try:
         for batch in batches(misses, batch_size):
+            if stop is not None and stop.is_set():
+                break
             _render_batch(session, engine, batch, out_dir, items)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
             if distributed.is_main_process():
                 _save(run_dir, data)
             if bar:
                 bar.update(len(batch))
+            for job in batch if on_picture else ():
+                on_picture(items[job.seed])
     finally:
         if bar:
             bar.close()
