@@ -93,7 +93,7 @@ def write_gallery(run_dir: Path, data: dict | None = None) -> Path:
     run_dir = Path(run_dir)
     if data is None:
         data = load_run(run_dir)
-    thumbs = _Thumbs(run_dir)
+    thumbs = Thumbs(run_dir)
     groups, others = collect(run_dir, data, thumbs)
     page = render_page(run_dir, data, groups, others)
     path = run_dir / PAGE
@@ -130,7 +130,7 @@ def _seed_of(item: dict) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def collect(run_dir: Path, data: dict, thumbs: "_Thumbs") -> tuple[list[dict], list[Picture]]:
+def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], list[Picture]]:
     """Candidates in seed order, each with its refined/upscaled pictures; plus pictures without a candidate."""
     groups: list[dict] = []
     by_seed: dict[int, dict] = {}
@@ -156,7 +156,7 @@ def _scalars(item: dict) -> dict:
     return {k: v for k, v in item.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def _picture(run_dir: Path, stage: str, item: dict, params: dict, thumbs: "_Thumbs") -> Picture:
+def _picture(run_dir: Path, stage: str, item: dict, params: dict, thumbs: "Thumbs") -> Picture:
     source = Path(item["path"])
     if not source.is_absolute():
         source = run_dir / source
@@ -175,7 +175,7 @@ def page_url(run_dir: Path, path: Path) -> str:
 
 # ---------------------------------------------------------------- thumbnails
 
-class _Thumbs:
+class Thumbs:
     """256-px WebP thumbnails in RUN/thumbs/, named after what they show, made only when missing."""
 
     def __init__(self, run_dir: Path):
