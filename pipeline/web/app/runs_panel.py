@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ...runs import LATEST, RUN_FILE, load_picks, load_run
-from ..gallery import stage_items
+from ...runs import stage_pictures as stage_items
 from . import pictures
 from .errors import on_page
 

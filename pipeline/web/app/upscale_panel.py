@@ -48,7 +48,7 @@ def upscaled_value(view):
 
 
 def _refined_seeds(run_dir) -> list[int]:
-    from ..gallery import stage_items
+    from ...runs import stage_pictures as stage_items
 
     seeds = [item.get("seed") for item in stage_items(load_run(run_dir), "refine")]
     return list(dict.fromkeys(s for s in seeds if isinstance(s, int)))
