@@ -29,11 +29,18 @@ def build_app(state: AppState):
         ui.demo = demo
         ui.shown_seeds = gr.State([])
         ui.refined_seeds = gr.State([])
+        gr.HTML("<h2 style='margin:0'>pipeline</h2><p style='margin:0'>explore many candidates, pick, "
+                "refine and upscale — cached on disk</p>", padding=False)
         with gr.Tabs(selected="explore") as ui.tabs:
             with gr.Tab("Explore", id="explore"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=320):
                         explore_tab.build(state, ui)
+                        with gr.Accordion("Picture", open=True):
+                            ui.params = gr.JSON(label="Parameters", elem_id="params")
+                            ui.command = gr.Code(label="Make it again from the CLI", language="shell",
+                                                 interactive=False, lines=3, max_lines=8, wrap_lines=True,
+                                                 elem_id="command")
                     with gr.Column(scale=2):
                         ui.run = gr.Textbox(label="Run", interactive=False, elem_id="run",
                                             info=f"a folder of {state.out}")
@@ -44,10 +51,6 @@ def build_app(state: AppState):
                             refine_panel.build(state, ui)
                         with gr.Accordion("Upscale", open=True):
                             upscale_panel.build(state, ui)
-                        with gr.Accordion("Picture", open=True):
-                            ui.params = gr.JSON(label="Parameters", elem_id="params")
-                            ui.command = gr.Code(label="Make it again from the CLI", language="shell",
-                                                 interactive=False, elem_id="command")
                         with gr.Accordion("Last result", open=False):
                             ui.result = gr.JSON(label="Result", elem_id="result")
             with gr.Tab("Runs", id="runs"):

@@ -9,6 +9,7 @@ import time
 import gradio as gr
 
 from ...runs import load_picks, save_picks
+from ..gallery import write_gallery
 from . import pictures
 from .errors import as_page_error, on_page
 
@@ -75,6 +76,7 @@ def wire(app, ui) -> None:
             picks = load_picks(run_dir)
             picks = [s for s in picks if s != seed] if seed in picks else [*picks, seed]
             save_picks(run_dir, picks)
+            write_gallery(run_dir)  # the static page shows the same picks
             view = pictures.view(run_dir)
             chosen = next((c for c in view.candidates if c.seed == seed), None)
             panel = (pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)) \
