@@ -46,7 +46,7 @@ def build(app, ui) -> None:
 
 def build_gallery(app, ui) -> None:
     ui.candidates = gr.Gallery(label="Candidates — click to pick", columns=6, height=420, allow_preview=False,
-                               object_fit="contain", elem_id="candidates", interactive=False)
+                               fit_columns=False, object_fit="contain", elem_id="candidates", interactive=False)
     ui.picks = gr.Textbox(label="Picked seeds", interactive=False, elem_id="picks")
 
 
@@ -60,7 +60,7 @@ def wire(app, ui) -> None:
     ui.explore_event = ui.explore_btn.click(
         explore, [ui.prompt, ui.negative, ui.width, ui.height, ui.count, ui.seeds, ui.steps, ui.guidance],
         [ui.candidates, ui.status, ui.run, ui.shown_seeds, ui.picks, ui.result], api_name="explore",
-        concurrency_id="device", show_progress="minimal")
+        concurrency_id="device", show_progress="full", show_progress_on=ui.status)
 
     def stop(request: gr.Request):
         return "stopping after the current picture…" if app.stop(request.session_hash) else gr.skip()
@@ -116,7 +116,8 @@ def _seeds_of(count, seeds_text):
 
 def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, steps, guidance):
     if negative and not guidance:
-        gr.Warning("the negative prompt has no effect with guidance 0 (Turbo's default); set guidance above 0 to use it")
+        gr.Warning("the negative prompt has no effect with guidance 0 (Turbo's default); "
+                   "set guidance above 0 to use it")
     try:
         which = _seeds_of(count, seeds)
         size = (int(width or 0), int(height or 0))

@@ -22,7 +22,7 @@ def build(app, ui) -> None:
     ui.refine_btn = gr.Button("Refine picked", variant="primary", elem_id="refine")
     with gr.Row():
         ui.refined = gr.Gallery(label="Refined — click to compare", columns=4, height=300, allow_preview=False,
-                                object_fit="contain", elem_id="refined", interactive=False)
+                                fit_columns=False, object_fit="contain", elem_id="refined", interactive=False)
         ui.compare = gr.ImageSlider(label="Before / after", type="filepath", elem_id="compare", interactive=False)
 
 
@@ -33,7 +33,7 @@ def wire(app, ui) -> None:
 
     ui.refine_btn.click(refine, [ui.run, ui.refine_seeds, ui.mode, ui.strength, ui.scale, ui.refine_size],
                         [ui.refined, ui.compare, ui.status, ui.refined_seeds, ui.result], api_name="refine",
-                        concurrency_id="device", show_progress="minimal")
+                        concurrency_id="device", show_progress="full", show_progress_on=ui.status)
 
     def select(run, shown, evt: gr.SelectData):
         with on_page():

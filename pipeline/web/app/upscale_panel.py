@@ -30,7 +30,7 @@ def build(app, ui) -> None:
                                        info="a preset, or the name of a weights file in weights/")
         ui.upscale_btn = gr.Button("Upscale refined", variant="primary", elem_id="upscale")
     ui.upscaled = gr.Gallery(label="Upscaled", columns=4, height=260, allow_preview=True, object_fit="contain",
-                             elem_id="upscaled", interactive=False)
+                             fit_columns=False, elem_id="upscaled", interactive=False)
 
 
 def wire(app, ui) -> None:
@@ -39,7 +39,8 @@ def wire(app, ui) -> None:
         yield from _upscale(app, progress, run, seeds, model)
 
     ui.upscale_btn.click(upscale, [ui.run, ui.refine_seeds, ui.upscale_model], [ui.upscaled, ui.status, ui.result],
-                         api_name="upscale", concurrency_id="device", show_progress="minimal")
+                         api_name="upscale", concurrency_id="device", show_progress="full",
+                         show_progress_on=ui.status)
 
 
 def upscaled_value(view):
