@@ -204,3 +204,15 @@ def test_kill_9_mid_explore_then_a_restart_reuses_the_finished_pictures(tmp_path
     finally:
         srv.kill()
     assert result["stored"] >= len(finished) and result["computed"] == 8 - result["stored"]
+
+
+def test_with_auth_only_the_right_password_gets_in(tmp_path):
+    srv = Server(tmp_path / "outputs", "--auth", "alice:secret")
+    try:
+        assert srv.get("/gradio_api/info") in (401, 403)  # nothing without logging in
+        with pytest.raises(Exception):
+            srv.client(auth=("alice", "wrong"))
+        table = srv.client(auth=("alice", "secret")).predict(api_name="/runs")[0]
+        assert table["data"] == [] or table["data"] is None or table["data"] == [[""] * 7]
+    finally:
+        srv.kill()

@@ -100,7 +100,7 @@ def test_explore_pick_refine_upscale_in_the_browser(page):
         thumbs(page, "candidates").nth(index).click()
         page.wait_for_function("(n) => document.querySelectorAll('#candidates .caption-label')"
                                ".length === 4 && [...document.querySelectorAll('#candidates .caption-label')]"
-                               ".filter(e => e.textContent.includes('picked')).length === n", arg=index // 2 + 1,
+                               ".filter(e => e.textContent.startsWith('✓')).length === n", arg=index // 2 + 1,
                                timeout=WAIT)
     picks = [seeds[0], seeds[2]]
     assert json.loads((run_dir / "picks.json").read_text()) == {"seeds": picks}
@@ -157,6 +157,7 @@ def test_runs_lists_and_reopens_a_cli_run(page):
     page.wait_for_function("() => document.querySelector('#runs-table') && "
                            "document.querySelector('#runs-table').innerText.includes('from-cli')", timeout=WAIT)
     shot(page, "7-runs")
+    assert page.evaluate("window.__pwned") is None  # the hostile prompt of the first test is listed, as text
     page.locator("#run-choice input").fill("from-cli")
     page.locator("#run-choice input").press("Enter")
     page.locator("#open-run").click()

@@ -147,16 +147,23 @@ def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, 
     computed_seconds: list[float] = []
     run_dir = None
     try:
-        while True:
-            item = arrived.get()
-            if item is _DONE:
-                break
-            run_dir = item.path.parent.parent
-            thumb = pictures.thumb_of(run_dir, "explore", item)
-            done[item.seed] = (str(thumb), pictures.caption(item.seed))
-            order.append(item.seed)
-            if not item.cached:
-                computed_seconds.append(item.seconds)
+        finished = False
+        while not finished:
+            batch = [arrived.get()]
+            while not arrived.empty():  # what arrived together (e.g. the stored ones) is sent once
+                batch.append(arrived.get_nowait())
+            for item in batch:
+                if item is _DONE:
+                    finished = True
+                    continue
+                run_dir = item.path.parent.parent
+                thumb = pictures.thumb_of(run_dir, "explore", item)
+                done[item.seed] = (str(thumb), pictures.caption(item.seed))
+                order.append(item.seed)
+                if not item.cached:
+                    computed_seconds.append(item.seconds)
+            if run_dir is None or (finished and len(batch) == 1):
+                continue
             left = total - len(done)
             eta = f" · about {_eta(computed_seconds, left)} left" if left and computed_seconds else ""
             progress((len(done), total), desc="explore", unit="pictures")

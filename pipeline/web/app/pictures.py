@@ -63,7 +63,7 @@ def caption(seed, picks=(), label: str = "") -> str:
     text = f"seed {seed}" if seed is not None else "picture"
     if label:
         text += f" · {label}"
-    return text + (" · ✓ picked" if seed in picks else "")
+    return f"✓ {text}" if seed in picks else text
 
 
 def command(out: Path, run_dir: Path, shown: Shown, data: dict) -> str:

@@ -26,7 +26,8 @@ def list_runs(out) -> list[list]:
             data = load_run(entry)
         except Exception:  # noqa: BLE001 - a corrupt run.json is listed, not fatal
             data = {}
-        rows.append([entry.name, str(data.get("created", "")), str(data.get("prompt", "")),
+        created = str(data.get("created", ""))[:16].replace("T", " ")
+        rows.append([entry.name, created, str(data.get("prompt", "")),
                      len(stage_items(data, "explore")), len(load_picks(entry)), len(stage_items(data, "refine")),
                      len(stage_items(data, "upscale")), (entry / RUN_FILE).stat().st_mtime])
     rows.sort(key=lambda row: row[-1], reverse=True)
@@ -39,6 +40,7 @@ def build(app, ui) -> None:
         ui.run_choice = gr.Dropdown([], label="Run", allow_custom_value=False, elem_id="run-choice", scale=3)
         ui.open_btn = gr.Button("Open", variant="primary", size="sm", elem_id="open-run")
     ui.runs_table = gr.Dataframe(headers=COLUMNS, datatype="str", interactive=False, wrap=True,
+                                 column_widths=["26%", "13%", "33%", "7%", "7%", "7%", "7%"],
                                  elem_id="runs-table", value=None)
 
 
