@@ -7,7 +7,8 @@
    compute every picture); medians.
 3. A run of 256 candidates: time from "Open" to all 256 thumbnails loaded in headless Chromium.
 
-    python benchmarks/ui_overhead.py [--size 64] [--steps 2] [--count 4] [--rounds 5] [--big 256]
+    python benchmarks/ui_overhead.py [--size 64] [--steps 2] [--count 4] [--rounds 5] [--big 256] [--model M]
+    python benchmarks/ui_overhead.py --model Tongyi-MAI/Z-Image-Turbo --size 512 --steps 8   # on a GPU
 
 Prints a Markdown table. Needs the ui and test extras and /usr/bin/chromium.
 """
@@ -90,6 +91,7 @@ def main():
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big", type=int, default=256)
+    parser.add_argument("--model", default="tiny-random", help="e.g. Tongyi-MAI/Z-Image-Turbo on a GPU")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -97,11 +99,11 @@ def main():
     from pipeline import Pipeline
 
     tmp = Path(tempfile.mkdtemp(prefix="ui-bench-"))
-    server = Server(tmp / "app")
+    server = Server(tmp / "app", "--model", args.model)  # the last --model wins
     rows = []
     try:
         client = server.client()
-        with Pipeline(model="tiny-random", out=tmp / "lib") as pipeline, sync_playwright() as playwright:
+        with Pipeline(model=args.model, out=tmp / "lib") as pipeline, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                  args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -128,7 +130,7 @@ def main():
 
             # a run of --big candidates, made by the library into the app's output folder
             started = time.perf_counter()
-            with Pipeline(model="tiny-random", out=server.out) as p:
+            with Pipeline(model=args.model, out=server.out) as p:
                 p.explore("many candidates", seeds=list(range(args.big)), size=(args.size, args.size), steps=1,
                           run="big")
             made = time.perf_counter() - started
@@ -150,7 +152,7 @@ def main():
     rows.append((f"open a run of {args.big} candidates (Chromium, all thumbnails loaded)",
                  f"{med(opens) * 1000:.0f} ms", "goal < 1000 ms", "all in the gallery, those in view loaded"))
     print(f"\n{args.rounds} interleaved rounds of {args.count} pictures, {args.size}², {args.steps} steps, "
-          f"tiny-random, CPU; medians (the big run took {made:.0f} s to make)\n")
+          f"{args.model}; medians (the big run took {made:.0f} s to make)\n")
     print("| measure | app | baseline | difference |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -6,9 +6,12 @@ then a restart resumes. Skips (with the reason) where Gradio is not installed (p
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,7 +38,7 @@ def explore(client, prompt: str, seeds: str, steps: int = 2) -> dict:
     """The explore endpoint: (gallery, status, run, picks, result); returns the result JSON."""
     outputs = client.predict(prompt, "", SIZE, SIZE, 1, seeds, steps, 0, api_name="/explore")
     result = outputs[-1]
-    assert outputs[2] == Path(result["run_dir"]).name
+    assert outputs[3] == Path(result["run_dir"]).name
     return result
 
 
@@ -216,3 +219,19 @@ def test_with_auth_only_the_right_password_gets_in(tmp_path):
         assert table["data"] == [] or table["data"] is None or table["data"] == [[""] * 7]
     finally:
         srv.kill()
+
+
+def test_the_readme_client_script_runs(server, tmp_path):
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    script = next(block for block in text.split("```python\n")[1:] if "from gradio_client import Client" in block)
+    script = script.split("```")[0].replace("http://127.0.0.1:7860/", server.url)
+    script = script.replace("512, 512, 4, \"\", 8, 0", f"{SIZE}, {SIZE}, 4, \"\", 2, 0")  # small and quick
+    assert f"{SIZE}, {SIZE}, 4" in script
+    (tmp_path / "client.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "client.py")], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    files = ast.literal_eval(proc.stdout.strip())  # the script prints the upscaled files' list
+    assert len(files) == 2 and all(Path(f).is_file() and Path(f).parent.name == "upscale" for f in files)

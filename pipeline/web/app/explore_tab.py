@@ -39,13 +39,14 @@ def build(app, ui) -> None:
         ui.explore_btn = gr.Button("Explore", variant="primary", elem_id="explore")
         ui.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
     ui.status = gr.Textbox(label="Status", interactive=False, lines=1, elem_id="status")
+    ui.bar = gr.HTML("", elem_id="bar", padding=False)
     for button, (w, h) in zip(presets, SIZES.values()):
         button.click(lambda w=w, h=h: (w, h), None, [ui.width, ui.height], api_visibility="private", queue=False)
     ui.guidance.change(_negative_state, ui.guidance, ui.negative, api_visibility="private", queue=False)
 
 
 def build_gallery(app, ui) -> None:
-    ui.candidates = gr.Gallery(label="Candidates — click to pick", columns=6, height=420, allow_preview=False,
+    ui.candidates = gr.Gallery(label="Candidates — click to pick", columns=5, height=420, allow_preview=False,
                                fit_columns=False, object_fit="contain", elem_id="candidates", interactive=False)
     ui.picks = gr.Textbox(label="Picked seeds", interactive=False, elem_id="picks")
 
@@ -59,8 +60,14 @@ def wire(app, ui) -> None:
 
     ui.explore_event = ui.explore_btn.click(
         explore, [ui.prompt, ui.negative, ui.width, ui.height, ui.count, ui.seeds, ui.steps, ui.guidance],
-        [ui.candidates, ui.status, ui.run, ui.shown_seeds, ui.picks, ui.result], api_name="explore",
-        concurrency_id="device", show_progress="full", show_progress_on=ui.status)
+        [ui.candidates, ui.status, ui.bar, ui.run, ui.shown_seeds, ui.picks, ui.result], api_name="explore",
+        concurrency_id="device", show_progress="minimal", show_progress_on=ui.status)
+
+    def clear():  # a new run: nothing of the previous one stays on the page
+        return [], [], None, [], None, ""
+
+    ui.explore_btn.click(clear, None, [ui.refined, ui.refined_seeds, ui.compare, ui.upscaled, ui.params, ui.command],
+                         api_visibility="private", queue=False)
 
     def stop(request: gr.Request):
         return "stopping after the current picture…" if app.stop(request.session_hash) else gr.skip()
@@ -168,7 +175,8 @@ def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, 
             eta = f" · about {_eta(computed_seconds, left)} left" if left and computed_seconds else ""
             progress((len(done), total), desc="explore", unit="pictures")
             status = f"{len(done)} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
-            yield [done[s] for s in order], status, run_dir.name, order, picks_text([]), gr.skip()
+            yield ([done[s] for s in order], status, bar(len(done), total), run_dir.name, order, picks_text([]),
+                   gr.skip())
     finally:
         stop.set()  # a closed tab (GeneratorExit) ends the run after the current picture
         worker.join()
@@ -182,8 +190,15 @@ def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, 
     stopped = " (stopped)" if len(result.items) < total else ""
     status = (f"{len(result.items)} of {total} candidates{stopped} · {result.computed} computed, "
               f"{result.stored} from the store · {time.monotonic() - started:.1f} s")
-    yield (gallery_value(view.candidates, order, picks), status, run_dir.name, order, picks_text(picks),
+    yield (gallery_value(view.candidates, order, picks), status, bar(len(result.items), total), run_dir.name, order,
+           picks_text(picks),
            pictures.result_json(result))
+
+
+def bar(done: int, total: int) -> str:
+    """The progress bar under the status line (built from two numbers only: no user text)."""
+    done, total = int(done), max(int(total), 1)
+    return f'<progress max="{total}" value="{done}" style="width:100%"></progress>'
 
 
 def _eta(seconds: list[float], left: int) -> str:

@@ -60,7 +60,7 @@ def thumb_of(run_dir: Path, stage: str, item) -> Path:
 
 
 def caption(seed, picks=(), label: str = "") -> str:
-    text = f"seed {seed}" if seed is not None else "picture"
+    text = str(seed) if seed is not None else "picture"  # the seed: short enough for a thumbnail
     if label:
         text += f" · {label}"
     return f"✓ {text}" if seed in picks else text

@@ -9,6 +9,7 @@ from ...errors import UserError
 from ...runs import load_picks
 from . import pictures
 from .errors import on_page
+from .explore_tab import bar
 
 
 def build(app, ui) -> None:
@@ -21,7 +22,7 @@ def build(app, ui) -> None:
         ui.refine_size = gr.Textbox(label="or size", placeholder="e.g. 1024x1536", elem_id="refine-size")
     ui.refine_btn = gr.Button("Refine picked", variant="primary", elem_id="refine")
     with gr.Row():
-        ui.refined = gr.Gallery(label="Refined — click to compare", columns=4, height=300, allow_preview=False,
+        ui.refined = gr.Gallery(label="Refined — click to compare", columns=3, height=300, allow_preview=False,
                                 fit_columns=False, object_fit="contain", elem_id="refined", interactive=False)
         ui.compare = gr.ImageSlider(label="Before / after", type="filepath", elem_id="compare", interactive=False)
 
@@ -32,8 +33,9 @@ def wire(app, ui) -> None:
         yield from _refine(app, progress, run, seeds, mode, strength, scale, size)
 
     ui.refine_btn.click(refine, [ui.run, ui.refine_seeds, ui.mode, ui.strength, ui.scale, ui.refine_size],
-                        [ui.refined, ui.compare, ui.status, ui.refined_seeds, ui.result], api_name="refine",
-                        concurrency_id="device", show_progress="full", show_progress_on=ui.status)
+                        [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.result],
+                        api_name="refine",
+                        concurrency_id="device", show_progress="minimal", show_progress_on=ui.status)
 
     def select(run, shown, evt: gr.SelectData):
         with on_page():
@@ -89,6 +91,6 @@ def _refine(app, progress, run, seeds, mode, strength, scale, size):
         latest = next((r for r in view.refined if str(r.path) == paths[-1]), None)
         status = (f"refined {n + 1} of {len(chosen)} · {computed} computed, {stored} from the store · "
                   f"{time.monotonic() - started:.1f} s")
-        yield value, compare_value(view, latest) if latest else None, status, order, \
+        yield value, compare_value(view, latest) if latest else None, status, bar(n + 1, len(chosen)), order, \
             {"stage": "refine", "run_dir": str(run_dir), "seeds": chosen[: n + 1], "computed": computed,
              "stored": stored, "files": paths}

@@ -9,6 +9,7 @@ from ...errors import UserError
 from ...runs import load_run
 from . import pictures
 from .errors import on_page
+from .explore_tab import bar
 
 
 def model_choices() -> list[str]:
@@ -38,8 +39,9 @@ def wire(app, ui) -> None:
         """Upscale the refined pictures of RUN (or those of SEEDS); yields each one as it is stored."""
         yield from _upscale(app, progress, run, seeds, model)
 
-    ui.upscale_btn.click(upscale, [ui.run, ui.refine_seeds, ui.upscale_model], [ui.upscaled, ui.status, ui.result],
-                         api_name="upscale", concurrency_id="device", show_progress="full",
+    ui.upscale_btn.click(upscale, [ui.run, ui.refine_seeds, ui.upscale_model],
+                         [ui.upscaled, ui.status, ui.bar, ui.result], api_name="upscale", concurrency_id="device",
+                         show_progress="minimal",
                          show_progress_on=ui.status)
 
 
@@ -78,6 +80,6 @@ def _upscale(app, progress, run, seeds, model):
         files += [str(item.path) for item in result.items]
         status = (f"upscaled {n + 1} of {len(chosen)} · {computed} computed, {stored} from the store · "
                   f"{time.monotonic() - started:.1f} s")
-        yield upscaled_value(pictures.view(run_dir)), status, \
+        yield upscaled_value(pictures.view(run_dir)), status, bar(n + 1, len(chosen)), \
             {"stage": "upscale", "run_dir": str(run_dir), "seeds": chosen[: n + 1], "computed": computed,
              "stored": stored, "files": files}
