@@ -257,6 +257,8 @@ class RunConfig(Section):
     out: Optional[str] = Field(default=None, description="output folder, relative to the current folder "
                                                          "[default: $PIPELINE_OUT or outputs]")
     transformer: Optional[str] = Field(default=None, description="single-file transformer (.safetensors/.gguf)")
+    text_encoder: Optional[str] = Field(default=None, description="single-file Qwen3-4B text encoder (.safetensors)")
+    vae: Optional[str] = Field(default=None, description="single-file Flux VAE (.safetensors)")
     weights_dtype: Optional[Literal["fp8"]] = Field(default=None, description="fp8: transformer weights in float8")
     compile: bool = Field(default=False, description="torch.compile the transformer")
     attention: Optional[str] = Field(default=None, description="attention backend, e.g. flash, sage")
@@ -380,7 +382,7 @@ class RunConfig(Section):
         data: dict[str, Any] = {
             "model": self.model or default_model(), "memory": self.memory, "device": self.device,
             "dtype": self.dtype, "out": str(self.out_dir()), "transformer": self.transformer,
-            "weights_dtype": self.weights_dtype, "compile": self.compile, "attention": self.attention,
+            "text_encoder": self.text_encoder, "vae": self.vae, "weights_dtype": self.weights_dtype, "compile": self.compile, "attention": self.attention,
             "prompts": [{"text": p.text, "negative": p.negative, "name": name} for p, name in zip(self.prompts, names)],
         }
         if self.explore is not None:
