@@ -164,3 +164,20 @@ def test_comfyui_missing_pieces_are_one_sentence(comfy, tmp_path):
     proc = run_cli("explore", PROMPT, "--model", "tiny-random", *SMALL, "--out", tmp_path / "out",
                    "--vae", copy / "text_encoders" / "qwen_3_4b.safetensors", check=False)
     assert proc.returncode == 2 and "is not a VAE" in proc.stderr
+
+
+def test_a_config_model_section_names_the_files(comfy, tmp_path):
+    from pipeline.config import RunConfig
+
+    models = comfy / "models"
+    config = RunConfig.model_validate({"prompts": "a cat", "model": {
+        "source": "tiny-random", "vae": str(models / "vae" / "ae.safetensors"),
+        "text_encoder": str(models / "text_encoders" / "qwen_3_4b.safetensors")}})
+    assert config.model == "tiny-random" and config.vae.endswith("ae.safetensors") and config.transformer is None
+    flat = RunConfig.model_validate({"prompts": "a cat", "model": "tiny-random", "vae": config.vae,
+                                     "text_encoder": config.text_encoder})
+    assert flat == config
+    from pipeline.runner import pipeline_for
+
+    with_files = pipeline_for(config).session.fingerprint
+    assert with_files.startswith("tiny-random@") and "+text_encoder:" in with_files and "+vae:" in with_files
