@@ -97,7 +97,9 @@ def test_hires_refine_doubles_the_size_keeps_aspect_and_records_everything(explo
         assert record["parent_key"] == candidates[item["seed"]]["key"]
         stored = json.loads(next((out / ".store" / "objects").glob(f"*/{record['parent_key']}.json")).read_text())
         assert record["parent"] == stored["digest"]  # the key holds the parent picture's digest
-        assert "Denoising strength: 0.5, Hires upscaler: lanczos" in parameters
+        # A1111's hires fix: Size is the first pass (the candidate), then how it was enlarged
+        assert "Size: 128x192, Model: tiny-random, Denoising strength: 0.5, Hires upscale: 2, " \
+               "Hires upscaler: Lanczos" in parameters
     # run.json kept the explore record and gained a refine record
     assert sorted(candidates) == [1, 2, 3] and run["prompt"] == PROMPT and run["width"] == 128
     pictures = {p["seed"]: p for p in run["refine"]["pictures"]}
@@ -176,7 +178,7 @@ def test_upscaler_enlarges_the_candidate_and_enters_the_key(explored, env):
     item = result["items"][0]
     assert item["cached"] is False and item["key"] != refined["items"][0]["key"]
     record, parameters = png_record(item["path"])
-    assert record["enlarge"].startswith("realesr-animevideov3@") and "Hires upscaler: realesr-animevideov3@" in parameters
+    assert record["enlarge"].startswith("realesr-animevideov3@") and "Hires upscaler: R-ESRGAN AnimeVideo," in parameters
     with Image.open(item["path"]) as image:
         assert image.size == (256, 384)
 
