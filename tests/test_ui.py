@@ -233,5 +233,5 @@ def test_the_readme_client_script_runs(server, tmp_path):
     proc = subprocess.run([sys.executable, str(tmp_path / "client.py")], capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    files = ast.literal_eval(proc.stdout.strip())  # the script prints the upscaled files' list
+    files = ast.literal_eval(proc.stdout.strip().splitlines()[-1])  # its last line: the upscaled files
     assert len(files) == 2 and all(Path(f).is_file() and Path(f).parent.name == "upscale" for f in files)
