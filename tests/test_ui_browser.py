@@ -123,7 +123,11 @@ def test_explore_pick_refine_upscale_in_the_browser(page):
     page.locator("#upscale").click()
     wait_status(page, r"^upscaled 2 of 2 · 2 computed")
     assert thumbs(page, "upscaled").count() == 2
+    thumbs(page, "upscaled").nth(0).click()  # its parameters and the command that makes it again
+    page.wait_for_function("() => document.querySelector('#command').innerText.includes('pipeline upscale')",
+                           timeout=WAIT)
     shot(page, "6-upscaled")
+    page.keyboard.press("Escape")
 
     # the files, where the CLI and the static gallery find them
     from PIL import Image

@@ -44,6 +44,17 @@ def wire(app, ui) -> None:
                          show_progress="minimal",
                          show_progress_on=ui.status)
 
+    def select(run, evt: gr.SelectData):
+        with on_page():
+            run_dir = app.run_dir(run)
+            view = pictures.view(run_dir)
+            if evt.index is None or evt.index >= len(view.upscaled):
+                return gr.skip(), gr.skip()
+            chosen = view.upscaled[evt.index]  # the gallery lists view.upscaled in this order
+            return pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)
+
+    ui.upscaled.select(select, ui.run, [ui.params, ui.command], api_visibility="private", concurrency_limit=None)
+
 
 def upscaled_value(view):
     return [(str(u.thumb or u.path), pictures.caption(u.seed, label=f"{u.size[0]}×{u.size[1]}" if u.size else ""))
