@@ -93,7 +93,7 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
         os.replace(path, kept_as)
     save_run(run_dir, data)
     try:
-        from .gallery import write_gallery
+        from .web.gallery import write_gallery
 
         write_gallery(run_dir, data)
     except UserError as err:  # the run.json is what matters; say why the page was not rewritten

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..gallery import write_gallery
+from ..web.gallery import write_gallery
 from ..images import contact_sheet
 from ..jobs import RenderJob, digest_bytes, render_fields
 from ..models import display_name

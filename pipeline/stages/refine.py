@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..gallery import write_gallery
+from ..web.gallery import write_gallery
 from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields, seed_ranges
 from ..models import TINY, display_name
 from ..runs import check_run_name, load_run, place, resolve_run, set_latest, slugify, update_run

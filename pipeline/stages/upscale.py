@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import __version__, distributed
 from ..errors import UserError
-from ..gallery import write_gallery
+from ..web.gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
 from ..images import A1111_CHUNK, JSON_CHUNK
 from ..jobs import UpscaleJob

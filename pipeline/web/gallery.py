@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from .runs import RUN_FILE, load_run, resolve_run
-from .store import atomic_write, write_error
+from ..runs import RUN_FILE, load_run, resolve_run
+from ..store import atomic_write, write_error
 
 log = logging.getLogger("pipeline")
 
@@ -238,7 +238,7 @@ class _Thumbs:
 # ---------------------------------------------------------------- rendering
 
 def _asset(name: str) -> str:
-    return resources.files("pipeline").joinpath("gallery_assets", name).read_text(encoding="utf-8")
+    return resources.files("pipeline.web").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def script_json(value) -> str:
