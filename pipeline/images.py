@@ -31,6 +31,7 @@ def a1111_parameters(params: dict) -> str:
         ("Seed", params.get("seed")),
         ("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
         ("Model", params.get("model_name")),
+        *_variance_entries(params),
         ("Denoising strength", params.get("strength") if params.get("mode") == "hires" else None),
         ("Hires upscaler", params.get("enlarge") if params.get("mode") == "hires" else None),
         ("Upscaler", params.get("upscaler")),
@@ -38,6 +39,27 @@ def a1111_parameters(params: dict) -> str:
     ]
     lines.append(", ".join(f"{name}: {_fmt_number(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def _variance_entries(params: dict) -> list:
+    """--variance as A1111-style entries (none when it is off)."""
+    variance = params.get("variance")
+    if not isinstance(variance, dict):
+        return []
+    seed = variance.get("seed")
+    return [("Variance", variance.get("strength")), ("Variance share", variance.get("share")),
+            ("Variance steps", variance.get("steps")),
+            ("Variance seed", seed if seed != params.get("seed") else None)]  # a variation keeps its parent's
+
+
+def _parse_variance(result: dict, parsed: dict) -> None:
+    try:
+        variance = {"strength": float(result["Variance"]), "share": float(result.get("Variance share", 0.5)),
+                    "steps": float(result.get("Variance steps", 0.2))}
+        variance["seed"] = int(result.get("Variance seed", parsed["seed"]))
+    except (KeyError, ValueError):
+        return
+    parsed["variance"] = variance
 
 
 def parse_a1111(text: str) -> dict:
@@ -63,6 +85,8 @@ def parse_a1111(text: str) -> dict:
                 parsed[key] = kind(result[name])
             except ValueError:
                 pass
+    if "Variance" in result:
+        _parse_variance(result, parsed)
     if "Size" in result and re.fullmatch(r"\d+x\d+", result["Size"]):
         parsed["width"], parsed["height"] = (int(v) for v in result["Size"].split("x"))
     if "Model" in result:

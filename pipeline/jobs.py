@@ -122,6 +122,24 @@ class RefineJob(RenderJob):
 
 
 @dataclass(frozen=True)
+class VaryJob(RenderJob):
+    """A variation of a candidate (`pipeline vary`): image-to-image from the candidate at its own size,
+    with the variation's own noise seed (``seed``) at ``strength``."""
+
+    kind = "vary"
+    strength: float = 0.5
+    parent: str = ""  # sha256 of the parent picture's file
+
+    def batch_group(self) -> tuple:
+        return super().batch_group() + (self.strength,)
+
+
+def variation_seed(variation: str) -> int:
+    """The noise seed of variation ``42v3``: fixed by its id, so making it again finds it in the store."""
+    return int.from_bytes(hashlib.sha256(f"pipeline vary {variation}".encode()).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
 class UpscaleJob(Job):
     """Super-resolution of one input image."""
 
@@ -313,3 +331,27 @@ def check_size(width: int, height: int) -> None:
     if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
         near = f"{_nearest_multiple(width)}x{_nearest_multiple(height)}"
         raise UserError(f"size {width}x{height} is not a multiple of {SIZE_MULTIPLE} on each side: try {near}")
+
+
+def pick_order(value) -> tuple:
+    """A sort key for recorded pictures by seed or variation id (42, 42v1, 42v1v1, 42v2, 43); anything
+    else (None, a damaged entry) sorts last."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return (1, ())
+        return (0, pick_path(value))
+    except ValueError:
+        return (1, ())
+
+
+def variance_from_record(value) -> Variance | None:
+    """A job record's ``variance`` back as a Variance; None when absent or not one of ours."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        variance = Variance(strength=float(value["strength"]), share=float(value["share"]),
+                            steps=float(value["steps"]), seed=int(value["seed"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    ok = 0 < variance.strength <= 2 and 0 < variance.share <= 1 and 0 < variance.steps <= 1
+    return variance if ok and 0 <= variance.seed <= MAX_SEED else None
