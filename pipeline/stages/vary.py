@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import distributed
 from ..errors import UserError
 from ..jobs import VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id, variation_seed
-from ..runs import load_run, place, resolve_run, set_latest, update_run
+from ..runs import load_run, place, resolve_run, set_latest, stage_pictures, update_run
 from ..specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
 from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
@@ -53,7 +53,7 @@ class Plan:
 
 
 def _candidates(data: dict) -> dict:
-    return {c.get("seed"): c for c in data.get("explore", {}).get("candidates", []) if isinstance(c, dict)}
+    return {c.get("seed"): c for c in stage_pictures(data, "explore")}
 
 
 def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
@@ -147,8 +147,7 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
         return
 
     def record(data: dict) -> None:
-        section = data.setdefault("explore", {})
-        by_seed = {c.get("seed"): c for c in section.get("candidates", []) if isinstance(c, dict)}
+        by_seed = {c.get("seed"): c for c in stage_pictures(data, "explore")}
         for variation, item in done:
             job = variation.job
             by_seed[variation.id] = {
@@ -156,7 +155,7 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
                 "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
                 "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
                 "steps": job.steps}
-        section["candidates"] = sorted(by_seed.values(), key=lambda c: pick_order(c.get("seed")))
+        data.setdefault("explore", {})["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c.get("seed")))
 
     update_run(run_dir, record)
 
