@@ -169,6 +169,20 @@ class RefineSpec(Spec):
         return self
 
 
+def vary_strength(value) -> float:
+    """subtle, strong, or a number above 0 and below 1 (how much of the candidate is re-drawn)."""
+    if isinstance(value, str) and value.strip().lower() in VARY_STRENGTHS:
+        return VARY_STRENGTHS[value.strip().lower()]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"strength {value!r} is not subtle, strong or a number between 0 and 1") from None
+    if not 0.0 < number < 1.0:
+        raise ValueError(f"strength {value!r} is out of range: use subtle (0.5), strong (0.85) or a number "
+                         f"above 0 and below 1")
+    return number
+
+
 class VarySpec(Spec):
     """More candidates like picked ones: image-to-image from each stored candidate at its own size."""
 
@@ -181,19 +195,7 @@ class VarySpec(Spec):
     _check_seeds = field_validator("seeds", mode="before")(_picks)
     _check_batch = field_validator("batch")(_batch)
 
-    @field_validator("strength", mode="before")
-    @classmethod
-    def _strength(cls, value):
-        if isinstance(value, str) and value.strip().lower() in VARY_STRENGTHS:
-            return VARY_STRENGTHS[value.strip().lower()]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"strength {value!r} is not subtle, strong or a number between 0 and 1") from None
-        if not 0.0 < number < 1.0:
-            raise ValueError(f"strength {value!r} is out of range: use subtle (0.5), strong (0.85) or a number "
-                             f"above 0 and below 1")
-        return number
+    _check_strength = field_validator("strength", mode="before")(vary_strength)
 
 
 def build(spec_class, **values):
