@@ -51,24 +51,20 @@ def _variance(value):
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"variance {value!r} is not a number: use 0 (off) to {MAX_VARIANCE:g}, "
-                         f"e.g. 0.3") from None
+        raise ValueError(f"{value!r} is not a number: use 0 (off) to {MAX_VARIANCE:g}, e.g. 0.3") from None
     if not 0.0 <= number <= MAX_VARIANCE:
-        raise ValueError(f"variance {value!r} is out of range: use 0 (off) to {MAX_VARIANCE:g}; "
-                         f"0.1 to 0.5 are typical")
+        raise ValueError(f"{value!r} is out of range: use 0 (off) to {MAX_VARIANCE:g}; 0.1 to 0.5 are typical")
     return number
 
 
-def _fraction(name):
-    def check(value):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} {value!r} is not a number: give a fraction above 0 and up to 1") from None
-        if not 0.0 < number <= 1.0:
-            raise ValueError(f"{name} {value!r} is out of range: give a fraction above 0 and up to 1, e.g. 0.5")
-        return number
-    return check
+def _fraction(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number: give a fraction above 0 and up to 1") from None
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"{value!r} is out of range: give a fraction above 0 and up to 1, e.g. 0.5")
+    return number
 
 
 def _prompt_text(value: str) -> str:
@@ -113,8 +109,7 @@ class ExploreSpec(Spec):
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
     _check_size = field_validator("size", mode="before")(_size)
     _check_variance = field_validator("variance", mode="before")(_variance)
-    _check_share = field_validator("variance_share", mode="before")(_fraction("variance share"))
-    _check_steps = field_validator("variance_steps", mode="before")(_fraction("variance steps"))
+    _check_fractions = field_validator("variance_share", "variance_steps", mode="before")(_fraction)
 
     def variance_settings(self) -> dict | None:
         """The run's --variance settings as run.json records them; None when off."""
