@@ -171,10 +171,10 @@ def vary_strength(value) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"strength {value!r} is not subtle, strong or a number between 0 and 1") from None
+        raise ValueError(f"{value!r} is not subtle, strong or a number between 0 and 1") from None
     if not 0.0 < number < 1.0:
-        raise ValueError(f"strength {value!r} is out of range: use subtle (0.5), strong (0.85) or a number "
-                         f"above 0 and below 1")
+        raise ValueError(f"{number:g} is out of range: use subtle (0.5), strong (0.85) or a number above 0 and "
+                         f"below 1")
     return number
 
 
