@@ -135,3 +135,26 @@ def test_bad_input_is_one_sentence_and_writes_nothing(varied, args, message):
 def test_explore_refuses_a_variation_id(tmp_path):
     proc = run_cli("explore", PROMPT, *TINY, "--seeds", "4v1", "--out", tmp_path / "o", check=False)
     assert proc.returncode == 2 and "'4v1' names a variation" in proc.stderr
+
+
+def test_a_config_explores_with_variance_varies_and_refines_a_variation(tmp_path):
+    config = tmp_path / "fox.yaml"
+    config.write_text(f"""\
+model: tiny-random
+out: {tmp_path / 'out'}
+prompts: [{{text: {PROMPT}, name: fox}}]
+explore: {{seeds: 1-2, size: 64, variance: 0.3}}
+vary: {{picks: [1], count: 2, strength: strong}}
+refine: {{picks: [1v2], scale: 1.5}}
+""")
+    result = run_json("run", config)
+    stages = result["runs"][0]["stages"]
+    assert [i["seed"] for i in stages["vary"]["items"]] == ["1v1", "1v2"]
+    assert [i["seed"] for i in stages["refine"]["items"]] == ["1v2"]
+    run = run_data(tmp_path / "out" / "fox")
+    assert run["variance"]["strength"] == 0.3 and candidates(tmp_path / "out" / "fox")["1v2"]["strength"] == 0.85
+    plan = run_json("run", config, "--dry-run")
+    assert plan["totals"]["vary"] == {"planned": 2, "stored": 2, "computed": 0}
+    config.write_text(config.read_text().replace("strength: strong", "strength: 1.5"))
+    proc = run_cli("run", config, check=False)
+    assert proc.returncode == 2 and "fox.yaml:5: vary.strength: 1.5 is out of range" in proc.stderr, proc.stderr
