@@ -224,9 +224,6 @@ class VarySection(Section):
         return RefineSection._seeds_alias(value)  # picks: 42,97v1 or a list; seeds: as another name
 
 
-UPSCALE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 class UpscaleSection(Section):
     model: Optional[str] = Field(default=None, min_length=1, max_length=4096,
                                  description="realesrgan-x4plus (default), realesrgan-x4plus-anime, "
