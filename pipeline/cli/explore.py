@@ -37,6 +37,8 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
         count = 16
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
+    if (variance_share is not None or variance_steps is not None) and not variance:
+        log.warning("--variance-share and --variance-steps have no effect without --variance (a strength above 0)")
     batch_value = parse_batch(batch)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
