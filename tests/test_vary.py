@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import run_cli, run_json
+from conftest import ROOT, cli_env, run_cli, run_json
 
 TINY = ["--model", "tiny-random"]
 PROMPT = "a red fox in snow"
@@ -64,6 +65,16 @@ def test_rerun_is_cached_and_more_count_adds_only_the_new_ones(varied):
     assert strong["items"][0]["seed"] == "1v4" and candidates(run_dir)["1v4"]["strength"] == 0.85
     assert run_json("vary", "--seeds", "1", "--count", "1", "--strength", "0.85", "--out", out)["items"][0] == \
         {**strong["items"][0], "cached": True}
+
+
+def test_a_cached_rerun_imports_no_torch(varied, tmp_path):
+    out, _, _, _ = varied
+    fake = tmp_path / "fake"
+    for name in ("torch", "diffusers"):
+        (fake / name).mkdir(parents=True)
+        (fake / name / "__init__.py").write_text(f"raise ImportError('{name} imported on a cache hit')\n")
+    env = cli_env(PYTHONPATH=f"{fake}{os.pathsep}{ROOT}")
+    assert "0 computed, 2 reused" in run_cli("vary", "--seeds", "1", "--count", "2", "--out", out, env=env).stdout
 
 
 def test_a_variation_of_a_variation(varied):
