@@ -169,3 +169,21 @@ refine: {{picks: [1v2], scale: 1.5}}
     config.write_text(config.read_text().replace("strength: strong", "strength: 1.5"))
     proc = run_cli("run", config, check=False)
     assert proc.returncode == 2 and "fox.yaml:5: vary.strength: 1.5 is out of range" in proc.stderr, proc.stderr
+
+
+def test_repair_rebuilds_the_variations_with_their_ids_and_parents(varied):
+    out, run_dir, _, _ = varied
+    from pipeline import Pipeline
+
+    recorded = candidates(run_dir)
+    (run_dir / "run.json").rename(run_dir / "run.json.bak")
+    try:
+        with Pipeline(model="tiny-random", out=out) as p:
+            p.repair(run_dir)
+        rebuilt = candidates(run_dir)
+        assert set(rebuilt) == set(recorded)
+        for pick, entry in recorded.items():
+            for field in ("key", "path", "parent", "parent_key", "noise_seed", "strength"):
+                assert rebuilt[pick].get(field) == entry.get(field), (pick, field)
+    finally:
+        (run_dir / "run.json.bak").replace(run_dir / "run.json")

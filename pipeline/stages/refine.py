@@ -217,8 +217,13 @@ def candidate_name(seed: int) -> str:
 
 def _missing_candidate(run_dir: Path, data: dict, seed) -> str:
     if isinstance(seed, str):
+        from ..jobs import pick_parent, pick_path
+
+        entry = {c.get("seed"): c for c in stage_pictures(data, "explore")}.get(seed, {})
+        command = ["pipeline", "vary", "--run", str(run_dir), "--seeds", str(pick_parent(seed)),
+                   "--count", str(pick_path(seed)[-1]), "--strength", str(entry.get("strength", "subtle"))]
         return (f"variation {seed} of run {run_dir.name} is missing or damaged in the store; make it again "
-                f"with `pipeline vary --run {shlex.quote(str(run_dir))} --seeds <its parent> --count <n>`")
+                f"with `{shlex.join(command)}`")
     command = ["pipeline", "explore", data["prompt"], "--out", str(run_dir.parent), "--run", run_dir.name,
                "--seeds", str(seed), "--size", f"{data['width']}x{data['height']}", "--steps", str(data["steps"]),
                "--guidance", str(data["guidance"]), "--model", str(data.get("model", ""))]
