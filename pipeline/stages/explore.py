@@ -11,7 +11,7 @@ from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
 from ..images import contact_sheet
-from ..jobs import RenderJob, digest_bytes, render_fields
+from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
 from ..models import display_name
 from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
                     update_run, write_error)
@@ -29,7 +29,9 @@ def plan(spec: ExploreSpec, fingerprint: str, dtype: str) -> list[RenderJob]:
     width, height = spec.size
     return [
         RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
-                                  height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype))
+                                  height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype,
+                                  variance=make_variance(spec.variance, spec.variance_share, spec.variance_steps,
+                                                         seed)))
         for seed in spec.seeds
     ]
 
@@ -39,7 +41,8 @@ def candidate_name(seed: int) -> str:
 
 
 def run_header(session, spec: ExploreSpec) -> dict:
-    return {
+    variance = spec.variance_settings()  # only when on: runs without it keep today's run.json
+    return {**({"variance": variance} if variance else {}),
         "prompt": spec.prompt,
         "negative": spec.negative,
         "model": session.model,
@@ -58,8 +61,9 @@ def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
     header = run_header(session, spec)
     data = load_run(run_dir)
     if data:
-        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance")}
-        new = {k: header[k] for k in old}
+        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance",
+                                        "variance")}
+        new = {k: header.get(k) for k in old}
         if old != new:
             changed = ", ".join(k for k in old if old[k] != new[k])
             raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
@@ -74,7 +78,7 @@ def _record_candidates(data: dict, items: list[Item], run_dir: Path) -> None:
     for item in items:
         by_seed[item.seed] = {"seed": item.seed, "key": item.key, "path": str(item.path.relative_to(run_dir)),
                               "seconds": item.seconds, "cached": item.cached}
-    data["explore"]["pictures"] = sorted(by_seed.values(), key=lambda c: c["seed"])
+    data["explore"]["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c["seed"]))  # 42, 42v1, 43
 
 
 def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False, on_picture=None,
@@ -213,9 +217,16 @@ def resolve_batch(batch, engine, size) -> int:
     return 4 if size[0] * size[1] <= 768 * 768 else 1
 
 
+def _sheet_label(candidate: dict) -> str:
+    if isinstance(candidate["seed"], str):  # a variation (pipeline vary): its id and strength
+        strength = candidate.get("strength")
+        return f"{candidate['seed']} · vary {strength:g}" if isinstance(strength, float) else candidate["seed"]
+    return f"seed {candidate['seed']}"
+
+
 def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
     candidates = stage_pictures(data, "explore")
-    entries = [(f"seed {c['seed']}", run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
+    entries = [(_sheet_label(c), run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
     if not entries:
         return
     path = out_dir / "contact.png"

@@ -117,8 +117,13 @@ def stage_items(data: dict, stage: str) -> list[dict]:
     return [item for item in stage_pictures(data, stage) if isinstance(item.get("path"), str)]
 
 
-def _seed_of(item: dict) -> int | None:
+def _seed_of(item: dict) -> int | str | None:
+    """The picture's seed, or its variation id (42v3, made by `pipeline vary`); None when it has neither."""
+    from ..jobs import pick_order
+
     seed = item.get("seed")
+    if isinstance(seed, str):
+        return seed if pick_order(seed)[0] == 0 and "v" in seed else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
@@ -301,6 +306,10 @@ def _header(name: str, data: dict, groups: list[dict]) -> str:
     for key, label in (("steps", "steps"), ("guidance", "guidance"), ("dtype", "precision")):
         if data.get(key) is not None:
             params.append((label, _fmt(data[key])))
+    variance = data.get("variance")
+    if isinstance(variance, dict) and variance.get("strength"):
+        params.append(("variance", f"{_fmt(variance['strength'])} (share {_fmt(variance.get('share'))}, "
+                                   f"steps {_fmt(variance.get('steps'))})"))
     if data.get("model_name") or data.get("model"):
         params.append(("model", data.get("model_name") or data.get("model")))
     params.append(("candidates", str(len(groups))))
@@ -335,7 +344,8 @@ def _grid(groups: list[dict]) -> str:
     for index, group in enumerate(groups):
         candidate: Picture = group["candidate"]
         seed = group["seed"]
-        label = f"seed {seed}" if seed is not None else "candidate"
+        label = (f"seed {seed}" if isinstance(seed, int) else f"variation {seed}" if seed is not None
+                 else "candidate")
         results = "".join(
             f'<button type="button" class="result" data-group="{index}" data-result="{n}" tabindex="-1" '
             f'title="{_e(p.label)} (enlarge)">{_thumb_img(p, "rthumb", p.label)}<span>{_e(p.short_label)}'
