@@ -35,7 +35,7 @@ def test_upscale_seeds_of_the_latest_run(run):
     with Image.open(run_dir / "explore" / "seed-2.png") as source:
         assert parameters == source.text["parameters"]  # kept as it was, as A1111's Extras tab does
     # the upscale is recorded where A1111's Extras tab records it
-    assert postprocessing == extras == "Postprocess upscale by: 4, Postprocess upscaler: realesr-animevideov3"
+    assert postprocessing == extras == "Postprocess upscale by: 4, Postprocess upscaler: R-ESRGAN AnimeVideo"
     assert record["seed"] == 2 and record["upscale"]["upscaler"] == "realesr-animevideov3"
     assert record["upscale"]["key"] == result["items"][0]["key"]
     data = json.loads((run_dir / "run.json").read_text())
@@ -131,7 +131,7 @@ def test_show_says_what_an_upscaled_picture_is_then_where_it_came_from(run):
     lines = shown.splitlines()
     assert lines[0] == f"upscaled picture: 256x256, key {result['items'][0]['key'][:12]}"
     assert "upscaler: realesr-animevideov3, x4" in lines[1]
-    assert "postprocessing (A1111 Extras): Postprocess upscale by: 4, Postprocess upscaler: realesr-animevideov3" in shown
+    assert "postprocessing (A1111 Extras): Postprocess upscale by: 4, Postprocess upscaler: R-ESRGAN AnimeVideo" in shown
     assert "extras (A1111 Extras): Postprocess upscale by: 4" in shown
     made_from = next(i for i, line in enumerate(lines) if line.startswith("made from: "))
     assert lines[made_from].startswith("made from: explore picture, 64x64, key ")
