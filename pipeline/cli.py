@@ -21,7 +21,12 @@ log = logging.getLogger("pipeline")
 class _StderrHandler(logging.Handler):
     def emit(self, record):
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        click.echo(f"{prefix}{record.getMessage()}", err=True)
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is not None:  # a progress bar may be drawn: clear it, write the line, redraw it
+            with tqdm.tqdm.external_write_mode(file=sys.stderr):
+                click.echo(f"{prefix}{record.getMessage()}", err=True)
+        else:
+            click.echo(f"{prefix}{record.getMessage()}", err=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -38,6 +43,7 @@ def _setup_logging(verbose: bool) -> None:
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
     log.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("pipeline.status").setLevel(logging.INFO)  # "loading …", "encoding …": on stderr, always
     log.propagate = False
 
 

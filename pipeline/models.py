@@ -59,6 +59,26 @@ def hub_revision(repo_id: str, revision: str = "main") -> str | None:
         return None
 
 
+def _offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "PIPELINE_OFFLINE"))
+
+
+def loading_message(model: str) -> str | None:
+    """What loading ``model`` is about to do, said while the user waits (None: an error follows at once)."""
+    if model == TINY:
+        return "building the tiny-random test model in code (no download)"
+    if Path(model).is_dir():
+        return f"loading {display_name(model)} from the folder {model}"
+    cache = hub_cache_dir() / f"models--{model.replace('/', '--')}"
+    if hub_revision(model):
+        return f"loading {model} from the Hugging Face cache {cache} (the real model takes a minute or more)"
+    if _offline():
+        return None  # not cached and no network: the error says so right away
+    return (f"downloading {model} from Hugging Face into {cache}; the first download of Z-Image-Turbo is about "
+            "33 GB (see the README's 'The real model')")
+
+
 def _folder_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):

@@ -86,6 +86,8 @@ class PromptEmbeddings:
         from diffusers import ZImagePipeline
 
         started = time.perf_counter()
+        logging.getLogger("pipeline.status").info(
+            "encoding the prompt%s (loading the text encoder; stored for next time)" % ("s" if len(prompts) > 1 else ""))
         tokenizer, encoder = self.load_text_encoder()
         self.encoder_loads += 1
         try:

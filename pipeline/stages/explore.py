@@ -98,13 +98,23 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, True, artifact.record.get("seconds", 0.0))
     _record_candidates(data, list(items.values()), run_dir)
-    if distributed.is_main_process():
-        _save(run_dir, data)
-        set_latest(session.out, run_dir)
+    published = False
 
+    def save() -> None:
+        """Record the run (main process only). Nothing is written and OUT/latest stays where it was
+        until the run has a picture: an explore that fails or is interrupted first leaves no trace."""
+        nonlocal published
+        if not distributed.is_main_process() or not data["explore"]["candidates"]:
+            return
+        _save(run_dir, data)
+        if not published:
+            set_latest(session.out, run_dir)
+            published = True
+
+    save()
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save)
     _collect_shares(session, jobs, items, out_dir)
 
     ordered = [items[seed] for seed in spec.seeds]
@@ -112,7 +122,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
         _write_contact_sheet(out_dir, data, run_dir)
-        _save(run_dir, data)
+        save()
         write_gallery(run_dir, data)
     distributed.wait_for_everyone()  # the others go on (e.g. to refine) once run.json is complete
     return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
@@ -128,7 +138,7 @@ def _save(run_dir: Path, data: dict) -> None:
     update_run(run_dir, lambda current: current.update(ours))
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, save):
     engine = session.engine()
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
@@ -139,8 +149,7 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir):
         for batch in batches(misses, batch_size):
             _render_batch(session, engine, batch, out_dir, items)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
-            if distributed.is_main_process():
-                _save(run_dir, data)
+            save()
             if bar:
                 bar.update(len(batch))
     finally:

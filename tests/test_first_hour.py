@@ -1,0 +1,97 @@
+"""What a new user meets in the first hour (issue 18): failed starts leave no trace, waits say
+what they are for, quiet pipes, helpful wording. Through the CLI, on the tiny model, offline."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import cli_env, run_cli, run_json
+
+TINY = ["--model", "tiny-random", "--size", "64"]
+PROMPT = "a red fox in snow"
+
+
+def _good_run(out):
+    """A finished explore: the user's previous run, OUT/latest pointing at it."""
+    result = run_json("explore", PROMPT, *TINY, "--out", out, "--seeds", "1")
+    return result["run_dir"]
+
+
+def _runs(out) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_an_explore_failing_before_its_first_picture_keeps_the_previous_run_latest(tmp_path):
+    out = tmp_path / "outputs"
+    good = _good_run(out)
+    before = _runs(out)
+    proc = run_cli("explore", "a new prompt", "--model", "someone/not-cached", "--out", out, "--seeds", "1",
+                   env=cli_env(HF_HOME=tmp_path / "hf"), check=False)
+    assert proc.returncode == 2 and "not in the local Hugging Face cache" in proc.stderr
+    assert _runs(out) == before  # no empty run folder left behind
+    assert os.path.realpath(out / "latest") == os.path.realpath(good)
+    refine = run_json("refine", "--seeds", "1", *TINY[:2], "--size", "128", "--out", out, "--dry-run")
+    assert refine["planned"] == 1  # the workflow goes on with the good run
+
+
+def test_ctrl_c_before_the_first_picture_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "outputs"
+    good = _good_run(out)
+    before = _runs(out)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "explore", "another prompt", *TINY, "--out", str(out),
+                             "--seeds", "1-4"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the model starts loading (torch is being imported): press Ctrl-C
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "building the tiny-random test model" in line or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest
+    assert _runs(out) == before
+    assert os.path.realpath(out / "latest") == os.path.realpath(good)
+
+
+def test_the_wait_before_the_first_picture_says_what_is_loading(tmp_path):
+    out = tmp_path / "outputs"
+    first = run_cli("explore", PROMPT, *TINY, "--out", out, "--seeds", "1-2", "--json")
+    json.loads(first.stdout)  # stdout stays one JSON document
+    assert "building the tiny-random test model in code" in first.stderr
+    assert "encoding the prompt" in first.stderr
+    again = run_cli("explore", PROMPT, *TINY, "--out", out, "--seeds", "1-2")
+    assert "building" not in again.stderr and "encoding" not in again.stderr  # all cached: nothing loads
+
+
+def test_loading_message_names_where_the_model_comes_from(tmp_path, monkeypatch):
+    from pipeline.models import loading_message
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("PIPELINE_OFFLINE", raising=False)
+    repo = tmp_path / "hf" / "hub" / "models--Tongyi-MAI--Z-Image-Turbo"
+    assert loading_message("Tongyi-MAI/Z-Image-Turbo").startswith(f"downloading Tongyi-MAI/Z-Image-Turbo from "
+                                                                  f"Hugging Face into {repo}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert loading_message("Tongyi-MAI/Z-Image-Turbo") is None  # not cached, offline: the error follows at once
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    assert loading_message("Tongyi-MAI/Z-Image-Turbo").startswith(f"loading Tongyi-MAI/Z-Image-Turbo from the "
+                                                                  f"Hugging Face cache {repo}")
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    assert loading_message(str(folder)) == f"loading my-model from the folder {folder}"
+
+
+def test_verbose_shows_no_empty_float32_warning_from_diffusers(tmp_path):
+    proc = run_cli("-v", "explore", PROMPT, *TINY, "--out", tmp_path, "--seeds", "1")
+    assert "loaded tiny-random" in proc.stderr  # -v does say more
+    assert "should be kept in float32" not in proc.stderr
