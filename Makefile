@@ -6,16 +6,18 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test soak bench install clean
 
+# -qq: pip prints errors only (-q still shows setuptools' "Editable installation" warning box)
 $(BIN)/pipeline: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(BIN)/pipeline
+	@echo "installing pipeline and its dependencies into $(VENV) (the first time takes a few minutes)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/pip install -qq --upgrade pip
+	@$(BIN)/pip install -qq -e '.[test]'
+	@touch $(BIN)/pipeline
 
 install: $(BIN)/pipeline
 
 demo: install
-	$(BIN)/pipeline run configs/smoke.yaml
+	@$(BIN)/pipeline run configs/smoke.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
