@@ -105,7 +105,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         """Record the run (main process only). Nothing is written and OUT/latest stays where it was
         until the run has a picture: an explore that fails or is interrupted first leaves no trace."""
         nonlocal published
-        if not distributed.is_main_process() or not data["explore"]["candidates"]:
+        if not distributed.is_main_process() or not stage_pictures(data, STAGE_DIR):
             return
         _save(run_dir, data)
         if not published:
