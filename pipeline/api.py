@@ -92,15 +92,25 @@ class Pipeline:
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch)
         return refine(self.session, spec, run=run, dry_run=dry_run)
 
-    def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, model: str | None = None,
+    def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
-                precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False) -> StageResult:
-        """Super-resolve pictures with Real-ESRGAN (``model``: a preset name or a weights file).
+                precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
+                model: str | None = None) -> StageResult:
+        """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file;
+        ``model`` is its deprecated old name, accepted for one release with a FutureWarning).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
         StageResult (e.g. what ``refine`` returned), or image files/folders (written to ``out_dir``,
         default ``OUT/upscaled``).
         """
+        if model is not None:
+            if upscaler is not None:
+                raise_user("give upscaler only (model is its old name)")
+            import warnings
+
+            warnings.warn("Pipeline.upscale(model=...) is deprecated and goes away in the next release: use "
+                          "upscaler=...", FutureWarning, stacklevel=2)
+            upscaler = model
         from .jobs import parse_seeds
         from .stages import upscale as stage
 
@@ -118,7 +128,7 @@ class Pipeline:
             inputs = stage.file_inputs(paths, target, stage.scale_label(scale))
         if not inputs:
             raise_user("nothing to upscale")
-        return stage.upscale(self.session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+        return stage.upscale(self.session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
                              precision=precision, run_dir=run_dir, dry_run=dry_run)
 
     def gallery(self, run: str | Path | None = None) -> Path:

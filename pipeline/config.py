@@ -193,7 +193,7 @@ class RunConfig(Section):
             u = self.upscale
             from .engines.weights import DEFAULT_WEIGHTS
 
-            data["upscale"] = {"model": u.model or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
+            data["upscale"] = {"upscaler": u.upscaler or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
                                "overlap": u.overlap, "precision": u.precision}
         return data
 

@@ -16,7 +16,7 @@ _CHILDREN = {
                   "prompts": [PromptEntry]},
     "RefineSection": {"picks": [Pick]},
 }
-_ALIASES = {"RefineSection": {"seeds"}}
+_ALIASES = {"RefineSection": {"seeds"}, "UpscaleSection": {"model"}}  # old or other names a section accepts
 
 
 def _all_keys() -> dict[str, str]:

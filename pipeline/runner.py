@@ -180,7 +180,7 @@ def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageR
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
     u = config.upscale
-    return p.upscale(images, run=str(run_dir) if images is None else None, model=u.model, scale=u.scale,
+    return p.upscale(images, run=str(run_dir) if images is None else None, upscaler=u.upscaler, scale=u.scale,
                      tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run)
 
 

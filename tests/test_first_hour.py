@@ -95,3 +95,51 @@ def test_verbose_shows_no_empty_float32_warning_from_diffusers(tmp_path):
     proc = run_cli("-v", "explore", PROMPT, *TINY, "--out", tmp_path, "--seeds", "1")
     assert "loaded tiny-random" in proc.stderr  # -v does say more
     assert "should be kept in float32" not in proc.stderr
+
+
+# ---------------------------------------------------------------- upscale names its upscaler --upscaler
+
+def _picture(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.new("RGB", (16, 16), (10, 120, 200)).save(path)
+    return path
+
+
+def test_upscale_takes_upscaler_and_still_takes_model_with_a_deprecation_warning(tmp_path):
+    picture = _picture(tmp_path)
+    new = run_json("upscale", picture, "--upscaler", "realesr-animevideov3", "--out", tmp_path / "o", "--dry-run")
+    old = run_cli("upscale", picture, "--model", "realesr-animevideov3", "--out", tmp_path / "o", "--dry-run",
+                  "--json")
+    assert json.loads(old.stdout) == new
+    assert "warning: upscale --model is deprecated" in old.stderr and "--upscaler realesr-animevideov3" in old.stderr
+    both = run_cli("upscale", picture, "--model", "a", "--upscaler", "b", "--out", tmp_path / "o", check=False)
+    assert both.returncode == 2 and both.stderr.strip() == "error: give --upscaler only (--model is its old name)"
+    wrong = run_cli("upscale", picture, "--upscaler", "tiny-random", "--out", tmp_path / "o", check=False)
+    assert wrong.returncode == 2 and "unknown upscaler weights 'tiny-random'" in wrong.stderr
+    assert "--upscaler NAME" in run_cli("upscale", "--help").stdout
+
+
+def test_a_config_with_the_old_upscale_model_key_still_runs_with_a_warning(tmp_path):
+    config = tmp_path / "fox.yaml"
+    config.write_text("model: tiny-random\nprompts: a fox\nupscale:\n  model: realesr-animevideov3\n")
+    proc = run_cli("config", "show", config, "--json")
+    assert json.loads(proc.stdout)["upscale"]["upscaler"] == "realesr-animevideov3"
+    assert "upscale.model is deprecated" in proc.stderr and "upscale.upscaler" in proc.stderr
+    config.write_text("prompts: a fox\nupscale:\n  model: a\n  upscaler: b\n")
+    both = run_cli("config", "show", config, check=False)
+    assert both.returncode == 2 and "give upscaler only (model is its old name)" in both.stderr
+
+
+def test_the_api_takes_upscaler_and_model_with_a_future_warning(tmp_path):
+    import pytest
+
+    from pipeline import Pipeline
+
+    picture = _picture(tmp_path)
+    with Pipeline(out=tmp_path / "o") as p:
+        new = p.upscale([picture], upscaler="realesr-animevideov3", dry_run=True)
+        with pytest.warns(FutureWarning, match="upscaler="):
+            old = p.upscale([picture], model="realesr-animevideov3", dry_run=True)
+    assert old.to_json() == new.to_json()
