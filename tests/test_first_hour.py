@@ -143,3 +143,24 @@ def test_the_api_takes_upscaler_and_model_with_a_future_warning(tmp_path):
         with pytest.warns(FutureWarning, match="upscaler="):
             old = p.upscale([picture], model="realesr-animevideov3", dry_run=True)
     assert old.to_json() == new.to_json()
+
+
+# ---------------------------------------------------------------- output cut short by a closed pipe
+
+def test_a_closed_pipe_ends_the_command_quietly_with_status_0(tmp_path):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    path = tmp_path / "ours.png"
+    info = PngInfo()
+    info.add_text("parameters", "a fox")
+    info.add_text("pipeline", json.dumps({f"key{i:05d}": "v" * 40 for i in range(5000)}))  # > a pipe's buffer
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    for args in (["show", str(path)], ["--help"], ["show", "--help"]):
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=cli_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        first = proc.stdout.readline()  # what `| head -1` reads
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+        assert first and proc.returncode == 0 and err == "", (args, proc.returncode, err)

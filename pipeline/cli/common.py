@@ -47,6 +47,16 @@ def setup_logging(verbose: bool) -> None:
     log.propagate = False
 
 
+def closed_pipe_exit():
+    """Whoever read our output stopped reading (`pipeline show IMG | head -1`): exit quietly with
+    status 0, as git and ls do. stdout goes to /dev/null so the final flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
 def user_errors(func):
     """Every user error is one sentence on stderr and exit status 2, never a traceback."""
 
@@ -63,6 +73,8 @@ def user_errors(func):
         except KeyboardInterrupt:
             click.echo("interrupted: finished pictures are stored; run the same command again to resume", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            closed_pipe_exit()
         except MemoryError:
             click.echo("error: out of memory; try a smaller --batch or --size, or a lower --memory profile", err=True)
             sys.exit(2)
