@@ -131,8 +131,8 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
                 changed = [k for k in _HEADER if k in data and data.get(k) != wanted[k]]
                 if changed:
                     problems.append(loaded.error(here, f"run {run_dir} was explored with other settings "
-                                                       f"({_differences(data, wanted, changed)}); give the prompt "
-                                                       f"another name: (a new run) or change it back").problems[0])
+                                                       f"({_differences(data, wanted, changed)}); give the prompt a "
+                                                       f"new name (its `name:` key; a new run) or change them back").problems[0])
             continue
         needs_run = run.refine_seeds or (config.upscale is not None and config.refine is None)
         if needs_run and not data:

@@ -386,7 +386,7 @@ def test_changed_explore_settings_stop_before_anything_runs(tmp_path, monkeypatc
     result = cli("run", "fox.yaml")
     assert result.exit_code == 2
     assert "fox.yaml:4: prompts[0]: run outs/fox was explored with other settings (size 512x512 there, " \
-           "128x128 here)" in result.stderr
+           "128x128 here); give the prompt a new name (its `name:` key; a new run) or change them back" in result.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.json"]
 
 

@@ -164,3 +164,34 @@ def test_a_closed_pipe_ends_the_command_quietly_with_status_0(tmp_path):
         err = proc.stderr.read().decode()
         proc.wait(timeout=60)
         assert first and proc.returncode == 0 and err == "", (args, proc.returncode, err)
+
+
+# ---------------------------------------------------------------- where the runs are, and wording
+
+def test_no_run_in_out_names_the_output_folders_below_it_that_hold_runs(tmp_path):
+    outputs = tmp_path / "outputs"
+    run_json("explore", PROMPT, *TINY, "--out", outputs / "demo", "--seeds", "1")  # as `make demo` leaves it
+    proc = run_cli("refine", "--seeds", "1", "--out", outputs, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: no run found in {outputs}/: runs were found in {outputs / 'demo'}/: "
+                                   f"pass --out {outputs / 'demo'} (or set PIPELINE_OUT)")
+    named = run_cli("refine", "--seeds", "1", "--run", "nosuchrun", "--out", outputs / "demo", check=False)
+    assert named.returncode == 2
+    assert named.stderr.strip() == f"error: there is no run 'nosuchrun' (no such folder here or in {outputs / 'demo'}/)"
+    one = run_cli("refine", "--seeds", "1", "--out", outputs / "demo", "--dry-run")
+    assert one.stdout.startswith("refine: 1 picture, 0 stored, 1 to compute")
+    strength = run_cli("refine", "--seeds", "1", "--strength", "1.5", "--out", outputs / "demo", check=False)
+    assert strength.returncode == 2 and strength.stderr.strip() == "error: --strength must be between 0 and 1, not 1.5"
+
+
+def test_an_output_folder_without_latest_names_its_newest_run(tmp_path):
+    outputs = tmp_path / "outputs"
+    for name in ("older", "newer"):
+        (outputs / name).mkdir(parents=True)
+        (outputs / name / "run.json").write_text("{}")
+        time.sleep(0.05)
+    os.utime(outputs / "older" / "run.json", (1, 1))
+    proc = run_cli("gallery", "--out", outputs, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: no run found in {outputs}/: it has no latest link; pass --run NAME, " \
+                                  "e.g. --run newer (the newest)"

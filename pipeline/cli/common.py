@@ -148,7 +148,12 @@ def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def report(result, as_json: bool, what: str = "pictures") -> bool:
+def plural(count: int, word: str) -> str:
+    """`1 picture`, `2 pictures`."""
+    return f"{count} {word if count == 1 else word + 's'}"
+
+
+def report(result, as_json: bool, what: str = "picture") -> bool:
     """Print a stage's result: the JSON document, the dry-run plan, or the computed/reused line.
 
     Returns True when nothing more is to be printed (JSON or dry run)."""
@@ -156,7 +161,8 @@ def report(result, as_json: bool, what: str = "pictures") -> bool:
         print_json(result.to_json())
         return True
     if result.dry_run:
-        click.echo(f"{result.stage}: {result.planned} {what}, {result.stored} stored, {result.computed} to compute")
+        click.echo(f"{result.stage}: {plural(result.planned, what)}, {result.stored} stored, "
+                   f"{result.computed} to compute")
         return True
     click.echo(f"{result.stage}: {result.computed} computed, {result.stored} reused from the store")
     return False

@@ -111,4 +111,5 @@ class PromptEmbeddings:
             holder = None
             if self.on_release:
                 self.on_release()
-        log.info("encoded %d prompt(s) in %.1f s; text encoder released", len(prompts), time.perf_counter() - started)
+        log.info("encoded %d prompt%s in %.1f s; text encoder released", len(prompts), "s" if len(prompts) > 1 else "",
+                 time.perf_counter() - started)
