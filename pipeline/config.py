@@ -260,26 +260,25 @@ def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
         problems += [(order, text) for order, text, _ in described]
         bad += [path for _, _, path in described]
         config = _without(data, bad)  # to check the rest too: every problem is reported at once
-    problems.sort(key=lambda p: p[0])
-    texts = [text for _, text in problems]
     if config is not None:
-        texts += _cross_checks(config, source)
+        problems += [(source.order(p), problem(source, p, m)) for p, m in config.check()]
+    texts = [text for _, text in sorted(problems, key=lambda p: p[0])]
+    if config is not None and not texts:
+        texts = _spec_problems(config, source)
     if texts:
         raise ConfigError(texts)
     return LoadedConfig(config, source)
 
 
-def _cross_checks(config: RunConfig, source: Source) -> list[str]:
-    """Problems between keys (picks against prompts and seeds), then the stage specs' own validation."""
-    problems = [problem(source, p, m) for p, m in config.check()]
-    if not problems:
-        try:
-            config.runs()  # builds every ExploreSpec: the specs' own validation
-            for seeds in config.picks_by_prompt().values():
-                config.refine_spec(seeds)
-        except UserError as err:
-            problems.append(f"{source.label}: {err}")
-    return problems
+def _spec_problems(config: RunConfig, source: Source) -> list[str]:
+    """What the stage specs' own validation says of the config's explore and refine."""
+    try:
+        config.runs()  # builds every ExploreSpec
+        for seeds in config.picks_by_prompt().values():
+            config.refine_spec(seeds)
+    except UserError as err:
+        return [f"{source.label}: {err}"]
+    return []
 
 
 def _without(data: dict, paths: list[tuple]) -> RunConfig | None:

@@ -110,15 +110,9 @@ def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str 
     if model == TINY:
         from . import tiny
 
-        if all(hasattr(tiny, name) for name in ("build_tiny_transformer", "build_tiny_vae", "build_tiny_scheduler")):
-            components = {"transformer": transformer or tiny.build_tiny_transformer().to(dtype),
-                          "vae": tiny.build_tiny_vae().to(dtype), "scheduler": tiny.build_tiny_scheduler()}
-        else:  # older tiny module: build everything, then drop the text encoder
-            components = tiny.build_tiny_components(dtype)
-            if transformer is not None:
-                components["transformer"] = transformer
-        components.update(text_encoder=None, tokenizer=None)
-        return ZImagePipeline(**components)
+        return ZImagePipeline(transformer=transformer or tiny.build_tiny_transformer().to(dtype),
+                              vae=tiny.build_tiny_vae().to(dtype), scheduler=tiny.build_tiny_scheduler(),
+                              text_encoder=None, tokenizer=None)
     extra = {"transformer": transformer} if transformer is not None else {}
     try:
         return ZImagePipeline.from_pretrained(model, dtype=dtype, text_encoder=None, tokenizer=None, **extra)
