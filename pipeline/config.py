@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_errors import describe_errors, unknown_keys
 from .config_schema import (DEFAULT_COUNT, ExploreSection, Pick, PromptEntry, RefineSection,  # noqa: F401
@@ -33,14 +33,18 @@ from .runs import slugify
 from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, build
 
 
+MODEL_FILES = ("transformer", "text_encoder", "vae")  # single files a config's model: section may name
+
+
 class RunConfig(Section):
     """A run config: the model and its settings, the prompts, and the stages to run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="pipeline run config")
 
-    model: Optional[str] = Field(default=None, description="Hugging Face repo id, local diffusers folder, or "
-                                                           "tiny-random [default: $PIPELINE_MODEL or "
-                                                           "Tongyi-MAI/Z-Image-Turbo]")
+    model: Optional[str] = Field(default=None, description="Hugging Face repo id (ORG/NAME[@REVISION]), local "
+                                                           "diffusers folder, ComfyUI install, or tiny-random "
+                                                           "[default: $PIPELINE_MODEL or Tongyi-MAI/Z-Image-Turbo]; "
+                                                           "or a mapping of source, transformer, text_encoder, vae")
     memory: Literal["auto", "full", "balanced", "low", "minimal"] = Field(default="auto",
                                                                          description="GPU memory profile")
     device: Optional[str] = Field(default=None, description="cuda, cuda:1, mps or cpu [default: best available]")
@@ -48,6 +52,8 @@ class RunConfig(Section):
     out: Optional[str] = Field(default=None, description="output folder, relative to the current folder "
                                                          "[default: $PIPELINE_OUT or outputs]")
     transformer: Optional[str] = Field(default=None, description="single-file transformer (.safetensors/.gguf)")
+    text_encoder: Optional[str] = Field(default=None, description="single-file Qwen3-4B text encoder (.safetensors)")
+    vae: Optional[str] = Field(default=None, description="single-file Flux VAE (.safetensors)")
     weights_dtype: Optional[Literal["fp8"]] = Field(default=None, description="fp8: transformer weights in float8")
     compile: bool = Field(default=False, description="torch.compile the transformer")
     attention: Optional[str] = Field(default=None, description="attention backend, e.g. flash, sage")
@@ -55,6 +61,25 @@ class RunConfig(Section):
     explore: Optional[ExploreSection] = None
     refine: Optional[RefineSection] = None
     upscale: Optional[UpscaleSection] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_section(cls, data):
+        """``model: {source: ..., transformer: ..., text_encoder: ..., vae: ...}`` is the top-level keys' other form."""
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            return data
+        data, section = dict(data), dict(data["model"])
+        unknown = sorted(set(section) - {"source", *MODEL_FILES})
+        if unknown:
+            raise ValueError(f"model: unknown key {unknown[0]!r} (a model section has source, "
+                             f"{', '.join(MODEL_FILES)})")
+        for key in MODEL_FILES:
+            if key in section:
+                if data.get(key) is not None:
+                    raise ValueError(f"{key} is given twice, at the top level and under model:")
+                data[key] = section[key]
+        data["model"] = section.get("source")
+        return data
 
     @field_validator("prompts", mode="before")
     @classmethod
@@ -171,7 +196,8 @@ class RunConfig(Section):
         data: dict[str, Any] = {
             "model": self.model or default_model(), "memory": self.memory, "device": self.device,
             "dtype": self.dtype, "out": str(self.out_dir()), "transformer": self.transformer,
-            "weights_dtype": self.weights_dtype, "compile": self.compile, "attention": self.attention,
+            "text_encoder": self.text_encoder, "vae": self.vae, "weights_dtype": self.weights_dtype,
+            "compile": self.compile, "attention": self.attention,
             "prompts": [{"text": p.text, "negative": p.negative, "name": name} for p, name in zip(self.prompts, names)],
         }
         if self.explore is not None:
