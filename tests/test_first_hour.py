@@ -82,12 +82,15 @@ def test_loading_message_names_where_the_model_comes_from(tmp_path, monkeypatch)
                                                                   f"Hugging Face into {repo}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert loading_message("Tongyi-MAI/Z-Image-Turbo") is None  # not cached, offline: the error follows at once
+    commit = "0123456789abcdef0123456789abcdef01234567"
     (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
     assert loading_message("Tongyi-MAI/Z-Image-Turbo").startswith(f"loading Tongyi-MAI/Z-Image-Turbo from the "
-                                                                  f"Hugging Face cache {repo}")
+                                                                  f"Hugging Face cache {repo / 'snapshots' / commit}")
     folder = tmp_path / "my-model"
     folder.mkdir()
+    (folder / "model_index.json").write_text("{}")  # a diffusers folder
     assert loading_message(str(folder)) == f"loading my-model from the folder {folder}"
 
 
