@@ -15,7 +15,7 @@ from ..jobs import RenderJob, digest_bytes, render_fields
 from ..models import display_name
 from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
                     update_run, write_error)
-from ..store import atomic_write
+from ..store import atomic_write, check_writable
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
 
@@ -140,6 +140,7 @@ def _save(run_dir: Path, data: dict) -> None:
 
 
 def _compute(session, spec, misses, out_dir, items, data, run_dir, save):
+    check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
