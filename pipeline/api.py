@@ -123,7 +123,7 @@ class Pipeline:
 
     def gallery(self, run: str | Path | None = None) -> Path:
         """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""
-        from .gallery import build_gallery
+        from .web.gallery import build_gallery
 
         return build_gallery(self.session.out, run)
 

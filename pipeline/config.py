@@ -16,230 +16,21 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema,
-                      field_validator, model_validator)
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from .config_errors import describe_errors, unknown_keys
+from .config_schema import (DEFAULT_COUNT, ExploreSection, Pick, PromptEntry, RefineSection,  # noqa: F401
+                            Section, UpscaleSection, _prompts_schema, _user_errors_as_value_errors)
 from .config_source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
                             parse_override, parse_yaml, problem, read_yaml, walk)
 from .errors import UserError
-from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, seeds_from_count, seed_ranges
-from .runs import check_run_name, slugify
-from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, _prompt_text, _seeds, _size, build
-
-DEFAULT_COUNT = 16
-
-
-# ---------------------------------------------------------------- field types
-
-def _user_errors_as_value_errors(func):
-    """Spec parsers raise UserError; inside pydantic they must be ValueErrors to get a location."""
-
-    def wrapper(value):
-        try:
-            return func(value)
-        except UserError as err:
-            raise ValueError(str(err)) from None
-
-    return wrapper
-
-
-def _batch(value):
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
-        return value
-    raise ValueError(f"must be auto or a whole number from 1 to 64, not {value!r}")
-
-
-_SIZE_SCHEMA = {
-    "description": "512, WIDTHxHEIGHT like 512x768, a preset (square, portrait, landscape, tall, wide), "
-                   "or [width, height]; each side a multiple of 16 from 64 to 4096",
-    "anyOf": [{"type": "integer"}, {"type": "string"},
-              {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}],
-}
-_SEEDS_SCHEMA = {
-    "description": "seeds and inclusive ranges: 1,2,10-20 or [1, 2, \"10-20\"]",
-    "anyOf": [{"type": "integer"}, {"type": "string"},
-              {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}],
-}
-Size = Annotated[tuple[int, int], BeforeValidator(_user_errors_as_value_errors(_size)), WithJsonSchema(_SIZE_SCHEMA)]
-Seeds = Annotated[list[int], BeforeValidator(_user_errors_as_value_errors(_seeds)), WithJsonSchema(_SEEDS_SCHEMA)]
-BatchField = Annotated[object, BeforeValidator(_batch),
-                       WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 64}],
-                                       "description": "pictures denoised together (auto: by device and memory)"})]
-
-
-def _from(spec, name: str, **changes):
-    """A copy of a stage spec's field (default, bounds, description) for a config section."""
-    info = copy.copy(spec.model_fields[name])
-    for key, value in changes.items():
-        setattr(info, key, value)
-    return info
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- sections
-
-def _prompts_schema(schema: dict) -> None:
-    item = schema.get("items", {})
-    schema.clear()
-    schema.update({"description": "one prompt, or a list of prompts (text, or {text, negative, name}); "
-                                  "each prompt is one run",
-                   "anyOf": [{"type": "string"}, {"type": "array", "minItems": 1,
-                                                  "items": {"anyOf": [{"type": "string"}, item]}}]})
-
-
-def _picks_schema(schema: dict) -> None:
-    item = schema.get("items", {})
-    schema.clear()
-    schema.update({"description": "the candidates to refine: [42, 97] with one prompt; fox:42 or "
-                                  "{prompt: 0, seed: 42} with several",
-                   "anyOf": [{"type": "integer"}, {"type": "string"},
-                             {"type": "array", "minItems": 1,
-                              "items": {"anyOf": [{"type": "integer"}, {"type": "string"}, item]}}]})
-
-
-class PromptEntry(Section):
-    text: str = _from(ExploreSpec, "prompt", description="what to draw")
-    negative: str = _from(ExploreSpec, "negative", description="negative prompt (used only with guidance > 0)")
-    name: Optional[str] = Field(default=None, max_length=200,
-                                description="run folder name, and the prompt's name in picks "
-                                            "[default: a slug of the text]")
-
-    _check_text = field_validator("text")(_prompt_text)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value):
-        if value is None:
-            return value
-        _user_errors_as_value_errors(check_run_name)(value)
-        if value.isdigit() or ":" in value or "," in value:
-            raise ValueError(f"name {value!r} must not be a number or contain ':' or ','")
-        return value
-
-
-class Pick(Section):
-    """One candidate to refine: its seed, and (with several prompts) which prompt's run."""
-
-    prompt: Optional[int | str] = Field(default=None, description="the prompt's name, or its index from 0")
-    seed: int = Field(ge=0, le=MAX_SEED)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _forms(cls, value):
-        if isinstance(value, bool):
-            raise ValueError(f"cannot read pick {value!r}: use a seed like 42, or PROMPT:SEED like fox:42")
-        if isinstance(value, int):
-            return {"seed": value}
-        if isinstance(value, str):
-            match = re.fullmatch(r"\s*(?:([^:]+?)\s*:\s*)?(\d+)\s*", value)
-            if not match:
-                raise ValueError(f"cannot read pick {value!r}: use a seed like 42, or PROMPT:SEED like fox:42")
-            prompt = match.group(1)
-            return {"seed": int(match.group(2)), **({"prompt": prompt} if prompt is not None else {})}
-        return value
-
-
-class ExploreSection(Section):
-    seeds: Optional[Seeds] = Field(default=None)
-    count: Optional[int] = Field(default=None, ge=1, le=MAX_SEEDS_PER_SPEC,
-                                 description=f"render COUNT seeds from seed [default: {DEFAULT_COUNT}]")
-    seed: Optional[int] = Field(default=None, ge=0, le=MAX_SEED, description="first seed for count [default: 0]")
-    size: Size = _from(ExploreSpec, "size")
-    steps: int = _from(ExploreSpec, "steps", description="denoising steps (transformer calls)")
-    guidance: float = _from(ExploreSpec, "guidance", description="CFG scale; > 0 doubles the cost")
-    batch: BatchField = _from(ExploreSpec, "batch")
-
-    @model_validator(mode="after")
-    def _seeds_or_count(self):
-        if self.seeds is not None and (self.count is not None or self.seed is not None):
-            raise ValueError("give seeds, or count (and seed), not both")
-        return self
-
-    def resolved_seeds(self) -> list[int]:
-        if self.seeds is not None:
-            return list(self.seeds)
-        return seeds_from_count(self.count or DEFAULT_COUNT, self.seed or 0)
-
-
-class RefineSection(Section):
-    picks: list[Pick] = Field(min_length=1, json_schema_extra=_picks_schema)
-    size: Optional[Size] = _from(RefineSpec, "size", description="target size [default: candidate × scale]")
-    scale: Optional[float] = _from(RefineSpec, "scale",
-                                   description=f"target = candidate size × scale [default: {DEFAULT_REFINE_SCALE:g}]")
-    mode: Literal["hires", "rerender"] = _from(RefineSpec, "mode",
-                                               description="hires keeps the composition; rerender renders anew")
-    strength: float = _from(RefineSpec, "strength", description="hires: how much is re-drawn")
-    steps: Optional[int] = _from(RefineSpec, "steps", description=f"steps of a full render [default: {DEFAULT_STEPS}]")
-    guidance: Optional[float] = _from(RefineSpec, "guidance", description="CFG scale [default: the run's]")
-    upscaler: str = _from(RefineSpec, "upscaler", description="hires: lanczos or Real-ESRGAN weights")
-    batch: BatchField = _from(RefineSpec, "batch")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seeds_alias(cls, value):
-        if isinstance(value, dict) and "seeds" in value:
-            if "picks" in value:
-                raise ValueError("give picks (or its other name seeds), not both")
-            value = {("picks" if k == "seeds" else k): v for k, v in value.items()}
-        if isinstance(value, dict) and isinstance(value.get("picks"), (int, str)) \
-                and not isinstance(value.get("picks"), bool):
-            picks = value["picks"]
-            value = {**value, "picks": [p.strip() for p in picks.split(",")] if isinstance(picks, str) else [picks]}
-        return value
-
-    @model_validator(mode="after")
-    def _size_or_scale(self):
-        if self.size is not None and self.scale is not None:
-            raise ValueError("give size or scale, not both")
-        return self
-
-
-UPSCALE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class UpscaleSection(Section):
-    model: Optional[str] = Field(default=None, min_length=1, max_length=4096,
-                                 description="realesrgan-x4plus (default), realesrgan-x4plus-anime, "
-                                             "realesr-animevideov3, or a weights file")
-    scale: Optional[float] = Field(default=None, gt=0.0, le=16.0,
-                                   description="output size / input size [default: the model's, e.g. 4]")
-    tile: Optional[int] = Field(default=None, ge=0, description="tile size in input pixels; 0 = whole image "
-                                                                "[default: by memory]")
-    overlap: Optional[int] = Field(default=None, ge=0, le=256, description="overlap between tiles [default: 24]")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto")
-
-    @field_validator("tile")
-    @classmethod
-    def _tile(cls, value):
-        if value is not None and value != 0 and value < 16:
-            raise ValueError(f"must be 0 (whole image) or at least 16, not {value}")
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _weights(cls, value):
-        if value is None:
-            return value
-        from .engines.weights import PRESETS, WEIGHT_SUFFIXES
-
-        if value in PRESETS:
-            return value
-        path = Path(value).expanduser()
-        if path.suffix.lower() in WEIGHT_SUFFIXES:
-            if not path.is_file():
-                raise ValueError(f"weights file {value} does not exist")
-            return value
-        close = difflib.get_close_matches(value, list(PRESETS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; use one of {', '.join(PRESETS)} or a weights file"
-        raise ValueError(f"unknown upscaler {value!r}{hint}")
+from .jobs import seed_ranges
+from .runs import slugify
+from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, build
 
 
 class RunConfig(Section):
@@ -459,14 +250,27 @@ def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
         parts, value = parse_override(text)
         apply_override(data, parts, value, text)
         source.overrides[parts] = f"--set {text}"
-    data = {k: v for k, v in data.items()}
-    problems = [(source.order(p), problem(source, p, m)) for p, m in unknown_keys(data)]
+    unknown = unknown_keys(data, RunConfig)
+    problems = [(source.order(p), problem(source, p, m)) for p, m in unknown]
+    bad = [p for p, _ in unknown]
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as err:
-        problems += describe_errors(err, data, source)
-    if problems:
-        raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
+        described = describe_errors(err, data, source, RunConfig)
+        problems += [(order, text) for order, text, _ in described]
+        bad += [path for _, _, path in described]
+        config = _without(data, bad)  # to check the rest too: every problem is reported at once
+    problems.sort(key=lambda p: p[0])
+    texts = [text for _, text in problems]
+    if config is not None:
+        texts += _cross_checks(config, source)
+    if texts:
+        raise ConfigError(texts)
+    return LoadedConfig(config, source)
+
+
+def _cross_checks(config: RunConfig, source: Source) -> list[str]:
+    """Problems between keys (picks against prompts and seeds), then the stage specs' own validation."""
     problems = [problem(source, p, m) for p, m in config.check()]
     if not problems:
         try:
@@ -475,100 +279,27 @@ def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
                 config.refine_spec(seeds)
         except UserError as err:
             problems.append(f"{source.label}: {err}")
-    if problems:
-        raise ConfigError(problems)
-    return LoadedConfig(config, source)
-
-
-# ---------------------------------------------------------------- unknown keys
-
-_CHILDREN = {
-    "RunConfig": {"explore": ExploreSection, "refine": RefineSection, "upscale": UpscaleSection,
-                  "prompts": [PromptEntry]},
-    "RefineSection": {"picks": [Pick]},
-}
-_ALIASES = {"RefineSection": {"seeds"}}
-
-
-def _all_keys() -> dict[str, str]:
-    """{key: section.key} for a hint when a key is in the wrong section."""
-    found = {}
-    for name, section in (("explore", ExploreSection), ("refine", RefineSection), ("upscale", UpscaleSection)):
-        for key in section.model_fields:
-            found.setdefault(key, f"{name}.{key}")
-    return found
-
-
-def unknown_keys(data: dict, model=RunConfig, path: tuple = ()) -> list[tuple[tuple, str]]:
-    problems = []
-    if not isinstance(data, dict):
-        return problems
-    known = list(model.model_fields)
-    allowed = set(known) | _ALIASES.get(model.__name__, set())
-    for key in data:
-        if key in allowed:
-            continue
-        name = str(key)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        if close:
-            hint = f"; did you mean {close[0]!r}?"
-        elif path == () and difflib.get_close_matches(name, list(_all_keys()), n=1, cutoff=0.75):
-            other = _all_keys()[difflib.get_close_matches(name, list(_all_keys()), n=1, cutoff=0.75)[0]]
-            hint = f"; did you mean {other!r} (in the {other.split('.')[0]} section)?"
-        else:
-            hint = f"; known keys: {', '.join(known)}"
-        problems.append((path + (key,), f"unknown key{hint}"))
-    for key, child in _CHILDREN.get(model.__name__, {}).items():
-        value = data.get(key)
-        if key == "picks" and value is None:
-            value = data.get("seeds")
-            key = "seeds"
-        if isinstance(child, list):
-            if isinstance(value, list):
-                for index, item in enumerate(value):
-                    problems += unknown_keys(item, child[0], path + (key, index))
-        else:
-            problems += unknown_keys(value, child, path + (key,))
     return problems
 
 
-# ---------------------------------------------------------------- pydantic's errors, in the config's words
-
-def _bounds(loc) -> dict:
-    """The numeric bounds of the field at ``loc`` (ge/gt/le/lt), looked up in the section models."""
-    model = RunConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = model.model_fields
-        if part not in fields:
-            return {}
-        info = fields[part]
-        child = _CHILDREN.get(model.__name__, {}).get(part)
-        if child is None:
-            bounds = {}
-            for meta in info.metadata:
-                for name in ("ge", "gt", "le", "lt"):
-                    if getattr(meta, name, None) is not None:
-                        bounds[name] = getattr(meta, name)
-            return bounds
-        model = child[0] if isinstance(child, list) else child
-    return {}
+def _without(data: dict, paths: list[tuple]) -> RunConfig | None:
+    """The config with the keys at ``paths`` left out, if what remains is valid; else None."""
+    data = copy.deepcopy(data)
+    for path in paths:
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part] if isinstance(parent, (dict, list)) and _has(parent, part) else None
+        if isinstance(parent, dict) and path and path[-1] in parent:
+            del parent[path[-1]]
+        elif path:
+            return None  # a bad list item: leaving it out would renumber the others
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError:
+        return None
 
 
-def describe_errors(err: ValidationError, data: dict, source: Source) -> list[tuple]:
-    """(sort key, `where: key.path: message`) for each of pydantic's errors, one per key."""
-    problems: list[tuple] = []
-    seen: set = set()
-    for error in err.errors():
-        if error["type"] == "extra_forbidden":
-            continue  # reported by unknown_keys, with a suggestion
-        found, rest = walk(data, error["loc"])
-        path = found + rest if error["type"] == "missing" else found
-        if path in seen:
-            continue  # one message per key (a union reports each of its members)
-        seen.add(path)
-        where = source.where(found)
-        text = f"{where}: {key_path(path)}: {error_message(error, _bounds)}" if path else f"{where}: {error_message(error, _bounds)}"
-        problems.append((source.order(found), text))
-    return problems
+def _has(container, part) -> bool:
+    if isinstance(container, dict):
+        return part in container
+    return isinstance(part, int) and 0 <= part < len(container)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .models import display_name
-from .runs import RUN_FILE, load_run, save_run
+from .runs import RUN_FILE, load_run, new_run_data, save_run, stage_pictures
 from .store import Store, default_store, file_digest
 
 log = logging.getLogger("pipeline")
@@ -72,17 +72,17 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
         return RepairResult(run_dir, rebuilt=False, reason="")
 
     by_digest = _index_store(store)
-    data: dict = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repaired": True}
+    data: dict = new_run_data({"repaired": True})
     recorded, unknown = {}, []
     pictures = {stage: _pictures(run_dir, stage, by_digest, unknown) for stage in STAGES}
     _header(data, pictures)
     if pictures["explore"]:
-        data["explore"] = {"candidates": [_candidate(run_dir, p, r) for p, r in pictures["explore"]]}
+        data["explore"] = {"pictures": [_candidate(run_dir, p, r) for p, r in pictures["explore"]]}
     if pictures["refine"]:
-        parents = {c["key"]: c["path"] for c in data.get("explore", {}).get("candidates", [])}
+        parents = {c["key"]: c["path"] for c in stage_pictures(data, "explore")}
         data["refine"] = {"pictures": [_refined(run_dir, p, r, parents) for p, r in pictures["refine"]]}
     if pictures["upscale"]:
-        data["upscale"] = {"items": [_upscaled(run_dir, p, r) for p, r in pictures["upscale"]]}
+        data["upscale"] = {"pictures": [_upscaled(run_dir, p, r) for p, r in pictures["upscale"]]}
     for stage in STAGES:
         recorded[stage] = len(pictures[stage])
 
@@ -93,7 +93,7 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
         os.replace(path, kept_as)
     save_run(run_dir, data)
     try:
-        from .gallery import write_gallery
+        from .web.gallery import write_gallery
 
         write_gallery(run_dir, data)
     except UserError as err:  # the run.json is what matters; say why the page was not rewritten

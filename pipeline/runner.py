@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, LoadedConfig, PromptRun, RunConfig, Source, size_text
-from .runs import load_run
+from .runs import load_run, stage_pictures
 from .stages.common import StageResult
 
 STAGES = ("explore", "refine", "upscale")
@@ -139,7 +139,7 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
             problems.append(loaded.error(here, f"run {run_dir} does not exist yet; add an explore section to "
                                                f"render its candidates").problems[0])
         elif run.refine_seeds:
-            candidates = {c.get("seed") for c in data.get("explore", {}).get("candidates", [])}
+            candidates = {c.get("seed") for c in stage_pictures(data, "explore")}
             missing = [seed for seed in run.refine_seeds if seed not in candidates]
             if missing:
                 from .jobs import seed_ranges
@@ -208,7 +208,7 @@ def _plan_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         pending = None if result.computed == 0 else "explore"
     if config.refine is not None and run.refine_seeds:
         parents = _stored_explore(p.session, run.explore, run.refine_seeds) if run.explore is not None else []
-        recorded = {c.get("seed") for c in load_run(outcome.run_dir).get("explore", {}).get("candidates", [])}
+        recorded = {c.get("seed") for c in stage_pictures(load_run(outcome.run_dir), "explore")}
         on_disk = set(run.refine_seeds) <= recorded
         if parents is not None and on_disk:
             result = outcome.stages["refine"] = _refine(p, config, run.refine_seeds, outcome.run_dir, dry_run=True)

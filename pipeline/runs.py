@@ -21,6 +21,8 @@ from .errors import UserError
 from .store import atomic_write, sweep_temp, temp_prefix, write_error
 
 RUN_FILE = "run.json"
+RUN_VERSION = 2  # 2: each stage's section lists its pictures under "pictures"
+_V1_PICTURES = {"explore": "candidates", "refine": "pictures", "upscale": "items"}  # version 1's names
 RUN_LOCK = ".run.lock"
 LATEST = "latest"
 MAX_SLUG = 40
@@ -113,7 +115,32 @@ def load_run(run_dir: Path) -> dict:
         raise UserError(f"{path} is corrupt ({err.__class__.__name__}); rebuild it with `pipeline repair {run_dir}`") from err
     if not isinstance(data, dict):
         raise UserError(f"{path} is corrupt (not a JSON object); rebuild it with `pipeline repair {run_dir}`")
+    return upgrade(data)
+
+
+def upgrade(data: dict) -> dict:
+    """A run.json of any version in the shape of the current one (in place): version 1's
+    `explore.candidates` and `upscale.items` become `pictures`. The file itself is rewritten in the
+    new shape by the next stage that records something in the run."""
+    for stage, old in _V1_PICTURES.items():
+        section = data.get(stage)
+        if isinstance(section, dict) and "pictures" not in section and isinstance(section.get(old), list):
+            section["pictures"] = section.pop(old)
+    if data:
+        data["version"] = RUN_VERSION
     return data
+
+
+def stage_pictures(data: dict, stage: str) -> list[dict]:
+    """The pictures a stage recorded in a run.json (loaded with ``load_run``)."""
+    section = data.get(stage)
+    found = section.get("pictures") if isinstance(section, dict) else None
+    return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+
+
+def new_run_data(header: dict) -> dict:
+    """The run.json of a new run: its version, when it was made, and the stage's header."""
+    return {"version": RUN_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **header}
 
 
 def save_run(run_dir: Path, data: dict) -> None:

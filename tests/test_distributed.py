@@ -94,9 +94,9 @@ def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, config, ba
     run_dir = out / "fox"
     data = json.loads((run_dir / "run.json").read_text())
     stored = records(store)
-    stages = {"explore": {c["key"] for c in data["explore"]["candidates"]},
+    stages = {"explore": {c["key"] for c in data["explore"]["pictures"]},
               "refine": {p["key"] for p in data["refine"]["pictures"]},
-              "upscale": {i["key"] for i in data["upscale"]["items"]}}
+              "upscale": {i["key"] for i in data["upscale"]["pictures"]}}
     assert set(stored) == set().union(*stages.values())
 
     # each process says which keys it computed (explore, refine): no key twice, every miss once
@@ -118,12 +118,12 @@ def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, config, ba
     assert pictures(run_dir, ("explore", "refine", "upscale")) == baseline
 
     # run.json is complete and written by the main process; only the main process printed
-    candidates = data["explore"]["candidates"]
+    candidates = data["explore"]["pictures"]
     assert [c["seed"] for c in candidates] == SEEDS
     assert all(not c["cached"] and (run_dir / c["path"]).is_file() for c in candidates)
     assert [p["seed"] for p in data["refine"]["pictures"]] == [1, 2, 3, 4]
-    assert sorted(i["seed"] for i in data["upscale"]["items"]) == [1, 2, 3, 4]
-    assert all((run_dir / e["path"]).is_file() for e in data["refine"]["pictures"] + data["upscale"]["items"])
+    assert sorted(i["seed"] for i in data["upscale"]["pictures"]) == [1, 2, 3, 4]
+    assert all((run_dir / e["path"]).is_file() for e in data["refine"]["pictures"] + data["upscale"]["pictures"])
     assert (run_dir / "explore" / "contact.png").is_file() and (run_dir / "index.html").is_file()
     assert stdout.count("done: 14 computed, 0 reused from the store") == 1, stdout
 
@@ -163,7 +163,7 @@ def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(
     assert sorted(computed) == sorted(set(records(store)) - set(left))
     assert pictures(out / "fox") == {k: v for k, v in baseline.items() if k.startswith("explore/")}
     data = json.loads((out / "fox" / "run.json").read_text())
-    assert [c["seed"] for c in data["explore"]["candidates"]] == SEEDS
+    assert [c["seed"] for c in data["explore"]["pictures"]] == SEEDS
 
 
 def test_a_single_process_pays_nothing():

@@ -50,7 +50,7 @@ def test_layout_run_json_and_latest(first_run):
     assert record["model"] == "tiny-random"
     assert record["model_fingerprint"].startswith("tiny-random")
     assert (record["width"], record["height"], record["steps"], record["guidance"]) == (128, 128, 8, 0.0)
-    candidates = {c["seed"]: c for c in record["explore"]["candidates"]}
+    candidates = {c["seed"]: c for c in record["explore"]["pictures"]}
     assert sorted(candidates) == [1, 2, 3]
     assert candidates[1]["path"] == "explore/seed-1.png"
     assert candidates[1]["key"] == next(i["key"] for i in result["items"] if i["seed"] == 1)
@@ -190,7 +190,7 @@ def test_kill_mid_run_loses_only_the_picture_in_progress(tmp_path):
     for mine, ref in zip(resumed["items"], reference["items"]):
         assert Path(mine["path"]).read_bytes() == Path(ref["path"]).read_bytes()
     record = json.loads((out / "r" / "run.json").read_text())
-    assert [c["seed"] for c in record["explore"]["candidates"]] == [1, 2, 3, 4, 5, 6]
+    assert [c["seed"] for c in record["explore"]["pictures"]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_python_api_returns_typed_results(tmp_path):
@@ -210,10 +210,10 @@ def test_explore_keeps_what_another_process_recorded_meanwhile(tmp_path):
     from pipeline.stages.explore import _save
 
     run_dir = tmp_path / "r"
-    stale = {"version": 1, "prompt": PROMPT, "explore": {"candidates": [{"seed": 1}]}}
+    stale = {"version": 2, "prompt": PROMPT, "explore": {"pictures": [{"seed": 1}]}}
     save_run(run_dir.mkdir() or run_dir, stale)
     update_run(run_dir, lambda data: data.update(refine={"pictures": [{"seed": 1}]}))  # another process
-    _save(run_dir, dict(stale, explore={"candidates": [{"seed": 1}, {"seed": 2}]}))
+    _save(run_dir, dict(stale, explore={"pictures": [{"seed": 1}, {"seed": 2}]}))
     data = load_run(run_dir)
     assert data["refine"] == {"pictures": [{"seed": 1}]}
-    assert [c["seed"] for c in data["explore"]["candidates"]] == [1, 2]
+    assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2]

@@ -188,7 +188,7 @@ def test_missing_or_broken_pictures_show_as_missing(run_copy):
 
 def test_huge_seeds_survive_javascript_numbers(run_copy):
     data = json.loads((run_copy / "run.json").read_text(encoding="utf-8"))
-    data["explore"]["candidates"][0]["seed"] = 2**64 - 1
+    data["explore"]["pictures"][0]["seed"] = 2**64 - 1
     (run_copy / "run.json").write_text(json.dumps(data), encoding="utf-8")
     page = page_data(gallery.write_gallery(run_copy))
     assert page["groups"][0]["seed"] == str(2**64 - 1)

@@ -36,8 +36,8 @@ def test_upscale_seeds_of_the_latest_run(run):
     assert "Seed: 2" in parameters and "Postprocess upscaler: realesr-animevideov3" in parameters
     assert record["seed"] == 2 and record["upscale"]["upscaler"] == "realesr-animevideov3"
     data = json.loads((run_dir / "run.json").read_text())
-    assert [c["seed"] for c in data["explore"]["candidates"]] == [1, 2]  # nothing lost
-    assert data["upscale"]["items"][0]["path"] == "upscale/seed-2.png"
+    assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2]  # nothing lost
+    assert data["upscale"]["pictures"][0]["path"] == "upscale/seed-2.png"
 
     again = run_json("upscale", "--seeds", "2", *FAST, "--out", out)
     assert again["computed"] == 0 and again["items"][0]["cached"] is True

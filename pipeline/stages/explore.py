@@ -9,11 +9,12 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..gallery import write_gallery
+from ..web.gallery import write_gallery
 from ..images import contact_sheet
 from ..jobs import RenderJob, digest_bytes, render_fields
 from ..models import display_name
-from ..runs import check_run_name, load_run, new_run_dir, place, set_latest, update_run, write_error
+from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
+                    update_run, write_error)
 from ..store import atomic_write
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
@@ -64,16 +65,16 @@ def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
             raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
         data.update(header)
     else:
-        data = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **header, "explore": {"candidates": []}}
+        data = {**new_run_data(header), "explore": {"pictures": []}}
     return run_dir, data
 
 
 def _record_candidates(data: dict, items: list[Item], run_dir: Path) -> None:
-    by_seed = {c["seed"]: c for c in data.setdefault("explore", {}).setdefault("candidates", [])}
+    by_seed = {c["seed"]: c for c in data.setdefault("explore", {}).setdefault("pictures", [])}
     for item in items:
         by_seed[item.seed] = {"seed": item.seed, "key": item.key, "path": str(item.path.relative_to(run_dir)),
                               "seconds": item.seconds, "cached": item.cached}
-    data["explore"]["candidates"] = sorted(by_seed.values(), key=lambda c: c["seed"])
+    data["explore"]["pictures"] = sorted(by_seed.values(), key=lambda c: c["seed"])
 
 
 def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
@@ -202,7 +203,7 @@ def resolve_batch(batch, engine, size) -> int:
 
 
 def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
-    candidates = data.get("explore", {}).get("candidates", [])
+    candidates = stage_pictures(data, "explore")
     entries = [(f"seed {c['seed']}", run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
     if not entries:
         return

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..gallery import write_gallery
+from ..web.gallery import write_gallery
 from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields, seed_ranges
 from ..models import TINY, display_name
-from ..runs import check_run_name, load_run, place, resolve_run, set_latest, slugify, update_run
+from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
+                    update_run)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
 
@@ -87,7 +88,7 @@ def plan(session, spec: RefineSpec, run: str | None = None) -> Plan:
 def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
     run_dir = resolve_run(session.out, run)
     data = load_run(run_dir)
-    candidates = {c["seed"]: c for c in data.get("explore", {}).get("candidates", [])}
+    candidates = {c["seed"]: c for c in stage_pictures(data, "explore")}
     unknown = [seed for seed in spec.seeds if seed not in candidates]
     if unknown:
         if not candidates:
@@ -276,7 +277,7 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
 
     def record(data: dict) -> None:
         if not data and the_plan.new_run is not None:
-            data.update({"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **the_plan.new_run})
+            data.update(new_run_data(the_plan.new_run))
         section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
         by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
         for pick, item in done:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from .. import __version__, distributed
 from ..errors import UserError
-from ..gallery import write_gallery
+from ..web.gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
 from ..images import A1111_CHUNK, JSON_CHUNK
 from ..jobs import UpscaleJob
-from ..runs import load_run, place, resolve_run, update_run
+from ..runs import load_run, place, resolve_run, stage_pictures, update_run
 from ..store import file_digest
 from .common import Item, StageResult, progress_bar
 
@@ -46,9 +46,8 @@ def run_inputs(out: Path, run: str | None, seeds: list[int] | None) -> tuple[Pat
     """The pictures of a run to upscale: its refined ones, or the picked seeds (refined, else candidates)."""
     run_dir = resolve_run(out, run)
     data = load_run(run_dir)
-    section = data.get("refine", {})  # the refine stage records "pictures"
-    refined = {item["seed"]: item for item in section.get("pictures", section.get("items", []))}
-    candidates = {c["seed"]: c for c in data.get("explore", {}).get("candidates", [])}
+    refined = {item["seed"]: item for item in stage_pictures(data, "refine")}
+    candidates = {c["seed"]: c for c in stage_pictures(data, "explore")}
     if seeds is None:
         if not refined:
             raise UserError(f"run {run_dir} has no refined pictures yet: run `pipeline refine --seeds …` first, "
@@ -280,9 +279,9 @@ def _record(run_dir: Path, items: list[Item]) -> None:
 
 
 def _record_items(data: dict, run_dir: Path, items: list[Item]) -> None:
-    by_dest = {entry["path"]: entry for entry in data.get("upscale", {}).get("items", [])}
+    by_dest = {entry["path"]: entry for entry in stage_pictures(data, "upscale")}
     for item in items:
         rel = str(item.path.relative_to(run_dir))
         by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
                         "seconds": item.seconds, "cached": item.cached}
-    data["upscale"] = {"items": sorted(by_dest.values(), key=lambda e: (e["seed"] is None, e["seed"] or 0))}
+    data["upscale"] = {"pictures": sorted(by_dest.values(), key=lambda e: (e["seed"] is None, e["seed"] or 0))}

@@ -1,4 +1,4 @@
-"""Command line: parse, call the library, print. No logic lives here.
+"""What the commands share: logging, the user-error wrapper, session options, output helpers.
 
 Importing this module must stay cheap (no torch, no diffusers): `pipeline --help` is instant.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger("pipeline")
 
@@ -28,7 +28,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"warning: {message}", err=True)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     import warnings
 
     warnings.showwarning = _show_warning
@@ -61,7 +61,7 @@ def user_errors(func):
             click.echo("error: out of memory; try a smaller --batch or --size, or a lower --memory profile", err=True)
             sys.exit(2)
         except OSError as err:  # unexpected file-system trouble, e.g. a disk that filled up
-            from .store import write_error
+            from ..store import write_error
 
             click.echo(f"error: {write_error(Path(err.filename or '?'), err)}", err=True)
             sys.exit(2)
@@ -106,7 +106,7 @@ def _engine_option(ctx, param, value):
 
 
 def make_pipeline(model, out, device, dtype, memory, progress=True):
-    from .api import Pipeline
+    from ..api import Pipeline
 
     ctx = click.get_current_context(silent=True)
     extra = dict(ctx.meta.get("pipeline.engine_options", {})) if ctx is not None else {}
@@ -144,78 +144,7 @@ def report(result, as_json: bool, what: str = "pictures") -> bool:
     return False
 
 
-class _Group(click.Group):
-    """Refuses, before any option is converted, arguments no file name or prompt can hold."""
-
-    def parse_args(self, ctx, args):
-        for arg in args:
-            problem = ("a NUL character" if "\0" in arg else
-                       "bytes that are not valid UTF-8" if any("\ud800" <= c <= "\udfff" for c in arg) else None)
-            if problem:
-                click.echo(f"error: argument {arg[:60]!r} holds {problem}", err=True)
-                ctx.exit(2)
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True, help="say more about what happens (model loading, devices)")
-@click.version_option(package_name="pipeline", message="pipeline %(version)s")
-def main(verbose):
-    """Explore many quick 512² Z-Image-Turbo candidates, refine the ones you pick at 1024²,
-    and upscale them with Real-ESRGAN — cached on disk, made for 8–12 GB GPUs.
-
-    \b
-      pipeline explore "a red fox in snow" --count 16
-      pipeline refine --seeds 42,97
-      pipeline upscale
-    """
-    _setup_logging(verbose)
-    from .distributed import quiet_other_processes
-
-    quiet_other_processes()  # under accelerate launch / torchrun only the main process prints results
-
-
-@main.command()
-@click.argument("prompt")
-@click.option("--negative", default="", help="negative prompt (used only with --guidance > 0)")
-@click.option("--seeds", default=None, metavar="SPEC", help="seeds to render, e.g. 1,2,10-20")
-@click.option("--count", type=int, default=None, help="render COUNT seeds from --seed [default: 16]")
-@click.option("--seed", type=int, default=None, help="first seed for --count [default: random]")
-@click.option("--size", default="512", show_default=True, metavar="SIZE",
-              help="512, WIDTHxHEIGHT, or square/portrait/landscape/tall/wide")
-@click.option("--steps", type=int, default=8, show_default=True, help="denoising steps (transformer calls)")
-@click.option("--guidance", type=float, default=0.0, show_default=True, help="CFG scale; > 0 doubles the cost")
-@click.option("--run", "run_name", default=None, metavar="NAME", help="run folder name [default: <time>-<prompt>]")
-@click.option("--batch", default="auto", show_default=True, metavar="N", help="images denoised together")
-@click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
-@session_options
-@user_errors
-def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_name, batch, dry_run, as_json,
-            model, out, device, dtype, memory):
-    """Render many candidates of PROMPT across seeds, to pick from."""
-    from .jobs import parse_size
-
-    if seeds is None and count is None:
-        count = 16
-    if negative and guidance == 0:
-        log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
-    batch_value = _parse_batch(batch)
-    with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
-        result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
-                           guidance=guidance, negative=negative, batch=batch_value, run=run_name, dry_run=dry_run)
-    if report(result, as_json, "candidates"):
-        return
-    run_dir = result.run_dir
-    click.echo(f"  pictures:      {run_dir / 'explore'}/")
-    click.echo(f"  contact sheet: {run_dir / 'explore' / 'contact.png'}")
-    if (run_dir / "index.html").is_file():
-        click.echo(f"  gallery:       {run_dir / 'index.html'}")
-    picks = ",".join(str(s) for s in result.seeds[:2])
-    click.echo(f"next: pipeline refine --seeds {picks}   (pick the seeds you like)")
-
-
-def _parse_batch(batch: str):
+def parse_batch(batch: str):
     if batch == "auto":
         return "auto"
     try:
@@ -224,29 +153,4 @@ def _parse_batch(batch: str):
         raise UserError(f"--batch must be a whole number or auto, not {batch!r}") from None
 
 
-@main.command()
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="print the full record as JSON")
-@user_errors
-def show(image, as_json):
-    """Print the parameters stored in IMAGE (ours or A1111's)."""
-    from .images import read_info
-
-    info = read_info(image)
-    if as_json:
-        print_json(info["pipeline"] or {"parameters": info["parameters"]})
-        return
-    if not info["parameters"] and not info["pipeline"]:
-        raise UserError(f"{image} carries no generation parameters")
-    if info["parameters"]:
-        click.echo(info["parameters"])
-    if info["pipeline"]:
-        record = info["pipeline"]
-        click.echo("")
-        for name in sorted(record):
-            click.echo(f"{name}: {record[name]}")
-from . import cli_refine  # noqa: E402,F401
-from . import cli_gallery  # noqa: E402,F401
-from . import cli_upscale  # noqa: E402,F401
-from . import cli_run  # noqa: E402,F401
-from . import cli_repair  # noqa: E402,F401
+SET_HELP = "override a key, e.g. --set refine.picks=42,97 --set upscale.scale=2 (the value is YAML); repeatable"

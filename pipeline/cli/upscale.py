@@ -1,14 +1,14 @@
-"""`pipeline upscale` and `pipeline weights`."""
+"""`pipeline upscale`: Real-ESRGAN super-resolution of a run's pictures or of any image."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from .cli import main, report, resolve_out, user_errors
+from .common import report, resolve_out, user_errors
 
 
-@main.command()
+@click.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--run", "run_name", default=None, metavar="RUN", help="run folder or name [default: latest]")
 @click.option("--seeds", default=None, metavar="SPEC", help="seeds of the run to upscale (refined, else candidates)")
@@ -30,7 +30,7 @@ from .cli import main, report, resolve_out, user_errors
 def upscale(images, run_name, seeds, model, weights_path, scale, tile, overlap, precision, out, device, dry_run,
             as_json):
     """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders)."""
-    from .api import Pipeline
+    from ..api import Pipeline
 
     if model and weights_path:
         raise click.UsageError("give --model or --weights, not both")
@@ -42,15 +42,3 @@ def upscale(images, run_name, seeds, model, weights_path, scale, tile, overlap, 
         return
     for item in result.items:
         click.echo(f"  {item.path}")
-
-
-@main.command()
-@user_errors
-def weights():
-    """List the upscaler weights available and where they came from."""
-    from .engines.weights import list_weights, weights_dir
-
-    click.echo(f"weights folder: {weights_dir()}  (set PIPELINE_WEIGHTS to change)")
-    for info in list_weights():
-        where = str(info.path) if info.path else "not here yet (downloaded or converted on first use)"
-        click.echo(f"  {info.name:28} {info.source:42} {where}")

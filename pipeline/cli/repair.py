@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from .cli import main, print_json, user_errors
+from .common import print_json, user_errors
 
 
-@main.command()
+@click.command()
 @click.argument("run", metavar="RUN")
 @click.option("--out", default=None, metavar="DIR", help="output folder holding RUN [default: $PIPELINE_OUT or outputs]")
 @click.option("--force", is_flag=True, help="rebuild run.json even when it reads fine (the old one is kept)")
@@ -23,7 +23,7 @@ def repair(run, out, force, as_json):
     it. A corrupt run.json is kept as run.json.corrupt-<time>. The store is OUT/.store, or
     $PIPELINE_STORE.
     """
-    from .api import Pipeline
+    from ..api import Pipeline
 
     if out is None and Path(run).is_dir():  # a run folder: its store is next to it
         out = Path(run).resolve().parent

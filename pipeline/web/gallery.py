@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from .runs import RUN_FILE, load_run, resolve_run
-from .store import atomic_write, write_error
+from ..runs import load_run, resolve_run, stage_pictures
+from ..store import atomic_write, write_error
 
 log = logging.getLogger("pipeline")
 
@@ -113,16 +113,8 @@ def build_gallery(out: Path, run: str | Path | None = None) -> Path:
 # ---------------------------------------------------------------- run.json -> pictures
 
 def stage_items(data: dict, stage: str) -> list[dict]:
-    """The recorded pictures of a stage, whatever shape its run.json section has."""
-    section = data.get(stage)
-    if isinstance(section, dict):
-        for name in ("items", "pictures", "results", "candidates", "outputs"):
-            if isinstance(section.get(name), list):
-                section = section[name]
-                break
-    if not isinstance(section, list):
-        return []
-    return [item for item in section if isinstance(item, dict) and isinstance(item.get("path"), str)]
+    """The recorded pictures of a stage that name a file."""
+    return [item for item in stage_pictures(data, stage) if isinstance(item.get("path"), str)]
 
 
 def _seed_of(item: dict) -> int | None:
@@ -238,7 +230,7 @@ class _Thumbs:
 # ---------------------------------------------------------------- rendering
 
 def _asset(name: str) -> str:
-    return resources.files("pipeline").joinpath("gallery_assets", name).read_text(encoding="utf-8")
+    return resources.files("pipeline.web").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def script_json(value) -> str:

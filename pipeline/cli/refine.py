@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from .cli import log, main, make_pipeline, report, resolve_out, session_options, user_errors
-from .errors import UserError
+from ..errors import UserError
+from .common import log, make_pipeline, parse_batch, report, resolve_out, session_options, user_errors
 
 
-@main.command()
+@click.command()
 @click.option("--seeds", default=None, metavar="SPEC", help="candidates of the run to refine, e.g. 42,97")
 @click.option("--from", "source", default=None, metavar="IMAGE", type=click.Path(path_type=Path),
               help="refine this image instead; parameters come from its metadata, else from --prompt/--seed")
@@ -44,8 +44,7 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
       pipeline refine --from outputs/latest/explore/seed-42.png
       pipeline refine --from photo.jpg --prompt "a cup of coffee" --seed 1 --strength 0.4
     """
-    from .cli import _parse_batch
-    from .jobs import parse_size
+    from ..jobs import parse_size
 
     if seeds is None and source is None:
         raise UserError("say what to refine: --seeds 42,97 (candidates of the run) or --from IMAGE")
@@ -53,14 +52,14 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
     out = resolve_out(out, run)
     if model is None:  # refine with the model the run (or the image) was made with
-        from .stages.refine import default_model
+        from ..stages.refine import default_model
 
         model = default_model(out, run, source)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.refine(seeds, run=run, source=source, prompt=prompt, seed=seed,
                           size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
                           steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
-                          batch=_parse_batch(batch), dry_run=dry_run)
+                          batch=parse_batch(batch), dry_run=dry_run)
     if report(result, as_json):
         return
     for item in result.items:

@@ -1,19 +1,16 @@
-"""`pipeline run CONFIG` and `pipeline config schema|show`: config-driven runs."""
+"""`pipeline run CONFIG`: the stages a config file describes, for each of its prompts."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from .cli import main, print_json, user_errors
-
-_SET_HELP = "override a key, e.g. --set refine.picks=42,97 --set upscale.scale=2 (the value is YAML); repeatable"
+from .common import SET_HELP, print_json, user_errors
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--dry-run", is_flag=True, help="show, per stage, how many jobs are stored and to compute; load no model")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @user_errors
@@ -25,8 +22,8 @@ def run(config, overrides, dry_run, as_json):
       pipeline run configs/fox.yaml --set refine.picks=42,97 --set upscale.scale=2
       pipeline run configs/fox.yaml --dry-run
     """
-    from .config import load_config
-    from .runner import run_config
+    from ..config import load_config
+    from ..runner import run_config
 
     loaded = load_config(config, overrides)
     result = run_config(loaded, dry_run=dry_run, progress=not as_json)
@@ -55,35 +52,3 @@ def _describe(stage, dry_run: bool) -> str:
         return f"{stage.planned} {what}: {stage.stored} stored, {stage.computed} to compute"
     folder = Path(stage.items[0].path).parent if stage.items else ""
     return f"{stage.computed} computed, {stage.stored} reused from the store   {folder}/"
-
-
-@main.group("config")
-def config_group():
-    """Config files: their JSON Schema, and a config with its defaults filled in."""
-
-
-@config_group.command()
-@user_errors
-def schema():
-    """Print the JSON Schema of config files (for editors' completion and checking)."""
-    from .config import json_schema
-
-    click.echo(json.dumps(json_schema(), indent=2))
-
-
-@config_group.command()
-@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-@click.option("--json", "as_json", is_flag=True, help="print JSON instead of YAML")
-@user_errors
-def show(config, overrides, as_json):
-    """Print CONFIG as it will run: checked, overrides applied, defaults filled in."""
-    import yaml
-
-    from .config import load_config
-
-    data = load_config(config, overrides).config.resolved()
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), nl=False)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from .cli import main, user_errors
+from .common import user_errors
 
 
-@main.command()
+@click.command()
 @click.argument("run", required=False, metavar="[RUN]")
 @click.option("--out", default=None, metavar="DIR", help="output folder [default: $PIPELINE_OUT or outputs]")
 @click.option("--open", "open_page", is_flag=True, help="open the page in the default web browser")
@@ -19,7 +19,7 @@ def gallery(run, out, open_page):
 
     RUN is a run folder or its name in --out; the latest run when left out.
     """
-    from .gallery import build_gallery
+    from ..web.gallery import build_gallery
 
     page = build_gallery(Path(out or os.environ.get("PIPELINE_OUT", "outputs")), run)
     click.echo(str(page))

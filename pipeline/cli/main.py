@@ -1,0 +1,47 @@
+"""Command line: parse, call the library, print. No logic lives here.
+
+`main` is the `pipeline` command; each subcommand lives in its own module and only imports
+`common`, so the package has no import cycle. Importing it stays cheap (no torch, no diffusers).
+"""
+from __future__ import annotations
+
+import click
+
+from . import config, explore, gallery, refine, repair, run, show, upscale, weights
+from .common import setup_logging
+
+
+class _Group(click.Group):
+    """Refuses, before any option is converted, arguments no file name or prompt can hold."""
+
+    def parse_args(self, ctx, args):
+        for arg in args:
+            problem = ("a NUL character" if "\0" in arg else
+                       "bytes that are not valid UTF-8" if any("\ud800" <= c <= "\udfff" for c in arg) else None)
+            if problem:
+                click.echo(f"error: argument {arg[:60]!r} holds {problem}", err=True)
+                ctx.exit(2)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="say more about what happens (model loading, devices)")
+@click.version_option(package_name="pipeline", message="pipeline %(version)s")
+def main(verbose):
+    """Explore many quick 512² Z-Image-Turbo candidates, refine the ones you pick at 1024²,
+    and upscale them with Real-ESRGAN — cached on disk, made for 8–12 GB GPUs.
+
+    \b
+      pipeline explore "a red fox in snow" --count 16
+      pipeline refine --seeds 42,97
+      pipeline upscale
+    """
+    setup_logging(verbose)
+    from ..distributed import quiet_other_processes
+
+    quiet_other_processes()  # under accelerate launch / torchrun only the main process prints results
+
+
+for command in (explore.explore, refine.refine, upscale.upscale, weights.weights, show.show, gallery.gallery,
+                run.run, config.config_group, repair.repair):
+    main.add_command(command)
