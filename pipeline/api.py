@@ -20,8 +20,8 @@ class Pipeline:
                  transformer: str | Path | None = None, weights_dtype: str | None = None, compile: bool = False,
                  attention: str | None = None):
         """``memory``: auto, full, balanced, low or minimal (see the README's memory profiles).
-        ``transformer``: a single-file .safetensors/.gguf transformer; ``weights_dtype="fp8"``: float8
-        weight storage; ``compile``/``attention``: opt-in speed switches (torch.compile, attention backend).
+        ``transformer``: a single-file .safetensors/.gguf transformer; ``weights_dtype="int8"`` / ``"fp8"``:
+        8-bit transformer weights (enter the model fingerprint); ``compile``/``attention``: opt-in speed switches (torch.compile, attention backend).
         """
         from .engines.memory import EngineOptions
 

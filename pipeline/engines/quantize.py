@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 METHOD = "int8"  # what enters the model fingerprint and the metadata ("weights:int8")
+_ROWS = 256
+_TRIM_EVERY = 16 * 1024**2  # bytes read between two returns of freed heap pages to the OS
 
 
 class Int8Linear(nn.Module):
@@ -55,9 +57,12 @@ class Int8Linear(nn.Module):
 def quantize_weight(weight: torch.Tensor, compute_dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 weight, scale) with ``weight ≈ q * scale[:, None]``. The scale is rounded to the compute
     dtype *before* quantizing, so the only error left is the rounding of ``q``."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(compute_dtype)
-    q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    w = weight.detach()
+    scale = (w.abs().amax(dim=1).float() / 127.0).clamp_min(1e-12).to(compute_dtype)
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    for start in range(0, w.shape[0], _ROWS):  # in slices: a few MB of float32 temporaries, not 4 bytes a weight
+        rows = slice(start, start + _ROWS)
+        q[rows] = torch.round(w[rows].float() / scale[rows].float()[:, None]).clamp_(-127, 127)
     return q, scale
 
 
@@ -88,6 +93,8 @@ def quantize_int8_(model, compute_dtype=None, skip: tuple[str, ...] | None = Non
         if linear.bias is not None:
             new.bias.data.copy_(linear.bias.detach().to(dtype))
         _swap(model, name, new)
+        del linear
+    _return_freed_memory()
     return model
 
 
@@ -118,6 +125,18 @@ def read_safetensors(path: Path):
             yield name, buffer.view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
 
 
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the OS (glibc keeps the read buffers of tensors smaller than
+    its mmap threshold, which would count in RSS as if a second copy were held)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
+
+
 def weight_files(folder: Path) -> list[Path]:
     index = sorted(folder.glob("*.safetensors.index.json"))
     if index:
@@ -143,6 +162,7 @@ def load_transformer_streaming(folder: str | Path, compute_dtype, *, int8: bool)
         linear = model.get_submodule(name)
         _swap(model, name, Int8Linear(linear.in_features, linear.out_features, linear.bias is not None,
                                       compute_dtype, device="meta"))
+    read = 0
     for path in weight_files(folder):
         for key, tensor in read_safetensors(path):
             module_name, _, attr = key.rpartition(".")
@@ -155,7 +175,12 @@ def load_transformer_streaming(folder: str | Path, compute_dtype, *, int8: bool)
                 module._buffers[attr] = tensor.to(compute_dtype)
             else:
                 raise KeyError(f"{path.name} holds {key}, which the Z-Image transformer does not have")
+            read += tensor.numel() * tensor.element_size()
             del tensor
+            if read > _TRIM_EVERY:
+                _return_freed_memory()
+                read = 0
+    _return_freed_memory()
     missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if missing:
         raise KeyError(f"the weights in {folder} lack {len(missing)} tensors, e.g. {missing[0]}")
