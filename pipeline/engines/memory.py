@@ -173,7 +173,7 @@ def eight_bit_hint(width: int, height: int, batch: int) -> str:
     full, low = MEASURED_SECONDS_H200[("full", size, nearest)], MEASURED_SECONDS_H200[("low", size, nearest)]
     return (f"--weights-dtype int8 would keep the transformer on the device ({EIGHT_BIT_FACTOR * 11.46:.1f} GiB): "
             f"resident ran {low / full:.1f}x faster than streaming at {size}² batch {nearest} on an H200 "
-            f"({full:.3f} vs {low:.3f} s/img, bf16), more over a consumer card's PCIe; "
+            f"({full:.3f} vs {low:.3f} s/img, bf16; int8's own speed is not measured yet); "
             "pictures then differ slightly, so it is not chosen by itself")
 
 

@@ -181,7 +181,8 @@ def load_transformer_streaming(folder: str | Path, compute_dtype, *, int8: bool)
                 _return_freed_memory()
                 read = 0
     _return_freed_memory()
-    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    missing = sorted({n.removesuffix("_scale") for n, t in list(model.named_parameters()) + list(model.named_buffers())
+                      if t.is_meta})  # an int8 layer's weight_scale comes from its weight
     if missing:
         raise KeyError(f"the weights in {folder} lack {len(missing)} tensors, e.g. {missing[0]}")
     return model.eval()

@@ -300,6 +300,7 @@ class ZImageEngine:
             if self._placed is None:
                 self.pipe.to(self.device)
                 self._placed = self.profile
+                self._maybe_compile()
             self._placed_for = (width, height, batch)
             return
         wanted = self._choose(width, height, batch)
