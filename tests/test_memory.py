@@ -301,3 +301,18 @@ def test_gpu_benchmark_cpu_smoke_runs_every_profile():
     for profile in ("diffusers (baseline)", "full", "balanced", "low", "minimal"):
         assert profile in proc.stdout
     assert "refine 64" in proc.stdout and "goals:" in proc.stdout
+
+
+def test_gpu_cards_benchmark_cpu_smoke_runs_every_part():
+    """The card-size benchmark (bf16 vs int8 loaded from a saved model, diffusers' offload baselines, cold
+    start, projection, goals) on the tiny model on the CPU: the GPU run is one command that works."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profiles.py"), "--cards", "--cpu-smoke"],
+                          capture_output=True, text=True, env=cli_env(), timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for text in ("bf16  whole", "int8     12", "diffusers model_cpu_offload", "diffusers sequential_cpu_offload",
+                 "cold start bf16", "cold start int8", "PROJECTION", "goals:"):
+        assert text in out, text
+    assert "ERROR" not in out and "failed" not in out

@@ -106,7 +106,7 @@ def load_transformer_file(path: str, model: str, dtype):
 
 
 def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str | None = None,
-                                       weights_dtype: str | None = None):
+                                       weights_dtype: str | None = None, device: str = "cpu"):
     """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU.
 
     With ``weights_dtype="int8"`` the transformer is read tensor by tensor and quantized as it
@@ -119,7 +119,8 @@ def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str 
         from .quantize import load_transformer_streaming, transformer_folder
 
         try:
-            transformer = load_transformer_streaming(transformer_folder(model), dtype, int8=True)
+            transformer = load_transformer_streaming(transformer_folder(model), dtype, int8=True,
+                                                     work_device=device if device.startswith("cuda") else None)
         except (OSError, ValueError, KeyError) as err:
             raise _load_error(model, err) from err
     if model == TINY:
@@ -169,8 +170,10 @@ class ZImageEngine:
         options = mem.EngineOptions(transformer=transformer, weights_dtype=weights_dtype, compile=compile,
                                     attention=attention)
         started = time.perf_counter()
-        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer, options.weights_dtype)
-        self._setup(pipe, model=model, device=pick_device(device), dtype=dtype, memory=memory, store=store,
+        device = pick_device(device)
+        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer, options.weights_dtype,
+                                                  device)
+        self._setup(pipe, model=model, device=device, dtype=dtype, memory=memory, store=store,
                     options=options, text_encoder_loader=lambda: load_text_encoder(model, DTYPES[dtype]),
                     fingerprint=model_fingerprint(model))
         log.info("loaded %s (without its text encoder) on the CPU in %.1f s; it runs on %s (%s)",
