@@ -178,8 +178,8 @@ def run_weights(folder: Path, weights: str, args, smoke: bool) -> list[dict]:
     builder = Builder(device, dtype, tiny_configs() if smoke else (FULL_TRANSFORMER, FULL_TEXT_ENCODER, FULL_VAE))
     started = time.perf_counter()
     with RssSampler() as load_rss:
-        pipe = load_pipeline_without_text_encoder(str(folder), dtype, None, None if weights == "bf16" else weights,
-                                                  device)
+        pipe = load_pipeline_without_text_encoder(str(folder), dtype, weights_dtype=None if weights == "bf16" else weights,
+                                                  device=device)
     load_seconds = time.perf_counter() - started
     options = mem.EngineOptions(weights_dtype=None if weights == "bf16" else weights, compile=args.compile)
     rows = []
@@ -312,7 +312,7 @@ def cold_start(folder: Path, args, smoke: bool) -> dict:
 
     device, dtype = ("cpu", torch.float32) if smoke else ("cuda", torch.bfloat16)
     weights = None if args.weights == "bf16" else args.weights
-    pipe = load_pipeline_without_text_encoder(str(folder), dtype, None, weights, device)
+    pipe = load_pipeline_without_text_encoder(str(folder), dtype, weights_dtype=weights, device=device)
     engine = ZImageEngine.from_pipeline(pipe, device=device, dtype="fp32" if smoke else "bf16", memory="auto",
                                         text_encoder_loader=lambda: None, fingerprint="bench",
                                         options=mem.EngineOptions(weights_dtype=weights))

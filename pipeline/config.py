@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_errors import describe_errors, unknown_keys
 from .config_schema import (DEFAULT_COUNT, ExploreSection, Pick, PromptEntry, RefineSection,  # noqa: F401
@@ -33,14 +33,18 @@ from .runs import slugify
 from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, build
 
 
+MODEL_FILES = ("transformer", "text_encoder", "vae")  # single files a config's model: section may name
+
+
 class RunConfig(Section):
     """A run config: the model and its settings, the prompts, and the stages to run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="pipeline run config")
 
-    model: Optional[str] = Field(default=None, description="Hugging Face repo id, local diffusers folder, or "
-                                                           "tiny-random [default: $PIPELINE_MODEL or "
-                                                           "Tongyi-MAI/Z-Image-Turbo]")
+    model: Optional[str] = Field(default=None, description="Hugging Face repo id (ORG/NAME[@REVISION]), local "
+                                                           "diffusers folder, ComfyUI install, or tiny-random "
+                                                           "[default: $PIPELINE_MODEL or Tongyi-MAI/Z-Image-Turbo]; "
+                                                           "or a mapping of source, transformer, text_encoder, vae")
     memory: Literal["auto", "full", "balanced", "low", "minimal"] = Field(default="auto",
                                                                          description="GPU memory profile")
     device: Optional[str] = Field(default=None, description="cuda, cuda:1, mps or cpu [default: best available]")
@@ -48,6 +52,8 @@ class RunConfig(Section):
     out: Optional[str] = Field(default=None, description="output folder, relative to the current folder "
                                                          "[default: $PIPELINE_OUT or outputs]")
     transformer: Optional[str] = Field(default=None, description="single-file transformer (.safetensors/.gguf)")
+    text_encoder: Optional[str] = Field(default=None, description="single-file Qwen3-4B text encoder (.safetensors)")
+    vae: Optional[str] = Field(default=None, description="single-file Flux VAE (.safetensors)")
     weights_dtype: Optional[Literal["int8", "fp8"]] = Field(default=None, description="int8 / fp8: transformer "
                                                                                      "weights in 8 bits")
     compile: bool = Field(default=False, description="torch.compile the transformer")
@@ -56,6 +62,25 @@ class RunConfig(Section):
     explore: Optional[ExploreSection] = None
     refine: Optional[RefineSection] = None
     upscale: Optional[UpscaleSection] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_section(cls, data):
+        """``model: {source: ..., transformer: ..., text_encoder: ..., vae: ...}`` is the top-level keys' other form."""
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            return data
+        data, section = dict(data), dict(data["model"])
+        unknown = sorted(set(section) - {"source", *MODEL_FILES})
+        if unknown:
+            raise ValueError(f"model: unknown key {unknown[0]!r} (a model section has source, "
+                             f"{', '.join(MODEL_FILES)})")
+        for key in MODEL_FILES:
+            if key in section:
+                if data.get(key) is not None:
+                    raise ValueError(f"{key} is given twice, at the top level and under model:")
+                data[key] = section[key]
+        data["model"] = section.get("source")
+        return data
 
     @field_validator("prompts", mode="before")
     @classmethod
@@ -172,7 +197,8 @@ class RunConfig(Section):
         data: dict[str, Any] = {
             "model": self.model or default_model(), "memory": self.memory, "device": self.device,
             "dtype": self.dtype, "out": str(self.out_dir()), "transformer": self.transformer,
-            "weights_dtype": self.weights_dtype, "compile": self.compile, "attention": self.attention,
+            "text_encoder": self.text_encoder, "vae": self.vae, "weights_dtype": self.weights_dtype,
+            "compile": self.compile, "attention": self.attention,
             "prompts": [{"text": p.text, "negative": p.negative, "name": name} for p, name in zip(self.prompts, names)],
         }
         if self.explore is not None:
@@ -261,26 +287,25 @@ def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
         problems += [(order, text) for order, text, _ in described]
         bad += [path for _, _, path in described]
         config = _without(data, bad)  # to check the rest too: every problem is reported at once
-    problems.sort(key=lambda p: p[0])
-    texts = [text for _, text in problems]
     if config is not None:
-        texts += _cross_checks(config, source)
+        problems += [(source.order(p), problem(source, p, m)) for p, m in config.check()]
+    texts = [text for _, text in sorted(problems, key=lambda p: p[0])]
+    if config is not None and not texts:
+        texts = _spec_problems(config, source)
     if texts:
         raise ConfigError(texts)
     return LoadedConfig(config, source)
 
 
-def _cross_checks(config: RunConfig, source: Source) -> list[str]:
-    """Problems between keys (picks against prompts and seeds), then the stage specs' own validation."""
-    problems = [problem(source, p, m) for p, m in config.check()]
-    if not problems:
-        try:
-            config.runs()  # builds every ExploreSpec: the specs' own validation
-            for seeds in config.picks_by_prompt().values():
-                config.refine_spec(seeds)
-        except UserError as err:
-            problems.append(f"{source.label}: {err}")
-    return problems
+def _spec_problems(config: RunConfig, source: Source) -> list[str]:
+    """What the stage specs' own validation says of the config's explore and refine."""
+    try:
+        config.runs()  # builds every ExploreSpec
+        for seeds in config.picks_by_prompt().values():
+            config.refine_spec(seeds)
+    except UserError as err:
+        return [f"{source.label}: {err}"]
+    return []
 
 
 def _without(data: dict, paths: list[tuple]) -> RunConfig | None:

@@ -189,9 +189,6 @@ class RefineSection(Section):
         return self
 
 
-UPSCALE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 class UpscaleSection(Section):
     model: Optional[str] = Field(default=None, min_length=1, max_length=4096,
                                  description="realesrgan-x4plus (default), realesrgan-x4plus-anime, "

@@ -12,14 +12,73 @@ JSON_CHUNK = "pipeline"
 A1111_CHUNK = "parameters"
 
 
+# AUTOMATIC1111's names for the enlargers refine's hires mode can use (its "Hires upscaler" list).
+A1111_UPSCALERS = {"lanczos": "Lanczos", "realesrgan-x4plus": "R-ESRGAN 4x+",
+                   "realesrgan-x4plus-anime": "R-ESRGAN 4x+ Anime6B", "realesr-animevideov3": "R-ESRGAN AnimeVideo"}
+# A1111's settings-line pattern (modules/infotext_utils.py, ``re_param_code``): ``Name: value`` where a
+# value is either JSON-quoted or runs to the next comma.
+A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
 def _fmt_number(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
+def quote(value) -> str:
+    """A settings value as A1111's ``quote()`` writes it: JSON-quoted when it holds ``,``, ``:`` or a newline."""
+    text = _fmt_number(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(text: str) -> str:
+    """A1111's ``unquote()``: a JSON-quoted value decoded, anything else as it is."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def a1111_upscaler_name(enlarge: str) -> str:
+    """``lanczos`` / ``<weights>@<digest>`` (refine's key) as A1111 names the upscaler."""
+    name = str(enlarge).split("@", 1)[0]
+    return A1111_UPSCALERS.get(name.lower(), name)
+
+
+def _hires_settings(params: dict) -> list[tuple[str, object]]:
+    """A hires refine as A1111's hires fix: ``Size`` is the first pass (the candidate), then how it was enlarged.
+
+    ``parent_size`` is the candidate's size; without it (records written before it was kept) the refine is
+    described at its own size."""
+    parent = params.get("parent_size")
+    width, height = params.get("width"), params.get("height")
+    settings: list[tuple[str, object]] = [("Size", f"{parent[0]}x{parent[1]}" if parent else f"{width}x{height}")]
+    settings.append(("Model", params.get("model_name")))
+    settings.append(("Denoising strength", params.get("strength")))
+    if parent:
+        scale = width / parent[0]
+        if int(parent[0] * scale) == width and int(parent[1] * scale) == height:
+            settings.append(("Hires upscale", round(scale, 6)))
+        else:
+            settings.append(("Hires resize", f"{width}x{height}"))
+    settings.append(("Hires upscaler", a1111_upscaler_name(params.get("enlarge") or "lanczos")))
+    return settings
+
+
 def a1111_parameters(params: dict) -> str:
-    """The text A1111's PNG Info reads: prompt, ``Negative prompt:`` line, settings line."""
+    """The text A1111's PNG Info reads: prompt, ``Negative prompt:`` line, settings line.
+
+    As A1111's ``create_infotext`` (modules/processing.py) writes it: values holding ``,``, ``:`` or a
+    newline are JSON-quoted; a hires refine is a hires fix (``Size`` = the candidate's size, ``Hires
+    upscale``/``Hires resize``, ``Hires upscaler``, ``Denoising strength``); a rerender is a plain
+    text-to-image at its size.
+    """
     lines = [params.get("prompt", "")]
     if params.get("negative"):
         lines.append(f"Negative prompt: {params['negative']}")
@@ -29,44 +88,74 @@ def a1111_parameters(params: dict) -> str:
         ("Schedule type", "Simple"),
         ("CFG scale", params.get("guidance")),
         ("Seed", params.get("seed")),
-        ("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
-        ("Model", params.get("model_name")),
-        ("Denoising strength", params.get("strength") if params.get("mode") == "hires" else None),
-        ("Hires upscaler", params.get("enlarge") if params.get("mode") == "hires" else None),
-        ("Upscaler", params.get("upscaler")),
-        ("Version", params.get("version")),
     ]
-    lines.append(", ".join(f"{name}: {_fmt_number(value)}" for name, value in settings if value not in (None, "")))
+    if params.get("mode") == "hires":
+        settings += _hires_settings(params)
+    else:
+        settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
+                     ("Model", params.get("model_name"))]
+    settings += [("Upscaler", params.get("upscaler")), ("Version", params.get("version"))]
+    lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
 
 
+def _hires_target(width: int, height: int, settings: dict) -> tuple[int, int] | None:
+    """The second pass's size, computed as A1111's ``calculate_target_resolution`` does."""
+    if "Hires resize" in settings:
+        match = _IMAGE_SIZE.match(settings["Hires resize"])
+        if not match:
+            return None
+        rx, ry = int(match.group(1)), int(match.group(2))
+        if rx == 0 and ry == 0:
+            return None
+        if ry == 0:
+            return rx, rx * height // width
+        if rx == 0:
+            return ry * width // height, ry
+        return rx, ry
+    if "Hires upscale" in settings:
+        try:
+            scale = float(settings["Hires upscale"])
+        except ValueError:
+            return None
+        return int(width * scale), int(height * scale)
+    return None
+
+
 def parse_a1111(text: str) -> dict:
-    """Parse an A1111 ``parameters`` text into prompt, negative and the settings."""
-    lines = text.strip("\n").split("\n")
-    settings_line = ""
-    if lines and re.search(r"(^|, )Steps: ", lines[-1]):
-        settings_line = lines.pop()
-    prompt_lines, negative_lines, target = [], [], None
+    """Parse an A1111 ``parameters`` text into prompt, negative and the settings, by A1111's own rules
+    (``parse_generation_parameters``): the last line holds the settings when at least three match its
+    pattern; quoted values are unquoted. A hires fix gives ``width``/``height`` (its first pass, as
+    ``Size`` means), ``hires_width``/``hires_height`` (the picture), ``strength`` and ``hires_upscaler``."""
+    *lines, last = text.strip().split("\n")
+    if len(A1111_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt, negative, done_with_prompt = [], [], False
     for line in lines:
+        line = line.strip()
         if line.startswith("Negative prompt:"):
-            target = negative_lines
+            done_with_prompt = True
             line = line[len("Negative prompt:"):].strip()
-        (target if target is not None else prompt_lines).append(line)
-    result = {"prompt": "\n".join(prompt_lines).strip(), "negative": "\n".join(negative_lines).strip()}
-    for name, value in re.findall(r'\s*([\w ()\-]+):\s*("(?:\\.|[^"])*"|[^,]*)(?:,|$)', settings_line):
-        result[name.strip()] = value.strip()
-    parsed = {"prompt": result["prompt"], "negative": result["negative"]}
+        (negative if done_with_prompt else prompt).append(line)
+    settings = {name: unquote(value) for name, value in A1111_PARAM.findall(last)}
+    parsed = {"prompt": "\n".join(prompt), "negative": "\n".join(negative), "settings": settings}
     for name, key, kind in (("Steps", "steps", int), ("CFG scale", "guidance", float), ("Seed", "seed", int),
                             ("Denoising strength", "strength", float)):
-        if name in result:
+        if name in settings:
             try:
-                parsed[key] = kind(result[name])
+                parsed[key] = kind(settings[name])
             except ValueError:
                 pass
-    if "Size" in result and re.fullmatch(r"\d+x\d+", result["Size"]):
-        parsed["width"], parsed["height"] = (int(v) for v in result["Size"].split("x"))
-    if "Model" in result:
-        parsed["model_name"] = result["Model"]
+    match = _IMAGE_SIZE.match(settings.get("Size", ""))
+    if match:
+        parsed["width"], parsed["height"] = int(match.group(1)), int(match.group(2))
+        target = _hires_target(parsed["width"], parsed["height"], settings)
+        if target is not None:
+            parsed["hires_width"], parsed["hires_height"] = target
+            parsed["hires_upscaler"] = settings.get("Hires upscaler", "")
+    if "Model" in settings:
+        parsed["model_name"] = settings["Model"]
     return parsed
 
 

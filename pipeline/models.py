@@ -1,7 +1,9 @@
 """Which model a user means, and its fingerprint for store keys. Imports no torch.
 
-A model is a Hugging Face repo id (default ``Tongyi-MAI/Z-Image-Turbo``), a local
-diffusers folder, or ``tiny-random`` (the offline test model built in code).
+A model is a Hugging Face repo id (default ``Tongyi-MAI/Z-Image-Turbo``, optionally ``@revision``)
+resolved in the local Hugging Face cache (``engines/hub.py``), a local diffusers folder, a ComfyUI
+install or its ``models/`` folder (``engines/comfy.py``), or ``tiny-random`` (the offline test model
+built in code).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from .errors import UserError
 
 DEFAULT_REPO = "Tongyi-MAI/Z-Image-Turbo"
 TINY = "tiny-random"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w.-]{1,100})?$")
 
 
 def default_model() -> str:
@@ -28,9 +30,15 @@ def check_model(model: str) -> str:
         return model
     path = Path(model).expanduser()
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise UserError(f"{model} is a folder but not a diffusers model (it has no model_index.json)")
-        return str(path.resolve())
+        if (path / "model_index.json").is_file():
+            return str(path.resolve())
+        from .engines import comfy
+
+        if comfy.models_folder(path) is not None:
+            comfy.find(path)  # every piece present, or one sentence naming the missing one
+            return str(path.resolve())
+        raise UserError(f"{model} is a folder but neither a diffusers model (it has no model_index.json) "
+                        f"nor a ComfyUI install or models folder (it has no diffusion_models/ or unet/ folder)")
     if path.exists():
         raise UserError(f"{model} is a file; --model takes a Hugging Face repo id or a diffusers folder "
                         "(use --transformer for a single-file checkpoint)")
@@ -43,20 +51,8 @@ def display_name(model: str) -> str:
     return Path(model).name if "/" in model or os.sep in model else model
 
 
-def hub_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def hub_revision(repo_id: str, revision: str = "main") -> str | None:
-    """The commit the local Hugging Face cache holds for ``repo_id``, if any."""
-    ref = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
-    try:
-        return ref.read_text().strip() or None
-    except OSError:
-        return None
+def is_hub_id(model: str) -> bool:
+    return model != TINY and not Path(model).is_absolute() and bool(_REPO_ID.match(model))
 
 
 def _folder_fingerprint(folder: Path) -> str:
@@ -76,5 +72,11 @@ def model_fingerprint(model: str) -> str:
         return tiny_fingerprint()
     path = Path(model)
     if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            from .engines import comfy
+
+            return comfy.fingerprint(comfy.find(path))
         return f"local:{path.name}:{_folder_fingerprint(path)}"
-    return f"hub:{model}@{hub_revision(model) or 'main'}"
+    from .engines import hub
+
+    return hub.fingerprint(model)

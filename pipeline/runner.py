@@ -88,7 +88,8 @@ def pipeline_for(config: RunConfig, progress: bool = False):
 
     return Pipeline(model=config.model, out=config.out_dir(), device=config.device, dtype=config.dtype,
                     memory=config.memory, progress=progress, transformer=config.transformer,
-                    weights_dtype=config.weights_dtype, compile=config.compile, attention=config.attention)
+                    weights_dtype=config.weights_dtype, compile=config.compile, attention=config.attention,
+                    text_encoder=config.text_encoder, vae=config.vae)
 
 
 def run_config(loaded: LoadedConfig | RunConfig, *, dry_run: bool = False, progress: bool = False,

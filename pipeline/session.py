@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +84,3 @@ class Session:
             except Exception:  # noqa: BLE001 - best effort release
                 pass
 
-
-def env_out() -> Path:
-    return Path(os.environ.get("PIPELINE_OUT", "outputs"))

@@ -22,13 +22,56 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def run_cli(*args, env=None, check=True, timeout=600, cwd=None) -> subprocess.CompletedProcess:
-    """Run `pipeline ARGS` in a fresh process, as a user would."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          env=env or cli_env(), timeout=timeout, cwd=cwd)
+# Offline for the whole session, before anything imports huggingface_hub (it reads these once, on import).
+os.environ.update({"HF_HUB_OFFLINE": "1", "PIPELINE_OFFLINE": "1"})
+
+
+def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -> subprocess.CompletedProcess:
+    """Run `pipeline ARGS` as a user would, and return its exit status, stdout and stderr.
+
+    In this process (through click, with the environment and folder the command would have) when
+    only PIPELINE_* variables differ from `cli_env()`: a new process costs seconds of imports. In a
+    fresh process when `process=True` or when the environment changes what a process reads once at
+    start (PYTHONPATH, HF_HOME, thread counts, ...).
+    """
+    env = env or cli_env()
+    if process or _needs_a_process(env):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                              env={k: v for k, v in env.items() if v is not None}, timeout=timeout, cwd=cwd)
+    else:
+        proc = _run_in_process([str(a) for a in args], env, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def _needs_a_process(env: dict) -> bool:
+    base = cli_env()
+    keys = (set(env) | set(base)) - {"PYTHONHASHSEED"}
+    return any(env.get(k) != base.get(k) for k in keys if not k.startswith("PIPELINE_"))
+
+
+def _run_in_process(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
+    import traceback
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    changes = {k: (None if v is None else str(v)) for k, v in env.items() if os.environ.get(k) != v}
+    changes.update({k: None for k in os.environ if k not in env})
+    before = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(main, args, env=changes, catch_exceptions=True)
+    finally:
+        os.chdir(before)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # what the process would have printed: a traceback (tests assert there is none)
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["pipeline", *args], result.exit_code, result.stdout, stderr)
 
 
 def run_json(*args, **kwargs) -> dict:

@@ -308,6 +308,27 @@ def test_every_problem_is_reported_at_once_in_line_order(tmp_path, monkeypatch):
                      "fox.yaml:5: upscale.tile: must be 0 (whole image) or at least 16, not 8"]
 
 
+def test_unknown_keys_bad_values_and_bad_picks_are_reported_together(tmp_path, monkeypatch):
+    """An unknown key used to hide the checks across keys (picks against seeds) until it was fixed."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, """\
+        prompts: a fox
+        explore:
+          seeds: 1-4
+          sizee: 256
+        refine:
+          picks: [9]
+          strength: 2
+        """)
+    result = cli("run", "fox.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: fox.yaml:4: explore.sizee: unknown key; did you mean 'size'?",
+        "fox.yaml:6: refine.picks[0]: seed 9 is not among explore's seeds (1-4)",
+        "fox.yaml:7: refine.strength: must be between 0 and 1, not 2"]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_override_errors_name_the_override(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, BASE)

@@ -148,8 +148,8 @@ def test_kill_9_during_explore_refine_upscale_loses_nothing(chain):
     run = chain["run"]
     data = json.loads((run / "run.json").read_text())
     count = int(SEEDS.split("-")[1])
-    assert [c["seed"] for c in data["explore"]["candidates"]] == list(range(1, count + 1))
-    assert len(data["refine"]["pictures"]) == count and len(data["upscale"]["items"]) == count
+    assert [c["seed"] for c in data["explore"]["pictures"]] == list(range(1, count + 1))
+    assert len(data["refine"]["pictures"]) == count and len(data["upscale"]["pictures"]) == count
     # (that a recomputed picture is bit-identical to an uninterrupted one: the damage tests below)
 
 
@@ -199,11 +199,11 @@ def test_corrupt_run_json_is_reported_with_its_path_and_repaired(chain):
     assert Path(repaired["kept_as"]).read_text() == corrupted  # nothing is thrown away
     data = json.loads(path.read_text())
 
-    def entries(d, stage, name):
-        return sorted((e["seed"], e["key"], e["path"]) for e in d[stage][name])
+    def entries(d, stage):
+        return sorted((e["seed"], e["key"], e["path"]) for e in d[stage]["pictures"])
 
-    for stage, name in (("explore", "candidates"), ("refine", "pictures"), ("upscale", "items")):
-        assert entries(data, stage, name) == entries(original, stage, name), stage
+    for stage in ("explore", "refine", "upscale"):
+        assert entries(data, stage) == entries(original, stage), stage
     for field in ("prompt", "model", "width", "height", "steps", "guidance"):
         assert data[field] == original[field], field
     # the run works again: everything is found in the store
@@ -258,7 +258,7 @@ def test_two_processes_on_one_run_compute_each_picture_once(tmp_path):
     recs = check_consistent(out, finished=True)
     assert sum(r["suffix"] == ".png" for r in recs.values()) == 4  # (besides the stored prompt embedding)
     data = json.loads((out / "shared" / "run.json").read_text())
-    assert [c["seed"] for c in data["explore"]["candidates"]] == [1, 2, 3, 4]
+    assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2, 3, 4]
     note("two processes, one run", 0, 2)
 
 

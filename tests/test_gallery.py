@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import gallery
+from pipeline.web import gallery
 from pipeline.cli import main
 
 from conftest import cli_env, run_cli

@@ -85,7 +85,7 @@ def test_hires_refine_doubles_the_size_keeps_aspect_and_records_everything(explo
     assert (refined["planned"], refined["computed"], refined["stored"]) == (2, 2, 0)
     assert run_dir.resolve() == (out / "latest").resolve()
     run = json.loads((run_dir / "run.json").read_text())
-    candidates = {c["seed"]: c for c in run["explore"]["candidates"]}
+    candidates = {c["seed"]: c for c in run["explore"]["pictures"]}
     for item in refined["items"]:
         path = Path(item["path"])
         assert path == run_dir / "refine" / f"seed-{item['seed']}.png"
@@ -97,7 +97,9 @@ def test_hires_refine_doubles_the_size_keeps_aspect_and_records_everything(explo
         assert record["parent_key"] == candidates[item["seed"]]["key"]
         stored = json.loads(next((out / ".store" / "objects").glob(f"*/{record['parent_key']}.json")).read_text())
         assert record["parent"] == stored["digest"]  # the key holds the parent picture's digest
-        assert "Denoising strength: 0.5, Hires upscaler: lanczos" in parameters
+        # A1111's hires fix: Size is the first pass (the candidate), then how it was enlarged
+        assert "Size: 128x192, Model: tiny-random, Denoising strength: 0.5, Hires upscale: 2, " \
+               "Hires upscaler: Lanczos" in parameters
     # run.json kept the explore record and gained a refine record
     assert sorted(candidates) == [1, 2, 3] and run["prompt"] == PROMPT and run["width"] == 128
     pictures = {p["seed"]: p for p in run["refine"]["pictures"]}
@@ -123,7 +125,7 @@ def test_a_changed_candidate_is_refined_again(explored, env):
     copy = out / "changed"
     shutil.copytree(run_dir, copy)
     run = json.loads((copy / "run.json").read_text())
-    by_seed = {c["seed"]: c for c in run["explore"]["candidates"]}
+    by_seed = {c["seed"]: c for c in run["explore"]["pictures"]}
     by_seed[1]["key"] = by_seed[3]["key"]  # candidate 1 now holds other pixels (as after a re-render)
     (copy / "run.json").write_text(json.dumps(run))
     again = invoke_json(env, "refine", "--run", "changed", "--seeds", "1,2", "--out", out)
@@ -132,7 +134,7 @@ def test_a_changed_candidate_is_refined_again(explored, env):
     assert items[1]["cached"] is False  # changed candidate: refined again, under another key
     assert items[1]["key"] != next(i["key"] for i in refined["items"] if i["seed"] == 1)
     after = json.loads((copy / "run.json").read_text())
-    assert after["explore"]["candidates"] == run["explore"]["candidates"]
+    assert after["explore"]["pictures"] == run["explore"]["pictures"]
 
 
 def test_unknown_seeds_are_one_sentence_listing_the_runs_seeds(explored):
@@ -176,7 +178,7 @@ def test_upscaler_enlarges_the_candidate_and_enters_the_key(explored, env):
     item = result["items"][0]
     assert item["cached"] is False and item["key"] != refined["items"][0]["key"]
     record, parameters = png_record(item["path"])
-    assert record["enlarge"].startswith("realesr-animevideov3@") and "Hires upscaler: realesr-animevideov3@" in parameters
+    assert record["enlarge"].startswith("realesr-animevideov3@") and "Hires upscaler: R-ESRGAN AnimeVideo," in parameters
     with Image.open(item["path"]) as image:
         assert image.size == (256, 384)
 

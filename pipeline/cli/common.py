@@ -73,7 +73,8 @@ def session_options(func):
     """Options every model-using command shares."""
     options = [
         click.option("--model", default=None, metavar="MODEL",
-                     help="Hugging Face repo id, local diffusers folder, or tiny-random "
+                     help="Hugging Face repo id (ORG/NAME or ORG/NAME@REVISION, from the local cache), local "
+                          "diffusers folder, ComfyUI install or models folder, or tiny-random "
                           "[default: $PIPELINE_MODEL or Tongyi-MAI/Z-Image-Turbo]"),
         click.option("--out", default=None, metavar="DIR", help="output folder [default: $PIPELINE_OUT or outputs]"),
         click.option("--device", default=None, metavar="DEV", help="cuda, cuda:1, mps or cpu [default: best available]"),
@@ -84,6 +85,11 @@ def session_options(func):
                                              "from free VRAM and the size"),
         click.option("--transformer", default=None, metavar="PATH", expose_value=False, callback=_engine_option,
                      help="single-file transformer checkpoint (.safetensors or .gguf) instead of the model's"),
+        click.option("--text-encoder", default=None, metavar="PATH", expose_value=False, callback=_engine_option,
+                     help="single-file Qwen3-4B text encoder (.safetensors, e.g. ComfyUI's qwen_3_4b) instead of "
+                          "the model's"),
+        click.option("--vae", default=None, metavar="PATH", expose_value=False, callback=_engine_option,
+                     help="single-file VAE (.safetensors, e.g. ComfyUI's ae.safetensors) instead of the model's"),
         click.option("--weights-dtype", type=click.Choice(["int8", "fp8"]), default=None, expose_value=False,
                      callback=_engine_option, help="store the transformer's weights in 8 bits (half the memory, so "
                                                    "it stays on a 12 GB card; pictures differ slightly): int8 is "

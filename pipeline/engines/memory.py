@@ -211,15 +211,24 @@ class EngineOptions:
     weights_dtype: str | None = None  # "int8" / "fp8": 8-bit transformer weights, compute in the session dtype
     compile: bool = False
     attention: str | None = None
+    text_encoder: str | None = None  # single-file Qwen3-4B (.safetensors, ComfyUI's keys or transformers')
+    vae: str | None = None  # single-file VAE (.safetensors, the Flux ae layout or diffusers')
+
+    # single-file components: option name -> accepted suffixes (see engines/single_file.py)
+    FILES = {"transformer": (".safetensors", ".gguf"), "text_encoder": (".safetensors",), "vae": (".safetensors",)}
 
     def __post_init__(self):
-        if self.transformer is not None:
-            path = Path(self.transformer).expanduser()
+        for name, suffixes in self.FILES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            flag = "--" + name.replace("_", "-")
+            path = Path(value).expanduser()
             if not path.is_file():
-                raise UserError(f"--transformer {self.transformer} is not a file")
-            if path.suffix.lower() not in (".safetensors", ".gguf"):
-                raise UserError(f"--transformer takes a .safetensors or .gguf file, not {path.name}")
-            object.__setattr__(self, "transformer", str(path.resolve()))
+                raise UserError(f"{flag} {value} is not a file")
+            if path.suffix.lower() not in suffixes:
+                raise UserError(f"{flag} takes a {' or '.join(suffixes)} file, not {path.name}")
+            object.__setattr__(self, name, str(path.resolve()))
         if self.weights_dtype in ("", "auto", "none"):
             object.__setattr__(self, "weights_dtype", None)
         if self.weights_dtype is not None and self.weights_dtype not in WEIGHTS_DTYPES:
@@ -231,17 +240,18 @@ class EngineOptions:
     def fingerprint_suffix(self) -> str:
         """What these options add to the model fingerprint (empty when they change no pixel)."""
         parts = []
-        if self.transformer:
-            stat = Path(self.transformer).stat()
-            ident = f"{Path(self.transformer).name}\0{stat.st_size}\0{stat.st_mtime_ns}"
-            parts.append(f"transformer:{hashlib.sha256(ident.encode()).hexdigest()[:16]}")
+        for name in self.FILES:
+            if getattr(self, name):
+                stat = Path(getattr(self, name)).stat()
+                ident = f"{Path(getattr(self, name)).name}\0{stat.st_size}\0{stat.st_mtime_ns}"
+                parts.append(f"{name}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}")
         if self.weights_dtype:
             parts.append(f"weights:{self.weights_dtype}")
         return "".join(f"+{p}" for p in parts)
 
     def as_kwargs(self) -> dict:
         return {"transformer": self.transformer, "weights_dtype": self.weights_dtype, "compile": self.compile,
-                "attention": self.attention}
+                "attention": self.attention, "text_encoder": self.text_encoder, "vae": self.vae}
 
 
 # --- applying (torch from here on, imported inside the functions)

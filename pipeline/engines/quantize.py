@@ -190,13 +190,3 @@ def load_transformer_streaming(folder: str | Path, compute_dtype, *, int8: bool,
         raise KeyError(f"the weights in {folder} lack {len(missing)} tensors, e.g. {missing[0]}")
     return model.eval()
 
-
-def transformer_folder(model: str) -> Path:
-    """The ``transformer`` folder of a diffusers model: a local folder, or the Hugging Face cache
-    (downloading only the transformer when allowed; ``HF_HUB_OFFLINE`` is respected)."""
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return local / "transformer"
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(model, allow_patterns=["transformer/*"])) / "transformer"

@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TINY_MODEL_ID = "tiny-random"
 # Bump whenever the built weights change (configs, seeds, init, tokenizer corpus).
-TINY_BUILD_VERSION = 1
+# v2: the text encoder's rotary frequencies stay float32 in any dtype, as from_pretrained keeps them,
+# so tiny-random saved to disk and loaded back renders the same pixels.
+TINY_BUILD_VERSION = 2
 
 VAE_WEIGHTS_PATH = Path(__file__).with_name("tiny_vae.safetensors")
 
@@ -200,9 +202,9 @@ def build_tiny_tokenizer():
 # ---------------------------------------------------------------- components
 
 
-def build_tiny_text_encoder(vocab_size: int):
-    import torch
-    from transformers import Qwen3Config, Qwen3Model
+def tiny_text_encoder_config(vocab_size: int):
+    """The tiny ``Qwen3Config`` (what a saved tiny text encoder's file lacks)."""
+    from transformers import Qwen3Config
 
     config = Qwen3Config(
         vocab_size=vocab_size,
@@ -219,10 +221,29 @@ def build_tiny_text_encoder(vocab_size: int):
         eos_token_id=2,
     )
     config._attn_implementation = "sdpa"
+    return config
+
+
+def build_tiny_text_encoder(vocab_size: int):
+    import torch
+    from transformers import Qwen3Model
+
+    config = tiny_text_encoder_config(vocab_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEEDS["text_encoder"])
         model = Qwen3Model(config)
     return model.eval()
+
+
+def cast_text_encoder(model, dtype):
+    """``model.to(dtype)``, keeping its buffers (rotary frequencies) in float32 as ``from_pretrained`` does."""
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    model.to(dtype)
+    for name, buffer in buffers.items():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        setattr(module, attr, buffer)
+    return model
 
 
 def build_tiny_transformer():
@@ -295,7 +316,7 @@ def build_tiny_components(dtype: "torch.dtype | None" = None) -> dict[str, Any]:
         vae = vae.to(memory_format=torch.channels_last)
     return {
         "transformer": transformer,
-        "text_encoder": build_tiny_text_encoder(len(tokenizer)).to(dtype),
+        "text_encoder": cast_text_encoder(build_tiny_text_encoder(len(tokenizer)), dtype),
         "tokenizer": tokenizer,
         "vae": vae,
         "scheduler": build_tiny_scheduler(),

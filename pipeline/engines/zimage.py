@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 
 from ..errors import UserError
 from ..jobs import RenderJob
-from ..models import TINY, display_name, model_fingerprint
+from ..models import display_name, model_fingerprint
 from . import memory as mem
+from . import sources
 from .embeddings import PromptEmbeddings
 
 log = logging.getLogger("pipeline")
@@ -54,109 +54,32 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-def _load_error(model: str, err: Exception) -> UserError:
-    text = str(err)
-    low = text.lower()
-    if "offline" in low or "connect" in low or "cannot find" in low or "not find" in low \
-            or "local_files_only" in text or "not cached" in low:
-        return UserError(
-            f"model {model} is not in the local Hugging Face cache and cannot be downloaded here: "
-            f"download it on a connected machine (`hf download {model}`) and point HF_HOME at that cache, "
-            f"or pass --model /path/to/a/local/diffusers/folder"
-        )
-    return UserError(f"cannot load model {model}: {text.splitlines()[0] if text else err.__class__.__name__}")
-
-
-def _tiny_transformer_config_dir() -> str:
-    """A folder holding the tiny transformer's config.json (what ``from_single_file`` needs)."""
-    import tempfile
-
-    from diffusers import ZImageTransformer2DModel
-
-    from .tiny import TINY_TRANSFORMER_CONFIG
-
-    folder = Path(tempfile.mkdtemp(prefix="tiny-transformer-config-"))
-    with torch.device("meta"):
-        ZImageTransformer2DModel(**TINY_TRANSFORMER_CONFIG).save_config(folder)
-    return str(folder)
-
-
-def load_transformer_file(path: str, model: str, dtype):
-    """A single-file transformer checkpoint (.safetensors as ComfyUI users have, or GGUF)."""
-    from diffusers import ZImageTransformer2DModel
-
-    kwargs = {"dtype": dtype}
-    if model == TINY:
-        kwargs["config"] = _tiny_transformer_config_dir()
-    else:
-        kwargs.update(config=model, subfolder="transformer")
-    if path.lower().endswith(".gguf"):
-        try:
-            import gguf  # noqa: F401
-        except ImportError:
-            raise UserError("a .gguf --transformer needs the gguf package: pip install gguf") from None
-        from diffusers import GGUFQuantizationConfig
-
-        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
-    try:
-        return ZImageTransformer2DModel.from_single_file(path, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-        raise UserError(f"cannot load --transformer {path} as a Z-Image transformer: {first}") from err
-
-
 def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str | None = None,
-                                       weights_dtype: str | None = None, device: str = "cpu"):
-    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU.
+                                       vae_path: str | None = None, weights_dtype: str | None = None,
+                                       device: str = "cpu"):
+    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU (see ``sources``).
 
-    With ``weights_dtype="int8"`` the transformer is read tensor by tensor and quantized as it
-    arrives (``quantize.load_transformer_streaming``): the bf16 transformer is never in RAM whole.
+    With ``weights_dtype="int8"`` a diffusers folder's transformer is read tensor by tensor and quantized
+    as it arrives (``quantize.load_transformer_streaming``; on ``device`` when it is a GPU): the bf16
+    transformer is never in RAM whole. Other sources are quantized after loading (``_prepare_transformer``).
     """
-    from diffusers import ZImagePipeline
-
-    transformer = load_transformer_file(transformer_path, model, dtype) if transformer_path else None
-    if transformer is None and weights_dtype == "int8" and model != TINY:
-        from .quantize import load_transformer_streaming, transformer_folder
+    module = None
+    folder = sources.local_folder(model) if weights_dtype == "int8" and not transformer_path else None
+    if folder is not None and (folder / "transformer").is_dir():
+        from .quantize import load_transformer_streaming
 
         try:
-            transformer = load_transformer_streaming(transformer_folder(model), dtype, int8=True,
-                                                     work_device=device if device.startswith("cuda") else None)
+            module = load_transformer_streaming(folder / "transformer", dtype, int8=True,
+                                                work_device=device if device.startswith("cuda") else None)
         except (OSError, ValueError, KeyError) as err:
-            raise _load_error(model, err) from err
-    if model == TINY:
-        from . import tiny
-
-        if all(hasattr(tiny, name) for name in ("build_tiny_transformer", "build_tiny_vae", "build_tiny_scheduler")):
-            components = {"transformer": transformer or tiny.build_tiny_transformer().to(dtype),
-                          "vae": tiny.build_tiny_vae().to(dtype), "scheduler": tiny.build_tiny_scheduler()}
-        else:  # older tiny module: build everything, then drop the text encoder
-            components = tiny.build_tiny_components(dtype)
-            if transformer is not None:
-                components["transformer"] = transformer
-        components.update(text_encoder=None, tokenizer=None)
-        return ZImagePipeline(**components)
-    extra = {"transformer": transformer} if transformer is not None else {}
-    try:
-        return ZImagePipeline.from_pretrained(model, dtype=dtype, text_encoder=None, tokenizer=None, **extra)
-    except (OSError, ValueError) as err:
-        raise _load_error(model, err) from err
+            raise UserError(f"cannot load model {model}: {str(err).splitlines()[0]}") from err
+    return sources.pipeline_without_text_encoder(model, dtype, transformer=transformer_path, vae=vae_path,
+                                                 transformer_module=module)
 
 
-def load_text_encoder(model: str, dtype):
+def load_text_encoder(model: str, dtype, text_encoder_path: str | None = None):
     """(tokenizer, text encoder) on the CPU; called only when a prompt's embedding is not stored."""
-    if model == TINY:
-        from . import tiny
-
-        tokenizer = tiny.build_tiny_tokenizer()
-        return tokenizer, tiny.build_tiny_text_encoder(len(tokenizer)).to(dtype)
-    from transformers import AutoModel, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
-        encoder = AutoModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise _load_error(model, err) from err
-    return tokenizer, encoder.eval()
+    return sources.text_encoder(model, dtype, text_encoder_file=text_encoder_path)
 
 
 class ZImageEngine:
@@ -164,17 +87,19 @@ class ZImageEngine:
 
     def __init__(self, model: str, device: str | None = None, dtype: str = "bf16", memory: str = "auto", *,
                  store=None, transformer: str | None = None, weights_dtype: str | None = None,
-                 compile: bool = False, attention: str | None = None):
+                 compile: bool = False, attention: str | None = None, text_encoder: str | None = None,
+                 vae: str | None = None):
         if memory not in mem.MEMORY_CHOICES:
             raise UserError(f"memory profile {memory!r} is not one of {', '.join(mem.MEMORY_CHOICES)}")
         options = mem.EngineOptions(transformer=transformer, weights_dtype=weights_dtype, compile=compile,
-                                    attention=attention)
+                                    attention=attention, text_encoder=text_encoder, vae=vae)
         started = time.perf_counter()
         device = pick_device(device)
-        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer, options.weights_dtype,
-                                                  device)
+        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer, options.vae,
+                                                  options.weights_dtype, device)
         self._setup(pipe, model=model, device=device, dtype=dtype, memory=memory, store=store,
-                    options=options, text_encoder_loader=lambda: load_text_encoder(model, DTYPES[dtype]),
+                    options=options,
+                    text_encoder_loader=lambda: load_text_encoder(model, DTYPES[dtype], options.text_encoder),
                     fingerprint=model_fingerprint(model))
         log.info("loaded %s (without its text encoder) on the CPU in %.1f s; it runs on %s (%s)",
                  display_name(model), time.perf_counter() - started, self.device, dtype)
@@ -208,7 +133,8 @@ class ZImageEngine:
         self._prepare_transformer()
         self.sizes = mem.sizes_of(self.pipe, weights=self.options.weights_dtype or dtype)
         self.fingerprint = fingerprint + self.options.fingerprint_suffix()
-        self.text_encoder_id = f"{fingerprint}|text_encoder|{dtype}"
+        text_encoder_file = mem.EngineOptions(text_encoder=self.options.text_encoder).fingerprint_suffix()
+        self.text_encoder_id = f"{fingerprint}{text_encoder_file}|text_encoder|{dtype}"
         self.embeddings = PromptEmbeddings(self.text_encoder_id, store, self._load_text_encoder,
                                            self._place_text_encoder, self._release)
         self._placed: str | None = None
@@ -243,7 +169,7 @@ class ZImageEngine:
             from .quantize import is_quantized, quantize_int8_
 
             _say_once(logging.INFO, INT8_NOTE.format(dtype=self.dtype_name))
-            if not is_quantized(transformer):  # the tiny model, a --transformer file
+            if not is_quantized(transformer):  # the tiny model, a --transformer file, a ComfyUI folder
                 quantize_int8_(transformer, self.dtype)
         if self.options.weights_dtype == "fp8":
             log.warning(FP8_CAVEAT.format(dtype=self.dtype_name))

@@ -370,9 +370,22 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
             images = engine.txt2img(jobs)
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
+            extra = {"parent_size": _parent_size(pick)} if pick.job.mode == "hires" else {}
             artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
-                                     stage="refine", parent_key=pick.parent_key)
+                                     stage="refine", parent_key=pick.parent_key, **extra)
             items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)
+
+
+def _parent_size(pick: Pick) -> list[int]:
+    """The candidate's size (A1111's first pass ``Size`` in a hires refine's infotext); reads the header only."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
+        width, height = image.size
+        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+    return [height, width] if turned else [width, height]
 
 
 def _enlarge_parents(session, spec: RefineSpec, misses: list[Pick]) -> dict:
