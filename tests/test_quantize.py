@@ -160,3 +160,20 @@ def test_compile_as_regional_compilation_on_the_tiny_model(tiny_pair, monkeypatc
     a = Image.open(plain.items[0].path).convert("RGB")
     b = Image.open(result.items[0].path).convert("RGB")
     assert psnr(a, b) >= MIN_PSNR_DB
+
+
+def test_a_diffusers_folder_loads_int8_through_the_streaming_loader(tmp_path):
+    """`--model FOLDER --weights-dtype int8`: the transformer comes quantized from the loader, not as bf16."""
+    import torch
+    from diffusers import ZImagePipeline
+
+    from pipeline.engines import tiny
+    from pipeline.engines.quantize import Int8Linear
+    from pipeline.engines.zimage import load_pipeline_without_text_encoder
+
+    ZImagePipeline(transformer=tiny.build_tiny_transformer(), vae=tiny.build_tiny_vae(),
+                   scheduler=tiny.build_tiny_scheduler(), text_encoder=None, tokenizer=None).save_pretrained(tmp_path)
+    pipe = load_pipeline_without_text_encoder(str(tmp_path), torch.float32, weights_dtype="int8")
+    assert isinstance(pipe.transformer.layers[0].feed_forward.w1, Int8Linear)
+    plain = load_pipeline_without_text_encoder(str(tmp_path), torch.float32)
+    assert isinstance(plain.transformer.layers[0].feed_forward.w1, torch.nn.Linear)
