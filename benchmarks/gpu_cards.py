@@ -43,10 +43,11 @@ MEM_BANDWIDTH = {"RTX 3060 12 GB": 360e9, "RTX 4070 12 GB": 504e9}  # bytes/s: i
 
 
 class RssSampler:
-    """The process's peak RSS while a block runs (sampled every 20 ms)."""
+    """The process's peak RSS while a block runs (sampled every ``interval`` seconds)."""
 
-    def __init__(self):
+    def __init__(self, interval: float = 0.02):
         self.peak = 0
+        self.interval = interval
         self._stop = threading.Event()
 
     @staticmethod
@@ -63,7 +64,7 @@ class RssSampler:
     def _run(self):
         while not self._stop.is_set():
             self.peak = max(self.peak, self.rss())
-            time.sleep(0.02)
+            time.sleep(self.interval)
 
     def __exit__(self, *exc):
         self._stop.set()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,10 @@ def child(folder: str, loader: str) -> dict:
     torch.randn(64, 64).to(torch.bfloat16).float()
     gc.collect()
     baseline = rss_bytes()
+    from benchmarks.gpu_cards import RssSampler
+
+    sampler = RssSampler(interval=0.005)  # the peak during the load (ru_maxrss would include earlier peaks)
+    sampler.__enter__()
     started = time.perf_counter()
     if loader.startswith("diffusers"):
         model = ZImageTransformer2DModel.from_pretrained(folder, torch_dtype=torch.bfloat16)
@@ -82,7 +85,8 @@ def child(folder: str, loader: str) -> dict:
     else:
         model = quantize.load_transformer_streaming(folder, torch.bfloat16, int8=loader.endswith("int8"))
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sampler.__exit__(None, None, None)
+    peak = sampler.peak
     held = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     return dict(loader=loader, peak_above=peak - baseline, after=rss_bytes() - baseline, held=held, seconds=seconds)
 

@@ -120,8 +120,8 @@ def test_streaming_loader_names_a_missing_tensor(tmp_path):
 
 def test_loading_int8_holds_no_second_copy(tmp_path):
     """Peak RSS while loading, in a fresh process, above its RSS before loading, against the bf16 weights
-    on disk: one copy of bf16 would be ≥ 1.0 on top of the int8 model's 0.53 (measured 0.94 at this size,
-    where ~40 MB of allocator noise is a large share; 0.3-0.6 on 1.4 GiB)."""
+    on disk: one copy of bf16 would be ≥ 1.0 on top of the int8 model's 0.53 (measured 0.71 at this size,
+    where ~20 MB of allocator noise is a large share)."""
     import subprocess
 
     script = ROOT / "benchmarks" / "load_rss.py"
@@ -132,7 +132,7 @@ def test_loading_int8_holds_no_second_copy(tmp_path):
     row = proc.stdout.strip().splitlines()[-1].split()
     peak, held = float(row[2]), float(row[4])
     assert 0.5 <= held <= 0.56
-    assert peak < 1.25
+    assert peak < 1.0
 
 
 def test_compile_as_regional_compilation_on_the_tiny_model(tiny_pair, monkeypatch):
