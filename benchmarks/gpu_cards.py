@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -179,8 +178,8 @@ def run_weights(folder: Path, weights: str, args, smoke: bool) -> list[dict]:
     builder = Builder(device, dtype, tiny_configs() if smoke else (FULL_TRANSFORMER, FULL_TEXT_ENCODER, FULL_VAE))
     started = time.perf_counter()
     with RssSampler() as load_rss:
-        pipe = load_pipeline_without_text_encoder(str(folder), dtype, weights_dtype=None if weights == "bf16" else weights,
-                                                  device=device)
+        pipe = load_pipeline_without_text_encoder(str(folder), dtype, device=device,
+                                                  weights_dtype=None if weights == "bf16" else weights)
     load_seconds = time.perf_counter() - started
     options = mem.EngineOptions(weights_dtype=None if weights == "bf16" else weights, compile=args.compile)
     rows = []
@@ -246,7 +245,7 @@ def run_baselines(folder: Path, args, smoke: bool) -> list[dict]:
             getattr(pipe, name)()
         row = dict(weights="bf16", cap=12, size=size, batch=1, profile=f"diffusers {name[7:]}", compile=False)
 
-        def call():
+        def call(pipe=pipe):
             with torch.inference_mode():
                 pipe(prompt=[PROMPT], width=size, height=size, num_inference_steps=args.steps, guidance_scale=0.0,
                      generator=torch.Generator("cpu").manual_seed(0), output_type="pil")
@@ -335,7 +334,7 @@ def spawn(kind: str, folder: Path, out: Path, args, extra=()) -> list[dict]:
                "--steps", str(args.steps), "--repeats", str(args.repeats), *extra]
     if args.cpu_smoke:
         command.append("--smoke")
-    proc = subprocess.run(command, env=env, text=True, capture_output=True)
+    proc = subprocess.run(command, env=env, text=True, capture_output=True, check=False)
     sys.stdout.write(proc.stdout)
     if proc.returncode != 0:
         print(f"  {kind} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")

@@ -103,7 +103,7 @@ def block_outputs(model, calls):
     outputs = []
     for args, kwargs in calls:
         seen = {}
-        hooks = [block.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out.float()))
+        hooks = [block.register_forward_hook(lambda m, a, out, name=name, seen=seen: seen.__setitem__(name, out.float()))
                  for name, block in blocks(model)]
         with torch.inference_mode():
             final = model(*args, **kwargs)
