@@ -154,6 +154,7 @@ def cap_memory(cap, total):
     from pipeline.engines import memory as mem
 
     size = total if cap == "whole" else min(total, int(cap * GiB))
+    torch.cuda.empty_cache()  # what the previous (larger) cap cached is not this card's
     torch.cuda.set_per_process_memory_fraction(size / total)
     taken = 0 if cap == "whole" else DESKTOP_TAKEN
 
