@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test soak bench install clean
+.PHONY: demo test soak bench install clean ui
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(BIN)/pipeline
 
 demo: install
 	$(BIN)/pipeline run configs/smoke.yaml
+
+# the browser app on the tiny model: http://127.0.0.1:7860 (needs the ui extra, which the test extra includes)
+ui: install
+	$(BIN)/pipeline ui --model tiny-random
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -38,8 +38,20 @@ class Pipeline:
 
     def explore(self, prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
-                run: str | None = None, dry_run: bool = False) -> StageResult:
-        """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run."""
+                run: str | None = None, variance: float = 0.0, variance_share: float | None = None,
+                variance_steps: float | None = None, dry_run: bool = False, on_picture=None,
+                stop=None) -> StageResult:
+        """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
+
+        ``variance`` (0 = off, 0.1–0.5 typical, up to 2) adds seeded noise to the prompt embedding for
+        the first ``variance_steps`` of the steps (default 0.2) on ``variance_share`` of its values
+        (default 0.5), so Turbo's look-alike seeds spread out.
+
+        ``on_picture(item)`` is called as each candidate is in the run folder (stored ones first);
+        ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
+        the finished ones (``result.items`` holds only those).
+        """
+        from .specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
         from .jobs import seeds_from_count
         from .stages.explore import explore
 
@@ -52,8 +64,10 @@ class Pipeline:
         if isinstance(seeds, range):
             seeds = list(seeds)
         spec = build(ExploreSpec, prompt=prompt, negative=negative, seeds=seeds, size=size, steps=steps,
-                     guidance=guidance, batch=batch)
-        return explore(self.session, spec, run=run, dry_run=dry_run)
+                     guidance=guidance, batch=batch, variance=variance,
+                     variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
+                     variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps)
+        return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
                source: str | Path | None = None,
@@ -109,7 +123,8 @@ class Pipeline:
 
         run_dir = None
         if images is None:
-            run_dir, inputs = stage.run_inputs(self.session.out, run, parse_seeds(seeds) if seeds is not None else None)
+            run_dir, inputs = stage.run_inputs(self.session.out, run,
+                                             parse_seeds(seeds, variations=True) if seeds is not None else None)
         elif isinstance(images, StageResult) and images.run_dir is not None:
             run_dir = images.run_dir
             inputs = [stage.UpscaleInput(item.path, run_dir / stage.STAGE_DIR / f"seed-{item.seed}.png", item.seed)
@@ -123,6 +138,27 @@ class Pipeline:
             raise_user("nothing to upscale")
         return stage.upscale(self.session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
                              precision=precision, run_dir=run_dir, dry_run=dry_run)
+
+    def vary(self, seeds, *, count: int = 4, strength="subtle", steps: int | None = None,
+             run: str | Path | StageResult | None = None, batch="auto", dry_run: bool = False) -> StageResult:
+        """More candidates like picked ones: ``count`` image-to-image variations of each of ``seeds``
+        (seeds or variation ids like ``"42v3"``) of ``run`` (the latest when None), at the candidate's
+        size with new noise. ``strength``: ``"subtle"`` (0.5), ``"strong"`` (0.85) or a number in (0, 1).
+        The variations join the run's candidates as ``42v1``, ``42v2``, …
+        """
+        from .specs import VarySpec
+        from .stages.vary import vary
+
+        if isinstance(run, StageResult):
+            if run.run_dir is None:
+                raise_user("that result has no run folder (it was a dry run)")
+            run = str(run.run_dir)
+        elif isinstance(run, Path):
+            run = str(run)
+        if isinstance(seeds, range):
+            seeds = list(seeds)
+        spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch)
+        return vary(self.session, spec, run=run, dry_run=dry_run)
 
     def gallery(self, run: str | Path | None = None) -> Path:
         """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""

@@ -23,14 +23,14 @@ from typing import Any, Literal, Optional
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_errors import describe_errors, unknown_keys
-from .config_schema import (DEFAULT_COUNT, ExploreSection, Pick, PromptEntry, RefineSection,  # noqa: F401
+from .config_schema import (DEFAULT_COUNT, ExploreSection, Pick, PromptEntry, RefineSection, VarySection,  # noqa: F401
                             Section, UpscaleSection, _prompts_schema, _user_errors_as_value_errors)
 from .config_source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
                             parse_override, parse_yaml, problem, read_yaml, walk)
 from .errors import UserError
-from .jobs import seed_ranges
+from .jobs import pick_root, seed_ranges
 from .runs import slugify
-from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, build
+from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, VarySpec, build
 
 
 MODEL_FILES = ("transformer", "text_encoder", "vae")  # single files a config's model: section may name
@@ -60,6 +60,7 @@ class RunConfig(Section):
     attention: Optional[str] = Field(default=None, description="attention backend, e.g. flash, sage")
     prompts: list[PromptEntry] = Field(min_length=1, json_schema_extra=_prompts_schema)
     explore: Optional[ExploreSection] = None
+    vary: Optional[VarySection] = None
     refine: Optional[RefineSection] = None
     upscale: Optional[UpscaleSection] = None
 
@@ -123,22 +124,25 @@ class RunConfig(Section):
     def runs(self) -> list["PromptRun"]:
         names = self.run_names()
         picks = self.picks_by_prompt()
+        vary_picks = self.picks_by_prompt("vary")
         runs = []
         for index, (prompt, name) in enumerate(zip(self.prompts, names)):
             spec = None
             if self.explore is not None:
                 e = self.explore
                 spec = build(ExploreSpec, prompt=prompt.text, negative=prompt.negative, seeds=e.resolved_seeds(),
-                             size=e.size, steps=e.steps, guidance=e.guidance, batch=e.batch)
-            runs.append(PromptRun(index, name, prompt.text, prompt.negative, spec, picks.get(index)))
+                             size=e.size, steps=e.steps, guidance=e.guidance, batch=e.batch, variance=e.variance,
+                             variance_share=e.variance_share, variance_steps=e.variance_steps)
+            runs.append(PromptRun(index, name, prompt.text, prompt.negative, spec, picks.get(index),
+                                  vary_picks.get(index)))
         return runs
 
-    def picks_by_prompt(self) -> dict[int, list[int]]:
-        """{prompt index: seeds to refine}. Assumes ``check`` passed."""
-        result: dict[int, list[int]] = {}
-        if self.refine is None:
+    def picks_by_prompt(self, section: str = "refine") -> dict[int, list]:
+        """{prompt index: seeds (or variation ids) to refine, or to vary}. Assumes ``check`` passed."""
+        result: dict[int, list] = {}
+        if getattr(self, section) is None:
             return result
-        for pick in self.refine.picks:
+        for pick in getattr(self, section).picks:
             index = self.prompt_index(pick.prompt)
             seeds = result.setdefault(index, [])
             if pick.seed not in seeds:
@@ -153,6 +157,10 @@ class RunConfig(Section):
             return index if 0 <= index < len(self.prompts) else None
         names = self.run_names()
         return names.index(ref) if ref in names else None
+
+    def vary_spec(self, seeds: list) -> VarySpec:
+        v = self.vary
+        return build(VarySpec, seeds=seeds, count=v.count, strength=v.strength, steps=v.steps, batch=v.batch)
 
     def refine_spec(self, seeds: list[int]) -> RefineSpec:
         r = self.refine
@@ -169,11 +177,16 @@ class RunConfig(Section):
                 problems.append((("prompts", index, "name"),
                                  f"name {prompt.name!r} is already the name of prompts[{seen[prompt.name]}]"))
             seen.setdefault(names[index], index)
-        if self.refine is None:
-            return problems
         explore_seeds = set(self.explore.resolved_seeds()) if self.explore is not None else None
-        for i, pick in enumerate(self.refine.picks):
-            where = ("refine", "picks", i)
+        for section in ("vary", "refine"):
+            if getattr(self, section) is not None:
+                problems += self._check_picks(section, names, explore_seeds)
+        return problems
+
+    def _check_picks(self, section: str, names: list[str], explore_seeds: set | None) -> list[tuple[tuple, str]]:
+        problems: list[tuple[tuple, str]] = []
+        for i, pick in enumerate(getattr(self, section).picks):
+            where = (section, "picks", i)
             index = self.prompt_index(pick.prompt)
             if pick.prompt is None and index is None:
                 problems.append((where, f"with several prompts, say which prompt seed {pick.seed} belongs to: "
@@ -182,8 +195,8 @@ class RunConfig(Section):
                 close = difflib.get_close_matches(str(pick.prompt), names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f" (prompts: {', '.join(names)})"
                 problems.append((where, f"no prompt {pick.prompt!r}{hint}"))
-            elif explore_seeds is not None and pick.seed not in explore_seeds:
-                problems.append((where, f"seed {pick.seed} is not among explore's seeds "
+            elif explore_seeds is not None and pick_root(pick.seed) not in explore_seeds:
+                problems.append((where, f"seed {pick_root(pick.seed)} is not among explore's seeds "
                                         f"({seed_ranges(sorted(explore_seeds))})"))
         return problems
 
@@ -205,6 +218,15 @@ class RunConfig(Section):
             e = self.explore
             data["explore"] = {"seeds": seed_ranges(e.resolved_seeds(), sep=","), "size": size_text(e.size),
                                "steps": e.steps, "guidance": e.guidance, "batch": e.batch}
+            if e.variance:
+                data["explore"].update(variance=e.variance, variance_share=e.variance_share,
+                                       variance_steps=e.variance_steps)
+        if self.vary is not None:
+            v = self.vary
+            picks = [(names[self.prompt_index(p.prompt)], p.seed) for p in v.picks]
+            data["vary"] = {"picks": [seed for _, seed in picks] if len(self.prompts) == 1 else
+                                     [f"{name}:{seed}" for name, seed in picks],
+                            "count": v.count, "strength": v.strength, "steps": v.steps, "batch": v.batch}
         if self.refine is not None:
             r = self.refine
             picks = [(names[self.prompt_index(p.prompt)], p.seed) for p in self.refine.picks]
@@ -235,6 +257,7 @@ class PromptRun:
     negative: str
     explore: ExploreSpec | None
     refine_seeds: list[int] | None  # None: nothing to refine for this prompt
+    vary_seeds: list | None = None  # None: nothing to vary for this prompt
 
 
 def size_text(size) -> str:

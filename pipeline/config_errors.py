@@ -6,23 +6,25 @@ import difflib
 
 from pydantic import ValidationError
 
-from .config_schema import ExploreSection, Pick, PromptEntry, RefineSection, UpscaleSection
+from .config_schema import ExploreSection, Pick, PromptEntry, RefineSection, UpscaleSection, VarySection
 from .config_source import Source, error_message, key_path, walk
 
 # ---------------------------------------------------------------- unknown keys
 
 _CHILDREN = {
-    "RunConfig": {"explore": ExploreSection, "refine": RefineSection, "upscale": UpscaleSection,
-                  "prompts": [PromptEntry]},
+    "RunConfig": {"explore": ExploreSection, "vary": VarySection, "refine": RefineSection,
+                  "upscale": UpscaleSection, "prompts": [PromptEntry]},
     "RefineSection": {"picks": [Pick]},
+    "VarySection": {"picks": [Pick]},
 }
-_ALIASES = {"RefineSection": {"seeds"}}
+_ALIASES = {"RefineSection": {"seeds"}, "VarySection": {"seeds"}}
 
 
 def _all_keys() -> dict[str, str]:
     """{key: section.key} for a hint when a key is in the wrong section."""
     found = {}
-    for name, section in (("explore", ExploreSection), ("refine", RefineSection), ("upscale", UpscaleSection)):
+    for name, section in (("explore", ExploreSection), ("refine", RefineSection), ("upscale", UpscaleSection),
+                          ("vary", VarySection)):
         for key in section.model_fields:
             found.setdefault(key, f"{name}.{key}")
     return found

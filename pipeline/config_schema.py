@@ -14,9 +14,10 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from .errors import UserError
-from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, seeds_from_count
+from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
 from .runs import check_run_name
-from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, _prompt_text, _seeds, _size
+from .specs import (DEFAULT_REFINE_SCALE, DEFAULT_STEPS, DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS, MAX_VARIANCE,
+                    ExploreSpec, RefineSpec, VarySpec, _prompt_text, _seeds, _size, vary_strength)
 
 DEFAULT_COUNT = 16
 
@@ -116,7 +117,19 @@ class Pick(Section):
     """One candidate to refine: its seed, and (with several prompts) which prompt's run."""
 
     prompt: Optional[int | str] = Field(default=None, description="the prompt's name, or its index from 0")
-    seed: int = Field(ge=0, le=MAX_SEED)
+    seed: int | str = Field(description="a seed, or a variation id like 42v3 (made by vary)")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"cannot read pick {value!r}: use a seed like 42 or a variation id like 42v3")
+        if isinstance(value, int) and not 0 <= value <= MAX_SEED:
+            raise ValueError(f"seed {value} is out of range: seeds go from 0 to {MAX_SEED}")
+        picks = _user_errors_as_value_errors(lambda v: parse_seeds(v, variations=True))(str(value))
+        if len(picks) != 1:
+            raise ValueError(f"cannot read pick {value!r}: give one seed or variation id per pick")
+        return picks[0]
 
     @model_validator(mode="before")
     @classmethod
@@ -126,11 +139,11 @@ class Pick(Section):
         if isinstance(value, int):
             return {"seed": value}
         if isinstance(value, str):
-            match = re.fullmatch(r"\s*(?:([^:]+?)\s*:\s*)?(\d+)\s*", value)
+            match = re.fullmatch(r"\s*(?:([^:]+?)\s*:\s*)?(\d+(?:[vV]\d+)*)\s*", value)
             if not match:
                 raise ValueError(f"cannot read pick {value!r}: use a seed like 42, or PROMPT:SEED like fox:42")
-            prompt = match.group(1)
-            return {"seed": int(match.group(2)), **({"prompt": prompt} if prompt is not None else {})}
+            prompt, seed = match.group(1), match.group(2)
+            return {"seed": int(seed) if seed.isdigit() else seed, **({"prompt": prompt} if prompt is not None else {})}
         return value
 
 
@@ -143,6 +156,13 @@ class ExploreSection(Section):
     steps: int = _from(ExploreSpec, "steps", description="denoising steps (transformer calls)")
     guidance: float = _from(ExploreSpec, "guidance", description="CFG scale; > 0 doubles the cost")
     batch: BatchField = _from(ExploreSpec, "batch")
+    variance: float = Field(default=0.0, ge=0.0, le=MAX_VARIANCE,
+                            description="seeded noise on the prompt embedding in the first steps, so seeds differ "
+                                        "more (0 = off; 0.1-0.5 typical)")
+    variance_share: float = Field(default=DEFAULT_VARIANCE_SHARE, gt=0.0, le=1.0,
+                                  description="share of the embedding's values that get noise")
+    variance_steps: float = Field(default=DEFAULT_VARIANCE_STEPS, gt=0.0, le=1.0,
+                                  description="share of the steps that see the noisy embedding")
 
     @model_validator(mode="after")
     def _seeds_or_count(self):
@@ -187,6 +207,21 @@ class RefineSection(Section):
         if self.size is not None and self.scale is not None:
             raise ValueError("give size or scale, not both")
         return self
+
+
+class VarySection(Section):
+    picks: list[Pick] = Field(min_length=1, json_schema_extra=_picks_schema)
+    count: int = _from(VarySpec, "count", description="variations of each pick")
+    strength: Annotated[float, BeforeValidator(vary_strength),
+                        WithJsonSchema({"anyOf": [{"enum": ["subtle", "strong"]}, {"type": "number"}],
+                                        "description": "subtle (0.5), strong (0.85), or a number in (0, 1)"})] = 0.5
+    steps: Optional[int] = _from(VarySpec, "steps", description="steps of a full render [default: the run's]")
+    batch: BatchField = _from(VarySpec, "batch")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_alias(cls, value):
+        return RefineSection._seeds_alias(value)  # picks: 42,97v1 or a list; seeds: as another name
 
 
 class UpscaleSection(Section):

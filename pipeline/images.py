@@ -94,9 +94,31 @@ def a1111_parameters(params: dict) -> str:
     else:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
+    settings += _variance_entries(params)
     settings += [("Upscaler", params.get("upscaler")), ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def _variance_entries(params: dict) -> list:
+    """--variance as A1111-style entries (none when it is off)."""
+    variance = params.get("variance")
+    if not isinstance(variance, dict):
+        return []
+    seed = variance.get("seed")
+    return [("Variance", variance.get("strength")), ("Variance share", variance.get("share")),
+            ("Variance steps", variance.get("steps")),
+            ("Variance seed", seed if seed != params.get("seed") else None)]  # a variation keeps its parent's
+
+
+def _parse_variance(result: dict, parsed: dict) -> None:
+    try:
+        variance = {"strength": float(result["Variance"]), "share": float(result.get("Variance share", 0.5)),
+                    "steps": float(result.get("Variance steps", 0.2))}
+        variance["seed"] = int(result.get("Variance seed", parsed["seed"]))
+    except (KeyError, ValueError):
+        return
+    parsed["variance"] = variance
 
 
 def _hires_target(width: int, height: int, settings: dict) -> tuple[int, int] | None:
@@ -147,6 +169,8 @@ def parse_a1111(text: str) -> dict:
                 parsed[key] = kind(settings[name])
             except ValueError:
                 pass
+    if "Variance" in settings:
+        _parse_variance(settings, parsed)
     match = _IMAGE_SIZE.match(settings.get("Size", ""))
     if match:
         parsed["width"], parsed["height"] = int(match.group(1)), int(match.group(2))

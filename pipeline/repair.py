@@ -25,7 +25,7 @@ from .store import Store, default_store, file_digest
 log = logging.getLogger("pipeline")
 
 STAGES = ("explore", "refine", "upscale")
-_SEED_NAME = re.compile(r"^seed-(\d+)\.png$")
+_SEED_NAME = re.compile(r"^seed-(\d+(?:v\d+)*)\.png$")  # a seed, or a variation id (42v3)
 
 
 @dataclass
@@ -126,7 +126,8 @@ def _pictures(run_dir: Path, stage: str, by_digest: dict, unknown: list) -> list
             record = by_digest.get(file_digest(picture))
         except OSError:
             record = None
-        if record is None or record["job"].get("kind") != stage:
+        kinds = (stage, "vary") if stage == "explore" else (stage,)  # variations live among the candidates
+        if record is None or record["job"].get("kind") not in kinds:
             unknown.append(picture)
             log.warning("%s matches no %s picture in the store; left in place, not recorded", picture, stage)
             continue
@@ -147,18 +148,33 @@ def _header(data: dict, pictures: dict) -> None:
                 guidance=job.get("guidance"), dtype=job.get("dtype"))
     if pictures["explore"]:
         data.update(width=job.get("width"), height=job.get("height"))
+    variance = job.get("variance")
+    if isinstance(variance, dict):  # --variance: one setting per run
+        data["variance"] = {k: variance.get(k) for k in ("strength", "share", "steps")}
 
 
 def _candidate(run_dir: Path, picture: Path, record: dict) -> dict:
-    return {"seed": record["job"].get("seed"), "key": record["key"], "path": _rel(run_dir, picture),
-            "seconds": record.get("seconds", 0.0), "cached": True}
+    job = record["job"]
+    entry = {"seed": job.get("seed"), "key": record["key"], "path": _rel(run_dir, picture),
+             "seconds": record.get("seconds", 0.0), "cached": True}
+    if job.get("kind") == "vary":  # a variation (pipeline vary): its id and its parent, from its PNG
+        meta = _png_record(picture)
+        from .jobs import pick_parent
+
+        if isinstance(meta.get("variation"), str):
+            entry.update(seed=meta["variation"], parent=pick_parent(meta["variation"]),
+                         parent_key=meta.get("parent_key", ""), noise_seed=job.get("seed"),
+                         strength=job.get("strength"), steps=job.get("steps"))
+    return entry
 
 
 def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
     job = record["job"]
     meta = _png_record(picture)
     parent_key = meta.get("parent_key", "") if isinstance(meta.get("parent_key"), str) else ""
-    entry = {"seed": job.get("seed"), "key": record["key"], "path": _rel(run_dir, picture), "mode": job.get("mode"),
+    match = _SEED_NAME.match(picture.name)
+    seed = match.group(1) if match and "v" in match.group(1) else job.get("seed")  # a refined variation: its id
+    entry = {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture), "mode": job.get("mode"),
              "width": job.get("width"), "height": job.get("height"), "steps": job.get("steps"),
              "guidance": job.get("guidance"), "parent_key": parent_key, "source": parents.get(parent_key, ""),
              "seconds": record.get("seconds", 0.0), "cached": True}
@@ -170,7 +186,8 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
 def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:
     match = _SEED_NAME.match(picture.name)
     source = Path(record.get("source", "")).name if isinstance(record.get("source"), str) else ""
-    return {"seed": int(match.group(1)) if match else None, "key": record["key"], "path": _rel(run_dir, picture),
+    seed = (match.group(1) if "v" in match.group(1) else int(match.group(1))) if match else None
+    return {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture),
             "source": source, "seconds": record.get("seconds", 0.0), "cached": True}
 
 

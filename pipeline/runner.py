@@ -19,7 +19,7 @@ from .config import ConfigError, LoadedConfig, PromptRun, RunConfig, Source, siz
 from .runs import load_run, stage_pictures
 from .stages.common import StageResult
 
-STAGES = ("explore", "refine", "upscale")
+STAGES = ("explore", "vary", "refine", "upscale")
 
 
 @dataclass
@@ -130,24 +130,31 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
                           "width": spec.size[0], "height": spec.size[1], "steps": spec.steps,
                           "guidance": spec.guidance}
                 changed = [k for k in _HEADER if k in data and data.get(k) != wanted[k]]
+                if data.get("variance") != spec.variance_settings():
+                    changed.append("variance")
+                    wanted["variance"] = spec.variance_settings()
                 if changed:
                     problems.append(loaded.error(here, f"run {run_dir} was explored with other settings "
                                                        f"({_differences(data, wanted, changed)}); give the prompt "
                                                        f"another name: (a new run) or change it back").problems[0])
             continue
-        needs_run = run.refine_seeds or (config.upscale is not None and config.refine is None)
+        needs_run = run.refine_seeds or run.vary_seeds or (config.upscale is not None and config.refine is None)
         if needs_run and not data:
             problems.append(loaded.error(here, f"run {run_dir} does not exist yet; add an explore section to "
                                                f"render its candidates").problems[0])
-        elif run.refine_seeds:
+        else:
             candidates = {c.get("seed") for c in stage_pictures(data, "explore")}
-            missing = [seed for seed in run.refine_seeds if seed not in candidates]
-            if missing:
-                from .jobs import seed_ranges
+            for section, seeds in (("vary", run.vary_seeds), ("refine", run.refine_seeds)):
+                # a variation to refine may be made by this config's vary section
+                missing = [seed for seed in seeds or [] if seed not in candidates
+                           and not (section == "refine" and isinstance(seed, str) and config.vary is not None)]
+                if missing:
+                    from .jobs import pick_order, seed_ranges
 
-                problems.append(loaded.error(("refine", "picks"), f"seed {missing[0]} is not a candidate of run "
-                                             f"{run_dir} (its seeds: {seed_ranges(sorted(candidates)) or 'none'}); "
-                                             f"add it to explore.seeds").problems[0])
+                    known = seed_ranges(sorted(candidates, key=pick_order)) or "none"
+                    problems.append(loaded.error((section, "picks"), f"seed {missing[0]} is not a candidate of run "
+                                                 f"{run_dir} (its seeds: {known}); add it to explore.seeds"
+                                                 ).problems[0])
     if problems:
         raise ConfigError(problems)
 
@@ -170,7 +177,14 @@ def _differences(data: dict, wanted: dict, changed: list[str]) -> str:
 
 def _explore(p, spec, name, dry_run=False) -> StageResult:
     return p.explore(spec.prompt, seeds=spec.seeds, size=spec.size, steps=spec.steps, guidance=spec.guidance,
-                     negative=spec.negative, batch=spec.batch, run=name, dry_run=dry_run)
+                     negative=spec.negative, batch=spec.batch, run=name, variance=spec.variance,
+                     variance_share=spec.variance_share, variance_steps=spec.variance_steps, dry_run=dry_run)
+
+
+def _vary(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
+    v = config.vary
+    return p.vary(seeds, count=v.count, strength=v.strength, steps=v.steps, run=str(run_dir), batch=v.batch,
+                  dry_run=dry_run)
 
 
 def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
@@ -191,6 +205,8 @@ def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
     if run.explore is not None:
         previous = outcome.stages["explore"] = _explore(p, run.explore, run.name)
         outcome.run_dir = previous.run_dir
+    if config.vary is not None and run.vary_seeds:
+        outcome.stages["vary"] = _vary(p, config, run.vary_seeds, outcome.run_dir)
     if config.refine is not None and run.refine_seeds:
         previous = outcome.stages["refine"] = _refine(p, config, run.refine_seeds, outcome.run_dir)
     if config.upscale is not None and (config.refine is None or run.refine_seeds):
@@ -207,6 +223,12 @@ def _plan_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         result = outcome.stages["explore"] = _explore(p, run.explore, run.name, dry_run=True)
         inputs = _stored_explore(p.session, run.explore, run.explore.seeds)
         pending = None if result.computed == 0 else "explore"
+    if config.vary is not None and run.vary_seeds:
+        recorded = {c.get("seed") for c in stage_pictures(load_run(outcome.run_dir), "explore")}
+        if pending is None and set(run.vary_seeds) <= recorded:
+            outcome.stages["vary"] = _vary(p, config, run.vary_seeds, outcome.run_dir, dry_run=True)
+        else:
+            outcome.stages["vary"] = PendingStage("vary", len(run.vary_seeds) * config.vary.count, "explore")
     if config.refine is not None and run.refine_seeds:
         parents = _stored_explore(p.session, run.explore, run.refine_seeds) if run.explore is not None else []
         recorded = {c.get("seed") for c in stage_pictures(load_run(outcome.run_dir), "explore")}

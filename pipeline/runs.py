@@ -201,3 +201,30 @@ def place(src: Path, dest: Path) -> None:
         os.replace(tmp, dest)
     except OSError as err:
         raise write_error(dest, err) from err
+
+
+PICKS_FILE = "picks.json"
+
+
+def load_picks(run_dir: Path) -> list[int]:
+    """The seeds picked in a run (RUN/picks.json, written by the browser app), in pick order; [] when none."""
+    path = Path(run_dir) / PICKS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    seeds = data.get("seeds") if isinstance(data, dict) else None
+    if not isinstance(seeds, list):
+        return []
+    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool)]
+
+
+def save_picks(run_dir: Path, seeds) -> list[int]:
+    """Record the run's picks (RUN/picks.json), the same ones the gallery shows and `pipeline refine` uses."""
+    picks = list(dict.fromkeys(int(s) for s in seeds))
+    path = Path(run_dir) / PICKS_FILE
+    try:
+        atomic_write(path, (json.dumps({"seeds": picks}) + "\n").encode("utf-8"))
+    except OSError as err:
+        raise write_error(path, err) from err
+    return picks

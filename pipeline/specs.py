@@ -16,6 +16,13 @@ DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
 DEFAULT_EXPLORE_SIZE = (512, 512)
 DEFAULT_REFINE_STRENGTH = 0.5
 DEFAULT_REFINE_SCALE = 2.0
+# --variance: off by default; share and steps as ComfyUI's SeedVarianceEnhancer defaults
+# (randomize_percent 50, steps_switchover_percent 20); see engines/variance.py
+DEFAULT_VARIANCE_SHARE = 0.5
+DEFAULT_VARIANCE_STEPS = 0.2
+MAX_VARIANCE = 2.0  # InvokeAI's range (0-2 × the embedding's standard deviation)
+# pipeline vary: Fooocus's Vary (Subtle) and Vary (Strong) denoising strengths
+VARY_STRENGTHS = {"subtle": 0.5, "strong": 0.85}
 
 Dtype = Literal["bf16", "fp16", "fp32"]
 Batch = Union[Literal["auto"], int]
@@ -29,6 +36,35 @@ def _seeds(value):
     if value is None:
         return value
     return parse_seeds(value)
+
+
+def _picks(value):
+    """Seeds or variation ids (42, 42v3) of a run's candidates."""
+    if value is None:
+        return value
+    return parse_seeds(value, variations=True)
+
+
+def _variance(value):
+    if value is None:
+        return 0.0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number: use 0 (off) to {MAX_VARIANCE:g}, e.g. 0.3") from None
+    if not 0.0 <= number <= MAX_VARIANCE:
+        raise ValueError(f"{value!r} is out of range: use 0 (off) to {MAX_VARIANCE:g}; 0.1 to 0.5 are typical")
+    return number
+
+
+def _fraction(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number: give a fraction above 0 and up to 1") from None
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"{value!r} is out of range: give a fraction above 0 and up to 1, e.g. 0.5")
+    return number
 
 
 def _prompt_text(value: str) -> str:
@@ -66,9 +102,20 @@ class ExploreSpec(Spec):
     steps: int = Field(default=DEFAULT_STEPS, ge=1, le=200)
     guidance: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=30.0)
     batch: Batch = "auto"
+    variance: float = 0.0
+    variance_share: float = DEFAULT_VARIANCE_SHARE
+    variance_steps: float = DEFAULT_VARIANCE_STEPS
 
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
     _check_size = field_validator("size", mode="before")(_size)
+    _check_variance = field_validator("variance", mode="before")(_variance)
+    _check_fractions = field_validator("variance_share", "variance_steps", mode="before")(_fraction)
+
+    def variance_settings(self) -> dict | None:
+        """The run's --variance settings as run.json records them; None when off."""
+        if not self.variance:
+            return None
+        return {"strength": self.variance, "share": self.variance_share, "steps": self.variance_steps}
 
     _check_prompt = field_validator("prompt")(_prompt_text)
 
@@ -81,7 +128,7 @@ class RefineSpec(Spec):
     ``None`` means "take it from the run or the image's metadata, else the default".
     """
 
-    seeds: list[int] | None = None
+    seeds: list[int | str] | None = None  # seeds and variation ids (42v3)
     source: str | None = None  # --from IMAGE
     prompt: str | None = Field(default=None, max_length=20_000)
     negative: str | None = Field(default=None, max_length=20_000)
@@ -95,7 +142,7 @@ class RefineSpec(Spec):
     upscaler: str = Field(default="lanczos", min_length=1, max_length=4096)
     batch: Batch = "auto"
 
-    _check_seeds = field_validator("seeds", mode="before")(_seeds)
+    _check_seeds = field_validator("seeds", mode="before")(_picks)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -115,6 +162,35 @@ class RefineSpec(Spec):
         if self.prompt is not None and (not self.prompt.strip() or "\0" in self.prompt):
             raise ValueError("the prompt is empty or contains a NUL character")
         return self
+
+
+def vary_strength(value) -> float:
+    """subtle, strong, or a number above 0 and below 1 (how much of the candidate is re-drawn)."""
+    if isinstance(value, str) and value.strip().lower() in VARY_STRENGTHS:
+        return VARY_STRENGTHS[value.strip().lower()]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not subtle, strong or a number between 0 and 1") from None
+    if not 0.0 < number < 1.0:
+        raise ValueError(f"{number:g} is out of range: use subtle (0.5), strong (0.85) or a number above 0 and "
+                         f"below 1")
+    return number
+
+
+class VarySpec(Spec):
+    """More candidates like picked ones: image-to-image from each stored candidate at its own size."""
+
+    seeds: list[int | str] = Field(min_length=1)  # the parents: seeds or variation ids
+    count: int = Field(default=4, ge=1, le=1000)
+    strength: float = VARY_STRENGTHS["subtle"]  # subtle, strong, or a number above 0 and below 1
+    steps: int | None = Field(default=None, ge=1, le=200)  # default: the run's
+    batch: Batch = "auto"
+
+    _check_seeds = field_validator("seeds", mode="before")(_picks)
+    _check_batch = field_validator("batch")(_batch)
+
+    _check_strength = field_validator("strength", mode="before")(vary_strength)
 
 
 def build(spec_class, **values):

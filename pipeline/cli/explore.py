@@ -17,12 +17,19 @@ from .common import log, make_pipeline, parse_batch, report, session_options, us
 @click.option("--guidance", type=float, default=0.0, show_default=True, help="CFG scale; > 0 doubles the cost")
 @click.option("--run", "run_name", default=None, metavar="NAME", help="run folder name [default: <time>-<prompt>]")
 @click.option("--batch", default="auto", show_default=True, metavar="N", help="images denoised together")
+@click.option("--variance", type=float, default=0.0, show_default=True, metavar="STRENGTH",
+              help="seeded noise on the prompt embedding in the first steps, so seeds differ more "
+                   "(0 = off; 0.1-0.5 typical, up to 2)")
+@click.option("--variance-share", type=float, default=None, metavar="FRACTION",
+              help="share of the embedding's values that get noise [default: 0.5]")
+@click.option("--variance-steps", type=float, default=None, metavar="FRACTION",
+              help="share of the steps that see the noisy embedding [default: 0.2, the first 2 of 8]")
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
-def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_name, batch, dry_run, as_json,
-            model, out, device, dtype, memory):
+def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_name, batch, variance, variance_share,
+            variance_steps, dry_run, as_json, model, out, device, dtype, memory):
     """Render many candidates of PROMPT across seeds, to pick from."""
     from ..jobs import parse_size
 
@@ -30,10 +37,13 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
         count = 16
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
+    if (variance_share is not None or variance_steps is not None) and not variance:
+        log.warning("--variance-share and --variance-steps have no effect without --variance (a strength above 0)")
     batch_value = parse_batch(batch)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
-                           guidance=guidance, negative=negative, batch=batch_value, run=run_name, dry_run=dry_run)
+                           guidance=guidance, negative=negative, batch=batch_value, run=run_name, variance=variance,
+                           variance_share=variance_share, variance_steps=variance_steps, dry_run=dry_run)
     if report(result, as_json, "candidates"):
         return
     run_dir = result.run_dir

@@ -10,7 +10,8 @@ from .common import log, make_pipeline, parse_batch, report, resolve_out, sessio
 
 
 @click.command()
-@click.option("--seeds", default=None, metavar="SPEC", help="candidates of the run to refine, e.g. 42,97")
+@click.option("--seeds", default=None, metavar="SPEC",
+              help="candidates of the run to refine, e.g. 42,97 [default: the picks saved by `pipeline ui`]")
 @click.option("--from", "source", default=None, metavar="IMAGE", type=click.Path(path_type=Path),
               help="refine this image instead; parameters come from its metadata, else from --prompt/--seed")
 @click.option("--run", "run", default=None, metavar="DIR|NAME", help="run folder [default: the latest run]")
@@ -46,11 +47,18 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
     """
     from ..jobs import parse_size
 
-    if seeds is None and source is None:
-        raise UserError("say what to refine: --seeds 42,97 (candidates of the run) or --from IMAGE")
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
     out = resolve_out(out, run)
+    if seeds is None and source is None:  # the picks saved with the run (by `pipeline ui`)
+        from ..runs import load_picks, resolve_run
+
+        try:
+            seeds = load_picks(resolve_run(Path(out), run)) or None
+        except UserError:
+            seeds = None
+        if seeds is None:
+            raise UserError("say what to refine: --seeds 42,97 (candidates of the run) or --from IMAGE")
     if model is None:  # refine with the model the run (or the image) was made with
         from ..stages.refine import default_model
 

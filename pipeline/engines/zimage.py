@@ -288,6 +288,14 @@ class ZImageEngine:
         """Encode (phase 1), place (phase 2), denoise + decode; OOM becomes one sentence."""
         first = jobs[0]
         positive, negative = self._embeddings(jobs)
+        if any(getattr(j, "variance", None) is not None for j in jobs):  # --variance: noisy embeddings for the first steps
+            from .variance import VarianceSchedule
+
+            schedule = VarianceSchedule(jobs, positive, first.steps, kwargs.get("strength"))
+            if schedule.needed:
+                positive = schedule.embeddings()
+                kwargs.update(callback_on_step_end=schedule.callback,
+                              callback_on_step_end_tensor_inputs=["prompt_embeds"])
         try:
             self._ensure_placed(first.width, first.height, len(jobs))
             with torch.inference_mode():

@@ -96,3 +96,14 @@ def progress_bar(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+
+def run_variance(data: dict, pick):
+    """The --variance of a run's candidate ``pick`` (a seed or variation id): the run's settings, seeded
+    by the seed it descends from, so refine and vary use the conditioning the candidate was made with."""
+    from ..jobs import pick_root, variance_from_record
+
+    settings = data.get("variance")
+    if not isinstance(settings, dict):
+        return None
+    return variance_from_record({**settings, "seed": pick_root(pick)})

@@ -11,7 +11,7 @@ from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
 from ..images import contact_sheet
-from ..jobs import RenderJob, digest_bytes, render_fields
+from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
 from ..models import display_name
 from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
                     update_run, write_error)
@@ -29,7 +29,9 @@ def plan(spec: ExploreSpec, fingerprint: str, dtype: str) -> list[RenderJob]:
     width, height = spec.size
     return [
         RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
-                                  height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype))
+                                  height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype,
+                                  variance=make_variance(spec.variance, spec.variance_share, spec.variance_steps,
+                                                         seed)))
         for seed in spec.seeds
     ]
 
@@ -39,7 +41,8 @@ def candidate_name(seed: int) -> str:
 
 
 def run_header(session, spec: ExploreSpec) -> dict:
-    return {
+    variance = spec.variance_settings()  # only when on: runs without it keep today's run.json
+    return {**({"variance": variance} if variance else {}),
         "prompt": spec.prompt,
         "negative": spec.negative,
         "model": session.model,
@@ -58,8 +61,9 @@ def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
     header = run_header(session, spec)
     data = load_run(run_dir)
     if data:
-        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance")}
-        new = {k: header[k] for k in old}
+        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance",
+                                        "variance")}
+        new = {k: header.get(k) for k in old}
         if old != new:
             changed = ", ".join(k for k in old if old[k] != new[k])
             raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
@@ -74,10 +78,13 @@ def _record_candidates(data: dict, items: list[Item], run_dir: Path) -> None:
     for item in items:
         by_seed[item.seed] = {"seed": item.seed, "key": item.key, "path": str(item.path.relative_to(run_dir)),
                               "seconds": item.seconds, "cached": item.cached}
-    data["explore"]["pictures"] = sorted(by_seed.values(), key=lambda c: c["seed"])
+    data["explore"]["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c["seed"]))  # 42, 42v1, 43
 
 
-def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool = False, on_picture=None,
+            stop=None) -> StageResult:
+    """``on_picture(item)`` is called as each picture is in the run folder (stored ones first);
+    ``stop`` (a ``threading.Event``) ends the run after the current picture, keeping the finished ones."""
     jobs = plan(spec, session.fingerprint, session.dtype)
     store = session.store
     if run is not None:
@@ -102,13 +109,16 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     if distributed.is_main_process():
         _save(run_dir, data)
         set_latest(session.out, run_dir)
+    for item in list(items.values()) if on_picture else ():
+        on_picture(item)
 
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir)
-    _collect_shares(session, jobs, items, out_dir)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture, stop)
+    if stop is None or not stop.is_set():
+        _collect_shares(session, jobs, items, out_dir)
 
-    ordered = [items[seed] for seed in spec.seeds]
+    ordered = [items[seed] for seed in spec.seeds if seed in items]  # fewer when stopped
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
@@ -116,7 +126,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         _save(run_dir, data)
         write_gallery(run_dir, data)
     distributed.wait_for_everyone()  # the others go on (e.g. to refine) once run.json is complete
-    return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+    return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(ordered) - computed,
+                       computed=computed)
 
 
 OTHER_STAGES = ("refine", "upscale")
@@ -129,7 +140,7 @@ def _save(run_dir: Path, data: dict) -> None:
     update_run(run_dir, lambda current: current.update(ours))
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture=None, stop=None):
     engine = session.engine()
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
@@ -138,12 +149,16 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir):
     bar = progress_bar(len(misses), session.progress, "explore")
     try:
         for batch in batches(misses, batch_size):
+            if stop is not None and stop.is_set():
+                break
             _render_batch(session, engine, batch, out_dir, items)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
             if distributed.is_main_process():
                 _save(run_dir, data)
             if bar:
                 bar.update(len(batch))
+            for job in batch if on_picture else ():
+                on_picture(items[job.seed])
     finally:
         if bar:
             bar.close()
@@ -202,9 +217,16 @@ def resolve_batch(batch, engine, size) -> int:
     return 4 if size[0] * size[1] <= 768 * 768 else 1
 
 
+def _sheet_label(candidate: dict) -> str:
+    if isinstance(candidate["seed"], str):  # a variation (pipeline vary): its id and strength
+        strength = candidate.get("strength")
+        return f"{candidate['seed']} · vary {strength:g}" if isinstance(strength, float) else candidate["seed"]
+    return f"seed {candidate['seed']}"
+
+
 def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
     candidates = stage_pictures(data, "explore")
-    entries = [(f"seed {c['seed']}", run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
+    entries = [(_sheet_label(c), run_dir / c["path"]) for c in candidates if (run_dir / c["path"]).is_file()]
     if not entries:
         return
     path = out_dir / "contact.png"

@@ -21,12 +21,13 @@ from pathlib import Path
 from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
-from ..jobs import MAX_SEED, RefineJob, check_size, digest_bytes, render_fields, seed_ranges
+from ..jobs import (MAX_SEED, RefineJob, check_size, digest_bytes, pick_order, render_fields, seed_ranges,
+                    variance_from_record)
 from ..models import TINY, display_name
 from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
                     update_run)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
-from .common import Item, StageResult, batches, progress_bar, store_picture
+from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
 
 log = logging.getLogger("pipeline")
 
@@ -44,6 +45,11 @@ class Pick:
     parent_key: str  # store key of the parent candidate ("" for a foreign image)
     source: str  # the candidate's run-relative path, or the --from image's path
     parent_data: bytes | None = None  # the --from image's bytes, as digested for the key
+    id: int | str | None = None  # the candidate's seed or variation id (42v3); None: the job's seed
+
+    @property
+    def label(self):
+        return self.job.seed if self.id is None else self.id
 
 
 @dataclass
@@ -95,7 +101,7 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
             raise UserError(f"run {run_dir} has no explore candidates to refine; use --from IMAGE to refine an image")
         what = "seed {} is not a candidate" if len(unknown) == 1 else "seeds {} are not candidates"
         raise UserError(f"{what.format(seed_ranges(unknown))} of run {run_dir.name}; "
-                        f"its seeds are {seed_ranges(sorted(candidates))}")
+                        f"its seeds are {seed_ranges(sorted(candidates, key=pick_order))}")
     size = spec.size or _scaled((int(data["width"]), int(data["height"])), spec.scale)
     params = {
         "prompt": data["prompt"],
@@ -112,8 +118,10 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
             if artifact is None:
                 raise UserError(_missing_candidate(run_dir, data, seed))
             parent_path, parent_digest = artifact.path, artifact.record["digest"]
-        job = _job(session, spec, params, seed, size, parent_digest, enlarge)
-        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"]))
+        # a variation renders with its own noise seed and its root candidate's conditioning
+        noise_seed = candidate.get("noise_seed", seed) if isinstance(seed, str) else seed
+        job = _job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed))
+        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed))
     return Plan(run_dir, picks)
 
 
@@ -129,13 +137,13 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     meta, parent_key = {}, ""
     record = info["pipeline"] if isinstance(info["pipeline"], dict) else None
     if record and isinstance(record.get("prompt"), str) and record["prompt"].strip():
-        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance") if k in record}
+        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance") if k in record}
         parent_key = record.get("key", "") if isinstance(record.get("key"), str) else ""
     elif info["parameters"]:
         parsed = parse_a1111(info["parameters"])
         # A1111's Steps and CFG scale belong to another sampler and model (typically 20-30 steps
         # at CFG 7); on Turbo they would burn the picture, so only the prompt and seed are taken.
-        meta = {k: parsed[k] for k in ("prompt", "negative", "seed") if parsed.get(k) not in (None, "")}
+        meta = {k: parsed[k] for k in ("prompt", "negative", "seed", "variance") if parsed.get(k) not in (None, "")}
     prompt = spec.prompt if spec.prompt is not None else meta.get("prompt")
     if not prompt:
         raise UserError(f"{path} carries no generation parameters: give --prompt (and --seed) to refine it")
@@ -147,7 +155,8 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     }
     size = spec.size or _scaled(info["size"], spec.scale)
     digest = digest_bytes(data)
-    job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec))
+    job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec),
+               variance_from_record(meta.get("variance")))
     hires = spec.mode == "hires"
     pick = Pick(job, candidate_name(seed), path.resolve() if hires else None, parent_key, str(path.resolve()),
                 parent_data=data if hires else None)
@@ -175,10 +184,10 @@ def _seed_of(value) -> int:
     return seed if 0 <= seed <= MAX_SEED else 0
 
 
-def _job(session, spec, params, seed, size, parent_digest, enlarge) -> RefineJob:
+def _job(session, spec, params, seed, size, parent_digest, enlarge, variance=None) -> RefineJob:
     fields = render_fields(model=session.fingerprint, prompt=params["prompt"], negative=params["negative"],
                            width=size[0], height=size[1], steps=spec.steps or DEFAULT_STEPS,
-                           guidance=params["guidance"], seed=seed, dtype=session.dtype)
+                           guidance=params["guidance"], seed=seed, dtype=session.dtype, variance=variance)
     if spec.mode == "hires":
         return RefineJob(**fields, mode="hires", strength=float(spec.strength), parent=parent_digest, enlarge=enlarge)
     # rerender draws from text alone: parent, strength and enlarging do not change its pixels
@@ -206,7 +215,15 @@ def candidate_name(seed: int) -> str:
     return f"seed-{seed}.png"
 
 
-def _missing_candidate(run_dir: Path, data: dict, seed: int) -> str:
+def _missing_candidate(run_dir: Path, data: dict, seed) -> str:
+    if isinstance(seed, str):
+        from ..jobs import pick_parent, pick_path
+
+        entry = {c.get("seed"): c for c in stage_pictures(data, "explore")}.get(seed, {})
+        command = ["pipeline", "vary", "--run", str(run_dir), "--seeds", str(pick_parent(seed)),
+                   "--count", str(pick_path(seed)[-1]), "--strength", str(entry.get("strength", "subtle"))]
+        return (f"variation {seed} of run {run_dir.name} is missing or damaged in the store; make it again "
+                f"with `{shlex.join(command)}`")
     command = ["pipeline", "explore", data["prompt"], "--out", str(run_dir.parent), "--run", run_dir.name,
                "--seeds", str(seed), "--size", f"{data['width']}x{data['height']}", "--steps", str(data["steps"]),
                "--guidance", str(data["guidance"]), "--model", str(data.get("model", ""))]
@@ -263,7 +280,7 @@ def _place(artifact, pick: Pick, out_dir: Path, cached: bool, seconds: float | N
     dest = out_dir / pick.name
     place(artifact.path, dest)
     seconds = artifact.record.get("seconds", 0.0) if seconds is None else round(seconds, 4)
-    return Item(pick.job.seed, dest, pick.job.key, cached, seconds)
+    return Item(pick.label, dest, pick.job.key, cached, seconds)
 
 
 def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
@@ -282,14 +299,14 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
         by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
         for pick, item in done:
             job = pick.job
-            entry = {"seed": job.seed, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+            entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
                      "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
                      "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
                      "seconds": item.seconds, "cached": item.cached}
             if job.mode == "hires":
                 entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
             by_path[entry["path"]] = entry
-        section["pictures"] = sorted(by_path.values(), key=lambda p: (p.get("seed", 0), p.get("path", "")))
+        section["pictures"] = sorted(by_path.values(), key=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
         data["refine"] = section
 
     update_run(run_dir, record)
@@ -330,7 +347,7 @@ def _collect_shares(session, the_plan: Plan, items: dict, out_dir: Path) -> None
         dest = out_dir / pick.name
         if distributed.is_main_process():
             place(artifact.path, dest)
-        items[pick.name] = Item(pick.job.seed, dest, artifact.key, pick.name not in elsewhere,
+        items[pick.name] = Item(pick.label, dest, artifact.key, pick.name not in elsewhere,
                                 artifact.record.get("seconds", 0.0))
         collected.append((pick, items[pick.name]))
     if distributed.is_main_process():

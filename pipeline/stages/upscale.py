@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..web.gallery import write_gallery
 from ..hardware import cpu_has_native_bf16, gpu_likely_present
 from ..images import A1111_CHUNK, JSON_CHUNK
-from ..jobs import UpscaleJob
+from ..jobs import UpscaleJob, pick_order
 from ..runs import load_run, place, resolve_run, stage_pictures, update_run
 from ..store import file_digest
 from .common import Item, StageResult, progress_bar
@@ -42,7 +42,7 @@ def concrete_precision(precision: str, device: str | None) -> str:
 
 # ------------------------------------------------------------------ inputs
 
-def run_inputs(out: Path, run: str | None, seeds: list[int] | None) -> tuple[Path, list[UpscaleInput]]:
+def run_inputs(out: Path, run: str | None, seeds: list | None) -> tuple[Path, list[UpscaleInput]]:
     """The pictures of a run to upscale: its refined ones, or the picked seeds (refined, else candidates)."""
     run_dir = resolve_run(out, run)
     data = load_run(run_dir)
@@ -52,11 +52,11 @@ def run_inputs(out: Path, run: str | None, seeds: list[int] | None) -> tuple[Pat
         if not refined:
             raise UserError(f"run {run_dir} has no refined pictures yet: run `pipeline refine --seeds …` first, "
                             "or pass --seeds or image files")
-        chosen = [refined[s] for s in sorted(refined)]
+        chosen = [refined[s] for s in sorted(refined, key=pick_order)]
     else:
         unknown = [s for s in seeds if s not in refined and s not in candidates]
         if unknown:
-            known = ", ".join(str(s) for s in sorted(set(candidates) | set(refined))) or "none"
+            known = ", ".join(str(s) for s in sorted(set(candidates) | set(refined), key=pick_order)) or "none"
             raise UserError(f"seed {unknown[0]} is not in run {run_dir.name} (its seeds: {known})")
         chosen = [refined.get(s) or candidates[s] for s in seeds]
     inputs = [UpscaleInput(run_dir / item["path"], run_dir / STAGE_DIR / f"seed-{item['seed']}.png", item["seed"])
@@ -284,4 +284,4 @@ def _record_items(data: dict, run_dir: Path, items: list[Item]) -> None:
         rel = str(item.path.relative_to(run_dir))
         by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
                         "seconds": item.seconds, "cached": item.cached}
-    data["upscale"] = {"pictures": sorted(by_dest.values(), key=lambda e: (e["seed"] is None, e["seed"] or 0))}
+    data["upscale"] = {"pictures": sorted(by_dest.values(), key=lambda e: pick_order(e["seed"]))}

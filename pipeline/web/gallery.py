@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from ..runs import load_run, resolve_run, stage_pictures
+from ..runs import PICKS_FILE, load_picks, load_run, resolve_run, stage_pictures
 from ..store import atomic_write, write_error
 
 log = logging.getLogger("pipeline")
@@ -93,7 +93,7 @@ def write_gallery(run_dir: Path, data: dict | None = None) -> Path:
     run_dir = Path(run_dir)
     if data is None:
         data = load_run(run_dir)
-    thumbs = _Thumbs(run_dir)
+    thumbs = Thumbs(run_dir)
     groups, others = collect(run_dir, data, thumbs)
     page = render_page(run_dir, data, groups, others)
     path = run_dir / PAGE
@@ -117,12 +117,17 @@ def stage_items(data: dict, stage: str) -> list[dict]:
     return [item for item in stage_pictures(data, stage) if isinstance(item.get("path"), str)]
 
 
-def _seed_of(item: dict) -> int | None:
+def _seed_of(item: dict) -> int | str | None:
+    """The picture's seed, or its variation id (42v3, made by `pipeline vary`); None when it has neither."""
+    from ..jobs import pick_order
+
     seed = item.get("seed")
+    if isinstance(seed, str):
+        return seed if pick_order(seed)[0] == 0 and "v" in seed else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def collect(run_dir: Path, data: dict, thumbs: "_Thumbs") -> tuple[list[dict], list[Picture]]:
+def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], list[Picture]]:
     """Candidates in seed order, each with its refined/upscaled pictures; plus pictures without a candidate."""
     groups: list[dict] = []
     by_seed: dict[int, dict] = {}
@@ -148,7 +153,7 @@ def _scalars(item: dict) -> dict:
     return {k: v for k, v in item.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def _picture(run_dir: Path, stage: str, item: dict, params: dict, thumbs: "_Thumbs") -> Picture:
+def _picture(run_dir: Path, stage: str, item: dict, params: dict, thumbs: "Thumbs") -> Picture:
     source = Path(item["path"])
     if not source.is_absolute():
         source = run_dir / source
@@ -167,7 +172,7 @@ def page_url(run_dir: Path, path: Path) -> str:
 
 # ---------------------------------------------------------------- thumbnails
 
-class _Thumbs:
+class Thumbs:
     """256-px WebP thumbnails in RUN/thumbs/, named after what they show, made only when missing."""
 
     def __init__(self, run_dir: Path):
@@ -265,6 +270,8 @@ def render_page(run_dir: Path, data: dict, groups: list[dict], others: list[Pict
         "groups": [{"seed": None if g["seed"] is None else str(g["seed"]), "candidate": g["candidate"].to_json(),
                     "results": [p.to_json() for p in g["results"]]} for g in groups],
         "others": [p.to_json() for p in others],
+        # the picks saved with the run (by the browser app) win over this browser's localStorage
+        "picks": [str(seed) for seed in load_picks(run_dir)] if (run_dir / PICKS_FILE).is_file() else None,
     }
     style, script = _asset("gallery.css"), _asset("gallery.js")
     csp = ("default-src 'none'; img-src 'self' file: data: blob:; "
@@ -299,6 +306,10 @@ def _header(name: str, data: dict, groups: list[dict]) -> str:
     for key, label in (("steps", "steps"), ("guidance", "guidance"), ("dtype", "precision")):
         if data.get(key) is not None:
             params.append((label, _fmt(data[key])))
+    variance = data.get("variance")
+    if isinstance(variance, dict) and variance.get("strength"):
+        params.append(("variance", f"{_fmt(variance['strength'])} (share {_fmt(variance.get('share'))}, "
+                                   f"steps {_fmt(variance.get('steps'))})"))
     if data.get("model_name") or data.get("model"):
         params.append(("model", data.get("model_name") or data.get("model")))
     params.append(("candidates", str(len(groups))))
@@ -333,7 +344,8 @@ def _grid(groups: list[dict]) -> str:
     for index, group in enumerate(groups):
         candidate: Picture = group["candidate"]
         seed = group["seed"]
-        label = f"seed {seed}" if seed is not None else "candidate"
+        label = (f"seed {seed}" if isinstance(seed, int) else f"variation {seed}" if seed is not None
+                 else "candidate")
         results = "".join(
             f'<button type="button" class="result" data-group="{index}" data-result="{n}" tabindex="-1" '
             f'title="{_e(p.label)} (enlarge)">{_thumb_img(p, "rthumb", p.label)}<span>{_e(p.short_label)}'

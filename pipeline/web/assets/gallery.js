@@ -75,8 +75,10 @@
     update();
   }
   function restore() {
-    var saved;
-    try { saved = JSON.parse(localStorage.getItem(storeKey) || "[]"); } catch (e) { saved = []; }
+    var saved = data.picks;  // RUN/picks.json, when the browser app saved picks
+    if (!Array.isArray(saved)) {
+      try { saved = JSON.parse(localStorage.getItem(storeKey) || "[]"); } catch (e) { saved = []; }
+    }
     if (!Array.isArray(saved)) return;
     groups.forEach(function (group, index) {
       if (group.seed !== null && saved.indexOf(group.seed) >= 0) picked.add(index);

@@ -1,0 +1,217 @@
+"""Vary: more candidates like a picked one (Fooocus's Vary, A1111's variation seeds).
+
+Each variation is an image-to-image pass from the stored candidate, at the candidate's own size
+and the run's prompt, with a noise seed of its own, at ``strength`` (subtle 0.5, strong 0.85).
+Variations join the run's candidates under ids that say where they come from: ``42v3`` is the
+third variation of seed 42, ``42v3v1`` the first variation of that one. So refine, upscale, the
+contact sheet and the gallery take them like any candidate.
+
+A variation's key holds its parent's file digest, its noise seed (fixed by its id) and its
+strength, so a re-run finds it in the store. Asking again for ``--count`` variations of a parent
+at the same strength and steps takes the ones already made first; new ones get the next numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import distributed
+from ..errors import UserError
+from ..jobs import VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id, variation_seed
+from ..runs import load_run, place, resolve_run, set_latest, stage_pictures, update_run
+from ..specs import DEFAULT_GUIDANCE, VarySpec
+from ..web.gallery import write_gallery
+from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
+
+log = logging.getLogger("pipeline")
+
+STAGE_DIR = "explore"  # variations are candidates: they sit next to their parents
+
+
+@dataclass
+class Variation:
+    """One variation to make: its id, its job, and its parent."""
+
+    id: str
+    job: VaryJob
+    parent: int | str
+    parent_key: str
+    parent_path: Path
+
+    @property
+    def name(self) -> str:
+        return f"seed-{self.id}.png"
+
+
+@dataclass
+class Plan:
+    run_dir: Path
+    variations: list[Variation]
+
+
+def _candidates(data: dict) -> dict:
+    return {c.get("seed"): c for c in stage_pictures(data, "explore")}
+
+
+def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
+    """The variations to make (or find in the store). Reads run.json and the store; no torch."""
+    run_dir = resolve_run(session.out, run)
+    data = load_run(run_dir)
+    candidates = _candidates(data)
+    unknown = [pick for pick in spec.seeds if pick not in candidates]
+    if unknown:
+        if not candidates:
+            raise UserError(f"run {run_dir.name} has no candidates to vary; explore first")
+        what = "{} is not a candidate" if len(unknown) == 1 else "{} are not candidates"
+        raise UserError(f"{what.format(seed_ranges(unknown))} of run {run_dir.name}; its candidates are "
+                        f"{seed_ranges(sorted(candidates, key=pick_order))}")
+    steps = spec.steps or int(data.get("steps") or 8)
+    variations = []
+    for parent in spec.seeds:
+        candidate = candidates[parent]
+        artifact = session.store.get(candidate["key"])
+        if artifact is None:
+            raise UserError(f"candidate {parent} of run {run_dir.name} is missing or damaged in the store; "
+                            f"render it again first (explore, or vary its parent)")
+        for number in _numbers(candidates, parent, spec.count, spec.strength, steps):
+            ident = variation_id(*pick_path(parent), number)
+            fields = render_fields(model=session.fingerprint, prompt=data["prompt"], negative=data.get("negative", ""),
+                                   width=int(data["width"]), height=int(data["height"]), steps=steps,
+                                   guidance=data.get("guidance", DEFAULT_GUIDANCE), seed=variation_seed(ident),
+                                   dtype=session.dtype, variance=run_variance(data, ident))
+            job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"])
+            variations.append(Variation(ident, job, parent, candidate["key"], artifact.path))
+    return Plan(run_dir, variations)
+
+
+def _numbers(candidates: dict, parent, count: int, strength: float, steps: int) -> list[int]:
+    """The variation numbers for ``count`` variations of ``parent``: those already made with these
+    settings first, then new numbers after the highest one in use."""
+    made = [(pick_path(pick)[-1], c) for pick, c in candidates.items()
+            if isinstance(pick, str) and pick_order(pick)[0] == 0 and pick_parent(pick) == parent]
+    same = sorted(n for n, c in made if c.get("strength") == strength and c.get("steps") == steps)
+    numbers = same[:count]
+    following = max((n for n, _ in made), default=0) + 1
+    while len(numbers) < count:
+        numbers.append(following)
+        following += 1
+    return numbers
+
+
+# ---------------------------------------------------------------- executing
+
+
+def vary(session, spec: VarySpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+    the_plan = plan(session, spec, run)
+    store = session.store
+    if dry_run:
+        stored = sum(store.has(v.job.key) for v in the_plan.variations)
+        total = len(the_plan.variations)
+        return StageResult("vary", the_plan.run_dir, planned=total, stored=stored, computed=total - stored,
+                           dry_run=True)
+    run_dir = the_plan.run_dir
+    out_dir = run_dir / STAGE_DIR
+    items: dict[str, Item] = {}
+    misses: list[Variation] = []
+    for variation in the_plan.variations:
+        artifact = store.get(variation.job.key)
+        if artifact is None:
+            misses.append(variation)
+        else:
+            items[variation.id] = _place(artifact.path, variation, out_dir, True, artifact.record.get("seconds", 0.0))
+    if distributed.is_main_process():
+        _record(run_dir, [(v, items[v.id]) for v in the_plan.variations if v.id in items])
+    if misses:
+        _compute(session, spec, misses, out_dir, items, run_dir)
+    ordered = [items[v.id] for v in the_plan.variations]
+    computed = sum(not item.cached for item in ordered)
+    if distributed.is_main_process():
+        set_latest(session.out, run_dir)
+        _refresh_views(run_dir)
+    return StageResult("vary", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
+                       computed=computed)
+
+
+def _place(source: Path, variation: Variation, out_dir: Path, cached: bool, seconds: float) -> Item:
+    dest = out_dir / variation.name
+    place(source, dest)
+    return Item(variation.id, dest, variation.job.key, cached, round(seconds, 4))
+
+
+def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
+    """Add the variations to run.json's candidates (re-read under its lock, so nothing recorded is lost)."""
+    if not done:
+        return
+
+    def record(data: dict) -> None:
+        by_seed = {c.get("seed"): c for c in stage_pictures(data, "explore")}
+        for variation, item in done:
+            job = variation.job
+            by_seed[variation.id] = {
+                "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+                "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
+                "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
+                "steps": job.steps}
+        data.setdefault("explore", {})["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c.get("seed")))
+
+    update_run(run_dir, record)
+
+
+def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path) -> None:
+    from PIL import Image
+
+    engine = session.engine()
+    if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
+        misses = [dataclasses.replace(v, job=dataclasses.replace(v.job, model=engine.fingerprint)) for v in misses]
+    by_job = {id(v.job): v for v in misses}
+    size = 1 if spec.batch == "auto" and engine.device == "cpu" else 4 if spec.batch == "auto" else int(spec.batch)
+    bar = progress_bar(len(misses), session.progress, "vary")
+    try:
+        for batch in batches([v.job for v in misses], size):
+            chosen = [by_job[id(job)] for job in batch]
+            with session.store.lock_all(job.key for job in batch):
+                todo = []
+                for variation in chosen:  # another process may have made it meanwhile
+                    artifact = session.store.get(variation.job.key)
+                    if artifact is not None:
+                        items[variation.id] = _place(artifact.path, variation, out_dir, True,
+                                                     artifact.record.get("seconds", 0.0))
+                    else:
+                        todo.append(variation)
+                if todo:
+                    parents = []
+                    for variation in todo:
+                        with Image.open(variation.parent_path) as image:
+                            parents.append(image.convert("RGB"))
+                    engine.reset_peak_memory()
+                    started = time.perf_counter()
+                    images = engine.img2img([v.job for v in todo], parents, todo[0].job.strength)
+                    seconds = (time.perf_counter() - started) / len(todo)
+                    for variation, image in zip(todo, images):
+                        artifact = store_picture(session.store, variation.job, image, session.model, seconds=seconds,
+                                                 engine=engine, stage="vary", variation=variation.id,
+                                                 parent_key=variation.parent_key)
+                        items[variation.id] = _place(artifact.path, variation, out_dir, False, seconds)
+            if distributed.is_main_process():
+                _record(run_dir, [(v, items[v.id]) for v in chosen])
+            if bar:
+                bar.update(len(batch))
+    finally:
+        if bar:
+            bar.close()
+
+
+def _refresh_views(run_dir: Path) -> None:
+    """The contact sheet and the gallery, now with the variations next to their parents."""
+    from .explore import _write_contact_sheet
+
+    data = load_run(run_dir)
+    if not data.get("explore"):
+        return
+    _write_contact_sheet(run_dir / STAGE_DIR, data, run_dir)
+    signature = data["explore"].get("contact_sheet")
+    update_run(run_dir, lambda current: current.setdefault("explore", {}).update(contact_sheet=signature))
+    write_gallery(run_dir)

@@ -1,0 +1,40 @@
+"""User errors as one sentence on the page (gr.Error), with the CLI's wording and hints."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ...errors import UserError
+
+OOM_HINT = "out of memory; try a smaller size or batch, or start `pipeline ui` with a lower --memory profile"
+
+
+def message(err: BaseException) -> str | None:
+    """The sentence to show for an error a user can act on, or None for a bug."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, MemoryError) or err.__class__.__name__ == "OutOfMemoryError":
+        return str(err) if "profile" in str(err) else OOM_HINT
+    if isinstance(err, OSError):
+        from ...store import write_error
+        from pathlib import Path
+
+        return str(write_error(Path(err.filename or "?"), err))
+    return None
+
+
+def as_page_error(err: BaseException):
+    import gradio as gr
+
+    text = message(err)
+    if text is None:
+        raise err
+    raise gr.Error(text, print_exception=False) from err
+
+
+@contextmanager
+def on_page():
+    """Run a handler's body; a user error becomes one sentence on the page."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - sorted by message(); bugs are raised again
+        as_page_error(err)

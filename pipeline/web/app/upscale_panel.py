@@ -1,0 +1,96 @@
+"""Upscale the refined pictures with Real-ESRGAN (a preset or a weights file in weights/)."""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from ...errors import UserError
+from ...runs import load_run
+from . import pictures
+from .errors import on_page
+from .explore_tab import bar
+
+
+def model_choices() -> list[str]:
+    from ...engines.weights import PRESETS, WEIGHT_SUFFIXES, weights_dir
+
+    choices = list(PRESETS)
+    try:
+        files = sorted(p.name for p in weights_dir().iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)
+    except OSError:
+        files = []
+    stems = {name.rsplit(".", 1)[0] for name in files}
+    return choices + sorted(stems - set(PRESETS))
+
+
+def build(app, ui) -> None:
+    with gr.Row():
+        ui.upscale_model = gr.Dropdown(model_choices(), value="realesrgan-x4plus", label="Upscaler",
+                                       allow_custom_value=True, elem_id="upscale-model",
+                                       info="a preset, or the name of a weights file in weights/")
+        ui.upscale_btn = gr.Button("Upscale refined", variant="primary", elem_id="upscale")
+    ui.upscaled = gr.Gallery(label="Upscaled", columns=4, height=260, allow_preview=True, object_fit="contain",
+                             fit_columns=False, elem_id="upscaled", interactive=False)
+
+
+def wire(app, ui) -> None:
+    def upscale(run, seeds, model, progress=gr.Progress()):
+        """Upscale the refined pictures of RUN (or those of SEEDS); yields each one as it is stored."""
+        yield from _upscale(app, progress, run, seeds, model)
+
+    ui.upscale_btn.click(upscale, [ui.run, ui.refine_seeds, ui.upscale_model],
+                         [ui.upscaled, ui.status, ui.bar, ui.result], api_name="upscale", concurrency_id="device",
+                         show_progress="minimal",
+                         show_progress_on=ui.status)
+
+    def select(run, evt: gr.SelectData):
+        with on_page():
+            run_dir = app.run_dir(run)
+            view = pictures.view(run_dir)
+            if evt.index is None or evt.index >= len(view.upscaled):
+                return gr.skip(), gr.skip()
+            chosen = view.upscaled[evt.index]  # the gallery lists view.upscaled in this order
+            return pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)
+
+    ui.upscaled.select(select, ui.run, [ui.params, ui.command], api_visibility="private", concurrency_limit=None)
+
+
+def upscaled_value(view):
+    return [(str(u.thumb or u.path), pictures.caption(u.seed, label=f"{u.size[0]}×{u.size[1]}" if u.size else ""))
+            for u in view.upscaled]
+
+
+def _refined_seeds(run_dir) -> list[int]:
+    from ...runs import stage_pictures as stage_items
+
+    seeds = [item.get("seed") for item in stage_items(load_run(run_dir), "refine")]
+    return list(dict.fromkeys(s for s in seeds if isinstance(s, int)))
+
+
+def _upscale(app, progress, run, seeds, model):
+    from ...jobs import parse_seeds
+
+    with on_page():
+        run_dir = app.run_dir(run)
+        chosen = parse_seeds(seeds.strip()) if seeds and seeds.strip() else _refined_seeds(run_dir)
+        if not chosen:
+            raise UserError("refine pictures first: upscale works on the refined pictures")
+        choices = model_choices()
+        if model not in choices:  # only presets and files of weights/: no path from the page
+            raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
+    started, computed, stored, spent, files = time.monotonic(), 0, 0, [], []
+    for n, seed in enumerate(chosen):
+        eta = f" · about {sum(spent) / len(spent) * (len(chosen) - n):.0f} s left" if spent else ""
+        progress((n, len(chosen)), desc=f"upscale{eta}", unit="pictures")
+        t0 = time.monotonic()
+        with on_page(), app.device() as pipeline:
+            result = pipeline.upscale(run=str(run_dir), seeds=[seed], model=model or None)
+        spent.append(time.monotonic() - t0)
+        computed, stored = computed + result.computed, stored + result.stored
+        files += [str(item.path) for item in result.items]
+        status = (f"upscaled {n + 1} of {len(chosen)} · {computed} computed, {stored} from the store · "
+                  f"{time.monotonic() - started:.1f} s")
+        yield upscaled_value(pictures.view(run_dir)), status, bar(n + 1, len(chosen)), \
+            {"stage": "upscale", "run_dir": str(run_dir), "seeds": chosen[: n + 1], "computed": computed,
+             "stored": stored, "files": files}

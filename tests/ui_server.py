@@ -1,0 +1,61 @@
+"""`pipeline ui` in its own process on a free loopback port, for the app's tests."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from conftest import cli_env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`pipeline ui` in its own process, as a user starts it."""
+
+    def __init__(self, out: Path, *extra: str):
+        self.out, self.port = out, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = out.parent / f"ui-{self.port}.log"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "ui", "--model", "tiny-random", "--out", str(out),
+                 "--port", str(self.port), *extra], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pipeline ui exited ({self.proc.returncode}):\n{self.log.read_text()}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2).close()
+                return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        self.kill()
+        raise AssertionError(f"pipeline ui did not answer within 180 s:\n{self.log.read_text()}")
+
+    def client(self, **kwargs):
+        import gradio_client
+
+        return gradio_client.Client(self.url, verbose=False, **kwargs)
+
+    def get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    def kill(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
