@@ -21,8 +21,9 @@ class Pipeline:
                  attention: str | None = None, text_encoder: str | Path | None = None, vae: str | Path | None = None):
         """``memory``: auto, full, balanced, low or minimal (see the README's memory profiles).
         ``transformer``: a single-file .safetensors/.gguf transformer (``text_encoder``, ``vae``: single-file
-        Qwen3-4B and Flux VAE, ComfyUI's files); ``weights_dtype="fp8"``: float8
-        weight storage; ``compile``/``attention``: opt-in speed switches (torch.compile, attention backend).
+        Qwen3-4B and Flux VAE, ComfyUI's files); ``weights_dtype="int8"`` / ``"fp8"``: 8-bit transformer
+        weights (enter the model fingerprint); ``compile``/``attention``: opt-in speed switches (torch.compile,
+        attention backend).
         """
         from .engines.memory import EngineOptions
 
