@@ -6,16 +6,18 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test soak bench install clean ui
 
+# -qq: pip prints errors only (-q still shows setuptools' "Editable installation" warning box)
 $(BIN)/pipeline: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(BIN)/pipeline
+	@echo "installing pipeline and its dependencies into $(VENV) (the first time takes a few minutes)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/pip install -qq --upgrade pip
+	@$(BIN)/pip install -qq -e '.[test]'
+	@touch $(BIN)/pipeline
 
 install: $(BIN)/pipeline
 
 demo: install
-	$(BIN)/pipeline run configs/smoke.yaml
+	@$(BIN)/pipeline run configs/smoke.yaml
 
 # the browser app on the tiny model: http://127.0.0.1:7860 (needs the ui extra, which the test extra includes)
 ui: install

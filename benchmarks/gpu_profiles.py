@@ -9,6 +9,9 @@ component on the GPU, called once per image with its prompt (the baseline, same 
     python benchmarks/gpu_profiles.py --quick          # < 8 min on one H100
     python benchmarks/gpu_profiles.py                  # all profiles
     python benchmarks/gpu_profiles.py --cpu-smoke      # same code path, tiny configs, CPU
+    python benchmarks/gpu_profiles.py --cards          # card sizes 8-24 GiB, bf16 vs int8, baselines,
+                                                       # --compile, cold start (< 8 min on an H200)
+    python benchmarks/gpu_profiles.py --cards --cpu-smoke
 
 Random weights make random pictures, but the work per step (and so time and memory) is
 that of the real model. Speeds are medians over ``--repeats`` calls after a warm-up call.
@@ -286,7 +289,24 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per cell [2; 1 with --cpu-smoke]")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--cards", action="store_true", help="simulated card sizes, bf16 vs int8 weights, diffusers' "
+                                                             "offload baselines, --compile, cold start (gpu_cards.py)")
+    parser.add_argument("--workdir", default=None, help="--cards: where the model is saved (reused if there)")
+    parser.add_argument("--no-compile", action="store_true", help="--cards: skip the --compile rows")
     args = parser.parse_args(argv)
+    if args.cards:
+        try:
+            import diffusers  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as err:
+            parser.error(f"--cards needs torch and diffusers (and safetensors): {err}")
+        from benchmarks import gpu_cards
+
+        if not args.cpu_smoke and not torch.cuda.is_available():
+            parser.error("no CUDA device: use --cpu-smoke")
+        args.steps = args.steps or (1 if args.cpu_smoke else 8)
+        args.repeats = args.repeats or (1 if args.cpu_smoke else 3)
+        return gpu_cards.main(args)
 
     import torch
 

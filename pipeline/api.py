@@ -21,8 +21,9 @@ class Pipeline:
                  attention: str | None = None, text_encoder: str | Path | None = None, vae: str | Path | None = None):
         """``memory``: auto, full, balanced, low or minimal (see the README's memory profiles).
         ``transformer``: a single-file .safetensors/.gguf transformer (``text_encoder``, ``vae``: single-file
-        Qwen3-4B and Flux VAE, ComfyUI's files); ``weights_dtype="fp8"``: float8
-        weight storage; ``compile``/``attention``: opt-in speed switches (torch.compile, attention backend).
+        Qwen3-4B and Flux VAE, ComfyUI's files); ``weights_dtype="int8"`` / ``"fp8"``: 8-bit transformer
+        weights (enter the model fingerprint); ``compile``/``attention``: opt-in speed switches (torch.compile,
+        attention backend).
         """
         from .engines.memory import EngineOptions
 
@@ -108,11 +109,12 @@ class Pipeline:
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch)
         return refine(self.session, spec, run=run, dry_run=dry_run)
 
-    def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, model: str | None = None,
+    def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
-                on_progress=None) -> StageResult:
-        """Super-resolve pictures with Real-ESRGAN (``model``: a preset name or a weights file).
+                model: str | None = None, on_progress=None) -> StageResult:
+        """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file;
+        ``model`` is its deprecated old name, accepted for one release with a FutureWarning).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
         StageResult (e.g. what ``refine`` returned), or image files/folders (written to ``out_dir``,
@@ -120,22 +122,30 @@ class Pipeline:
         finish (pictures already in the store count no tiles).  A KeyboardInterrupt keeps the
         pictures finished before it.
         """
+        if model is not None:
+            if upscaler is not None:
+                raise_user("give upscaler only (model is its old name)")
+            import warnings
+
+            warnings.warn("Pipeline.upscale(model=...) is deprecated and goes away in the next release: use "
+                          "upscaler=...", FutureWarning, stacklevel=2)
+            upscaler = model
         from .stages import upscale as stage
 
         run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir)
-        return stage.upscale(self.session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+        return stage.upscale(self.session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
                              precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress)
 
-    def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None, model: str | None = None,
-                         scale: float | None = None, tile: int | None = None, overlap: int | None = None,
-                         precision: str = "auto") -> float:
+    def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None,
+                         upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
+                         overlap: int | None = None, precision: str = "auto") -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
         picture is in the store).  Loads the upscaler and times a small probe (about a second
         for x4plus on a CPU); the upscale that follows reuses the loaded model."""
         from .stages import upscale as stage
 
         _, inputs = self._upscale_inputs(images, run, seeds, scale, None)
-        return stage.estimate(self.session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+        return stage.estimate(self.session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
                               precision=precision)
 
     def _upscale_inputs(self, images, run, seeds, scale, out_dir):

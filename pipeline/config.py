@@ -54,7 +54,8 @@ class RunConfig(Section):
     transformer: Optional[str] = Field(default=None, description="single-file transformer (.safetensors/.gguf)")
     text_encoder: Optional[str] = Field(default=None, description="single-file Qwen3-4B text encoder (.safetensors)")
     vae: Optional[str] = Field(default=None, description="single-file Flux VAE (.safetensors)")
-    weights_dtype: Optional[Literal["fp8"]] = Field(default=None, description="fp8: transformer weights in float8")
+    weights_dtype: Optional[Literal["int8", "fp8"]] = Field(default=None, description="int8 / fp8: transformer "
+                                                                                     "weights in 8 bits")
     compile: bool = Field(default=False, description="torch.compile the transformer")
     attention: Optional[str] = Field(default=None, description="attention backend, e.g. flash, sage")
     prompts: list[PromptEntry] = Field(min_length=1, json_schema_extra=_prompts_schema)
@@ -241,7 +242,7 @@ class RunConfig(Section):
             u = self.upscale
             from .engines.weights import DEFAULT_WEIGHTS
 
-            data["upscale"] = {"model": u.model or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
+            data["upscale"] = {"upscaler": u.upscaler or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
                                "overlap": u.overlap, "precision": u.precision}
         return data
 

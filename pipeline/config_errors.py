@@ -17,7 +17,7 @@ _CHILDREN = {
     "RefineSection": {"picks": [Pick]},
     "VarySection": {"picks": [Pick]},
 }
-_ALIASES = {"RefineSection": {"seeds"}, "VarySection": {"seeds"}}
+_ALIASES = {"RefineSection": {"seeds"}, "VarySection": {"seeds"}, "UpscaleSection": {"model"}}  # other names accepted
 
 
 def _all_keys() -> dict[str, str]:

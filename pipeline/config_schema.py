@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -225,9 +226,9 @@ class VarySection(Section):
 
 
 class UpscaleSection(Section):
-    model: Optional[str] = Field(default=None, min_length=1, max_length=4096,
-                                 description="realesrgan-x4plus (default), realesrgan-x4plus-anime, "
-                                             "realesr-animevideov3, or a weights file")
+    upscaler: Optional[str] = Field(default=None, min_length=1, max_length=4096,
+                                    description="realesrgan-x4plus (default), realesrgan-x4plus-anime, "
+                                                "realesr-animevideov3, or a weights file")
     scale: Optional[float] = Field(default=None, gt=0.0, le=16.0,
                                    description="output size / input size [default: the model's, e.g. 4]")
     tile: Optional[int] = Field(default=None, ge=0, description="tile size in input pixels; 0 = whole image "
@@ -243,7 +244,19 @@ class UpscaleSection(Section):
             raise ValueError(f"must be 0 (whole image) or at least 16, not {value}")
         return value
 
-    @field_validator("model")
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data):
+        """``model`` is the old name of ``upscaler`` (until the next release)."""
+        if isinstance(data, dict) and "model" in data:
+            if "upscaler" in data:
+                raise ValueError("give upscaler only (model is its old name)")
+            logging.getLogger("pipeline").warning(
+                "upscale.model is deprecated and goes away in the next release: rename it upscale.upscaler")
+            data = {("upscaler" if key == "model" else key): value for key, value in data.items()}
+        return data
+
+    @field_validator("upscaler")
     @classmethod
     def _weights(cls, value):
         if value is None:

@@ -160,3 +160,4 @@ def quiet_other_processes() -> None:
     """Only the main process prints results; the others keep stderr for errors and warnings."""
     if launched() and not is_main_process():
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        logging.getLogger("pipeline.status").setLevel(logging.WARNING)  # one "loading …" line, the main one's

@@ -55,6 +55,31 @@ def is_hub_id(model: str) -> bool:
     return model != TINY and not Path(model).is_absolute() and bool(_REPO_ID.match(model))
 
 
+def _offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "PIPELINE_OFFLINE"))
+
+
+def loading_message(model: str) -> str | None:
+    """What loading ``model`` is about to do, said while the user waits (None: an error follows at once)."""
+    if model == TINY:
+        return "building the tiny-random test model in code (no download)"
+    path = Path(model)
+    if path.is_dir():
+        kind = "folder" if (path / "model_index.json").is_file() else "ComfyUI folder"
+        return f"loading {display_name(model)} from the {kind} {model}"
+    from .engines import hub
+
+    snapshot = hub.find_snapshot(model)
+    if snapshot is not None:
+        return (f"loading {model} from the Hugging Face cache {snapshot.folder} "
+                "(the real model takes a minute or more)")
+    if _offline():
+        return None  # not cached and no network: the error says so right away
+    return (f"downloading {model} from Hugging Face into {hub.repo_folder(hub.split_revision(model)[0])}; the "
+            "first download of Z-Image-Turbo is about 33 GB (see the README's 'The real model')")
+
+
 def _folder_fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):

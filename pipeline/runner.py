@@ -135,8 +135,8 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
                     wanted["variance"] = spec.variance_settings()
                 if changed:
                     problems.append(loaded.error(here, f"run {run_dir} was explored with other settings "
-                                                       f"({_differences(data, wanted, changed)}); give the prompt "
-                                                       f"another name: (a new run) or change it back").problems[0])
+                                                       f"({_differences(data, wanted, changed)}); give the prompt a "
+                                                       f"new name (its `name:` key; a new run) or change them back").problems[0])
             continue
         needs_run = run.refine_seeds or run.vary_seeds or (config.upscale is not None and config.refine is None)
         if needs_run and not data:
@@ -195,7 +195,7 @@ def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageR
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
     u = config.upscale
-    return p.upscale(images, run=str(run_dir) if images is None else None, model=u.model, scale=u.scale,
+    return p.upscale(images, run=str(run_dir) if images is None else None, upscaler=u.upscaler, scale=u.scale,
                      tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run)
 
 

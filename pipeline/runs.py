@@ -95,14 +95,35 @@ def resolve_run(out: Path, run: str | Path | None) -> Path:
         elif link.is_file():
             target = out / link.read_text(encoding="utf-8").strip()
         else:
-            raise UserError(f"no run found in {out}/: run `pipeline explore PROMPT` first or pass --run")
+            raise UserError(f"no run found in {out}/: {_where_runs_are(out)}")
     else:
         target = Path(run)
         if not target.is_dir() and (out / str(run)).is_dir():
             target = out / str(run)
+        if not target.is_dir():
+            raise UserError(f"there is no run {str(run)!r} (no such folder here or in {out}/)")
     if not (target / RUN_FILE).is_file():
         raise UserError(f"{target} is not a run directory (it has no {RUN_FILE})")
     return target
+
+
+def _where_runs_are(out: Path) -> str:
+    """A hint for OUT without OUT/latest: output folders just below it that hold runs (`make demo`
+    writes outputs/demo/), else run folders in OUT itself. The hint names them rather than
+    using them: each output folder has its own store, so a run is worked on with its own --out."""
+    try:
+        children = sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        children = []
+    nested = [p for p in children if (p / LATEST).is_symlink() or (p / LATEST).is_file()]
+    if nested:
+        names = " or ".join(f"--out {p}" for p in nested[:3])
+        return f"runs were found in {', '.join(f'{p}/' for p in nested[:3])}: pass {names} (or set PIPELINE_OUT)"
+    runs = [p for p in children if (p / RUN_FILE).is_file()]
+    if runs:
+        newest = max(runs, key=lambda p: (p / RUN_FILE).stat().st_mtime)
+        return f"it has no {LATEST} link; pass --run NAME, e.g. --run {newest.name} (the newest)"
+    return "run `pipeline explore PROMPT` first or pass --run"
 
 
 def load_run(run_dir: Path) -> dict:

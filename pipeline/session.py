@@ -5,10 +5,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import check_model, default_model, model_fingerprint
+from .models import check_model, default_model, loading_message, model_fingerprint
 from .store import Store, default_store
 
 log = logging.getLogger("pipeline")
+status = logging.getLogger("pipeline.status")  # what a long wait is for; the CLI shows it on stderr
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Session:
     def engine(self):
         """The Z-Image engine, loaded on first use (this is where torch is imported)."""
         if self._engine is None:
+            message = loading_message(self.model)
+            if message:
+                status.info(message)
             from .engines.zimage import ZImageEngine
 
             self._engine = ZImageEngine(self.model, device=self.device, dtype=self.dtype, memory=self.memory,

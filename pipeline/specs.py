@@ -198,7 +198,21 @@ def build(spec_class, **values):
     try:
         return spec_class(**values)
     except ValidationError as err:
-        raise UserError(describe_validation_error(err)) from None
+        raise UserError(_out_of_range(err, spec_class) or describe_validation_error(err)) from None
+
+
+def _out_of_range(err: ValidationError, spec_class) -> str | None:
+    """A number outside its field's bounds, named as its option: `--strength must be between 0 and 1, not 1.5`."""
+    from .config_source import error_message
+
+    first = err.errors()[0]
+    loc = first.get("loc", ())
+    if not first["type"].startswith(("greater_than", "less_than")) or len(loc) != 1 \
+            or loc[0] not in spec_class.model_fields:
+        return None
+    bounds = {name: getattr(meta, name) for meta in spec_class.model_fields[loc[0]].metadata
+              for name in ("ge", "gt", "le", "lt") if getattr(meta, name, None) is not None}
+    return f"--{str(loc[0]).replace('_', '-')} {error_message(first, lambda _loc: bounds)}"
 
 
 def describe_validation_error(err: ValidationError, prefix: str = "") -> str:

@@ -116,6 +116,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def check_writable(folder: Path) -> None:
+    """Fail now, in one sentence, when ``folder`` cannot be written (a read-only disk, no permission),
+    rather than after a model has loaded; leaves nothing behind but the folder itself."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise write_error(folder, err) from err
+
+
 def write_error(path: Path, err: OSError) -> UserError:
     """Turn an OS write error into one clear sentence."""
     reason = {

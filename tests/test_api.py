@@ -35,7 +35,7 @@ def workflow(tmp_path_factory):
     with Pipeline(model="tiny-random", out=out) as p:
         run = p.explore(PROMPT, seeds=range(3), size=64)
         picks = p.refine(run, seeds=[0, 2], size=128)
-        big = p.upscale(picks, model="realesr-animevideov3")
+        big = p.upscale(picks, upscaler="realesr-animevideov3")
         loaded = p.session.engine_loaded
     return out, run, picks, big, loaded, p
 

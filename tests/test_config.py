@@ -30,7 +30,7 @@ explore:
 refine:
   picks: [1, 3]
 upscale:
-  model: realesr-animevideov3
+  upscaler: realesr-animevideov3
 """
 
 
@@ -71,7 +71,7 @@ KEYS = [
     ("refine.guidance", "2", 2.0),
     ("refine.upscaler", "realesr-animevideov3", "realesr-animevideov3"),
     ("refine.batch", "auto", "auto"),
-    ("upscale.model", "realesrgan-x4plus", "realesrgan-x4plus"),
+    ("upscale.upscaler", "realesrgan-x4plus", "realesrgan-x4plus"),
     ("upscale.scale", "2", 2.0),
     ("upscale.tile", "64", 64),
     ("upscale.overlap", "8", 8),
@@ -139,7 +139,7 @@ def test_config_reaches_the_stages_as_the_api_call_does(tmp_path, monkeypatch):
                         guidance=1.5, batch=2, run="fox")
         picks = p.refine(run, seeds=[2], size=(512, 512), mode="rerender", strength=0.3, steps=6, guidance=2,
                          batch=1)
-        p.upscale(picks, model="realesr-animevideov3", scale=2, tile=64, overlap=8, precision="fp32")
+        p.upscale(picks, upscaler="realesr-animevideov3", scale=2, tile=64, overlap=8, precision="fp32")
     assert [c[0] for c in from_config] == ["explore", "refine", "upscale"]
     assert from_config == calls
 
@@ -261,8 +261,8 @@ ERRORS = {
     "unknown upscaler": ("""\
         prompts: a fox
         upscale:
-          model: realesr-animevideo3
-        """, "fox.yaml:3: upscale.model: unknown upscaler 'realesr-animevideo3'; did you mean 'realesr-animevideov3'?"),
+          upscaler: realesr-animevideo3
+        """, "fox.yaml:3: upscale.upscaler: unknown upscaler 'realesr-animevideo3'; did you mean 'realesr-animevideov3'?"),
     "duplicate key": ("""\
         prompts: a fox
         explore: {seeds: 1}
@@ -408,7 +408,7 @@ def test_changed_explore_settings_stop_before_anything_runs(tmp_path, monkeypatc
     result = cli("run", "fox.yaml")
     assert result.exit_code == 2
     assert "fox.yaml:4: prompts[0]: run outs/fox was explored with other settings (size 512x512 there, " \
-           "128x128 here)" in result.stderr
+           "128x128 here); give the prompt a new name (its `name:` key; a new run) or change them back" in result.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.json"]
 
 

@@ -40,7 +40,7 @@ refine:
   picks: [1, 2, 3, 4]
   size: 192
 upscale:
-  model: realesr-animevideov3
+  upscaler: realesr-animevideov3
   scale: 2
 """
 COMPUTED = re.compile(r"process (\d+) of 2 computed \d+: (.*)")

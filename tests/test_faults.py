@@ -28,7 +28,7 @@ SEED = int(os.environ.get("PIPELINE_SOAK_SEED", random.SystemRandom().randrange(
 PROMPT = "a lighthouse at dusk"
 TINY = ["--model", "tiny-random", "--steps", "2"]
 SEEDS = "1-8" if SOAK else "1-4"
-FAST_UPSCALER = ["--model", "realesr-animevideov3"]
+FAST_UPSCALER = ["--upscaler", "realesr-animevideov3"]
 STATS: dict[str, list[int]] = {}  # stage -> [kills, runs, failures], printed at the end
 
 

@@ -234,7 +234,7 @@ junk = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                     st.dictionaries(text, inner, max_size=3)), max_leaves=6)
 KEYS = ["model", "out", "device", "dtype", "memory", "prompts", "explore", "refine", "upscale", "explore.seeds",
         "explore.count", "explore.size", "explore.steps", "explore.guidance", "refine.picks", "refine.size",
-        "refine.strength", "upscale.scale", "upscale.tile", "upscale.model", "prompts.0.text", "prompts.0.name",
+        "refine.strength", "upscale.scale", "upscale.tile", "upscale.upscaler", "upscale.model", "prompts.0.text", "prompts.0.name",
         "unknown_key", "explore.unknown"]
 
 
@@ -247,7 +247,7 @@ def test_config_files_and_overrides(world, changes, overrides, raw):
     root = world["root"]
     doc = {"model": "tiny-random", "out": str(root / "cfg-out"), "prompts": [{"text": "a fox", "name": "fox"}],
            "explore": {"seeds": "1-2", "size": 64}, "refine": {"picks": [1]},
-           "upscale": {"model": "realesr-animevideov3"}}
+           "upscale": {"upscaler": "realesr-animevideov3"}}
     for key, val in changes:
         target = doc
         parts = key.split(".")

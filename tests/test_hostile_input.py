@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import run_cli
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
-FAST = ["--model", "realesr-animevideov3"]
+FAST = ["--upscaler", "realesr-animevideov3"]
 
 
 def one_error(stderr: str) -> bool:

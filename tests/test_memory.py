@@ -37,6 +37,50 @@ def test_choose_profile_from_memory_figures(free, total, size, batch, expected):
     assert mem.choose_profile(int(free), int(total), size, size, batch) == expected
 
 
+# Card sizes as the GPU benchmark simulates them (free = what a desktop leaves free), for bf16 and int8 weights.
+@pytest.mark.parametrize("free, total, weights, picks", [
+    (7.5, 8, "bf16", ["low", "low", "low"]),  # 512² b1, 512² b4, 1024² b1
+    (7.5, 8, "int8", ["balanced", "balanced", "balanced"]),  # the 5.7 GiB int8 transformer fits, not with the VAE
+    (7.8, 8, "int8", ["full", "full", "balanced"]),
+    (11.3, 12, "bf16", ["low", "low", "low"]),  # 11.5 GiB of bf16 weights cannot stay: stream, never balanced
+    (11.3, 12, "int8", ["full", "full", "full"]),  # the issue's 12 GB card: 8-bit resident
+    (15, 16, "bf16", ["full", "full", "balanced"]),
+    (15, 16, "int8", ["full", "full", "full"]),
+    (22, 24, "bf16", ["full", "full", "full"]),
+    (139, 141, "bf16", ["full", "full", "full"]),  # a whole H200
+])
+def test_auto_picks_per_card_size(free, total, weights, picks):
+    sizes = mem.ZIMAGE_TURBO.with_weights(weights)
+    got = [mem.choose_profile(int(free * GiB), total * GiB, s, s, b, sizes) for s, b in ((512, 1), (512, 4), (1024, 1))]
+    assert got == picks
+
+
+def test_estimates_are_fitted_to_the_measured_h200_peaks():
+    sizes = mem.ModelSizes(**{**mem.ZIMAGE_TURBO.__dict__, "caption_tokens": mem.MEASURED_CAPTION_TOKENS})
+    for (profile, size, batch), measured in mem.MEASURED_PEAK_GIB.items():
+        estimate = mem.needed_bytes(profile, size, size, batch, sizes) / GiB
+        assert -0.03 <= estimate / measured - 1 <= 0.10, (profile, size, batch, estimate, measured)
+
+
+def test_int8_sizes_halve_the_transformer_and_keep_the_rest():
+    bf16, int8 = mem.ZIMAGE_TURBO, mem.ZIMAGE_TURBO.with_weights("int8")
+    assert int8.eight_bit and not bf16.eight_bit
+    assert 5.7 * GiB < int8.transformer < 5.8 * GiB and int8.vae == bf16.vae
+    assert int8.with_weights("bf16").transformer == pytest.approx(bf16.transformer, rel=1e-6)
+
+
+def test_auto_log_says_why_and_what_int8_would_give_when_streaming():
+    profile, why = mem.choose_profile_with_reason(int(11.3 * GiB), 12 * GiB, 512, 512, 1)
+    assert profile == "low"
+    assert "does not stay on the device" in why and "--weights-dtype int8 would keep the transformer" in why
+    assert "x faster than streaming" in why
+    profile, why = mem.choose_profile_with_reason(int(11.3 * GiB), 12 * GiB, 512, 512, 1,
+                                                  mem.ZIMAGE_TURBO.with_weights("int8"))
+    assert profile == "full" and "int8 transformer" in why and "--weights-dtype" not in why
+    profile, why = mem.choose_profile_with_reason(int(2.5 * GiB), 4 * GiB, 512, 512, 1)  # int8 would not fit either
+    assert profile == "low" and "--weights-dtype" not in why
+
+
 def test_choose_profile_is_monotonic_in_free_memory_and_size():
     order = {p: i for i, p in enumerate(mem.PROFILES)}
     total = 24 * GiB
@@ -97,6 +141,9 @@ def test_engine_options_validate_and_enter_the_fingerprint(tmp_path):
     assert mem.EngineOptions().fingerprint_suffix() == ""
     assert mem.EngineOptions(compile=True, attention="native").fingerprint_suffix() == ""  # speed only
     assert mem.EngineOptions(weights_dtype="fp8").fingerprint_suffix() == "+weights:fp8"
+    assert mem.EngineOptions(weights_dtype="int8").fingerprint_suffix() == "+weights:int8"
+    with pytest.raises(UserError, match="--weights-dtype must be one of int8, fp8"):
+        mem.EngineOptions(weights_dtype="int4")
     good = tmp_path / "z.safetensors"
     good.write_bytes(b"x")
     assert mem.EngineOptions(transformer=str(good)).fingerprint_suffix().startswith("+transformer:")
@@ -254,3 +301,18 @@ def test_gpu_benchmark_cpu_smoke_runs_every_profile():
     for profile in ("diffusers (baseline)", "full", "balanced", "low", "minimal"):
         assert profile in proc.stdout
     assert "refine 64" in proc.stdout and "goals:" in proc.stdout
+
+
+def test_gpu_cards_benchmark_cpu_smoke_runs_every_part():
+    """The card-size benchmark (bf16 vs int8 loaded from a saved model, diffusers' offload baselines, cold
+    start, projection, goals) on the tiny model on the CPU: the GPU run is one command that works."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profiles.py"), "--cards", "--cpu-smoke"],
+                          capture_output=True, text=True, env=cli_env(), timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for text in ("bf16  whole", "int8     12", "diffusers model_cpu_offload", "diffusers sequential_cpu_offload",
+                 "cold start bf16", "cold start int8", "PROJECTION", "goals:"):
+        assert text in out, text
+    assert "ERROR" not in out and "failed" not in out

@@ -20,7 +20,7 @@ def made(tmp_path_factory):
     with Pipeline(model="tiny-random", out=out, progress=False) as p:
         p.explore(PROMPT, seeds=[1, 2], size=(64, 64), run="fox")
         p.refine(seeds=[1], run="fox", size=(128, 128))
-        p.upscale(run="fox", seeds=[1], model="realesr-animevideov3")
+        p.upscale(run="fox", seeds=[1], upscaler="realesr-animevideov3")
     return out
 
 
@@ -56,7 +56,7 @@ def test_a_version_1_run_is_read_as_it_is_and_rewritten_as_version_2(made, tmp_p
         page = p.gallery("fox")
         assert "seed-2.png" in page.read_text(encoding="utf-8")  # the gallery sees version 1's candidates
         refined = p.refine(seeds=[1], run="fox", size=(128, 128))
-        upscaled = p.upscale(run="fox", seeds=[1], model="realesr-animevideov3")
+        upscaled = p.upscale(run="fox", seeds=[1], upscaler="realesr-animevideov3")
     assert refined.computed == 0 and upscaled.computed == 0  # refine/upscale found the v1 records
 
     data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import run_cli, run_json
 
-FAST = ["--model", "realesr-animevideov3"]  # SRVGGNetCompact: the quick one of the three presets
+FAST = ["--upscaler", "realesr-animevideov3"]  # SRVGGNetCompact: the quick one of the three presets
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,12 @@ def _pictures(folder: Path, sizes) -> list[Path]:
 def test_a_long_upscale_says_how_long_and_what_is_faster(tmp_path):
     (picture,) = _pictures(tmp_path / "in", [(40, 40)])
     # "long" is anything over PIPELINE_UPSCALE_WARN_SECONDS; 0 makes every upscale long
-    proc = run_cli("upscale", picture, "--model", "realesrgan-x4plus-anime", "--tile", "32", "--out", tmp_path / "o",
+    proc = run_cli("upscale", picture, "--upscaler", "realesrgan-x4plus-anime", "--tile", "32", "--out", tmp_path / "o",
                    env=cli_env(PIPELINE_UPSCALE_WARN_SECONDS="0"))
     assert "this will take about" in proc.stderr and "1 picture" in proc.stderr
-    assert "--model realesr-animevideov3" in proc.stderr and "GPU" in proc.stderr
+    assert "--upscaler realesr-animevideov3" in proc.stderr and "GPU" in proc.stderr
     assert "tile" in proc.stderr  # the progress bar counts tiles
-    short = run_cli("upscale", picture, "--model", FAST, "--out", tmp_path / "o2")
+    short = run_cli("upscale", picture, "--upscaler", FAST, "--out", tmp_path / "o2")
     assert "this will take about" not in short.stderr  # well under the default minute
 
 
@@ -48,17 +48,17 @@ def test_progress_counts_tiles_and_estimate_is_seconds(tmp_path):
     pictures = _pictures(tmp_path / "in", [(40, 24), (24, 40)])
     calls = []
     with Pipeline(out=tmp_path / "o", device="cpu") as p:
-        seconds = p.estimate_upscale(pictures, model=FAST, tile=16, overlap=8)
-        result = p.upscale(pictures, model=FAST, tile=16, overlap=8, on_progress=lambda d, t: calls.append((d, t)))
+        seconds = p.estimate_upscale(pictures, upscaler=FAST, tile=16, overlap=8)
+        result = p.upscale(pictures, upscaler=FAST, tile=16, overlap=8, on_progress=lambda d, t: calls.append((d, t)))
         engine = next(iter(p.session._upscalers.values()))
         expected = engine.windows(40, 24, 16, 8) + engine.windows(24, 40, 16, 8)
         assert result.computed == 2 and seconds > 0
         assert calls[-1] == (expected, expected) and expected == 2 + 2
         assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # only forward
         calls.clear()
-        again = p.upscale(pictures, model=FAST, tile=16, overlap=8, on_progress=lambda d, t: calls.append((d, t)))
+        again = p.upscale(pictures, upscaler=FAST, tile=16, overlap=8, on_progress=lambda d, t: calls.append((d, t)))
         assert again.computed == 0 and calls == []  # stored pictures have no tiles to count
-        assert p.estimate_upscale(pictures, model=FAST, tile=16, overlap=8) == 0
+        assert p.estimate_upscale(pictures, upscaler=FAST, tile=16, overlap=8) == 0
 
 
 def test_ctrl_c_keeps_the_finished_pictures(tmp_path):
@@ -73,12 +73,12 @@ def test_ctrl_c_keeps_the_finished_pictures(tmp_path):
 
     with Pipeline(out=tmp_path / "o", device="cpu") as p:
         with pytest.raises(KeyboardInterrupt):
-            p.upscale(pictures, model=FAST, tile=16, on_progress=interrupt_in_the_second_picture)
+            p.upscale(pictures, upscaler=FAST, tile=16, on_progress=interrupt_in_the_second_picture)
         done = sorted(path.name for path in (tmp_path / "o" / "upscaled").iterdir())
         assert done == ["p0-x4.png"]
         with Image.open(tmp_path / "o" / "upscaled" / "p0-x4.png") as image:
             assert image.size == (128, 128)
-        again = p.upscale(pictures, model=FAST, tile=16)
+        again = p.upscale(pictures, upscaler=FAST, tile=16)
     assert (again.computed, again.stored) == (2, 1)
 
 
@@ -94,7 +94,7 @@ def test_ctrl_c_in_a_run_keeps_finished_pictures_in_run_json(tmp_path):
 
     with Pipeline(out=out, device="cpu") as p:
         with pytest.raises(KeyboardInterrupt):
-            p.upscale(seeds="1,2", model=FAST, tile=32, on_progress=interrupt_in_the_second_picture)
+            p.upscale(seeds="1,2", upscaler=FAST, tile=32, on_progress=interrupt_in_the_second_picture)
     run_dir = (out / "latest").resolve()
     data = json.loads((run_dir / "run.json").read_text())
     recorded = [entry["path"] for entry in data["upscale"]["pictures"]]

@@ -120,7 +120,7 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/weights"
 
 
-def test_unreachable_server_falls_through_to_conversion(tmp_path, monkeypatch):
+def test_unreachable_server_fails_fast_in_one_sentence(tmp_path, monkeypatch):
     monkeypatch.delenv("PIPELINE_OFFLINE")
     monkeypatch.setenv("PIPELINE_WEIGHTS_BASE_URL", _closed_port_url())
     preset = W.PRESETS["realesr-animevideov3"]
@@ -129,12 +129,30 @@ def test_unreachable_server_falls_through_to_conversion(tmp_path, monkeypatch):
         W.download_weights(preset, tmp_path)
     assert time.monotonic() - start < 5
     assert _one_sentence(str(info.value)) and preset.url in str(info.value)
+
+
+def test_packaged_weights_are_used_without_trying_the_network(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    tried = []
+    monkeypatch.setattr(W, "download_weights", lambda *args, **kwargs: tried.append(args))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resolved = W.resolve_weights(preset.name, directory=tmp_path)
-    assert resolved.source == W.SOURCE_CONVERTED
-    assert any("could not download" in str(w.message) for w in caught)
+        resolved = W.resolve_weights("realesr-animevideov3", directory=tmp_path)
+    assert resolved.source == W.SOURCE_CONVERTED and not tried
+    assert not [w for w in caught if "download" in str(w.message)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["realesr-animevideov3.safetensors"]
+
+
+def test_weights_the_package_lacks_are_downloaded_and_a_failure_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(ncnn, "ncnn_models_dir", lambda: None)
+    monkeypatch.setenv("PIPELINE_WEIGHTS_BASE_URL", _closed_port_url())
+    with pytest.raises(UserError) as info:
+        W.resolve_weights("realesrgan-x4plus", directory=tmp_path)
+    message = str(info.value)
+    assert message.startswith("could not download") and "--weights" in message and _one_sentence(message)
 
 
 def test_nothing_available_is_one_sentence_naming_the_path(tmp_path, monkeypatch):

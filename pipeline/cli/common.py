@@ -21,7 +21,12 @@ log = logging.getLogger("pipeline")
 class _StderrHandler(logging.Handler):
     def emit(self, record):
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        click.echo(f"{prefix}{record.getMessage()}", err=True)
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is not None:  # a progress bar may be drawn: clear it, write the line, redraw it
+            with tqdm.tqdm.external_write_mode(file=sys.stderr):
+                click.echo(f"{prefix}{record.getMessage()}", err=True)
+        else:
+            click.echo(f"{prefix}{record.getMessage()}", err=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -38,7 +43,18 @@ def setup_logging(verbose: bool) -> None:
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
     log.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("pipeline.status").setLevel(logging.INFO)  # "loading …", "encoding …": on stderr, always
     log.propagate = False
+
+
+def closed_pipe_exit():
+    """Whoever read our output stopped reading (`pipeline show IMG | head -1`): exit quietly with
+    status 0, as git and ls do. stdout goes to /dev/null so the final flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 def user_errors(func):
@@ -57,6 +73,8 @@ def user_errors(func):
         except KeyboardInterrupt:
             click.echo("interrupted: finished pictures are stored; run the same command again to resume", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            closed_pipe_exit()
         except MemoryError:
             click.echo("error: out of memory; try a smaller --batch or --size, or a lower --memory profile", err=True)
             sys.exit(2)
@@ -90,9 +108,10 @@ def session_options(func):
                           "the model's"),
         click.option("--vae", default=None, metavar="PATH", expose_value=False, callback=_engine_option,
                      help="single-file VAE (.safetensors, e.g. ComfyUI's ae.safetensors) instead of the model's"),
-        click.option("--weights-dtype", type=click.Choice(["fp8"]), default=None, expose_value=False,
-                     callback=_engine_option, help="store transformer weights in float8 (half the memory; slight "
-                                                   "quality loss)"),
+        click.option("--weights-dtype", type=click.Choice(["int8", "fp8"]), default=None, expose_value=False,
+                     callback=_engine_option, help="store the transformer's weights in 8 bits (half the memory, so "
+                                                   "it stays on a 12 GB card; pictures differ slightly): int8 is "
+                                                   "closer to bf16 than fp8"),
         click.option("--compile", is_flag=True, default=None, expose_value=False, callback=_engine_option,
                      help="torch.compile the transformer (slow first render, faster after)"),
         click.option("--attention", default=None, metavar="BACKEND", expose_value=False, callback=_engine_option,
@@ -136,7 +155,12 @@ def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def report(result, as_json: bool, what: str = "pictures") -> bool:
+def plural(count: int, word: str) -> str:
+    """`1 picture`, `2 pictures`."""
+    return f"{count} {word if count == 1 else word + 's'}"
+
+
+def report(result, as_json: bool, what: str = "picture") -> bool:
     """Print a stage's result: the JSON document, the dry-run plan, or the computed/reused line.
 
     Returns True when nothing more is to be printed (JSON or dry run)."""
@@ -144,7 +168,8 @@ def report(result, as_json: bool, what: str = "pictures") -> bool:
         print_json(result.to_json())
         return True
     if result.dry_run:
-        click.echo(f"{result.stage}: {result.planned} {what}, {result.stored} stored, {result.computed} to compute")
+        click.echo(f"{result.stage}: {plural(result.planned, what)}, {result.stored} stored, "
+                   f"{result.computed} to compute")
         return True
     click.echo(f"{result.stage}: {result.computed} computed, {result.stored} reused from the store")
     return False

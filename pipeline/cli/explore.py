@@ -44,7 +44,7 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
         result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
                            guidance=guidance, negative=negative, batch=batch_value, run=run_name, variance=variance,
                            variance_share=variance_share, variance_steps=variance_steps, dry_run=dry_run)
-    if report(result, as_json, "candidates"):
+    if report(result, as_json, "candidate"):
         return
     run_dir = result.run_dir
     click.echo(f"  pictures:      {run_dir / 'explore'}/")

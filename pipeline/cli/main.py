@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from . import config, explore, gallery, refine, repair, run, show, ui, upscale, vary, weights
-from .common import setup_logging
+from .common import closed_pipe_exit, setup_logging
 
 
 class _Group(click.Group):
@@ -21,7 +21,16 @@ class _Group(click.Group):
             if problem:
                 click.echo(f"error: argument {arg[:60]!r} holds {problem}", err=True)
                 ctx.exit(2)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)  # `pipeline --help | head -1`
+        except BrokenPipeError:
+            closed_pipe_exit()
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)  # a command's output cut short by a closed pipe (also its --help)
+        except BrokenPipeError:
+            closed_pipe_exit()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import SET_HELP, print_json, user_errors
+from .common import SET_HELP, plural, print_json, user_errors
 
 
 @click.command()
@@ -45,10 +45,10 @@ def run(config, overrides, dry_run, as_json):
 
 
 def _describe(stage, dry_run: bool) -> str:
-    what = "candidates" if stage.stage == "explore" else "pictures"
+    what = plural(stage.planned, "candidate" if stage.stage == "explore" else "picture")
     if stage.stored is None:
-        return f"{stage.planned} {what}: stored / to compute known once {stage.waits_for} has run"
+        return f"{what}: stored / to compute known once {stage.waits_for} has run"
     if dry_run:
-        return f"{stage.planned} {what}: {stage.stored} stored, {stage.computed} to compute"
+        return f"{what}: {stage.stored} stored, {stage.computed} to compute"
     folder = Path(stage.items[0].path).parent if stage.items else ""
     return f"{stage.computed} computed, {stage.stored} reused from the store   {folder}/"

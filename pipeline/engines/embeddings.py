@@ -86,6 +86,8 @@ class PromptEmbeddings:
         from diffusers import ZImagePipeline
 
         started = time.perf_counter()
+        logging.getLogger("pipeline.status").info(
+            "encoding the prompt%s (loading the text encoder; stored for next time)" % ("s" if len(prompts) > 1 else ""))
         tokenizer, encoder = self.load_text_encoder()
         self.encoder_loads += 1
         try:
@@ -109,4 +111,5 @@ class PromptEmbeddings:
             holder = None
             if self.on_release:
                 self.on_release()
-        log.info("encoded %d prompt(s) in %.1f s; text encoder released", len(prompts), time.perf_counter() - started)
+        log.info("encoded %d prompt%s in %.1f s; text encoder released", len(prompts), "s" if len(prompts) > 1 else "",
+                 time.perf_counter() - started)

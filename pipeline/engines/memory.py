@@ -29,32 +29,67 @@ log = logging.getLogger("pipeline")
 GiB = 1024**3
 PROFILES = ("full", "balanced", "low", "minimal")
 MEMORY_CHOICES = ("auto",) + PROFILES
-WEIGHTS_DTYPES = ("fp8",)
+WEIGHTS_DTYPES = ("int8", "fp8")
 # The next lower profile, suggested after an out-of-memory error.
 LOWER = {"full": "balanced", "balanced": "low", "low": "minimal"}
+VAE_TILE = 1024  # the Flux VAE's sample_size: tiled decoding cuts a picture into tiles this large
 TILING_PIXELS = 1024 * 1024  # VAE tiling on low profiles from this size up
 
 
 @dataclass(frozen=True)
 class ModelSizes:
-    """What the estimates need to know about a model (bytes at the compute dtype)."""
+    """What the estimates need to know about a model (bytes of the weights as stored)."""
 
     transformer: int
     text_encoder: int
     vae: int
     transformer_blocks: int  # repeated blocks the transformer streams one at a time
-    act_per_token: int  # transformer activation bytes per token (peak inside one block, with slack)
+    act_per_token: int  # transformer activation bytes per token (peak inside one block)
     vae_act_per_pixel: int  # VAE decode activation bytes per output pixel
+    vae_act_base: int = 0  # VAE decode bytes independent of the size
     caption_tokens: int = 128
+    weights: str = "bf16"  # how the transformer's weights are stored: bf16/fp16/fp32, int8, fp8
 
+    @property
+    def eight_bit(self) -> bool:
+        return self.weights in ("int8", "fp8")
+
+    def with_weights(self, weights: str) -> "ModelSizes":
+        """These sizes with the transformer stored in ``weights`` (int8/fp8: ~half of bf16)."""
+        if weights == self.weights:
+            return self
+        factor = EIGHT_BIT_FACTOR if weights in ("int8", "fp8") else 1.0
+        base = self.transformer / (EIGHT_BIT_FACTOR if self.eight_bit else 1.0)
+        return ModelSizes(**{**self.__dict__, "transformer": int(base * factor), "weights": weights})
+
+
+# Peaks measured on an H200 (benchmarks/results/gpu_profiles_h200_quick.txt, torch.cuda.max_memory_allocated,
+# GiB; the prompt is short: 32 caption tokens). The estimates below are fitted to these, and
+# tests/test_memory.py checks that every estimate lies within 10 % above its measurement.
+MEASURED_PEAK_GIB = {  # (profile, size, batch): GiB
+    ("full", 512, 1): 12.36, ("full", 512, 4): 12.37, ("full", 1024, 1): 14.15, ("full", 1024, 4): 14.17,
+    ("low", 512, 1): 1.01, ("low", 512, 4): 1.37, ("low", 1024, 1): 2.57, ("low", 1024, 4): 2.77,
+}
+MEASURED_CAPTION_TOKENS = 32
+# Seconds per image on the same H200, same run: what the log quotes when streaming is chosen.
+MEASURED_SECONDS_H200 = {
+    ("full", 512, 1): 0.397, ("full", 512, 4): 0.315, ("full", 1024, 1): 1.296, ("full", 1024, 4): 1.255,
+    ("low", 512, 1): 1.953, ("low", 512, 4): 0.522, ("low", 1024, 1): 2.049, ("low", 1024, 4): 1.348,
+}
+# int8 weights + bf16 scales per output row + the bf16 layers kept (embedders, norms): 5.75 of 11.46 GiB.
+EIGHT_BIT_FACTOR = 0.5012
 
 # Z-Image-Turbo in bf16: 6.15 B transformer parameters, Qwen3-4B, Flux VAE (84 M).
-# Activation figures: dim 3840 and FFN 10240 give ~110 KB per token inside a block, ×1.5 slack;
-# the Flux VAE decoder peaks near 3 KB per output pixel in bf16.
+# Fitted to MEASURED_PEAK_GIB: low's batch 4 − batch 1 at 512² gives 122 KB per token inside a block
+# (125 KB kept); full's 512² and 1024² peaks (the VAE decode, batch-independent thanks to sliced
+# decoding) give 0.15 GiB + 2450 B per output pixel; low's 512² batch 1 peak leaves 0.73 GiB for the
+# blocks it keeps on the device while streaming (the running one, the prefetched one, ~2.2 blocks).
 ZIMAGE_TURBO = ModelSizes(
     transformer=int(6.15e9 * 2), text_encoder=int(4.02e9 * 2), vae=int(84e6 * 2),
-    transformer_blocks=34, act_per_token=160_000, vae_act_per_pixel=3_000,
+    transformer_blocks=34, act_per_token=125_000, vae_act_per_pixel=2_450, vae_act_base=int(0.15 * GiB),
 )
+LOW_RESIDENT_BLOCKS = 2.2  # fitted (see above)
+MINIMAL_RESIDENT_BLOCKS = 0.5  # not measured: leaf-level offload keeps a few matrices
 
 
 def _tokens(width: int, height: int, sizes: ModelSizes) -> int:
@@ -62,24 +97,28 @@ def _tokens(width: int, height: int, sizes: ModelSizes) -> int:
 
 
 def vae_activation(width: int, height: int, batch: int, sizes: ModelSizes, *, tiled: bool, sliced: bool) -> int:
-    pixels = min(width * height, 512 * 512) if tiled else width * height
-    return pixels * sizes.vae_act_per_pixel * (1 if sliced else batch)
+    pixels = min(width * height, VAE_TILE * VAE_TILE) if tiled else width * height
+    return sizes.vae_act_base + pixels * sizes.vae_act_per_pixel * (1 if sliced else batch)
 
 
 def needed_bytes(profile: str, width: int, height: int, batch: int, sizes: ModelSizes = ZIMAGE_TURBO) -> int:
-    """Estimated peak device bytes of the denoise + decode phase under ``profile``."""
+    """Estimated peak device bytes of the denoise + decode phase under ``profile``.
+
+    The transformer runs first (its weights on the device as the profile keeps them, plus activations),
+    then the VAE decodes; under ``full`` the transformer stays on the device while the VAE decodes.
+    """
     act = _tokens(width, height, sizes) * sizes.act_per_token * batch
     block = sizes.transformer // max(1, sizes.transformer_blocks)
     tiled = profile in ("low", "minimal") and width * height >= TILING_PIXELS
     vae_act = vae_activation(width, height, batch, sizes, tiled=tiled, sliced=batch > 1)
     if profile == "full":
         return sizes.transformer + sizes.vae + max(act, vae_act)
-    if profile == "balanced":
+    if profile == "balanced":  # one whole component at a time
         return max(sizes.transformer + act, sizes.vae + vae_act)
-    if profile == "low":  # the running block, the prefetched one, and the small non-block layers
-        return 3 * block + sizes.vae + max(act, vae_act)
+    if profile == "low":
+        return sizes.vae + max(int(LOW_RESIDENT_BLOCKS * block) + act, vae_act)
     if profile == "minimal":
-        return block // 2 + sizes.vae + max(act, vae_act)
+        return sizes.vae + max(int(MINIMAL_RESIDENT_BLOCKS * block) + act, vae_act)
     raise ValueError(f"unknown memory profile {profile!r}")
 
 
@@ -91,11 +130,51 @@ def reserve_bytes(total_bytes: int) -> int:
 def choose_profile(free_bytes: int, total_bytes: int, width: int, height: int, batch: int,
                    sizes: ModelSizes = ZIMAGE_TURBO) -> str:
     """The fastest profile whose estimated peak fits in ``free_bytes`` (``minimal`` if none does)."""
+    return choose_profile_with_reason(free_bytes, total_bytes, width, height, batch, sizes)[0]
+
+
+def choose_profile_with_reason(free_bytes: int, total_bytes: int, width: int, height: int, batch: int,
+                               sizes: ModelSizes = ZIMAGE_TURBO) -> tuple[str, str]:
+    """(profile, why): the fastest profile that fits, and one line saying why, for the log.
+
+    ``balanced`` moves the whole transformer onto the device, so it is never chosen when the
+    transformer alone (with its activations) does not fit. Quantization is never chosen here: it
+    changes pixels and so the pictures' keys, which are fixed before any device is looked at; when
+    streaming is chosen for bf16 weights, the reason says what ``--weights-dtype int8`` would give.
+    """
     budget = free_bytes - reserve_bytes(total_bytes)
+    usable = f"{budget / GiB:.1f} GiB usable ({free_bytes / GiB:.1f} GiB free less {reserve_bytes(total_bytes) / GiB:.1f} head room)"
+    weights = f"the {sizes.weights} transformer ({sizes.transformer / GiB:.1f} GiB)"
+    chosen = "minimal"
     for profile in PROFILES:
+        if profile == "balanced" and sizes.transformer + _tokens(width, height, sizes) * sizes.act_per_token * batch > budget:
+            continue
         if needed_bytes(profile, width, height, batch, sizes) <= budget:
-            return profile
-    return "minimal"
+            chosen = profile
+            break
+    need = needed_bytes(chosen, width, height, batch, sizes)
+    if chosen == "full":
+        why = f"{weights} stays on the device: needs ~{need / GiB:.1f} GiB, {usable}"
+    else:
+        full = needed_bytes("full", width, height, batch, sizes)
+        why = (f"{weights} does not stay on the device (~{full / GiB:.1f} GiB needed, {usable}); "
+               f"'{chosen}' needs ~{need / GiB:.1f} GiB")
+    if chosen in ("low", "minimal") and not sizes.eight_bit:
+        eight = sizes.with_weights("int8")
+        if needed_bytes("full", width, height, batch, eight) <= budget:
+            why += "; " + eight_bit_hint(width, height, batch)
+    return chosen, why
+
+
+def eight_bit_hint(width: int, height: int, batch: int) -> str:
+    """What keeping an 8-bit transformer resident would give instead of streaming it."""
+    size = 512 if width * height <= 640 * 640 else 1024
+    nearest = 1 if batch < 3 else 4
+    full, low = MEASURED_SECONDS_H200[("full", size, nearest)], MEASURED_SECONDS_H200[("low", size, nearest)]
+    return (f"--weights-dtype int8 would keep the transformer on the device ({EIGHT_BIT_FACTOR * 11.46:.1f} GiB): "
+            f"resident ran {low / full:.1f}x faster than streaming at {size}² batch {nearest} on an H200 "
+            f"({full:.3f} vs {low:.3f} s/img, bf16; int8's own speed is not measured yet); "
+            "pictures then differ slightly, so it is not chosen by itself")
 
 
 def choose_batch(free_bytes: int, total_bytes: int, width: int, height: int, profile: str,
@@ -129,7 +208,7 @@ class EngineOptions:
     """Optional engine switches. Those that change pixels enter the model fingerprint."""
 
     transformer: str | None = None  # single-file .safetensors or .gguf checkpoint
-    weights_dtype: str | None = None  # "fp8": float8 storage, compute in the session dtype
+    weights_dtype: str | None = None  # "int8" / "fp8": 8-bit transformer weights, compute in the session dtype
     compile: bool = False
     attention: str | None = None
     text_encoder: str | None = None  # single-file Qwen3-4B (.safetensors, ComfyUI's keys or transformers')
@@ -155,7 +234,8 @@ class EngineOptions:
         if self.weights_dtype is not None and self.weights_dtype not in WEIGHTS_DTYPES:
             raise UserError(f"--weights-dtype must be one of {', '.join(WEIGHTS_DTYPES)}, not {self.weights_dtype!r}")
         if self.weights_dtype and self.transformer and self.transformer.lower().endswith(".gguf"):
-            raise UserError("--weights-dtype fp8 cannot be combined with a GGUF --transformer (it is quantized already)")
+            raise UserError(f"--weights-dtype {self.weights_dtype} cannot be combined with a GGUF --transformer "
+                            "(it is quantized already)")
 
     def fingerprint_suffix(self) -> str:
         """What these options add to the model fingerprint (empty when they change no pixel)."""
@@ -203,8 +283,9 @@ def module_bytes(module) -> int:
         sum(b.numel() * b.element_size() for b in module.buffers())
 
 
-def sizes_of(pipe, text_encoder_bytes: int | None = None) -> ModelSizes:
-    """Sizes of a loaded pipeline's components, scaling the activation figures by its width."""
+def sizes_of(pipe, text_encoder_bytes: int | None = None, weights: str = "bf16") -> ModelSizes:
+    """Sizes of a loaded pipeline's components, scaling the activation figures by its width.
+    ``weights``: how the transformer is stored (``int8``/``fp8`` or the compute dtype's name)."""
     transformer = pipe.transformer
     dim = getattr(transformer.config, "dim", 3840)
     scale = dim / 3840
@@ -215,6 +296,7 @@ def sizes_of(pipe, text_encoder_bytes: int | None = None) -> ModelSizes:
         vae=module_bytes(pipe.vae), transformer_blocks=max(1, blocks),
         act_per_token=int(ZIMAGE_TURBO.act_per_token * scale) + 1,
         vae_act_per_pixel=int(ZIMAGE_TURBO.vae_act_per_pixel * vae_channels / 128) + 1,
+        vae_act_base=int(ZIMAGE_TURBO.vae_act_base * vae_channels / 128), weights=weights,
     )
 
 

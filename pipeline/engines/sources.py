@@ -50,12 +50,14 @@ def _load_error(model: str, err: Exception) -> UserError:
     return UserError(f"cannot load model {model}: {text}")
 
 
-def pipeline_without_text_encoder(model: str, dtype, *, transformer: str | None = None, vae: str | None = None):
-    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU."""
+def pipeline_without_text_encoder(model: str, dtype, *, transformer: str | None = None, vae: str | None = None,
+                                  transformer_module=None):
+    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU.
+    ``transformer_module``: a transformer already loaded (the int8 one), used as it is."""
     from diffusers import ZImagePipeline
 
     tiny = model == TINY
-    parts = {}
+    parts = {"transformer": transformer_module} if transformer_module is not None else {}
     if transformer:
         parts["transformer"] = single_file.load_transformer(transformer, dtype, tiny=tiny)
     if vae:

