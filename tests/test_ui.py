@@ -235,3 +235,21 @@ def test_the_readme_client_script_runs(server, tmp_path):
     assert proc.returncode == 0, proc.stderr
     files = ast.literal_eval(proc.stdout.strip().splitlines()[-1])  # its last line: the upscaled files
     assert len(files) == 2 and all(Path(f).is_file() and Path(f).parent.name == "upscale" for f in files)
+
+
+def test_upscale_says_how_long_before_it_starts_then_counts_tiles(tmp_path, monkeypatch):
+    """The page's upscale: an estimate from a probe timed on this machine, then progress over tiles."""
+    from pipeline import Pipeline
+    from pipeline.web.app import upscale_panel
+    from pipeline.web.app.state import AppState
+
+    out = tmp_path / "outputs"
+    with Pipeline(model="tiny-random", out=out, progress=False) as p:
+        p.explore("a fox", seeds=[1], size=(SIZE, SIZE), steps=2, run="r")
+        p.refine(seeds=[1], run="r", size=(2 * SIZE, 2 * SIZE))
+        updates = list(upscale_panel._upscale(AppState(p, out), None, "r", "", "realesr-animevideov3"))
+    statuses = [update[1] for update in updates]
+    assert statuses[0].startswith("upscaling 1: about ") and "on this machine" in statuses[0], statuses
+    assert any("tile 1 of 1" in status for status in statuses[1:-1]), statuses
+    assert statuses[-1].startswith("upscaled 1 of 1 · 1 computed")
+    assert updates[-1][3]["computed"] == 1 and Path(updates[-1][3]["files"][0]).is_file()

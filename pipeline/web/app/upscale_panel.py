@@ -61,11 +61,11 @@ def upscaled_value(view):
             for u in view.upscaled]
 
 
-def _refined_seeds(run_dir) -> list[int]:
-    from ...runs import stage_pictures as stage_items
+def _refined_seeds(run_dir) -> list:
+    from ...runs import stage_pictures
 
-    seeds = [item.get("seed") for item in stage_items(load_run(run_dir), "refine")]
-    return list(dict.fromkeys(s for s in seeds if isinstance(s, int)))
+    seeds = [item.get("seed") for item in stage_pictures(load_run(run_dir), "refine")]
+    return list(dict.fromkeys(s for s in seeds if isinstance(s, (int, str)) and not isinstance(s, bool)))
 
 
 def _upscale(app, progress, run, seeds, model):
@@ -73,20 +73,32 @@ def _upscale(app, progress, run, seeds, model):
 
     with on_page():
         run_dir = app.run_dir(run)
-        chosen = parse_seeds(seeds.strip()) if seeds and seeds.strip() else _refined_seeds(run_dir)
+        chosen = (parse_seeds(seeds.strip(), variations=True) if seeds and seeds.strip()
+                  else _refined_seeds(run_dir))
         if not chosen:
             raise UserError("refine pictures first: upscale works on the refined pictures")
         choices = model_choices()
         if model not in choices:  # only presets and files of weights/: no path from the page
             raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
-    started, computed, stored, spent, files = time.monotonic(), 0, 0, [], []
+    with on_page(), app.device() as pipeline:  # how long, before it starts (a probe timed on this machine)
+        expected = pipeline.estimate_upscale(run=str(run_dir), seeds=chosen, upscaler=model or None)
+    if expected > 0:
+        hint = "" if expected < 60 or model == "realesr-animevideov3" else \
+            " (realesr-animevideov3 or a GPU is much faster)"
+        yield gr.skip(), f"upscaling {len(chosen)}: about {_duration(expected)} on this machine{hint}", \
+            bar(0, 1), gr.skip()
+    started, computed, stored, files = time.monotonic(), 0, 0, []
     for n, seed in enumerate(chosen):
-        eta = f" · about {sum(spent) / len(spent) * (len(chosen) - n):.0f} s left" if spent else ""
-        progress((n, len(chosen)), desc=f"upscale{eta}", unit="pictures")
-        t0 = time.monotonic()
-        with on_page(), app.device() as pipeline:
-            result = pipeline.upscale(run=str(run_dir), seeds=[seed], model=model or None)
-        spent.append(time.monotonic() - t0)
+        done_before = f"{n} of {len(chosen)} done · " if len(chosen) > 1 else ""
+        for tiles in _tiles_while(app, run_dir, seed, model):
+            if isinstance(tiles, tuple):
+                done, total = tiles
+                left = time.monotonic() - started
+                eta = f" · about {_duration(left / max(done, 1) * (total - done))} left" if done else ""
+                yield gr.skip(), f"upscaling seed {seed}: {done_before}tile {done} of {total}{eta}", \
+                    bar(done, total), gr.skip()
+                continue
+            result = tiles
         computed, stored = computed + result.computed, stored + result.stored
         files += [str(item.path) for item in result.items]
         status = (f"upscaled {n + 1} of {len(chosen)} · {computed} computed, {stored} from the store · "
@@ -94,3 +106,40 @@ def _upscale(app, progress, run, seeds, model):
         yield upscaled_value(pictures.view(run_dir)), status, bar(n + 1, len(chosen)), \
             {"stage": "upscale", "run_dir": str(run_dir), "seeds": chosen[: n + 1], "computed": computed,
              "stored": stored, "files": files}
+
+
+def _tiles_while(app, run_dir, seed, model):
+    """Upscale one seed in a worker thread; yield (done, total) tiles as they finish, then the result."""
+    import queue
+    import threading
+
+    updates: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def work():
+        try:
+            with on_page(), app.device() as pipeline:
+                outcome["result"] = pipeline.upscale(run=str(run_dir), seeds=[seed], upscaler=model or None,
+                                                     on_progress=lambda done, total: updates.put((done, total)))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the request's thread below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    last = 0.0
+    while worker.is_alive() or not updates.empty():
+        try:
+            tiles = updates.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if time.monotonic() - last > 0.5 or tiles[0] == tiles[1]:  # at most two page updates a second
+            last = time.monotonic()
+            yield tiles
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["result"]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
