@@ -32,10 +32,11 @@ def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -
     In this process (through click, with the environment and folder the command would have) when
     only PIPELINE_* variables differ from `cli_env()`: a new process costs seconds of imports. In a
     fresh process when `process=True` or when the environment changes what a process reads once at
-    start (PYTHONPATH, HF_HOME, thread counts, ...).
+    start (PYTHONPATH, HF_HOME, thread counts, ...). PIPELINE_TEST_PROCESSES=1 runs every command in a
+    fresh process (to compare, or to rule the test process out).
     """
     env = env or cli_env()
-    if process or _needs_a_process(env):
+    if process or _needs_a_process(env) or os.environ.get("PIPELINE_TEST_PROCESSES") == "1":
         proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
                               env={k: v for k, v in env.items() if v is not None}, timeout=timeout, cwd=cwd)
     else:
