@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from conftest import cli_env, run_cli, run_json
@@ -45,23 +46,23 @@ def test_ctrl_c_before_the_first_picture_leaves_no_run_folder(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "explore", "another prompt", *TINY, "--out", str(out),
                              "--seeds", "1-4"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    seen = []
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True)
+    reader.start()
     deadline = time.time() + 120
-    while time.time() < deadline:  # the model is built, the prompt is being encoded: press Ctrl-C
-        line = proc.stderr.readline()
-        seen.append(line)
-        if "encoding the prompt" in line or not line:
-            break
-    for _ in range(5):  # press it again if a library swallowed the first one (seen during torch's imports)
+    while time.time() < deadline and proc.poll() is None and not any("building" in line for line in seen):
+        time.sleep(0.02)  # the model starts loading (torch is being imported): press Ctrl-C
+    for _ in range(10):  # press it again if the first press was swallowed (seen once during torch's imports)
         proc.send_signal(signal.SIGINT)
-        try:
-            _, rest = proc.communicate(timeout=15)
+        pressed = time.time()
+        while time.time() - pressed < 1 and proc.poll() is None and not any("interrupted" in line for line in seen):
+            time.sleep(0.02)
+        if proc.poll() is not None or any("interrupted" in line for line in seen):
             break
-        except subprocess.TimeoutExpired:
-            continue
-    else:
-        _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(seen) + rest
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    rest = "".join(seen)
+    assert proc.returncode == 130, rest
     assert "interrupted" in rest
     assert _runs(out) == before
     assert os.path.realpath(out / "latest") == os.path.realpath(good)
