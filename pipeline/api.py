@@ -95,14 +95,7 @@ class Pipeline:
             if seeds is not None:
                 raise_user("give the seeds once: as the first argument or as seeds=, not both")
             seeds = picks
-        if isinstance(run, StageResult):
-            if run.run_dir is None:
-                raise_user("that result has no run folder (it was a dry run)")
-            run = str(run.run_dir)
-        elif isinstance(run, Path):
-            run = str(run)
-        if isinstance(seeds, range):
-            seeds = list(seeds)
+        run, seeds = _run_and_seeds(run, seeds)
         spec = build(RefineSpec, seeds=seeds, source=str(source) if source is not None else None, prompt=prompt,
                      seed=seed, size=size, scale=scale, mode=mode,
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
@@ -179,14 +172,7 @@ class Pipeline:
         from .specs import VarySpec
         from .stages.vary import vary
 
-        if isinstance(run, StageResult):
-            if run.run_dir is None:
-                raise_user("that result has no run folder (it was a dry run)")
-            run = str(run.run_dir)
-        elif isinstance(run, Path):
-            run = str(run)
-        if isinstance(seeds, range):
-            seeds = list(seeds)
+        run, seeds = _run_and_seeds(run, seeds)
         spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch)
         return vary(self.session, spec, run=run, dry_run=dry_run)
 
@@ -214,6 +200,17 @@ class Pipeline:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _run_and_seeds(run, seeds):
+    """A run given as a StageResult or a Path, as the stages take it (a string); a range of seeds as a list."""
+    if isinstance(run, StageResult):
+        if run.run_dir is None:
+            raise_user("that result has no run folder (it was a dry run)")
+        run = str(run.run_dir)
+    elif isinstance(run, Path):
+        run = str(run)
+    return run, list(seeds) if isinstance(seeds, range) else seeds
 
 
 def random_base_seed() -> int:
