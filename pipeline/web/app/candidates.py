@@ -1,5 +1,8 @@
-"""The candidates grid and the explore event: candidates stream in as each one is stored; Stop
-ends the run after the current picture; a click on a candidate picks or unpicks it (RUN/picks.json)."""
+"""The candidates grid and the explore event. Candidates stream in as they are stored: the grid's
+value grows by the new items only, sent at most ``UPDATES_PER_SECOND`` times a second (Gradio sends
+a generator's later values as diffs), so the browser's cost per candidate does not grow with the
+run. The Explore button shows the run's progress; Stop ends it after the current picture. Looking
+(click, Enter) and picking (the ✓ corner, Space, P) are the grid's own (grid.py, viewer.js)."""
 from __future__ import annotations
 
 import queue
@@ -8,71 +11,51 @@ import time
 
 import gradio as gr
 
-from ...runs import load_picks, save_picks
-from ..gallery import write_gallery
-from . import pictures
-from .errors import as_page_error, on_page
+from . import grid, pictures
+from .errors import as_page_error
 
 _DONE = object()
+UPDATES_PER_SECOND = 3
+EXPLORE = "Explore"
 
 
 def build_gallery(app, ui) -> None:
-    ui.candidates = gr.Gallery(label="Candidates — click to pick", columns=5, height=420, allow_preview=False,
-                               fit_columns=False, object_fit="contain", elem_id="candidates", interactive=False)
-    ui.picks = gr.Textbox(label="Picked seeds", interactive=False, elem_id="picks")
+    ui.candidates = grid.build(app, "candidates", "explore", "Candidates")
+
+
+def explore_inputs(ui) -> list:
+    """The form's inputs of the explore event (the form may name its own list ``ui.explore_inputs``)."""
+    return getattr(ui, "explore_inputs", None) or [ui.prompt, ui.negative, ui.width, ui.height, ui.count, ui.seeds,
+                                                   ui.steps, ui.guidance]
 
 
 def wire(app, ui) -> None:
-    def explore(prompt, negative, width, height, count, seeds, steps, guidance, request: gr.Request,
-                progress=gr.Progress()):
-        """Render candidates of PROMPT; yields the gallery as each one is stored."""
-        yield from _explore(app, request.session_hash if request else "api", progress, prompt, negative, width,
+    def explore(prompt, negative, width, height, count, seeds, steps, guidance, request: gr.Request):
+        """Render candidates of PROMPT; yields (grid, status, button, run, bar, result) as they are stored."""
+        yield from _explore(app, request.session_hash if request else "api", prompt, negative, width,
                             height, count, seeds, steps, guidance)
 
     ui.explore_event = ui.explore_btn.click(
-        explore, [ui.prompt, ui.negative, ui.width, ui.height, ui.count, ui.seeds, ui.steps, ui.guidance],
-        [ui.candidates, ui.status, ui.bar, ui.run, ui.shown_seeds, ui.picks, ui.result], api_name="explore",
-        concurrency_id="device", show_progress="minimal", show_progress_on=ui.status)
+        explore, explore_inputs(ui), [ui.candidates, ui.status, ui.explore_btn, ui.run, ui.bar, ui.result],
+        api_name="explore", concurrency_id="device", show_progress="hidden")
+    # whatever happened (an error, a closed tab), the button is the Explore button again
+    ui.explore_event.then(lambda: gr.update(value=EXPLORE, elem_classes=[]), None, ui.explore_btn,
+                          api_visibility="private", queue=False, show_progress="hidden")
 
     def clear():  # a new run: nothing of the previous one stays on the page
-        return [], [], None, [], None, ""
+        return grid.value(None, "refine"), None, grid.value(None, "upscale")
 
-    ui.explore_btn.click(clear, None, [ui.refined, ui.refined_seeds, ui.compare, ui.upscaled, ui.params, ui.command],
-                         api_visibility="private", queue=False)
+    ui.explore_btn.click(clear, None, [ui.refined, ui.compare, ui.upscaled], api_visibility="private", queue=False,
+                         show_progress="hidden")
 
     def stop(request: gr.Request):
         return "stopping after the current picture…" if app.stop(request.session_hash) else gr.skip()
 
     ui.stop_btn.click(stop, None, ui.status, api_visibility="private", queue=False)
 
-    def pick(run, shown, evt: gr.SelectData):
-        with on_page():
-            run_dir = app.run_dir(run)
-            if not shown or evt.index is None or evt.index >= len(shown):
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            seed = shown[evt.index]
-            picks = load_picks(run_dir)
-            picks = [s for s in picks if s != seed] if seed in picks else [*picks, seed]
-            save_picks(run_dir, picks)
-            write_gallery(run_dir)  # the static page shows the same picks
-            view = pictures.view(run_dir)
-            chosen = next((c for c in view.candidates if c.seed == seed), None)
-            panel = (pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)) \
-                if chosen else (gr.skip(), gr.skip())
-            return gallery_value(view.candidates, shown, picks), picks_text(picks), *panel
 
-    ui.candidates.select(pick, [ui.run, ui.shown_seeds], [ui.candidates, ui.picks, ui.params, ui.command],
-                         api_visibility="private", concurrency_limit=None)
-
-
-def picks_text(picks) -> str:
-    return ", ".join(map(str, picks)) if picks else "nothing picked yet: click candidates"
-
-
-def gallery_value(candidates, order, picks):
-    by_seed = {c.seed: c for c in candidates}
-    return [(str(by_seed[s].thumb or by_seed[s].path), pictures.caption(s, picks))
-            for s in order if s in by_seed]
+def busy(text: str):
+    return gr.update(value=text, elem_classes=["busy"])
 
 
 def _seeds_of(count, seeds_text):
@@ -87,7 +70,7 @@ def _seeds_of(count, seeds_text):
     return {"count": int(count)}
 
 
-def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, steps, guidance):
+def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, guidance):
     if negative and not guidance:
         gr.Warning("the negative prompt has no effect with guidance 0 (Turbo's default); "
                    "set guidance above 0 to use it")
@@ -115,34 +98,37 @@ def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, 
     started = time.monotonic()
     worker.start()
     total = len(which["seeds"]) if "seeds" in which else which["count"]
-    done: dict[int, tuple[str, str]] = {}
-    order: list[int] = []
+    shown: list[pictures.Shown] = []
     computed_seconds: list[float] = []
     run_dir = None
+    gap = 1 / UPDATES_PER_SECOND
+    yield (grid.value(None, "explore"), f"exploring {total}: starting…", busy(f"Exploring 0 of {total}…"),
+           gr.skip(), bar(0, total), gr.skip())
     try:
-        finished = False
+        finished, last, pending = False, 0.0, False
         while not finished:
-            batch = [arrived.get()]
-            while not arrived.empty():  # what arrived together (e.g. the stored ones) is sent once
-                batch.append(arrived.get_nowait())
-            for item in batch:
-                if item is _DONE:
-                    finished = True
-                    continue
+            wait = None if not pending else max(0.0, gap - (time.monotonic() - last))
+            try:
+                item = arrived.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _DONE:
+                finished = True
+            elif item is not None:
                 run_dir = item.path.parent.parent
-                thumb = pictures.thumb_of(run_dir, "explore", item)
-                done[item.seed] = (str(thumb), pictures.caption(item.seed))
-                order.append(item.seed)
+                shown.append(pictures.Shown("explore", item.seed, item.path,
+                                            pictures.thumb_of(run_dir, "explore", item), size))
                 if not item.cached:
                     computed_seconds.append(item.seconds)
-            if run_dir is None or (finished and len(batch) == 1):
+                pending = True
+            if finished or not pending or time.monotonic() - last < gap:
                 continue
-            left = total - len(done)
+            last, pending = time.monotonic(), False
+            left = total - len(shown)
             eta = f" · about {_eta(computed_seconds, left)} left" if left and computed_seconds else ""
-            progress((len(done), total), desc="explore", unit="pictures")
-            status = f"{len(done)} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
-            yield ([done[s] for s in order], status, bar(len(done), total), run_dir.name, order, picks_text([]),
-                   gr.skip())
+            status = f"{len(shown)} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
+            yield (grid.value(run_dir, "explore", shown), status, busy(f"Exploring {len(shown)} of {total}{eta}…"),
+                   run_dir.name, bar(len(shown), total), gr.skip())
     finally:
         stop.set()  # a closed tab (GeneratorExit) ends the run after the current picture
         worker.join()
@@ -150,15 +136,13 @@ def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, 
         as_page_error(outcome["error"])
     result = outcome["result"]
     run_dir = result.run_dir
-    order = [item.seed for item in result.items]
-    view = pictures.view(run_dir)  # the gallery's thumbnails, now all made
-    picks = load_picks(run_dir)
+    view = pictures.view(run_dir)
+    paths = [s.path for s in shown] + [i.path for i in result.items if i.path not in {s.path for s in shown}]
     stopped = " (stopped)" if len(result.items) < total else ""
     status = (f"{len(result.items)} of {total} candidates{stopped} · {result.computed} computed, "
               f"{result.stored} from the store · {time.monotonic() - started:.1f} s")
-    yield (gallery_value(view.candidates, order, picks), status, bar(len(result.items), total), run_dir.name, order,
-           picks_text(picks),
-           pictures.result_json(result))
+    yield (grid.view_value(view, "explore", paths), status, gr.update(value=EXPLORE, elem_classes=[]), run_dir.name,
+           bar(len(result.items), total), pictures.result_json(result))
 
 
 def bar(done: int, total: int) -> str:
