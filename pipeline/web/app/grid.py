@@ -44,30 +44,36 @@ def url(path: Path) -> str:
     return "gradio_api/file=" + quote(str(Path(path).resolve()), safe="/")
 
 
-def item(run_dir: Path, shown: pictures.Shown, before: Path | None = None) -> dict:
-    """One card: short keys, since every streamed candidate carries one."""
-    run_dir = Path(run_dir)
+def _rel(run_dir: Path, path: Path) -> str:
+    """A file of the run as a path relative to it (the page adds the run's URL), else its own URL."""
     try:
-        rel = shown.path.relative_to(run_dir).as_posix()
+        return quote(Path(path).relative_to(run_dir).as_posix(), safe="/")
     except ValueError:
-        rel = shown.path.name
+        return url(path)
+
+
+def item(run_dir: Path, shown: pictures.Shown, before: Path | None = None) -> dict:
+    """One card: short keys and paths relative to the run, since every streamed candidate carries one.
+    s: seed (a string: JavaScript numbers lose digits), p: the PNG, t: its thumbnail, z: size, c: caption,
+    b: the candidate a refined picture was made from."""
+    run_dir = Path(run_dir)
     size = list(shown.size) if shown.size else None
     label = str(shown.seed) if shown.seed is not None else "picture"
     if shown.stage != "explore" and size:
         label += f" · {size[0]}×{size[1]}"
-    entry = {"s": None if shown.seed is None else str(shown.seed), "p": rel, "t": url(shown.thumb or shown.path),
-             "f": url(shown.path), "z": size, "c": label}
+    entry = {"s": None if shown.seed is None else str(shown.seed), "p": _rel(run_dir, shown.path),
+             "t": _rel(run_dir, shown.thumb or shown.path), "z": size, "c": label}
     if before is not None:
-        entry["b"] = url(before)
+        entry["b"] = _rel(run_dir, before)
     return entry
 
 
 def value(run_dir: Path | None, stage: str, shown=(), picks=(), candidates=()) -> dict:
     """The value of a grid: the run's pictures of ``stage`` in this order."""
     if run_dir is None:
-        return {"run": None, "stage": stage, "items": [], "picks": []}
+        return {"run": None, "base": "", "stage": stage, "items": [], "picks": []}
     before = {c.seed: c.path for c in candidates} if stage == "refine" else {}
-    return {"run": Path(run_dir).name, "stage": stage,
+    return {"run": Path(run_dir).name, "base": url(run_dir) + "/", "stage": stage,
             "items": [item(run_dir, s, before.get(s.seed)) for s in shown],
             "picks": [str(p) for p in picks] if stage == "explore" else []}
 
@@ -181,7 +187,7 @@ def _seed(value) -> int:
 def _find(view, stage: str, rel: str):
     shown = {"explore": view.candidates, "refine": view.refined, "upscale": view.upscaled}.get(stage, [])
     for s in shown:
-        if s.path == view.run_dir / rel:
+        if _rel(view.run_dir, s.path) == rel:
             return s
     raise UserError(f"{rel!r} is not a picture of this run")
 

@@ -8,10 +8,11 @@ var stage = props.stage || "explore";
 var root = element.querySelector(".pgrid");
 var head = element.querySelector(".pgrid-head");
 var list = element.querySelector(".pgrid-cards");
-var state = { run: undefined, items: [], paths: [], picks: new Set(), drawn: 0, focused: 0 };
+var state = { run: undefined, base: "", items: [], paths: [], picks: new Set(), drawn: 0, focused: 0 };
 var ZIP = { explore: ["picked", "⬇ Picked (zip)"], refine: ["refine", "⬇ All refined (zip)"],
             upscale: ["upscale", "⬇ All upscaled (zip)"] }[stage];
 
+function src(path) { return /^gradio_api\//.test(path) ? path : state.base + path; }
 function el(tag, cls, text) {
   var node = document.createElement(tag);
   if (cls) node.className = cls;
@@ -69,9 +70,9 @@ function card(item, index) {
   img.loading = "lazy";
   img.decoding = "async";
   img.alt = item.c;
-  img.src = item.t;
+  img.src = src(item.t);
   img.addEventListener("error", function () {
-    if (!img.dataset.fallback) { img.dataset.fallback = "1"; img.src = item.f; }
+    if (!img.dataset.fallback) { img.dataset.fallback = "1"; img.src = src(item.p); }
   });
   frame.appendChild(img);
   node.appendChild(frame);
@@ -111,6 +112,7 @@ function render() {
   state.items = items;
   if (!same) {
     state.run = value.run || null;
+    state.base = value.base || "";
     state.picks = new Set(Array.isArray(value.picks) ? value.picks : []);
     state.drawn = 0;
     state.paths = [];
@@ -198,6 +200,7 @@ var api = {
   stage: stage,
   items: function () { return state.items; },
   run: function () { return state.run; },
+  src: src,
   picked: function (item) { return item.s !== null && state.picks.has(item.s); },
   toggle: toggle,
   describe: function (item) { return server.describe({ run: state.run, stage: stage, p: item.p }); },
@@ -263,9 +266,11 @@ function makeViewer() {
     var item = current();
     if (!item) { if (v.grid) v.close(); return; }
     var grid = v.grid;
-    var src = v.before && item.b ? item.b : item.f;
-    if (reload !== false || img.getAttribute("src") !== src) {
-      if (img.getAttribute("src") !== src) { loading.hidden = false; loading.textContent = "loading the full picture…"; img.src = src; }
+    var full = grid.src(v.before && item.b ? item.b : item.p);
+    if (img.getAttribute("src") !== full) {
+      loading.hidden = false;
+      loading.textContent = "loading the full picture…";
+      img.src = full;
     }
     box.classList.toggle("zoomed", v.zoom);
     zoomBtn.textContent = v.zoom ? "Fit to window" : "Zoom 1:1";
@@ -280,7 +285,7 @@ function makeViewer() {
       pickBtn.textContent = on ? "✓ Picked (Space to un-pick)" : "Pick (Space)";
       pickBtn.classList.toggle("on", on);
     }
-    download.href = item.f;
+    download.href = grid.src(item.p);
     download.download = (grid.run() || "run") + "-" + grid.stage + "-" + item.p.split("/").pop();
     beforeBtn.hidden = !item.b;
     beforeBtn.textContent = v.before ? "Show after" : "Show before";
@@ -352,7 +357,7 @@ function makeViewer() {
   document.addEventListener("keydown", function (event) {
     if (box.hidden || event.altKey || event.ctrlKey || event.metaKey) return;
     var key = event.key;
-    if (event.target && event.target.closest && event.target.closest("a, input, textarea") && key !== "Escape") return;
+    if (event.target && event.target.closest && event.target.closest("input, textarea, select") && key !== "Escape") return;
     if (key === "Escape") v.close();
     else if (key === "ArrowLeft") v.step(-1);
     else if (key === "ArrowRight") v.step(1);
