@@ -127,8 +127,9 @@ def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, gui
             left = total - len(shown)
             eta = f" · about {_eta(computed_seconds, left)} left" if left and computed_seconds else ""
             status = f"{len(shown)} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
-            yield (grid.value(run_dir, "explore", shown), status, busy(f"Exploring {len(shown)} of {total}{eta}…"),
-                   run_dir.name, bar(len(shown), total), gr.skip())
+            label = f"Exploring {len(shown)} of {total}" + (f" · {_eta(computed_seconds, left)}" if eta else "")
+            yield (grid.value(run_dir, "explore", shown), status, busy(label + "…"), run_dir.name,
+                   bar(len(shown), total), gr.skip())
     finally:
         stop.set()  # a closed tab (GeneratorExit) ends the run after the current picture
         worker.join()
