@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 COUNT = 24
 
 
-def explore_events(server: Server, seeds: str) -> list[dict]:
+def explore_events(server: Server, seeds: str, size: int = 64, steps: int = 1) -> list[dict]:
     """The server-sent events of one explore, as (bytes of the line, its message) dicts."""
     config = httpx.get(server.url + "config", timeout=60).json()
     dep = next(d for d in config["dependencies"] if d.get("api_name") == "explore")
@@ -27,8 +27,8 @@ def explore_events(server: Server, seeds: str) -> list[dict]:
     inputs = {c["id"]: c for c in config["components"]}
     # the form's current inputs with their defaults, then ours by label
     data = [inputs[i].get("props", {}).get("value") for i in dep["inputs"]]
-    labels = [str(inputs[i].get("props", {}).get("label") or inputs[i].get("props", {}).get("elem_id")) for i in dep["inputs"]]
-    wanted = {"Prompt": "streaming", "Width": 64, "Height": 64, "or seeds": seeds, "Steps": 1, "Guidance": 0}
+    labels = [str(inputs[i].get("props", {}).get("label")) for i in dep["inputs"]]
+    wanted = {"Prompt": "streaming", "Width": size, "Height": size, "or seeds": seeds, "Steps": steps, "Guidance": 0}
     data = [wanted.get(label, value) for label, value in zip(labels, data)]
     joined = httpx.post(server.url + "gradio_api/queue/join", timeout=60,
                         json={"data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None,
