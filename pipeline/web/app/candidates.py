@@ -98,16 +98,15 @@ def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, gui
     started = time.monotonic()
     worker.start()
     total = len(which["seeds"]) if "seeds" in which else which["count"]
-    shown: list[pictures.Shown] = []
+    stream = Stream(size)
     computed_seconds: list[float] = []
-    run_dir = None
     gap = 1 / UPDATES_PER_SECOND
     yield (grid.value(None, "explore"), f"exploring {total}: starting…", busy(f"Exploring 0 of {total}…"),
            gr.skip(), bar(0, total), gr.skip())
     try:
-        finished, last, pending = False, 0.0, False
+        finished, pending = False, False
         while not finished:
-            wait = None if not pending else max(0.0, gap - (time.monotonic() - last))
+            wait = None if not pending else max(0.0, gap - (time.monotonic() - stream.sent))
             try:
                 item = arrived.get(timeout=wait)
             except queue.Empty:
@@ -115,35 +114,73 @@ def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, gui
             if item is _DONE:
                 finished = True
             elif item is not None:
-                run_dir = item.path.parent.parent
-                shown.append(pictures.Shown("explore", item.seed, item.path,
-                                            pictures.thumb_of(run_dir, "explore", item), size))
+                stream.add([item])
                 if not item.cached:
                     computed_seconds.append(item.seconds)
                 pending = True
-            if finished or not pending or time.monotonic() - last < gap:
+            if finished or not pending or not stream.due():
                 continue
-            last, pending = time.monotonic(), False
-            left = total - len(shown)
+            pending = False
+            shown, left = len(stream.shown), total - len(stream.shown)
             eta = f" · about {_eta(computed_seconds, left)} left" if left and computed_seconds else ""
-            status = f"{len(shown)} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
-            label = f"Exploring {len(shown)} of {total}" + (f" · {_eta(computed_seconds, left)}" if eta else "")
-            yield (grid.value(run_dir, "explore", shown), status, busy(label + "…"), run_dir.name,
-                   bar(len(shown), total), gr.skip())
+            status = f"{shown} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
+            label = f"Exploring {shown} of {total}" + (f" · {_eta(computed_seconds, left)}" if eta else "")
+            yield stream.value(), status, busy(label + "…"), stream.run_dir.name, bar(shown, total), gr.skip()
     finally:
         stop.set()  # a closed tab (GeneratorExit) ends the run after the current picture
         worker.join()
     if "error" in outcome:
         as_page_error(outcome["error"])
     result = outcome["result"]
-    run_dir = result.run_dir
-    view = pictures.view(run_dir)
-    paths = [s.path for s in shown] + [i.path for i in result.items if i.path not in {s.path for s in shown}]
     stopped = " (stopped)" if len(result.items) < total else ""
     status = (f"{len(result.items)} of {total} candidates{stopped} · {result.computed} computed, "
               f"{result.stored} from the store · {time.monotonic() - started:.1f} s")
-    yield (grid.view_value(view, "explore", paths), status, gr.update(value=EXPLORE, elem_classes=[]), run_dir.name,
+    yield (stream.final(result), status, gr.update(value=EXPLORE, elem_classes=[]), result.run_dir.name,
            bar(len(result.items), total), pictures.result_json(result))
+
+
+class Stream:
+    """The candidates grid while explore streams (also for other explore loops, e.g. a job queue's).
+
+        stream = Stream(size)
+        stream.add(items)          # the Items just stored (thumbnails made here)
+        if stream.due():           # at most UPDATES_PER_SECOND a second; the last one always goes
+            yield stream.value()   # only the new items travel: Gradio diffs a generator's values
+        yield stream.final(result)
+
+    The grid's order is the order they arrived in; ``final`` keeps it and adds the run's picks."""
+
+    def __init__(self, size=None, per_second: float = UPDATES_PER_SECOND):
+        self.size = tuple(size) if size else None
+        self.shown: list[pictures.Shown] = []
+        self.run_dir = None
+        self.sent = 0.0
+        self.gap = 1 / per_second
+
+    def add(self, items) -> None:
+        for item in items or ():
+            self.run_dir = item.path.parent.parent
+            self.shown.append(pictures.Shown("explore", item.seed, item.path,
+                                             pictures.thumb_of(self.run_dir, "explore", item), self.size))
+
+    def due(self) -> bool:
+        """Whether to send now (and note that it is sent)."""
+        now = time.monotonic()
+        if self.run_dir is None or now - self.sent < self.gap:
+            return False
+        self.sent = now
+        return True
+
+    def value(self) -> dict:
+        return grid.value(self.run_dir, "explore", self.shown)
+
+    def final(self, result) -> dict:
+        """The whole run's grid once it is done (picks included), in the order shown."""
+        view = pictures.view(result.run_dir)
+        paths = [s.path for s in self.shown]
+        known = set(paths)
+        paths += [i.path for i in result.items if i.path not in known]
+        return grid.view_value(view, "explore", paths)
 
 
 def bar(done: int, total: int) -> str:
