@@ -20,7 +20,7 @@ EXPLORE = "Explore"
 
 
 def build_gallery(app, ui) -> None:
-    ui.candidates = grid.build(app, "candidates", "explore", "Candidates")
+    ui.candidates = grid.build(app, "candidates", "explore", "Candidates", vary=bool(getattr(ui, "vary_from_grid", False)))
 
 
 def explore_inputs(ui) -> list:
