@@ -307,3 +307,12 @@ def save_picks(run_dir: Path, seeds) -> list[int]:
     except OSError as err:
         raise write_error(path, err) from err
     return picks
+
+
+def toggle_pick(run_dir: Path, seed) -> list:
+    """Pick ``seed`` in a run, or unpick it when it is picked: read, change and write picks.json
+    under the run's lock, so two tabs picking at once keep both picks. Returns the picks."""
+    with run_lock(run_dir):
+        picks = load_picks(run_dir)
+        picks = [s for s in picks if s != seed] if seed in picks else [*picks, seed]
+        return save_picks(run_dir, picks)
