@@ -29,6 +29,9 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
 
     credentials = parse_auth(auth, auth_file)
     check_host(host, credentials)  # before the slow imports
+    from ..hardware import check_device
+
+    check_device(device)  # `--device gpu`: one sentence now, not after Gradio's import
     offline_environment()
     try:
         import gradio  # noqa: F401
