@@ -24,25 +24,30 @@ log = logging.getLogger("pipeline")
 STAGE_DIR = "explore"
 
 
-def plan(spec: ExploreSpec, fingerprint: str, dtype: str) -> list[RenderJob]:
-    """The jobs of an explore: one per seed. Pure and cheap."""
+def plan(spec: ExploreSpec, fingerprint: str, dtype: str, loras=()) -> list[RenderJob]:
+    """The jobs of an explore: one per seed. Pure and cheap (``loras``: resolved, ``engines.lora.Lora``)."""
     width, height = spec.size
     return [
         RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
                                   height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype,
                                   variance=make_variance(spec.variance, spec.variance_share, spec.variance_steps,
-                                                         seed)))
+                                                         seed), loras=loras))
         for seed in spec.seeds
     ]
+
+
+def lora_records(loras) -> list[dict]:
+    """The LoRAs of a picture or run as recorded (name, sha256, weight, A1111's short hash)."""
+    return [lora.record() for lora in loras]
 
 
 def candidate_name(seed: int) -> str:
     return f"seed-{seed}.png"
 
 
-def run_header(session, spec: ExploreSpec) -> dict:
+def run_header(session, spec: ExploreSpec, loras=()) -> dict:
     variance = spec.variance_settings()  # only when on: runs without it keep today's run.json
-    return {**({"variance": variance} if variance else {}),
+    return {**({"variance": variance} if variance else {}), **({"loras": lora_records(loras)} if loras else {}),
         "prompt": spec.prompt,
         "negative": spec.negative,
         "model": session.model,
@@ -59,23 +64,28 @@ def run_header(session, spec: ExploreSpec) -> dict:
 SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance")  # one run, one set
 
 
+def _lora_settings(records) -> list:
+    return [(r.get("sha256"), r.get("weight")) for r in records or () if isinstance(r, dict)]
+
+
 def _check_settings(run_dir: Path, data: dict, header: dict) -> None:
-    old = {k: data.get(k) for k in SETTINGS}
-    new = {k: header.get(k) for k in SETTINGS}
+    old = {k: data.get(k) for k in SETTINGS} | {"loras": _lora_settings(data.get("loras"))}
+    new = {k: header.get(k) for k in SETTINGS} | {"loras": _lora_settings(header.get("loras"))}
     if old != new:
         changed = ", ".join(k for k in old if old[k] != new[k])
         raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
 
 
-def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
+def _open_run(session, spec: ExploreSpec, run: str | None, loras=()) -> tuple[Path, dict]:
     # one name for all processes; without --run the main process claims a new folder (mkdir), so
     # two explores started in the same second never share one
     claimed = distributed.is_main_process() and run is None
     run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run, claim=claimed))
-    header = run_header(session, spec)
+    header = run_header(session, spec, loras)
     data = load_run(run_dir)
     if data:
         _check_settings(run_dir, data, header)
+        data.pop("loras", None)
         data.update(header)
     else:
         data = {**new_run_data(header), "explore": {"pictures": []}}
@@ -94,7 +104,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
             stop=None) -> StageResult:
     """``on_picture(item)`` is called as each picture is in the run folder (stored ones first);
     ``stop`` (a ``threading.Event``) ends the run after the current picture, keeping the finished ones."""
-    jobs = plan(spec, session.fingerprint, session.dtype)
+    loras = session.resolve_loras(spec.loras)
+    jobs = plan(spec, session.fingerprint, session.dtype, loras)
     store = session.store
     if run is not None:
         check_run_name(run)  # a dry run refuses what the real one would
@@ -102,15 +113,15 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         stored = sum(store.has(job.key) for job in jobs)
         return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
 
-    run_dir, data = _open_run(session, spec, run)
+    run_dir, data = _open_run(session, spec, run, loras)
     try:
-        return _explore(session, spec, jobs, run_dir, data, on_picture, stop)
+        return _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras)
     finally:
         if run is None and distributed.is_main_process():
             release_run_dir(run_dir)  # claimed but still empty: failed or stopped before its first picture
 
 
-def _explore(session, spec, jobs, run_dir, data, on_picture, stop) -> StageResult:
+def _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras=()) -> StageResult:
     store = session.store
     out_dir = run_dir / STAGE_DIR
     items: dict[int, Item] = {}
@@ -144,7 +155,7 @@ def _explore(session, spec, jobs, run_dir, data, on_picture, stop) -> StageResul
         on_picture(item)
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop, loras)
     if stop is None or not stop.is_set():
         _collect_shares(session, jobs, items, out_dir)
 
@@ -185,9 +196,10 @@ def _save(run_dir: Path, data: dict) -> dict:
     return update_run(run_dir, merge)
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
     check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
+    engine.check_loras(misses)  # a LoRA for another model fails here, before any picture is written
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
         data["model_fingerprint"] = engine.fingerprint
@@ -197,7 +209,7 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_pict
         for batch in batches(misses, batch_size):
             if stop is not None and stop.is_set():
                 break
-            _render_batch(session, engine, batch, out_dir, items)
+            _render_batch(session, engine, batch, out_dir, items, loras)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
             save()
             if bar:
@@ -227,7 +239,7 @@ def _collect_shares(session, jobs: list[RenderJob], items: dict, out_dir: Path) 
                                artifact.record.get("seconds", 0.0))
 
 
-def _render_batch(session, engine, batch, out_dir, items) -> None:
+def _render_batch(session, engine, batch, out_dir, items, loras=()) -> None:
     store = session.store
     with store.lock_all(job.key for job in batch):
         todo = []
@@ -246,7 +258,9 @@ def _render_batch(session, engine, batch, out_dir, items) -> None:
         images = engine.txt2img(todo)
         seconds = (time.perf_counter() - started) / len(todo)
         for job, image in zip(todo, images):
-            artifact = store_picture(store, job, image, session.model, seconds=seconds, engine=engine, stage="explore")
+            extra = {"loras": lora_records(loras)} if job.loras else {}
+            artifact = store_picture(store, job, image, session.model, seconds=seconds, engine=engine, stage="explore",
+                                     **extra)
             dest = out_dir / candidate_name(job.seed)
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, False, round(seconds, 4))
