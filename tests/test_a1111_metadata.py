@@ -357,3 +357,28 @@ def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
 
     for kind, text in texts.items():
         assert all(0 <= seed < JS_SAFE for seed in seeds_written(text)), (kind, text)
+
+
+def test_hires_to_another_aspect_starts_from_the_crop_a1111_makes(tmp_path):
+    """A hires fix to another aspect starts from the candidate enlarged to cover the target and cropped
+    (as A1111's hires fix); an img2img (here: an image without our record) from the image stretched to the
+    target (as A1111's img2img "Just resize")."""
+    from pipeline.session import Session
+    from pipeline.specs import RefineSpec
+    from pipeline.stages import hires, refine
+
+    out = tmp_path / "outputs"
+    explored = run_json("explore", "a lighthouse", "--model", "tiny-random", "--size", "64", "--seeds", "3",
+                        "--out", out)
+    session = Session(model="tiny-random", out=out)
+    with Image.open(explored["items"][0]["path"]) as image:
+        candidate = image.convert("RGB")
+    candidate.save(tmp_path / "plain.png")  # the same pixels, no metadata
+    for spec, expected in (
+            (RefineSpec(seeds=[3], size=(64, 128)),
+             candidate.resize((128, 128), Image.Resampling.LANCZOS).crop((32, 0, 96, 128))),
+            (RefineSpec(source=str(tmp_path / "plain.png"), prompt="a lighthouse", seed=3, size=(64, 128)),
+             candidate.resize((64, 128), Image.Resampling.LANCZOS))):
+        the_plan = refine.plan(session, spec)
+        start = hires.enlarge_parents(session, spec, the_plan.picks)[the_plan.picks[0].name]
+        assert start.size == (64, 128) and start.tobytes() == expected.tobytes()
