@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from conftest import run_json
+from conftest import run_cli, run_json
 from pipeline.images import a1111_parameters, parse_a1111
 
 # ---- A1111 (modules/infotext_utils.py)
@@ -382,3 +382,14 @@ def test_hires_to_another_aspect_starts_from_the_crop_a1111_makes(tmp_path):
         the_plan = refine.plan(session, spec)
         start = hires.enlarge_parents(session, spec, the_plan.picks)[the_plan.picks[0].name]
         assert start.size == (64, 128) and start.tobytes() == expected.tobytes()
+
+
+def test_a_new_picture_takes_no_seed_a_javascript_number_would_round(tmp_path):
+    out = tmp_path / "outputs"
+    for args in (["explore", "a fox", "--model", "tiny-random", "--size", "64", "--seeds", str(2**53)],
+                 ["explore", "a fox", "--model", "tiny-random", "--size", "64", "--count", "2", "--seed",
+                  str(2**53 - 1)]):
+        proc = run_cli(*args, "--out", out, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"seed {2**53} is too large for a new picture: seeds go from 0 to {2**53 - 1}" in proc.stderr
+    assert not out.exists() or not list(out.glob("*/explore/*.png"))
