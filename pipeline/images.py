@@ -173,9 +173,25 @@ def a1111_parameters(params: dict) -> str:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
     settings += _variance_entries(params)
-    settings += [("Upscaler", params.get("upscaler")), ("Version", params.get("version"))]
+    settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
+                 ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def lora_hashes(loras) -> str | None:
+    """A1111's ``Lora hashes`` value (extensions-builtin/Lora/extra_networks_lora.py): ``name: hash`` joined
+    by ``, ``, the name without ``:`` and ``,``, the hash the first 12 hex of A1111's LoRA hash (quoted
+    by ``quote`` since it holds a colon)."""
+    entries = [f"{str(r.get('name', '')).replace(':', '').replace(',', '')}: {r['a1111_hash']}"
+               for r in loras or () if isinstance(r, dict) and r.get("a1111_hash") and r.get("name")]
+    return ", ".join(entries) or None
+
+
+def parse_lora_hashes(value: str) -> dict[str, str]:
+    """A ``Lora hashes`` value back as {name: hash}, by A1111's rule (lora_script.py ``infotext_pasted``)."""
+    pairs = [item.strip().split(":", 1) for item in value.split(",")]
+    return {pair[0].strip().replace(",", ""): pair[1].strip() for pair in pairs if len(pair) == 2}
 
 
 def _variance_entries(params: dict) -> list:

@@ -82,6 +82,22 @@ def make_variance(strength, share, steps, seed) -> Variance | None:
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """A LoRA as it enters a job's key: the file's sha256 and its weight (never its name or path)."""
+
+    sha256: str
+    weight: float
+
+
+def make_loras(loras) -> tuple[LoraUse, ...] | None:
+    """The job's LoRAs (``engines.lora.Lora`` or LoraUse), weight-0 ones dropped; None when there are none
+    (the field then stays out of the key)."""
+    uses = tuple(lora.use() if hasattr(lora, "use") else lora for lora in loras or ())
+    uses = tuple(use for use in uses if use.weight != 0)
+    return uses or None
+
+
+@dataclass(frozen=True)
 class RenderJob(Job):
     """Text-to-image with Z-Image: everything that determines the picture."""
 
@@ -96,16 +112,21 @@ class RenderJob(Job):
     seed: int
     dtype: str
     variance: Variance | None = None  # None: no noise on the embedding, and no field in the key
+    loras: tuple[LoraUse, ...] | None = None  # None: no LoRA, and no field in the key
 
     def fields(self) -> dict:
         data = super().fields()
         if data.get("variance") is None:
             data.pop("variance", None)  # variance 0 keeps the keys pictures were stored under before it existed
+        if not data.get("loras"):
+            data.pop("loras", None)  # so does "no LoRA"
+        else:
+            data["loras"] = [dict(use) for use in data["loras"]]
         return data
 
     def batch_group(self) -> tuple:
         """Jobs with equal groups can be denoised together in one batch."""
-        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype)
+        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras)
 
 
 @dataclass(frozen=True)
@@ -170,7 +191,7 @@ class UpscaleJob(Job):
 
 
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype,
-                  variance: Variance | None = None) -> dict:
+                  variance: Variance | None = None, loras=None) -> dict:
     """Normalise render parameters so equal pictures get equal keys.
 
     The negative prompt only matters when classifier-free guidance is on (guidance > 0),
@@ -178,6 +199,9 @@ def render_fields(*, model, prompt, negative, width, height, steps, guidance, se
     """
     guidance = float(guidance)
     extra = {"variance": variance} if variance is not None else {}
+    uses = make_loras(loras)
+    if uses:
+        extra["loras"] = uses
     return dict(
         **extra,
         model=model,

@@ -26,7 +26,7 @@ from ..jobs import (MAX_SEED, RefineJob, check_size, digest_bytes, pick_order, r
                     variance_from_record)
 from ..models import TINY, display_name
 from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
-                    update_run)
+                    record_pictures)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
 from .hires import as_hires_fix, enlarge_parents, image_size, parent_size
@@ -304,26 +304,24 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
         return
     run_dir = the_plan.run_dir
 
-    def record(data: dict) -> None:
+    def header(data: dict) -> None:
         if not data and the_plan.new_run is not None:
             data.update(new_run_data(the_plan.new_run))
-        section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
-        by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
-        for pick, item in done:
-            job = pick.job
-            entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
-                     "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
-                     "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
-                     "seconds": item.seconds, "cached": item.cached}
-            if job.mode == "hires":
-                entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
-                if job.crop:
-                    entry["crop"] = job.crop
-            by_path[entry["path"]] = entry
-        section["pictures"] = sorted(by_path.values(), key=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
-        data["refine"] = section
 
-    update_run(run_dir, record)
+    entries = []
+    for pick, item in done:
+        job = pick.job
+        entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+                 "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
+                 "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
+                 "seconds": item.seconds, "cached": item.cached}
+        if job.mode == "hires":
+            entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
+            if job.crop:
+                entry["crop"] = job.crop
+        entries.append(entry)
+    record_pictures(run_dir, "refine", entries, id_of=lambda p: p.get("path"), before=header,
+                    order=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
     set_latest(session.out, run_dir)
 
 

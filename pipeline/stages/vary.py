@@ -22,7 +22,7 @@ from .. import distributed
 from ..errors import UserError
 from ..jobs import (MAX_SEED, VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id,
                     variation_seed)
-from ..runs import load_run, place, resolve_run, set_latest, stage_pictures, update_run
+from ..runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
 from ..specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
 from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
@@ -167,18 +167,15 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
     if not done:
         return
 
-    def record(data: dict) -> None:
-        by_seed = {c.get("seed"): c for c in stage_pictures(data, "explore")}
-        for variation, item in done:
-            job = variation.job
-            by_seed[variation.id] = {
-                "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
-                "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
-                "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
-                "steps": job.steps}
-        data.setdefault("explore", {})["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c.get("seed")))
-
-    update_run(run_dir, record)
+    entries = []
+    for variation, item in done:
+        job = variation.job
+        entries.append({
+            "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+            "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
+            "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
+            "steps": job.steps})
+    record_pictures(run_dir, "explore", entries, order=lambda c: pick_order(c.get("seed")))
 
 
 def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path) -> None:
