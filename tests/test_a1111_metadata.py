@@ -393,3 +393,21 @@ def test_a_new_picture_takes_no_seed_a_javascript_number_would_round(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert f"seed {2**53} is too large for a new picture: seeds go from 0 to {2**53 - 1}" in proc.stderr
     assert not out.exists() or not list(out.glob("*/explore/*.png"))
+
+
+def test_a_lora_candidate_refined_without_its_lora_is_an_img2img(tmp_path):
+    """refine carries no LoRA (yet): a hires refine of a LoRA candidate is no hires fix of it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lora_files import lora_tensors, write_lora
+
+    from pipeline import Pipeline
+
+    lora = write_lora(tmp_path / "loras" / "style.safetensors", "diffusers", lora_tensors(rank=4, seed=7), alpha=2.0)
+    with Pipeline(model="tiny-random", out=tmp_path / "out") as p:
+        explored = p.explore("a lighthouse", seeds=[3], size=(64, 64), loras=[(str(lora), 0.8)])
+        refined = p.refine(seeds=[3], run=explored)
+    res = a1111_parse(picture(refined.items[0].path)[0])
+    assert (res["Size-1"], res["Size-2"], res["Denoising strength"]) == ("128", "128", "0.5")
+    assert not any(k.startswith("Hires") for k in res)

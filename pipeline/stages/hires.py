@@ -18,16 +18,18 @@ from ..jobs import RefineJob, variance_from_record
 
 def as_hires_fix(job: RefineJob, parent: dict | None) -> tuple[RefineJob, dict | None]:
     """A hires refine whose parent is our own text-to-image picture (an explore candidate, not a variation,
-    an upscaled or a refined picture) with this prompt, seed, model and variance, at another size, is
-    A1111's hires fix of it: returns the job, cropped as A1111 crops when the aspect changes, and the
-    first pass's settings for its text. Anything else is an img2img (None), resized as A1111's img2img does."""
+    an upscaled or a refined picture) with this prompt, seed, model, variance and LoRAs, at another size,
+    is A1111's hires fix of it: returns the job, cropped as A1111 crops when the aspect changes, and the
+    first pass's settings for its text. Anything else (a LoRA candidate refined without its LoRA too) is
+    an img2img (None), resized as A1111's img2img does."""
     from ..images import a1111_hires_crop, a1111_hires_scale
 
     if job.mode != "hires" or not isinstance(parent, dict) or parent.get("kind") != "explore" or "upscale" in parent:
         return job, None
     first_size = (parent.get("width"), parent.get("height"))
     same = (parent.get("prompt") == job.prompt and parent.get("seed") == job.seed and parent.get("model") == job.model
-            and variance_from_record(parent.get("variance")) == job.variance)
+            and variance_from_record(parent.get("variance")) == job.variance
+            and _lora_uses(parent.get("loras")) == _lora_uses(job.describe().get("loras")))
     if not same or not all(isinstance(side, int) and side > 0 for side in first_size) \
             or first_size == (job.width, job.height) or not isinstance(parent.get("steps"), int):
         return job, None  # A1111 turns its hires fix off when the size stays: an img2img
@@ -39,6 +41,13 @@ def as_hires_fix(job: RefineJob, parent: dict | None) -> tuple[RefineJob, dict |
         if (cover_w, cover_h) != target:
             job = dataclasses.replace(job, crop=f"{cover_w}x{cover_h}+{x}+{y}")
     return job, first
+
+
+def _lora_uses(loras) -> list:
+    """LoRAs as (sha256, weight) pairs, from a job's description or a picture's record."""
+    if not isinstance(loras, (list, tuple)):
+        return []
+    return sorted((str(r.get("sha256")), float(r.get("weight") or 0)) for r in loras if isinstance(r, dict))
 
 
 def parent_size(pick) -> list[int]:
