@@ -1,6 +1,7 @@
 """The ASGI guard in front of Gradio: what a request may be before Gradio sees it.
 
-- Host: on a loopback server only a loopback name (a DNS-rebinding page names its own host).
+- Host: on a loopback server without a password only a loopback name (a DNS-rebinding page names
+  its own host; with a password it has no cookie, and a TLS proxy in front may pass its own name).
 - Origin: a POST (PUT, PATCH, DELETE) from a page of another origin is refused. Browsers send Origin
   on every cross-origin POST; clients without one (gradio_client, curl) are not browsers.
 - Bodies: at most ``body_bytes`` (JSON of the API calls), read before Gradio sees them.
@@ -170,7 +171,7 @@ def check_upload(body: bytes, content_type: str, max_files: int = UPLOAD_FILES) 
         raise Refused(413, f"at most {max_files} files per upload")
     for name, head in files:
         suffix = PurePosixPath(name.replace("\\", "/")).suffix.lower()
-        if suffix not in IMAGE_SUFFIXES or image_kind(head) is None:
+        if (suffix and suffix not in IMAGE_SUFFIXES) or image_kind(head) is None:  # no suffix: a pasted blob
             raise Refused(415, f"only images can be uploaded ({', '.join(sorted(IMAGE_SUFFIXES))}): "
                                f"{PurePosixPath(name).name!r} is not one")
 
@@ -179,10 +180,10 @@ class Guard:
     """ASGI middleware; see the module's docstring. ``cache`` (cache.Cache or None) is told
     about uploaded files and asked for room before an upload is accepted."""
 
-    def __init__(self, app, *, loopback: bool = True, limiter: LoginLimiter | None = None, cache=None,
+    def __init__(self, app, *, local_only: bool = True, limiter: LoginLimiter | None = None, cache=None,
                  body_bytes: int = BODY_BYTES, upload_bytes: int = IMAGE_BYTES + 2**16,
                  upload_files: int = UPLOAD_FILES):
-        self.app, self.loopback, self.cache = app, loopback, cache
+        self.app, self.local_only, self.cache = app, local_only, cache
         self.limiter = limiter or LoginLimiter()
         self.body_bytes, self.upload_bytes, self.upload_files = body_bytes, upload_bytes, upload_files
 
@@ -215,7 +216,7 @@ class Guard:
     async def _check(self, scope, receive):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
-        if self.loopback and host and not is_loopback(_host_name(host)):
+        if self.local_only and host and not is_loopback(_host_name(host)):
             raise Refused(403, "this server answers only to a loopback address (127.0.0.1, localhost)")
         path = unquote(scope.get("path", "")).lower()
         method = scope.get("method", "GET")

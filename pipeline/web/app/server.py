@@ -213,7 +213,7 @@ def launch(state, *, host: str = "127.0.0.1", port: int = 7860, auth: list | Non
     demo = build_app(state)
     demo.queue(default_concurrency_limit=1)  # one GPU queue: explore, refine and upscale share "device"
     demo.delete_cache = None  # the Cache sweeps (by age and size) and removes its folder at exit
-    guard = Middleware(Guard, loopback=is_loopback(host), limiter=LoginLimiter(), cache=cache)
+    guard = Middleware(Guard, local_only=is_loopback(host) and not auth, limiter=LoginLimiter(), cache=cache)
     try:
         demo.launch(server_name=host, server_port=port, auth=auth or None, share=False, inbrowser=open_browser,
                     allowed_paths=[str(Path(state.out).resolve())], prevent_thread_lock=True, quiet=quiet,
