@@ -198,6 +198,15 @@ def test_repeated_failed_logins_are_refused_with_429(tmp_path):
             body = f"username=alice&password={password.replace(' ', '+')}".encode()
             return request(srv, "POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
 
+        status, headers, _ = login("correct horse")
+        assert status == 200
+        cookie = headers["set-cookie"].split(";", 1)[0]  # the last of Gradio's two session cookies
+        # uploads only once logged in; a stranger's body is not read past a login form's size
+        assert upload(srv, [("red.png", png_bytes())], Cookie=cookie)[0] == 200
+        assert upload(srv, [("red.png", png_bytes())])[0] == 401
+        status, _, _ = request(srv, "POST", "/gradio_api/queue/join", b"{" + b" " * 100_000 + b"}",
+                               {"Content-Type": "application/json"})
+        assert status == 413
         # behind a TLS proxy that passes Host through: the page is https://pics.example.lan, and welcome
         assert request(srv, "GET", "/", headers={"Host": "pics.example.lan"})[0] == 200
         status, _, _ = request(srv, "POST", "/login", b"username=alice&password=wrong",

@@ -4,10 +4,12 @@
   its own host; with a password it has no cookie, and a TLS proxy in front may pass its own name).
 - Origin: a POST (PUT, PATCH, DELETE) from a page of another origin is refused. Browsers send Origin
   on every cross-origin POST; clients without one (gradio_client, curl) are not browsers.
-- Bodies: at most ``body_bytes`` (JSON of the API calls), read before Gradio sees them.
+- Bodies: at most ``body_bytes`` (JSON of the API calls), read before Gradio sees them; with a
+  password, 64 KB (a login form) until the client has logged in, and no upload.
 - Uploads: only ``/gradio_api/upload``, only image files (an image extension and an image's first
   bytes: PNG, JPEG, WebP, BMP, TIFF), at most ``upload_files`` of them and ``upload_bytes`` in all;
-  multipart bodies anywhere else are refused. The cache (cache.py) deletes them after a while.
+  multipart bodies anywhere else are refused; at most 4 uploads are read at once. The cache
+  (cache.py) deletes them after a while.
 - Login: after ``free`` failures in a row a client (by IP) gets 429 for a time that doubles with
   each further failure (LoginLimiter); a success resets it.
 - Gradio routes the app does not use answer 404: run history, MCP, recordings, streaming inputs,
@@ -30,6 +32,8 @@ BODY_BYTES = 4 * 2**20  # an API call's JSON (a 256-picture gallery value is ~15
 UPLOAD_FILES = 4
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # what `pipeline upscale` reads
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+STRANGER_BYTES = 64 * 2**10  # the body a client not logged in may send (a login form) when a password is set
+UPLOADS_AT_ONCE = 4  # upload bodies held in memory at once (30 MB each at most)
 
 
 def image_kind(head: bytes) -> str | None:
@@ -186,6 +190,7 @@ class Guard:
         self.app, self.local_only, self.cache = app, local_only, cache
         self.limiter = limiter or LoginLimiter()
         self.body_bytes, self.upload_bytes, self.upload_files = body_bytes, upload_bytes, upload_files
+        self.uploads_in_flight = 0  # bodies being read (the event loop is one thread: a plain count)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -237,12 +242,25 @@ class Guard:
             return receive
         upload = self._is_upload(scope)
         cap = self.upload_bytes if upload else self.body_bytes
+        if not _logged_in(scope, headers):  # a stranger's body is not read beyond a login form's size
+            if upload:
+                raise Refused(401, "log in first")
+            cap = min(cap, STRANGER_BYTES)
         if not upload and headers.get("content-type", "").lower().startswith("multipart/"):
             raise Refused(415, "files can be uploaded only to /gradio_api/upload")
         too_big = Refused(413, f"request body over {cap // 2**20} MB", [(b"connection", b"close")])
         if length is not None and (not length.strip().isdigit() or int(length) > cap):
             raise too_big
-        body = await _read_body(receive, cap, too_big)
+        if upload:
+            if self.uploads_in_flight >= UPLOADS_AT_ONCE:
+                raise Refused(503, "too many uploads at once: try again in a moment", [(b"retry-after", b"5")])
+            self.uploads_in_flight += 1
+            try:
+                body = await _read_body(receive, cap, too_big)
+            finally:
+                self.uploads_in_flight -= 1
+        else:
+            body = await _read_body(receive, cap, too_big)
         if upload:
             check_upload(body, headers.get("content-type", ""), self.upload_files)
             if self.cache is not None and not self.cache.make_room(len(body)):
@@ -297,6 +315,23 @@ class Guard:
                 await send(message)
 
         await self.app(scope, receive, capture)
+
+
+def _logged_in(scope, headers: dict) -> bool:
+    """True without a password; else whether the request carries a session cookie Gradio issued."""
+    app = scope.get("app")
+    if app is None or (getattr(app, "auth", None) is None and getattr(app, "auth_dependency", None) is None):
+        return True
+    tokens = getattr(app, "tokens", None)
+    if tokens is None or getattr(app, "auth_dependency", None) is not None:
+        return True  # an auth scheme this guard does not know: Gradio decides
+    from http.cookies import CookieError, SimpleCookie
+
+    try:
+        cookies = SimpleCookie(headers.get("cookie", ""))
+    except CookieError:
+        return False
+    return any(name.startswith("access-token") and morsel.value in tokens for name, morsel in cookies.items())
 
 
 def _switched_off(path: str, method: str) -> bool:
