@@ -19,6 +19,7 @@ Only the standard library here: the guard runs before any page code.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -248,7 +249,8 @@ class Guard:
             cap = min(cap, STRANGER_BYTES)
         if not upload and headers.get("content-type", "").lower().startswith("multipart/"):
             raise Refused(415, "files can be uploaded only to /gradio_api/upload")
-        too_big = Refused(413, f"request body over {cap // 2**20} MB", [(b"connection", b"close")])
+        size = f"{cap // 2**20} MB" if cap >= 2**20 else f"{cap // 2**10} KB"
+        too_big = Refused(413, f"request body over {size}", [(b"connection", b"close")])
         if length is not None and (not length.strip().isdigit() or int(length) > cap):
             raise too_big
         if upload:
@@ -261,9 +263,9 @@ class Guard:
                 self.uploads_in_flight -= 1
         else:
             body = await _read_body(receive, cap, too_big)
-        if upload:
-            check_upload(body, headers.get("content-type", ""), self.upload_files)
-            if self.cache is not None and not self.cache.make_room(len(body)):
+        if upload:  # parsing 30 MB and sweeping the cache: off the event loop
+            await asyncio.to_thread(check_upload, body, headers.get("content-type", ""), self.upload_files)
+            if self.cache is not None and not await asyncio.to_thread(self.cache.make_room, len(body)):
                 raise Refused(503, "the upload folder is full: try again in a few minutes",
                               [(b"retry-after", b"60")])
         return _replay(body, receive)
