@@ -173,12 +173,15 @@ def test_run_history_and_unused_routes_answer_404(server):
 
 
 def test_the_banner_names_a_url_that_works_and_user_errors_are_one_line(server):
-    from pipeline.web.app.server import urls
+    from pipeline.web.app.server import banner, urls
 
     log = server.log.read_text()
     assert log.splitlines()[0].startswith(f"pipeline ui: http://127.0.0.1:{server.port}  (output folder ")
     assert urls("0.0.0.0", 7860)[0] == "http://127.0.0.1:7860"
     assert not any("0.0.0.0" in url for url in urls("0.0.0.0", 7860))
+    lan = banner("0.0.0.0", 7860, Path("outputs"))
+    assert f"http://{socket.gethostname()}:7860" in lan and "0.0.0.0" not in lan
+    assert "plain HTTP" in lan and "TLS" in lan  # on a network the banner says the connection is not encrypted
 
     client = server.client()
     with pytest.raises(Exception, match="multiple of 16"):

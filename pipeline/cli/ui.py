@@ -13,7 +13,7 @@ log = logging.getLogger("pipeline")
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="address to listen on; anything but loopback needs --auth")
+              help="address to listen on; anything but loopback needs --auth-file (or --auth)")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="port to listen on")
 @click.option("--auth", default=None, metavar="USER:PASS",
               help="require this user name and password (other users of this machine see it in `ps`: "
