@@ -46,13 +46,15 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
     cache = Cache()
     cache.use()  # Gradio's cache: a private folder, bounded, removed at exit (before gradio is imported)
     try:
-        import gradio  # noqa: F401
-    except ImportError:
-        cache.close()
-        raise UserError("the browser app needs Gradio: pip install 'pipeline[ui]'") from None
-    from ..web.app import AppState
-    from ..web.app.server import launch
+        try:
+            import gradio  # noqa: F401
+        except ImportError:
+            raise UserError("the browser app needs Gradio: pip install 'pipeline[ui]'") from None
+        from ..web.app import AppState
+        from ..web.app.server import launch
 
-    with make_pipeline(model, out, device, dtype, memory, progress=False) as pipeline:
-        launch(AppState(pipeline, out), host=host, port=port, auth=credentials, open_browser=open_browser,
-               quiet=True, cache=cache, announce=banner(host, port, out))
+        with make_pipeline(model, out, device, dtype, memory, progress=False) as pipeline:
+            launch(AppState(pipeline, out), host=host, port=port, auth=credentials, open_browser=open_browser,
+                   quiet=True, cache=cache, announce=banner(host, port, out))
+    finally:
+        cache.close()
