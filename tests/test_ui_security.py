@@ -313,3 +313,54 @@ def test_the_cache_deletes_uploads_then_old_files_then_the_oldest_past_its_size(
     assert cache.sweep() == 0 and cache_files(root) == []
     cache.close()
     assert not root.exists()
+
+
+def test_a_real_browser_on_another_origin_is_refused(server, tmp_path):
+    """Chromium on a page of another port posts a form and a fetch to the upload route: refused, nothing
+    written (browsers send Origin on every cross-origin POST; that is what the guard relies on)."""
+    import http.server
+    import os
+    import threading
+
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    chromium = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
+    status, _, body = upload(server, [("red.png", png_bytes())])
+    root = Path(json.loads(body)[0]).parents[1]
+    before = cache_files(root)
+    (tmp_path / "page.html").write_text("<p>another site</p>")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{server.port}/gradio_api/upload"
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                                 args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{other.server_port}/page.html")
+            page.evaluate("""async (target) => {
+                const data = new FormData();
+                data.append('files', new Blob([new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10])]), 'x.png');
+                try { await fetch(target, {method: 'POST', body: data, mode: 'no-cors'}); } catch (e) {}  // blocked: fine
+            }""", target)
+            page.evaluate("""(target) => {
+                const form = document.createElement('form');
+                form.method = 'POST'; form.enctype = 'multipart/form-data'; form.action = target;
+                document.body.appendChild(form); form.submit();
+            }""", target)
+            page.wait_for_url(target, timeout=120_000)
+            text = page.inner_text("body")
+            browser.close()
+    finally:
+        other.shutdown()
+    assert text.strip() == "cross-origin request refused"
+    assert cache_files(root) == before
