@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 
@@ -45,6 +46,7 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
 
     cache = Cache()
     cache.use()  # Gradio's cache: a private folder, bounded, removed at exit (before gradio is imported)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` while the model loads cleans up as Ctrl+C does
     try:
         try:
             import gradio  # noqa: F401
@@ -58,3 +60,7 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
                    quiet=True, cache=cache, announce=banner(host, port, out))
     finally:
         cache.close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
