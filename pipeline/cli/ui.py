@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 import click
 
@@ -46,7 +47,8 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
 
     cache = Cache()
     cache.use()  # Gradio's cache: a private folder, bounded, removed at exit (before gradio is imported)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` while the model loads cleans up as Ctrl+C does
+    if threading.current_thread() is threading.main_thread():  # `kill` while the model loads: as Ctrl+C
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
             import gradio  # noqa: F401
