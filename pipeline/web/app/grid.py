@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ...errors import UserError
-from ...runs import load_picks, save_picks
+from ...runs import load_picks, run_lock, save_picks
 from . import pictures
 
 STAGES = ("explore", "refine", "upscale")
@@ -115,12 +115,13 @@ def server_functions(app):
 
         run_dir = app.run_dir(data.get("run"))
         seed = _seed(data.get("seed"))
-        picks = load_picks(run_dir)
-        if data.get("on"):
-            picks = picks if seed in picks else [*picks, seed]
-        else:
-            picks = [s for s in picks if s != seed]
-        picks = save_picks(run_dir, picks)
+        with run_lock(run_dir):  # read, change, write under the run's lock: two tabs keep both picks
+            picks = load_picks(run_dir)
+            if data.get("on"):
+                picks = picks if seed in picks else [*picks, seed]
+            else:
+                picks = [s for s in picks if s != seed]
+            picks = save_picks(run_dir, picks)
         write_gallery(run_dir)  # the static page shows the same picks
         return {"picks": [str(s) for s in picks]}
 
