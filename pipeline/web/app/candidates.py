@@ -31,12 +31,12 @@ def explore_inputs(ui) -> list:
 
 def wire(app, ui) -> None:
     def explore(prompt, negative, width, height, count, seeds, steps, guidance, request: gr.Request):
-        """Render candidates of PROMPT; yields (grid, status, button, run, bar, result) as they are stored."""
+        """Render candidates of PROMPT; yields (grid, status, bar, run, result) as they are stored."""
         yield from _explore(app, request.session_hash if request else "api", prompt, negative, width,
                             height, count, seeds, steps, guidance)
 
     ui.explore_event = ui.explore_btn.click(
-        explore, explore_inputs(ui), [ui.candidates, ui.status, ui.explore_btn, ui.run, ui.bar, ui.result],
+        explore, explore_inputs(ui), [ui.candidates, ui.status, ui.bar, ui.run, ui.explore_btn, ui.result],
         api_name="explore", concurrency_id="device", show_progress="hidden")
     # whatever happened (an error, a closed tab), the button is the Explore button again
     ui.explore_event.then(lambda: gr.update(value=EXPLORE, elem_classes=[]), None, ui.explore_btn,
@@ -101,8 +101,8 @@ def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, gui
     stream = Stream(size)
     computed_seconds: list[float] = []
     gap = 1 / UPDATES_PER_SECOND
-    yield (grid.value(None, "explore"), f"exploring {total}: starting…", busy(f"Exploring 0 of {total}…"),
-           gr.skip(), bar(0, total), gr.skip())
+    yield (grid.value(None, "explore"), f"exploring {total}: starting…", bar(0, total), gr.skip(),
+           busy(f"Exploring 0 of {total}…"), gr.skip())
     try:
         finished, pending = False, False
         while not finished:
@@ -125,7 +125,7 @@ def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, gui
             eta = f" · about {_eta(computed_seconds, left)} left" if left and computed_seconds else ""
             status = f"{shown} of {total} candidates{eta} · {time.monotonic() - started:.0f} s"
             label = f"Exploring {shown} of {total}" + (f" · {_eta(computed_seconds, left)}" if eta else "")
-            yield stream.value(), status, busy(label + "…"), stream.run_dir.name, bar(shown, total), gr.skip()
+            yield stream.value(), status, bar(shown, total), stream.run_dir.name, busy(label + "…"), gr.skip()
     finally:
         stop.set()  # a closed tab (GeneratorExit) ends the run after the current picture
         worker.join()
@@ -135,8 +135,8 @@ def _explore(app, tab, prompt, negative, width, height, count, seeds, steps, gui
     stopped = " (stopped)" if len(result.items) < total else ""
     status = (f"{len(result.items)} of {total} candidates{stopped} · {result.computed} computed, "
               f"{result.stored} from the store · {time.monotonic() - started:.1f} s")
-    yield (stream.final(result), status, gr.update(value=EXPLORE, elem_classes=[]), result.run_dir.name,
-           bar(len(result.items), total), pictures.result_json(result))
+    yield (stream.final(result), status, bar(len(result.items), total), result.run_dir.name,
+           gr.update(value=EXPLORE, elem_classes=[]), pictures.result_json(result))
 
 
 class Stream:
