@@ -101,7 +101,7 @@ def _prompt_text(value: str) -> str:
 
 def _batch(value):
     if value != "auto" and not 1 <= value <= 64:
-        raise ValueError("batch must be 'auto' or 1 to 64")
+        raise ValueError(f"batch must be auto or a whole number from 1 to 64, not {value!r}")
     return value
 
 
@@ -230,7 +230,29 @@ def build(spec_class, **values):
     try:
         return spec_class(**values)
     except ValidationError as err:
-        raise UserError(_out_of_range(err, spec_class) or describe_validation_error(err)) from None
+        raise UserError(_out_of_range(err, spec_class) or _field_message(err, spec_class)
+                        or describe_validation_error(err)) from None
+
+
+def _field_message(err: ValidationError, spec_class) -> str | None:
+    """An error of one field in words a person uses (not pydantic's): an empty prompt, a sentence
+    our own validators wrote that already names its subject."""
+    first = err.errors()[0]
+    loc = first.get("loc", ())
+    if len(loc) != 1 or loc[0] not in spec_class.model_fields:
+        return None
+    name, kind = str(loc[0]), first["type"]
+    if kind == "string_too_short":
+        return 'the prompt is empty: give the text to render, e.g. "a red fox in snow"' if name == "prompt" \
+            else f"{name} is empty"
+    if kind == "string_too_long":
+        return f"the {name} is too long (at most {(first.get('ctx') or {}).get('max_length')} characters)"
+    message = first.get("msg", "")
+    if kind == "value_error" and message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+        if message.startswith((name, "the ", "size ")):  # already a sentence about the field
+            return message
+    return None
 
 
 def _out_of_range(err: ValidationError, spec_class) -> str | None:
