@@ -34,10 +34,16 @@ def show(image, as_json):
         click.echo(f"made from: {what}{size}{key}")
     if info["parameters"]:
         click.echo(info["parameters"])
+    loras = record.pop("loras", None)
     if record:
         click.echo("")
         for name in sorted(record):
             click.echo(f"{name}: {record[name]}")
+    if isinstance(loras, list) and loras:
+        click.echo("loras:")
+        for lora in loras:
+            if isinstance(lora, dict):
+                click.echo(f"  {lora.get('name', '?')}  weight {lora.get('weight', '?')}  sha256 {lora.get('sha256', '?')}")
 
 
 def _show_upscale(info: dict, step: dict) -> None:
