@@ -202,3 +202,17 @@ def test_a_config_takes_loras_at_the_top_and_per_stage(folders):
     run = json.loads(next((tmp / "out").glob("*/run.json")).read_text())
     assert [(r["name"], r["weight"]) for r in run["loras"]] == [("style", 0.8)]
     assert "loras" not in run["refine"]["pictures"][0]
+
+
+def test_the_gallery_and_the_contact_sheet_show_the_runs_loras(folders):
+    tmp, loras, env = folders
+    out = tmp / "out"
+    run_cli("explore", PROMPT, "--seeds", "3,4", "--lora", "style:0.8", "--out", out, *BASE, env=env)
+    page = (out / "latest" / "index.html").read_text()
+    assert '<span class="k">LoRA</span> <span class="v">style 0.8</span>' in page
+    assert '"loras": "style 0.8"' in page or '"loras":"style 0.8"' in page
+    with Image.open(out / "latest" / "explore" / "contact.png") as sheet:
+        with_title = sheet.size
+    run_cli("explore", PROMPT, "--seeds", "3,4", "--out", tmp / "plain", *BASE, env=env)
+    with Image.open(tmp / "plain" / "latest" / "explore" / "contact.png") as sheet:
+        assert with_title[1] == sheet.size[1] + 18  # one line on top: "LoRA: style 0.8"
