@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .errors import UserError
 
 MAX_SEED = 2**64 - 1
+JS_SAFE_SEEDS = 2**53  # seeds below this are exact in a JavaScript number (A1111's and ComfyUI's seed boxes)
 MAX_SEEDS_PER_SPEC = 100_000
 MIN_SIDE, MAX_SIDE = 64, 4096
 SIZE_MULTIPLE = 16  # Z-Image: VAE downsamples ×8, the transformer patches 2×2
@@ -137,6 +138,13 @@ class RefineJob(RenderJob):
     strength: float = 0.0
     parent: str = ""  # digest of the parent image (hires only)
     enlarge: str = "lanczos"  # how the parent is enlarged before img2img
+    crop: str = ""  # "WxH+X+Y": enlarged to WxH, then the target cut out at X,Y (A1111's hires fix); "": resized
+
+    def fields(self) -> dict:
+        data = super().fields()
+        if not data.get("crop"):
+            data.pop("crop", None)  # no crop keeps the keys refines were stored under before it existed
+        return data
 
     def batch_group(self) -> tuple:
         return super().batch_group() + (self.mode, self.strength)
@@ -156,8 +164,13 @@ class VaryJob(RenderJob):
 
 
 def variation_seed(variation: str) -> int:
-    """The noise seed of variation ``42v3``: fixed by its id, so making it again finds it in the store."""
-    return int.from_bytes(hashlib.sha256(f"pipeline vary {variation}".encode()).digest()[:8], "big")
+    """The noise seed of variation ``42v3``: fixed by its id, so making it again finds it in the store.
+
+    53 bits (the top 53 of the first 8 bytes of a sha256), so the seed written into the picture is exact
+    in a JavaScript number. Variations made before this took all 64 bits; run.json records each one's
+    ``noise_seed`` and vary reuses it for an id already made, so those keep their keys and pictures."""
+    digest = hashlib.sha256(f"pipeline vary {variation}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 11
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import (chosen_loras, lora_option, make_pipeline, no_lora_option, parse_batch, report, resolve_out,
-                     session_options, user_errors)
+from .common import (chosen_loras, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch, report,
+                     resolve_out, session_options, user_errors)
 
 
 @click.command()
@@ -32,7 +32,7 @@ def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_j
       pipeline vary --seeds 42,97 --count 4 --strength strong
       pipeline refine --seeds 42v3
     """
-    out = resolve_out(out, run)
+    out_given, out = out, resolve_out(out, run)
     if model is None:  # vary with the model the run was made with
         from ..stages.refine import default_model
 
@@ -47,4 +47,4 @@ def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_j
     click.echo(f"  contact sheet: {result.run_dir / 'explore' / 'contact.png'}")
     if (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery:       {result.run_dir / 'index.html'}")
-    click.echo(f"next: pipeline refine --seeds {result.items[0].seed}   (pick the ones you like)")
+    click.echo(next_hint(f"refine --seeds {result.items[0].seed}", "pick the ones you like", run=run, out=out_given))

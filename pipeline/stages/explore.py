@@ -13,8 +13,8 @@ from ..web.gallery import write_gallery
 from ..images import contact_sheet, lora_label
 from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
 from ..models import display_name
-from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
-                    update_run, write_error)
+from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
+                    set_latest, stage_pictures, update_run, write_error)
 from ..store import atomic_write, check_writable
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
@@ -61,19 +61,30 @@ def run_header(session, spec: ExploreSpec, loras=()) -> dict:
     }
 
 
+SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance")  # one run, one set
+
+
+def _lora_settings(records) -> list:
+    return [(r.get("sha256"), r.get("weight")) for r in records or () if isinstance(r, dict)]
+
+
+def _check_settings(run_dir: Path, data: dict, header: dict) -> None:
+    old = {k: data.get(k) for k in SETTINGS} | {"loras": _lora_settings(data.get("loras"))}
+    new = {k: header.get(k) for k in SETTINGS} | {"loras": _lora_settings(header.get("loras"))}
+    if old != new:
+        changed = ", ".join(k for k in old if old[k] != new[k])
+        raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
+
+
 def _open_run(session, spec: ExploreSpec, run: str | None, loras=()) -> tuple[Path, dict]:
-    run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run))  # one timestamped name for all processes
+    # one name for all processes; without --run the main process claims a new folder (mkdir), so
+    # two explores started in the same second never share one
+    claimed = distributed.is_main_process() and run is None
+    run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run, claim=claimed))
     header = run_header(session, spec, loras)
     data = load_run(run_dir)
     if data:
-        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance",
-                                        "variance")}
-        old["loras"] = [(r.get("sha256"), r.get("weight")) for r in data.get("loras") or () if isinstance(r, dict)]
-        new = {k: header.get(k) for k in old}
-        new["loras"] = [(lora.sha256, lora.weight) for lora in loras]
-        if old != new:
-            changed = ", ".join(k for k in old if old[k] != new[k])
-            raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
+        _check_settings(run_dir, data, header)
         data.pop("loras", None)
         data.update(header)
     else:
@@ -103,6 +114,15 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
 
     run_dir, data = _open_run(session, spec, run, loras)
+    try:
+        return _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras)
+    finally:
+        if run is None and distributed.is_main_process():
+            release_run_dir(run_dir)  # claimed but still empty: failed or stopped before its first picture
+
+
+def _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras=()) -> StageResult:
+    store = session.store
     out_dir = run_dir / STAGE_DIR
     items: dict[int, Item] = {}
     misses: list[RenderJob] = []
@@ -123,7 +143,9 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         nonlocal published
         if not distributed.is_main_process() or not stage_pictures(data, STAGE_DIR):
             return
-        _save(run_dir, data)
+        merged = _save(run_dir, data)  # what every process recorded in this run, ours included
+        data.clear()
+        data.update(merged)
         if not published:
             set_latest(session.out, run_dir)
             published = True
@@ -141,6 +163,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
+        save()  # merged with what others recorded: the sheet and the gallery show every picture of the run
         _write_contact_sheet(out_dir, data, run_dir)
         save()
         if published:  # not when stopped before the first picture: no run folder then
@@ -153,11 +176,24 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
 OTHER_STAGES = ("refine", "upscale")
 
 
-def _save(run_dir: Path, data: dict) -> None:
-    """Write explore's part of run.json (the run header and the explore section); keep what other
-    stages recorded meanwhile, perhaps from another process."""
-    ours = {key: value for key, value in data.items() if key not in OTHER_STAGES}
-    update_run(run_dir, lambda current: current.update(ours))
+def _save(run_dir: Path, data: dict) -> dict:
+    """Merge explore's part of run.json (the run header and the explore section's pictures, by
+    seed) into what is on disk, under the run's lock: pictures another process recorded meanwhile
+    (a second explore on the same --run, a vary) and the other stages' sections are kept.
+    Returns the run.json as written."""
+    ours = {key: value for key, value in data.items() if key not in OTHER_STAGES and key != STAGE_DIR}
+    section = data.get(STAGE_DIR) if isinstance(data.get(STAGE_DIR), dict) else {}
+    extra = {key: value for key, value in section.items() if key != "pictures"}  # the contact sheet's signature
+
+    def merge(current: dict) -> None:
+        if current.get("prompt") is not None:
+            _check_settings(run_dir, current, ours)  # two explores that began on one new --run
+            ours.pop("created", None)  # the run is as old as its first picture
+        current.update(ours)
+        merge_pictures(current, STAGE_DIR, stage_pictures(data, STAGE_DIR), order=lambda c: pick_order(c.get("seed")))
+        current[STAGE_DIR].update(extra)
+
+    return update_run(run_dir, merge)
 
 
 def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
