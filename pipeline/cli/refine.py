@@ -7,8 +7,7 @@ import click
 
 from ..errors import UserError
 from .common import (chosen_loras, log, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch,
-                     report,
-                     resolve_out, session_options, user_errors)
+                     report, resolve_out, session_options, user_errors)
 
 
 @click.command()
