@@ -22,7 +22,7 @@ footer { display: none !important; }
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import explore_tab, pictures, refine_panel, runs_panel, upscale_panel
+    from . import explore_tab, form, pictures, refine_panel, runs_panel, upscale_panel
 
     ui = SimpleNamespace()
     with gr.Blocks(title="pipeline", analytics_enabled=False) as demo:
@@ -35,7 +35,7 @@ def build_app(state: AppState):
             with gr.Tab("Explore", id="explore"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=320):
-                        explore_tab.build(state, ui)
+                        form.build(state, ui)
                         with gr.Accordion("Picture", open=True):
                             ui.params = gr.JSON(label="Parameters", elem_id="params")
                             ui.command = gr.Code(label="Make it again from the CLI", language="shell",
