@@ -1,6 +1,6 @@
 """`pipeline ui`: the browser app. A thin Gradio layer over ``Pipeline``: it holds no stage logic.
 
-    build_app(state) -> gr.Blocks        the page (explore_tab, refine_panel, upscale_panel, runs_panel)
+    build_app(state) -> gr.Blocks        the page (form, candidates, refine_panel, upscale_panel, runs_panel)
     server.serve(...)                    launch with the safety checks (loopback, auth, files, offline)
 
 Named API endpoints for gradio_client: ``explore``, ``refine``, ``upscale``, ``runs``, ``open_run``.
@@ -22,7 +22,7 @@ footer { display: none !important; }
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import explore_tab, form, pictures, refine_panel, runs_panel, upscale_panel
+    from . import candidates, form, pictures, refine_panel, runs_panel, upscale_panel
 
     ui = SimpleNamespace()
     with gr.Blocks(title="pipeline", analytics_enabled=False) as demo:
@@ -44,7 +44,7 @@ def build_app(state: AppState):
                     with gr.Column(scale=2):
                         ui.run = gr.Textbox(label="Run", interactive=False, elem_id="run",
                                             info=f"a folder of {state.out}")
-                        explore_tab.build_gallery(state, ui)
+                        candidates.build_gallery(state, ui)
                         with gr.Accordion("Refine picked", open=True):
                             ui.refine_seeds = gr.Textbox(label="Seeds", placeholder="empty: the picked ones",
                                                          elem_id="refine-seeds")
@@ -61,8 +61,8 @@ def build_app(state: AppState):
             refined, refined_order = refine_panel.refined_value(view)
             compare = refine_panel.compare_value(view, view.refined[-1]) if view.refined else None
             d = view.data
-            return (view.run_dir.name, explore_tab.gallery_value(view.candidates, order, view.picks), order,
-                    explore_tab.picks_text(view.picks), refined, refined_order, compare,
+            return (view.run_dir.name, candidates.gallery_value(view.candidates, order, view.picks), order,
+                    candidates.picks_text(view.picks), refined, refined_order, compare,
                     upscale_panel.upscaled_value(view), d.get("prompt", ""), d.get("negative", ""),
                     d.get("width", 512), d.get("height", 512), d.get("steps", 8), d.get("guidance", 0),
                     f"opened {view.run_dir.name}: {len(view.candidates)} candidates, {len(view.picks)} picked, "
@@ -71,7 +71,7 @@ def build_app(state: AppState):
         ui.open_outputs = [ui.run, ui.candidates, ui.shown_seeds, ui.picks, ui.refined, ui.refined_seeds, ui.compare,
                            ui.upscaled, ui.prompt, ui.negative, ui.width, ui.height, ui.steps, ui.guidance,
                            ui.status, ui.tabs]
-        explore_tab.wire(state, ui)
+        candidates.wire(state, ui)
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
         runs_panel.wire(state, ui, opened)

@@ -9,7 +9,7 @@ from ...errors import UserError
 from ...runs import load_picks
 from . import pictures
 from .errors import on_page
-from .explore_tab import bar
+from .candidates import bar
 
 
 def build(app, ui) -> None:

@@ -1,4 +1,4 @@
-"""The candidates gallery (the form is in form.py): candidates stream in as each one is stored; Stop
+"""The candidates grid and the explore event: candidates stream in as each one is stored; Stop
 ends the run after the current picture; a click on a candidate picks or unpicks it (RUN/picks.json)."""
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from ...runs import load_picks, save_picks
 from ..gallery import write_gallery
 from . import pictures
 from .errors import as_page_error, on_page
-from .form import seeds_of
 
 _DONE = object()
 
@@ -76,12 +75,24 @@ def gallery_value(candidates, order, picks):
             for s in order if s in by_seed]
 
 
+def _seeds_of(count, seeds_text):
+    from ...jobs import parse_seeds
+
+    if seeds_text and seeds_text.strip():
+        return {"seeds": parse_seeds(seeds_text.strip())}
+    from ...errors import UserError
+
+    if count is None or int(count) < 1:
+        raise UserError("give a count of at least 1, or seeds like 1,2,10-20")
+    return {"count": int(count)}
+
+
 def _explore(app, tab, progress, prompt, negative, width, height, count, seeds, steps, guidance):
     if negative and not guidance:
         gr.Warning("the negative prompt has no effect with guidance 0 (Turbo's default); "
                    "set guidance above 0 to use it")
     try:
-        which = seeds_of(count, seeds)
+        which = _seeds_of(count, seeds)
         size = (int(width or 0), int(height or 0))
     except Exception as err:  # noqa: BLE001
         as_page_error(err)
