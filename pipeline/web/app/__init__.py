@@ -16,13 +16,16 @@ __all__ = ["AppState", "build_app"]
 CSS = """
 #candidates .caption-label, #refined .caption-label { font-variant-numeric: tabular-nums; }
 footer { display: none !important; }
+/* appflow: the running button, the notice of an interrupted run */
+.busy { cursor: progress !important; }
+#resume { border: 1px solid var(--color-accent); border-radius: var(--radius-md); padding: 4px 8px; }
 """
 
 
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import candidates, form, pictures, refine_panel, runs_panel, upscale_panel
+    from . import candidates, explore_job, form, pictures, refine_panel, runs_panel, upscale_panel
 
     ui = SimpleNamespace()
     with gr.Blocks(title="pipeline", analytics_enabled=False) as demo:
@@ -71,6 +74,8 @@ def build_app(state: AppState):
         ui.open_outputs = [ui.run, ui.candidates, ui.shown_seeds, ui.picks, ui.refined, ui.refined_seeds, ui.compare,
                            ui.upscaled, ui.prompt, ui.negative, ui.width, ui.height, ui.steps, ui.guidance,
                            ui.status, ui.tabs]
+        form.wire(state, ui)
+        explore_job.wire(state, ui)
         candidates.wire(state, ui)
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
