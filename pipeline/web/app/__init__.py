@@ -25,7 +25,8 @@ footer { display: none !important; }
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import candidates, explore_job, form, pictures, refine_panel, runs_panel, upscale_panel
+    from . import (candidates, explore_job, form, keep, pictures, refine_panel, runs_panel, upscale_panel,
+                   vary_panel)
 
     ui = SimpleNamespace()
     with gr.Blocks(title="pipeline", analytics_enabled=False) as demo:
@@ -52,6 +53,7 @@ def build_app(state: AppState):
                             ui.refine_seeds = gr.Textbox(label="Seeds", placeholder="empty: the picked ones",
                                                          elem_id="refine-seeds")
                             refine_panel.build(state, ui)
+                            vary_panel.build(state, ui)
                         with gr.Accordion("Upscale", open=True):
                             upscale_panel.build(state, ui)
                         with gr.Accordion("Last result", open=False):
@@ -76,10 +78,12 @@ def build_app(state: AppState):
                            ui.status, ui.tabs]
         form.wire(state, ui)
         explore_job.wire(state, ui)
+        vary_panel.wire(state, ui)
         candidates.wire(state, ui)
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
         runs_panel.wire(state, ui, opened)
+        keep.wire(state, ui)
     demo.ui = ui  # for tests and embedding
     _ = pictures
     return demo

@@ -17,7 +17,8 @@ EXPLORE_BASE = 2  # the explore size is the 1024 size / 2
 BATCHES = ["auto", "1", "2", "4", "8", "16"]
 NEGATIVE_OFF = "used only with guidance above 0 (Turbo's default is 0)"
 RANDOM = -1
-LABELS = {"explore": "Explore", "refine": "Refine picked", "upscale": "Upscale refined", "vary": "Vary"}
+LABELS = {"explore": "Explore", "refine": "Refine picked", "upscale": "Upscale refined", "vary_subtle": "Vary subtle",
+          "vary_strong": "Vary strong"}
 MAX_LORAS = 4
 
 # Ctrl+Enter (⌘+Enter) explores, from anywhere on the page; added once, by a load event (no inline script)

@@ -73,7 +73,7 @@ def _refined_seeds(run_dir) -> list:
 def check_model(model) -> None:
     choices = model_choices()
     if model not in choices:  # only presets and files of weights/: no path from the page
-        raise UserError(f"there is no upscaler {model!r}: pick one of {', '.join(choices)}")
+        raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
 
 
 def _upscale(app, tab, run, seeds, model, files=None, out_dir=None):
