@@ -39,13 +39,16 @@ class Pipeline:
     def explore(self, prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
                 run: str | None = None, variance: float = 0.0, variance_share: float | None = None,
-                variance_steps: float | None = None, dry_run: bool = False, on_picture=None,
+                variance_steps: float | None = None, loras=None, dry_run: bool = False, on_picture=None,
                 stop=None) -> StageResult:
         """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
 
         ``variance`` (0 = off, 0.1–0.5 typical, up to 2) adds seeded noise to the prompt embedding for
         the first ``variance_steps`` of the steps (default 0.2) on ``variance_share`` of its values
         (default 0.5), so Turbo's look-alike seeds spread out.
+
+        ``loras``: ``[("style", 0.8), "other.safetensors"]`` — names (see ``loras()``) or files, with a
+        weight (a plain string: 1.0); None or [] = no LoRA.
 
         ``on_picture(item)`` is called as each candidate is in the run folder (stored ones first);
         ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
@@ -66,7 +69,8 @@ class Pipeline:
         spec = build(ExploreSpec, prompt=prompt, negative=negative, seeds=seeds, size=size, steps=steps,
                      guidance=guidance, batch=batch, variance=variance,
                      variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
-                     variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps)
+                     variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps,
+                     loras=list(loras or []))
         return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
@@ -175,6 +179,13 @@ class Pipeline:
         run, seeds = _run_and_seeds(run, seeds)
         spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch)
         return vary(self.session, spec, run=run, dry_run=dry_run)
+
+    def loras(self) -> list[dict]:
+        """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
+        install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""
+        from .engines.lora import list_loras
+
+        return [file.to_json() for file in list_loras(self.session.model)]
 
     def gallery(self, run: str | Path | None = None) -> Path:
         """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""

@@ -255,7 +255,8 @@ def _stored_explore(session, spec, seeds) -> list[Path] | None:
     """The stored candidate files of ``seeds``, or None when any is not stored yet."""
     from .stages.explore import plan
 
-    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype)}
+    loras = session.resolve_loras(spec.loras)
+    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype, loras)}
     return _stored(session, [jobs[seed].key for seed in seeds if seed in jobs])
 
 

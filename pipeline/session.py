@@ -22,6 +22,7 @@ class Session:
     memory: str = "auto"
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
     engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
+    lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
     _engine: object = field(default=None, init=False, repr=False)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
@@ -66,11 +67,25 @@ class Session:
 
             self._engine = ZImageEngine(self.model, device=self.device, dtype=self.dtype, memory=self.memory,
                                         store=self.store, **self.engine_options.as_kwargs())
+            self._engine.lora_paths = self.lora_paths
             if self._engine.fingerprint != self._fingerprint:
                 # e.g. a hub model downloaded just now: its revision is known only after loading
                 log.info("model fingerprint is now %s", self._engine.fingerprint)
                 self._fingerprint = self._engine.fingerprint
         return self._engine
+
+    def resolve_loras(self, specs) -> list:
+        """``--lora`` values as ``engines.lora.Lora`` (digests computed, weight 0 dropped); the engine
+        finds their files through ``lora_paths``."""
+        from .engines.lora import resolve
+
+        loras = resolve(specs, self.model)
+        self.register_loras(loras)
+        return loras
+
+    def register_loras(self, loras) -> None:
+        for lora in loras:
+            self.lora_paths[lora.sha256] = lora.path
 
     def close(self) -> None:
         """Release the model (and its memory)."""

@@ -67,6 +67,20 @@ def _fraction(value):
     return number
 
 
+def _loras(value):
+    """LoRAs as (name or file, weight) pairs: from ``"style:0.8"``, ``("style", 0.8)`` or ``{name, weight}``;
+    None stays None (refine/vary: the candidate's own LoRAs)."""
+    if value is None:
+        return None
+    from .engines.lora import parse_lora
+
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"loras must be a list like [style:0.8, other], not {value!r}")
+    return [parse_lora(item) for item in value]
+
+
 def _prompt_text(value: str) -> str:
     if not value.strip():
         raise ValueError("the prompt is empty")
@@ -105,8 +119,10 @@ class ExploreSpec(Spec):
     variance: float = 0.0
     variance_share: float = DEFAULT_VARIANCE_SHARE
     variance_steps: float = DEFAULT_VARIANCE_STEPS
+    loras: list[tuple[str, float]] = []  # (name or file, weight)
 
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
+    _check_loras = field_validator("loras", mode="before")(lambda v: _loras(v) or [])
     _check_size = field_validator("size", mode="before")(_size)
     _check_variance = field_validator("variance", mode="before")(_variance)
     _check_fractions = field_validator("variance_share", "variance_steps", mode="before")(_fraction)
@@ -141,8 +157,10 @@ class RefineSpec(Spec):
     guidance: float | None = Field(default=None, ge=0.0, le=30.0)
     upscaler: str = Field(default="lanczos", min_length=1, max_length=4096)
     batch: Batch = "auto"
+    loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
+    _check_loras = field_validator("loras", mode="before")(_loras)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -186,8 +204,10 @@ class VarySpec(Spec):
     strength: float = VARY_STRENGTHS["subtle"]  # subtle, strong, or a number above 0 and below 1
     steps: int | None = Field(default=None, ge=1, le=200)  # default: the run's
     batch: Batch = "auto"
+    loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
+    _check_loras = field_validator("loras", mode="before")(_loras)
     _check_batch = field_validator("batch")(_batch)
 
     _check_strength = field_validator("strength", mode="before")(vary_strength)

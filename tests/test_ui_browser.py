@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from browser_wait import wait_until
 from conftest import ROOT, run_cli
 from ui_server import Server
 
@@ -28,7 +29,8 @@ WAIT = 300_000  # ms: two loaded CPU cores
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def app(tmp_path_factory):
+    """One server and one browser for the module (each test gets a fresh context, see ``page``)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -39,16 +41,25 @@ def page(tmp_path_factory):
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            tab = browser.new_page(viewport={"width": 1400, "height": 1100})
-            tab.server = server
-            tab.elsewhere = []  # every request that is not to the app itself
-            tab.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:"))
-                   else tab.elsewhere.append(r.url))
-            tab.goto(server.url, wait_until="load")
-            yield tab
+            yield server, browser
             browser.close()
     finally:
         server.kill()
+
+
+@pytest.fixture
+def page(app):
+    """A tab in a fresh browser context: no storage or form state left by another test."""
+    server, browser = app
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    tab = context.new_page()
+    tab.server = server
+    tab.elsewhere = []  # every request that is not to the app itself
+    tab.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:"))
+           else tab.elsewhere.append(r.url))
+    tab.goto(server.url, wait_until="load")
+    yield tab
+    context.close()
 
 
 def shot(page, name: str) -> None:
@@ -61,7 +72,7 @@ def status(page) -> str:
 
 
 def wait_status(page, pattern: str) -> str:
-    page.wait_for_function("""(pattern) => {
+    wait_until(page, """(pattern) => {
         const el = document.querySelector('#status textarea, #status input');
         return el && new RegExp(pattern).test(el.value);
     }""", arg=pattern, timeout=WAIT)
@@ -98,7 +109,7 @@ def test_explore_pick_refine_upscale_in_the_browser(page):
     seeds = [int(p["seed"]) for p in json.loads((run_dir / "run.json").read_text())["explore"]["pictures"]]
     for index in (0, 2):
         thumbs(page, "candidates").nth(index).click()
-        page.wait_for_function("(n) => document.querySelectorAll('#candidates .caption-label')"
+        wait_until(page, "(n) => document.querySelectorAll('#candidates .caption-label')"
                                ".length === 4 && [...document.querySelectorAll('#candidates .caption-label')]"
                                ".filter(e => e.textContent.startsWith('✓')).length === n", arg=index // 2 + 1,
                                timeout=WAIT)
@@ -124,8 +135,8 @@ def test_explore_pick_refine_upscale_in_the_browser(page):
     wait_status(page, r"^upscaled 2 of 2 · 2 computed")
     assert thumbs(page, "upscaled").count() == 2
     thumbs(page, "upscaled").nth(0).click()  # its parameters and the command that makes it again
-    page.wait_for_function("() => document.querySelector('#command').innerText.includes('pipeline upscale')",
-                           timeout=WAIT)
+    wait_until(page, "() => document.querySelector('#command').innerText.includes('pipeline upscale')",
+               timeout=WAIT)
     shot(page, "6-upscaled")
     page.keyboard.press("Escape")
 
@@ -158,8 +169,8 @@ def test_runs_lists_and_reopens_a_cli_run(page):
             "--out", out, "--run", "from-cli")
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs-refresh").click()
-    page.wait_for_function("() => document.querySelector('#runs-table') && "
-                           "document.querySelector('#runs-table').innerText.includes('from-cli')", timeout=WAIT)
+    wait_until(page, "() => document.querySelector('#runs-table') && "
+                     "document.querySelector('#runs-table').innerText.includes('from-cli')", timeout=WAIT)
     shot(page, "7-runs")
     assert page.evaluate("window.__pwned") is None  # the hostile prompt of the first test is listed, as text
     page.locator("#run-choice input").fill("from-cli")
@@ -174,11 +185,13 @@ def test_runs_lists_and_reopens_a_cli_run(page):
 def test_stop_keeps_the_finished_pictures(page):
     out = page.server.out
     page.locator("#prompt textarea").fill("stop me")
+    page.locator("#width input").fill("64")  # a fresh tab: the form's defaults, not the first test's
+    page.locator("#height input").fill("64")
     page.locator("#seeds textarea, #seeds input").first.fill("100-159")  # far more than finish before Stop
     page.locator("#steps input[type=number]").fill("30")
     page.locator("#steps input[type=number]").press("Enter")
     page.locator("#explore").click()
-    page.wait_for_function("() => /^[1-9]\\d* of 60 candidates/.test("
+    wait_until(page, "() => /^[1-9]\\d* of 60 candidates/.test("
                            "document.querySelector('#status textarea, #status input').value)", timeout=WAIT)
     page.locator("#stop").click()
     final = wait_status(page, r"candidates \(stopped\)")

@@ -25,7 +25,7 @@ from ..jobs import (MAX_SEED, RefineJob, check_size, digest_bytes, pick_order, r
                     variance_from_record)
 from ..models import TINY, display_name
 from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
-                    update_run)
+                    record_pictures)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
 
@@ -46,6 +46,7 @@ class Pick:
     source: str  # the candidate's run-relative path, or the --from image's path
     parent_data: bytes | None = None  # the --from image's bytes, as digested for the key
     id: int | str | None = None  # the candidate's seed or variation id (42v3); None: the job's seed
+    first_pass: dict | None = None  # hires of our own txt2img candidate: its pass, for A1111's hires-fix text
 
     @property
     def label(self):
@@ -112,16 +113,19 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
     picks = []
     for seed in spec.seeds:
         candidate = candidates[seed]
-        parent_path, parent_digest = None, ""
+        parent_path, parent_digest, parent_job = None, "", None
         if spec.mode == "hires":
             artifact = session.store.get(candidate["key"])
             if artifact is None:
                 raise UserError(_missing_candidate(run_dir, data, seed))
             parent_path, parent_digest = artifact.path, artifact.record["digest"]
+            parent_job = artifact.record.get("job")
         # a variation renders with its own noise seed and its root candidate's conditioning
         noise_seed = candidate.get("noise_seed", seed) if isinstance(seed, str) else seed
         job = _job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed))
-        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed))
+        job, first = _as_hires_fix(job, parent_job)
+        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed,
+                          first_pass=first))
     return Plan(run_dir, picks)
 
 
@@ -156,13 +160,16 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
         "negative": spec.negative if spec.negative is not None else str(meta.get("negative", "")),
         "guidance": spec.guidance if spec.guidance is not None else float(meta.get("guidance", DEFAULT_GUIDANCE)),
     }
-    size = spec.size or _scaled(info["size"], spec.scale)
+    shown_size = _image_size(data)  # as shown: EXIF orientation applied, as the enlarging does
+    size = spec.size or _scaled(shown_size, spec.scale)
     digest = digest_bytes(data)
     job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec),
                variance_from_record(meta.get("variance")))
+    parent_job = record if record and [record.get("width"), record.get("height")] == shown_size else None
+    job, first = _as_hires_fix(job, parent_job)
     hires = spec.mode == "hires"
     pick = Pick(job, candidate_name(seed), path.resolve() if hires else None, parent_key, str(path.resolve()),
-                parent_data=data if hires else None)
+                parent_data=data if hires else None, first_pass=first)
     if run is not None:
         try:
             return Plan(resolve_run(session.out, run), [pick])
@@ -195,6 +202,31 @@ def _job(session, spec, params, seed, size, parent_digest, enlarge, variance=Non
         return RefineJob(**fields, mode="hires", strength=float(spec.strength), parent=parent_digest, enlarge=enlarge)
     # rerender draws from text alone: parent, strength and enlarging do not change its pixels
     return RefineJob(**fields, mode="rerender", strength=0.0, parent="", enlarge="")
+
+
+def _as_hires_fix(job: RefineJob, parent: dict | None) -> tuple[RefineJob, dict | None]:
+    """A hires refine whose parent is our own text-to-image picture (an explore candidate, not a variation,
+    an upscaled or a refined picture) with this prompt, seed, model and variance, at another size, is
+    A1111's hires fix of it: returns the job, cropped as A1111 crops when the aspect changes, and the
+    first pass's settings for its text. Anything else is an img2img (None), resized as A1111's img2img does."""
+    from ..images import a1111_hires_crop, a1111_hires_scale
+
+    if job.mode != "hires" or not isinstance(parent, dict) or parent.get("kind") != "explore" or "upscale" in parent:
+        return job, None
+    first_size = (parent.get("width"), parent.get("height"))
+    same = (parent.get("prompt") == job.prompt and parent.get("seed") == job.seed and parent.get("model") == job.model
+            and variance_from_record(parent.get("variance")) == job.variance)
+    if not same or not all(isinstance(side, int) and side > 0 for side in first_size) \
+            or first_size == (job.width, job.height) or not isinstance(parent.get("steps"), int):
+        return job, None  # A1111 turns its hires fix off when the size stays: an img2img
+    first = {"width": first_size[0], "height": first_size[1], "steps": parent["steps"],
+             "guidance": float(parent.get("guidance") or 0.0), "negative": str(parent.get("negative") or "")}
+    target = (job.width, job.height)
+    if a1111_hires_scale(first_size, target) is None:
+        (cover_w, cover_h), (x, y) = a1111_hires_crop(first_size, target)
+        if (cover_w, cover_h) != target:
+            job = dataclasses.replace(job, crop=f"{cover_w}x{cover_h}+{x}+{y}")
+    return job, first
 
 
 def enlarge_name(spec: RefineSpec) -> str:
@@ -295,24 +327,22 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
         return
     run_dir = the_plan.run_dir
 
-    def record(data: dict) -> None:
+    def header(data: dict) -> None:
         if not data and the_plan.new_run is not None:
             data.update(new_run_data(the_plan.new_run))
-        section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
-        by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
-        for pick, item in done:
-            job = pick.job
-            entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
-                     "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
-                     "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
-                     "seconds": item.seconds, "cached": item.cached}
-            if job.mode == "hires":
-                entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
-            by_path[entry["path"]] = entry
-        section["pictures"] = sorted(by_path.values(), key=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
-        data["refine"] = section
 
-    update_run(run_dir, record)
+    entries = []
+    for pick, item in done:
+        job = pick.job
+        entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+                 "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
+                 "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
+                 "seconds": item.seconds, "cached": item.cached}
+        if job.mode == "hires":
+            entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
+        entries.append(entry)
+    record_pictures(run_dir, "refine", entries, id_of=lambda p: p.get("path"), before=header,
+                    order=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
     set_latest(session.out, run_dir)
 
 
@@ -391,18 +421,25 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
             extra = {"parent_size": _parent_size(pick)} if pick.job.mode == "hires" else {}
+            if pick.first_pass:
+                extra["first_pass"] = pick.first_pass
             artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
                                      stage="refine", parent_key=pick.parent_key, **extra)
             items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)
 
 
 def _parent_size(pick: Pick) -> list[int]:
-    """The candidate's size (A1111's first pass ``Size`` in a hires refine's infotext); reads the header only."""
+    """The parent's size as shown (recorded as ``parent_size``); reads the header only."""
+    return _image_size(pick.parent_data if pick.parent_data is not None else pick.parent_path)
+
+
+def _image_size(source: bytes | Path) -> list[int]:
+    """An image's [width, height] as shown (EXIF orientation applied); reads the header only."""
     import io
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         width, height = image.size
         turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
     return [height, width] if turned else [width, height]
@@ -424,7 +461,18 @@ def _enlarge_parents(session, spec: RefineSpec, misses: list[Pick]) -> dict:
         with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
         size = (pick.job.width, pick.job.height)
+        cover, (x, y) = _crop_of(pick.job)
         if upscaler is not None:
             image = upscaler.upscale(image)
-        enlarged[pick.name] = image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+        image = image if image.size == cover else image.resize(cover, Image.Resampling.LANCZOS)
+        enlarged[pick.name] = image if cover == size else image.crop((x, y, x + size[0], y + size[1]))
     return enlarged
+
+
+def _crop_of(job: RefineJob) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(enlarged size, offset of the target in it) from the job's ``crop`` ("WxH+X+Y"); no crop: the target."""
+    if not job.crop:
+        return (job.width, job.height), (0, 0)
+    size, x, y = job.crop.split("+")
+    width, height = size.split("x")
+    return (int(width), int(height)), (int(x), int(y))

@@ -19,7 +19,7 @@ from ..images import (
     a1111_upscaler_name,
 )
 from ..jobs import UpscaleJob, pick_order
-from ..runs import load_run, place, resolve_run, stage_pictures, update_run
+from ..runs import load_run, place, record_pictures, resolve_run, stage_pictures
 from ..store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
@@ -337,13 +337,10 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
 
 
 def _record(run_dir: Path, items: list[Item]) -> None:
-    update_run(run_dir, lambda data: _record_items(data, run_dir, items))
-
-
-def _record_items(data: dict, run_dir: Path, items: list[Item]) -> None:
-    by_dest = {entry["path"]: entry for entry in stage_pictures(data, "upscale")}
+    """Merge the upscaled pictures into run.json's "upscale" section by output path, under the run's lock."""
+    entries = []
     for item in items:
         rel = str(item.path.relative_to(run_dir))
-        by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
-                        "seconds": item.seconds, "cached": item.cached}
-    data["upscale"] = {"pictures": sorted(by_dest.values(), key=lambda e: pick_order(e["seed"]))}
+        entries.append({"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
+                        "seconds": item.seconds, "cached": item.cached})
+    record_pictures(run_dir, "upscale", entries, id_of=lambda e: e.get("path"), order=lambda e: pick_order(e.get("seed")))

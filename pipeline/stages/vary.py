@@ -20,8 +20,9 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..jobs import VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id, variation_seed
-from ..runs import load_run, place, resolve_run, set_latest, stage_pictures, update_run
+from ..jobs import (MAX_SEED, VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id,
+                    variation_seed)
+from ..runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
 from ..specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
 from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
@@ -40,6 +41,7 @@ class Variation:
     parent: int | str
     parent_key: str
     parent_path: Path
+    parent_seed: int | None = None  # the parent picture's seed (a variation parent's: its noise seed)
 
     @property
     def name(self) -> str:
@@ -76,15 +78,34 @@ def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
         if artifact is None:
             raise UserError(f"candidate {parent} of run {run_dir.name} is missing or damaged in the store; "
                             f"render it again first (explore, or vary its parent)")
+        parent_seed = _seed_of(artifact.record, candidate, parent)
         for number in _numbers(candidates, parent, spec.count, spec.strength, steps):
             ident = variation_id(*pick_path(parent), number)
             fields = render_fields(model=session.fingerprint, prompt=data["prompt"], negative=data.get("negative", ""),
                                    width=int(data["width"]), height=int(data["height"]), steps=steps,
-                                   guidance=data.get("guidance", DEFAULT_GUIDANCE), seed=variation_seed(ident),
+                                   guidance=data.get("guidance", DEFAULT_GUIDANCE),
+                                   seed=_noise_seed(candidates.get(ident), ident),
                                    dtype=session.dtype, variance=run_variance(data, ident))
             job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"])
-            variations.append(Variation(ident, job, parent, candidate["key"], artifact.path))
+            variations.append(Variation(ident, job, parent, candidate["key"], artifact.path, parent_seed))
     return Plan(run_dir, variations)
+
+
+def _noise_seed(made: dict | None, ident: str) -> int:
+    """A variation's noise seed: the one run.json recorded when it was made (variations made before
+    seeds were cut to 53 bits keep their 64-bit seed, so their keys and pictures stay), else
+    ``variation_seed(ident)``."""
+    recorded = made.get("noise_seed") if isinstance(made, dict) else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and 0 <= recorded <= MAX_SEED:
+        return recorded
+    return variation_seed(ident)
+
+
+def _seed_of(record: dict, candidate: dict, parent) -> int | None:
+    """The seed the parent picture was rendered with (its job's), for the variation's metadata."""
+    job = record.get("job") if isinstance(record.get("job"), dict) else {}
+    seed = job.get("seed", candidate.get("noise_seed", parent))
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _numbers(candidates: dict, parent, count: int, strength: float, steps: int) -> list[int]:
@@ -146,18 +167,15 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
     if not done:
         return
 
-    def record(data: dict) -> None:
-        by_seed = {c.get("seed"): c for c in stage_pictures(data, "explore")}
-        for variation, item in done:
-            job = variation.job
-            by_seed[variation.id] = {
-                "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
-                "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
-                "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
-                "steps": job.steps}
-        data.setdefault("explore", {})["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c.get("seed")))
-
-    update_run(run_dir, record)
+    entries = []
+    for variation, item in done:
+        job = variation.job
+        entries.append({
+            "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+            "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
+            "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
+            "steps": job.steps})
+    record_pictures(run_dir, "explore", entries, order=lambda c: pick_order(c.get("seed")))
 
 
 def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path) -> None:
@@ -193,7 +211,7 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
                     for variation, image in zip(todo, images):
                         artifact = store_picture(session.store, variation.job, image, session.model, seconds=seconds,
                                                  engine=engine, stage="vary", variation=variation.id,
-                                                 parent_key=variation.parent_key)
+                                                 parent_key=variation.parent_key, parent_seed=variation.parent_seed)
                         items[variation.id] = _place(artifact.path, variation, out_dir, False, seconds)
             if distributed.is_main_process():
                 _record(run_dir, [(v, items[v.id]) for v in chosen])

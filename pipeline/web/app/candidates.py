@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ...runs import load_picks, save_picks
+from ...runs import toggle_pick
 from ..gallery import write_gallery
 from . import pictures
 from .errors import on_page
@@ -23,9 +23,7 @@ def wire(app, ui) -> None:
             if not shown or evt.index is None or evt.index >= len(shown):
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             seed = shown[evt.index]
-            picks = load_picks(run_dir)
-            picks = [s for s in picks if s != seed] if seed in picks else [*picks, seed]
-            save_picks(run_dir, picks)
+            picks = toggle_pick(run_dir, seed)  # under the run's lock: two tabs keep both picks
             write_gallery(run_dir)  # the static page shows the same picks
             view = pictures.view(run_dir)
             chosen = next((c for c in view.candidates if c.seed == seed), None)
