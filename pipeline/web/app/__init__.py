@@ -25,7 +25,7 @@ footer { display: none !important; }
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import (candidates, explore_job, form, keep, pictures, refine_panel, runs_panel, upscale_panel,
+    from . import (candidates, disk_panel, explore_job, form, keep, pictures, refine_panel, runs_panel, upscale_panel,
                    vary_panel)
 
     ui = SimpleNamespace()
@@ -56,6 +56,7 @@ def build_app(state: AppState):
                             vary_panel.build(state, ui)
                         with gr.Accordion("Upscale", open=True):
                             upscale_panel.build(state, ui)
+                            disk_panel.build(state, ui)
                         with gr.Accordion("Last result", open=False):
                             ui.result = gr.JSON(label="Result", elem_id="result")
             with gr.Tab("Runs", id="runs"):
@@ -82,6 +83,7 @@ def build_app(state: AppState):
         candidates.wire(state, ui)
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
+        disk_panel.wire(state, ui)
         runs_panel.wire(state, ui, opened)
         keep.wire(state, ui)
     demo.ui = ui  # for tests and embedding

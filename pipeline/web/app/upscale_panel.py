@@ -30,17 +30,22 @@ def build(app, ui) -> None:
                                        allow_custom_value=True, elem_id="upscale-model",
                                        info="a preset, or the name of a weights file in weights/")
         ui.upscale_btn = gr.Button("Upscale refined", variant="primary", elem_id="upscale")
+    # Detail: after Real-ESRGAN, the diffusion model re-draws fine detail tile by tile (the `detail` branch);
+    # shown only where Pipeline.upscale takes detail=
+    ui.detail = gr.Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
+                          info="0: off; 0.2–0.4 re-draws fine detail with the diffusion model (slower)")
     ui.upscaled = gr.Gallery(label="Upscaled", columns=4, height=260, allow_preview=True, object_fit="contain",
                              fit_columns=False, elem_id="upscaled", interactive=False)
 
 
 def wire(app, ui) -> None:
-    def upscale(run, seeds, model, request: gr.Request):
-        """Upscale the refined pictures of RUN (or those of SEEDS); yields each one as it is stored."""
-        yield from _upscale(app, flow.tab_of(request), run, seeds, model)
+    def upscale(run, seeds, model, detail=0.0, request: gr.Request = None):
+        """Upscale the refined pictures of RUN (or those of SEEDS); yields each one as it is stored.
+        DETAIL (0: off) re-draws fine detail with the diffusion model where the server supports it."""
+        yield from _upscale(app, flow.tab_of(request), run, seeds, model, detail=detail)
 
     ui.upscale_event = ui.upscale_btn.click(
-        upscale, [ui.run, ui.refine_seeds, ui.upscale_model],
+        upscale, [ui.run, ui.refine_seeds, ui.upscale_model, ui.detail],
         [ui.upscaled, ui.status, ui.bar, ui.upscale_btn, ui.stop_btn, ui.result], api_name="upscale",
         concurrency_limit=None, show_progress="hidden")
     ui.upscale_event.then(flow.idle(app, "upscale"), None, [ui.upscale_btn, ui.stop_btn], api_visibility="private",
@@ -70,19 +75,41 @@ def _refined_seeds(run_dir) -> list:
     return list(dict.fromkeys(s for s in seeds if isinstance(s, (int, str)) and not isinstance(s, bool)))
 
 
+def supports_detail(app) -> bool:
+    import inspect
+
+    try:
+        return "detail" in inspect.signature(app.pipeline.upscale).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def detail_option(app, detail) -> dict:
+    """{"detail": strength} when on (and supported), else nothing: the call stays as before."""
+    detail = float(detail or 0)
+    if not detail:
+        return {}
+    if not supports_detail(app):
+        raise UserError("this server's pipeline has no Detail upscale: leave Detail at 0")
+    if not 0 < detail <= 1:
+        raise UserError(f"Detail {detail:g} is out of range: give 0 (off) to 1")
+    return {"detail": detail}
+
+
 def check_model(model) -> None:
     choices = model_choices()
     if model not in choices:  # only presets and files of weights/: no path from the page
         raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
 
 
-def _upscale(app, tab, run, seeds, model, files=None, out_dir=None):
+def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
     """One upscale per picture; Stop ends it between tiles (the tile under way is dropped, the
     finished pictures are stored and recorded). ``files``: pictures from disk (to ``out_dir``)."""
     from ...jobs import parse_seeds
 
     with on_page():
         check_model(model)
+        extra = detail_option(app, detail)
         if files is None:
             run_dir = app.run_dir(run)
             chosen = (parse_seeds(seeds.strip(), variations=True) if seeds and seeds.strip()
@@ -97,7 +124,7 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None):
         done = {"computed": 0, "stored": 0, "files": [], "seeds": [], "stopped": False}
         where = {"run": str(run_dir)} if run_dir else {"out_dir": out_dir}
         with app.device() as pipeline:  # how long, before it starts (a probe timed on this machine)
-            expected = pipeline.estimate_upscale(**_what(run_dir, chosen), upscaler=model or None)
+            expected = pipeline.estimate_upscale(**_what(run_dir, chosen), upscaler=model or None, **extra)
         report(("estimate", expected))
         for n, one in enumerate(chosen):
             if ticket.stop.is_set():
@@ -112,9 +139,10 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None):
             try:
                 with app.device() as pipeline:
                     if run_dir is not None:
-                        result = pipeline.upscale(seeds=[one], upscaler=model or None, on_progress=tiles, **where)
+                        result = pipeline.upscale(seeds=[one], upscaler=model or None, on_progress=tiles, **where,
+                                                  **extra)
                     else:
-                        result = pipeline.upscale([one], upscaler=model or None, on_progress=tiles, **where)
+                        result = pipeline.upscale([one], upscaler=model or None, on_progress=tiles, **where, **extra)
             except flow.Stopped:
                 done["stopped"] = True
                 break
