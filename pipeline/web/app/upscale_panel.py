@@ -80,7 +80,7 @@ def supports_detail(app) -> bool:
 
     try:
         return "detail" in inspect.signature(app.pipeline.upscale).parameters
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return False
 
 
