@@ -94,8 +94,9 @@ def events(app, tab: str, request: dict, run: str | None = None):
                     yield Update("done", "stopped while waiting: nothing was explored", "", done=0, total=total)
                     return
                 stopped = " (stopped)" if len(result.items) < total else ""
+                base = f" · seeds from {request['base']}" if "base" in request else ""
                 yield Update("done", f"{len(result.items)} of {total} candidates{stopped} · {result.computed} "
-                                     f"computed, {result.stored} from the store · {clock.elapsed():.1f} s", "",
+                                     f"computed, {result.stored} from the store · {clock.elapsed():.1f} s{base}", "",
                              run_dir=result.run_dir, result=result, done=len(result.items), total=total)
     finally:
         if ticket is not None:

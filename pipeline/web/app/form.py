@@ -74,34 +74,34 @@ def build(app, ui) -> None:
     ui.resume_id = gr.State(None)  # the interrupted explore offered (server-side)
     ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a red fox in snow  (Ctrl+Enter explores)",
                            elem_id="prompt")
-    ui.negative = gr.Textbox(label="Negative prompt", lines=1, interactive=False, info=NEGATIVE_OFF,
-                             elem_id="negative")
-    ui.aspect = gr.Radio(list(ASPECTS), value="1:1", label="Aspect", elem_id="aspect",
-                         info="explored at about 512², refined ×2 at about 1024²")
     with gr.Row():
+        ui.aspect = gr.Dropdown(list(ASPECTS), value="1:1", label="Aspect", elem_id="aspect", min_width=90,
+                                info="×2 when refined: the 1024 size")
         ui.width = bounded(SIDE, label="Width", value=512, precision=0, step=SIZE_MULTIPLE,
                            minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="width", min_width=80)
         ui.height = bounded(SIDE, label="Height", value=512, precision=0, step=SIZE_MULTIPLE,
                             minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="height", min_width=80)
-        ui.count = bounded(COUNT, label="Count", value=8, precision=0, minimum=1, maximum=MAX_COUNT,
-                           elem_id="count", min_width=80)
     with gr.Row(equal_height=True):
-        ui.seed = bounded(BASE, label="Base seed (-1: random)", value=RANDOM, precision=0, minimum=RANDOM,
-                          maximum=MAX_SEED, elem_id="seed", scale=3, min_width=120)
-        ui.seed_random = gr.Button("🎲", size="sm", min_width=40, scale=0, elem_id="seed-random")
-        ui.seed_reuse = gr.Button("♻️", size="sm", min_width=40, scale=0, elem_id="seed-reuse")
+        ui.count = bounded(COUNT, label="Count", value=8, precision=0, minimum=1, maximum=MAX_COUNT,
+                           elem_id="count", min_width=70, scale=2)
+        ui.seed = bounded(BASE, label="from seed", value=RANDOM, precision=0, minimum=RANDOM, maximum=MAX_SEED,
+                          elem_id="seed", scale=3, min_width=100, info="-1: random")
+        with gr.Column(scale=0, min_width=44, elem_id="seed-buttons"):
+            ui.seed_random = gr.Button("🎲", size="sm", min_width=40, elem_id="seed-random")
+            ui.seed_reuse = gr.Button("♻️", size="sm", min_width=40, elem_id="seed-reuse")
         ui.seeds = gr.Textbox(label="or seeds", placeholder="e.g. 1,2,10-20", elem_id="seeds", scale=3,
-                              min_width=120)
-    with gr.Row():
-        ui.steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
-        ui.guidance = gr.Slider(0, 10, value=0, step=0.5, label="Guidance", elem_id="guidance")
-    with gr.Accordion("Batch, variance, LoRA", open=False, elem_id="more"):
+                              min_width=100)
+    ui.steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
+    with gr.Accordion("Advanced: guidance, negative, batch, variance", open=False, elem_id="advanced"):
         with gr.Row():
-            ui.batch = gr.Dropdown(BATCHES, value="auto", label="Batch", elem_id="batch",
-                                   info="pictures rendered together (auto: as many as fit)")
+            ui.guidance = gr.Slider(0, 10, value=0, step=0.5, label="Guidance", elem_id="guidance")
             ui.variance = gr.Slider(0, MAX_VARIANCE, value=0, step=0.05, label="Seed variance", elem_id="variance",
                                     info="0: off; 0.1–0.5 spreads Turbo's look-alike seeds")
-        build_loras(app, ui)
+        ui.negative = gr.Textbox(label="Negative prompt", lines=1, interactive=False, info=NEGATIVE_OFF,
+                                 elem_id="negative")
+        ui.batch = gr.Dropdown(BATCHES, value="auto", label="Batch", elem_id="batch",
+                               info="pictures rendered together (auto: as many as fit)")
+    build_loras(app, ui)
     with gr.Row():
         ui.explore_btn = gr.Button(LABELS["explore"], variant="primary", elem_id="explore", scale=3)
         ui.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1)
@@ -120,6 +120,11 @@ def build_loras(app, ui) -> None:
         return
     info = "LoRA files of weights/loras/ and $PIPELINE_LORAS" if choices else \
         "no LoRA files found: put .safetensors files in weights/loras/ (or set $PIPELINE_LORAS)"
+    with gr.Accordion("LoRA", open=False, elem_id="lora"):
+        _lora_rows(ui, choices, info)
+
+
+def _lora_rows(ui, choices, info) -> None:
     for n in range(MAX_LORAS):
         with gr.Row(visible=n == 0, elem_id=f"lora-row-{n}") as row:
             ui.lora_files.append(gr.Dropdown(["none", *choices], value="none", label=f"LoRA {n + 1}",
