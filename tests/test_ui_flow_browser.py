@@ -262,6 +262,7 @@ def test_a_lora_picked_on_the_page_is_recorded_with_its_strength(browser, tmp_pa
         page.locator("#lora").get_by_text("LoRA").first.click()  # the closed accordion
         choice = page.locator("#lora-0 input")
         choice.wait_for(state="visible", timeout=WAIT)
+        choice.click()  # the list opens, then the typed name picks its entry
         choice.fill("style")
         choice.press("Enter")
         weight = page.locator("#lora-weight-0 input[type=number]")
