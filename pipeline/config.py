@@ -92,6 +92,13 @@ class RunConfig(Section):
             return [{"text": item} if isinstance(item, str) else item for item in value]
         return value
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        from .hardware import check_device
+
+        return _user_errors_as_value_errors(check_device)(value)
+
     @field_validator("model")
     @classmethod
     def _model(cls, value):

@@ -29,6 +29,9 @@ class Session:
     def __post_init__(self):
         self.model = check_model(self.model)
         self.out = Path(self.out)
+        from .hardware import check_device
+
+        check_device(self.device)  # a wrong device is refused before anything loads
         if self.device in (None, "auto"):
             from .distributed import default_device
 

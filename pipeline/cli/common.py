@@ -151,6 +151,15 @@ def resolve_out(out: str | None, run: str | None = None) -> Path:
     return Path(os.environ.get("PIPELINE_OUT", "outputs"))
 
 
+def next_hint(command: str, why: str, *, run=None, out=None) -> str:
+    """The `next:` line: ``command`` with --run and --out as the user gave them (quoted for the
+    shell), so it can be copied as is."""
+    import shlex
+
+    where = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in (("--run", run), ("--out", out)) if value)
+    return f"next: pipeline {command}{where}   ({why})"
+
+
 def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import log, make_pipeline, parse_batch, report, session_options, user_errors
+from .common import log, make_pipeline, next_hint, parse_batch, report, session_options, user_errors
 
 @click.command()
 @click.argument("prompt")
@@ -52,4 +52,4 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
     if (run_dir / "index.html").is_file():
         click.echo(f"  gallery:       {run_dir / 'index.html'}")
     picks = ",".join(str(s) for s in result.seeds[:2])
-    click.echo(f"next: pipeline refine --seeds {picks}   (pick the seeds you like)")
+    click.echo(next_hint(f"refine --seeds {picks}", "pick the seeds you like", run=run_name, out=out))

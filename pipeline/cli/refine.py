@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import log, make_pipeline, parse_batch, report, resolve_out, session_options, user_errors
+from .common import log, make_pipeline, next_hint, parse_batch, report, resolve_out, session_options, user_errors
 
 
 @click.command()
@@ -49,7 +49,7 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
 
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
-    out = resolve_out(out, run)
+    out_given, out = out, resolve_out(out, run)
     if seeds is None and source is None:  # the picks saved with the run (by `pipeline ui`)
         from ..runs import load_picks, resolve_run
 
@@ -74,4 +74,5 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
         click.echo(f"  seed {item.seed}: {item.path}")
     if (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery: {result.run_dir / 'index.html'}")
-    click.echo("next: pipeline upscale   (the refined pictures, ×4 with Real-ESRGAN)")
+    run_given = run if run is not None else (result.run_dir.name if source is not None else None)  # --from: its run
+    click.echo(next_hint("upscale", "the refined pictures, ×4 with Real-ESRGAN", run=run_given, out=out_given))

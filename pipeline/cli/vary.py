@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import make_pipeline, parse_batch, report, resolve_out, session_options, user_errors
+from .common import make_pipeline, next_hint, parse_batch, report, resolve_out, session_options, user_errors
 
 
 @click.command()
@@ -29,7 +29,7 @@ def vary(seeds, count, strength, run, steps, batch, dry_run, as_json, model, out
       pipeline vary --seeds 42,97 --count 4 --strength strong
       pipeline refine --seeds 42v3
     """
-    out = resolve_out(out, run)
+    out_given, out = out, resolve_out(out, run)
     if model is None:  # vary with the model the run was made with
         from ..stages.refine import default_model
 
@@ -44,4 +44,4 @@ def vary(seeds, count, strength, run, steps, batch, dry_run, as_json, model, out
     click.echo(f"  contact sheet: {result.run_dir / 'explore' / 'contact.png'}")
     if (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery:       {result.run_dir / 'index.html'}")
-    click.echo(f"next: pipeline refine --seeds {result.items[0].seed}   (pick the ones you like)")
+    click.echo(next_hint(f"refine --seeds {result.items[0].seed}", "pick the ones you like", run=run, out=out_given))

@@ -2,6 +2,7 @@
 
     hires     the stored candidate, enlarged to the target size (Lanczos, or a Real-ESRGAN
               model), then an image-to-image pass with the same prompt and seed at --strength
+              (to another aspect, a candidate is cropped as A1111's hires fix crops: see hires.py)
     rerender  text-to-image at the target size with the same seed (new noise: the
               composition may change)
 
@@ -28,6 +29,7 @@ from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, 
                     record_pictures)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
+from .hires import as_hires_fix, enlarge_parents, image_size, parent_size
 
 log = logging.getLogger("pipeline")
 
@@ -123,7 +125,7 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
         # a variation renders with its own noise seed and its root candidate's conditioning
         noise_seed = candidate.get("noise_seed", seed) if isinstance(seed, str) else seed
         job = _job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed))
-        job, first = _as_hires_fix(job, parent_job)
+        job, first = as_hires_fix(job, parent_job)
         picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed,
                           first_pass=first))
     return Plan(run_dir, picks)
@@ -160,13 +162,13 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
         "negative": spec.negative if spec.negative is not None else str(meta.get("negative", "")),
         "guidance": spec.guidance if spec.guidance is not None else float(meta.get("guidance", DEFAULT_GUIDANCE)),
     }
-    shown_size = _image_size(data)  # as shown: EXIF orientation applied, as the enlarging does
+    shown_size = image_size(data)  # as shown: EXIF orientation applied, as the enlarging does
     size = spec.size or _scaled(shown_size, spec.scale)
     digest = digest_bytes(data)
     job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec),
                variance_from_record(meta.get("variance")))
     parent_job = record if record and [record.get("width"), record.get("height")] == shown_size else None
-    job, first = _as_hires_fix(job, parent_job)
+    job, first = as_hires_fix(job, parent_job)
     hires = spec.mode == "hires"
     pick = Pick(job, candidate_name(seed), path.resolve() if hires else None, parent_key, str(path.resolve()),
                 parent_data=data if hires else None, first_pass=first)
@@ -202,31 +204,6 @@ def _job(session, spec, params, seed, size, parent_digest, enlarge, variance=Non
         return RefineJob(**fields, mode="hires", strength=float(spec.strength), parent=parent_digest, enlarge=enlarge)
     # rerender draws from text alone: parent, strength and enlarging do not change its pixels
     return RefineJob(**fields, mode="rerender", strength=0.0, parent="", enlarge="")
-
-
-def _as_hires_fix(job: RefineJob, parent: dict | None) -> tuple[RefineJob, dict | None]:
-    """A hires refine whose parent is our own text-to-image picture (an explore candidate, not a variation,
-    an upscaled or a refined picture) with this prompt, seed, model and variance, at another size, is
-    A1111's hires fix of it: returns the job, cropped as A1111 crops when the aspect changes, and the
-    first pass's settings for its text. Anything else is an img2img (None), resized as A1111's img2img does."""
-    from ..images import a1111_hires_crop, a1111_hires_scale
-
-    if job.mode != "hires" or not isinstance(parent, dict) or parent.get("kind") != "explore" or "upscale" in parent:
-        return job, None
-    first_size = (parent.get("width"), parent.get("height"))
-    same = (parent.get("prompt") == job.prompt and parent.get("seed") == job.seed and parent.get("model") == job.model
-            and variance_from_record(parent.get("variance")) == job.variance)
-    if not same or not all(isinstance(side, int) and side > 0 for side in first_size) \
-            or first_size == (job.width, job.height) or not isinstance(parent.get("steps"), int):
-        return job, None  # A1111 turns its hires fix off when the size stays: an img2img
-    first = {"width": first_size[0], "height": first_size[1], "steps": parent["steps"],
-             "guidance": float(parent.get("guidance") or 0.0), "negative": str(parent.get("negative") or "")}
-    target = (job.width, job.height)
-    if a1111_hires_scale(first_size, target) is None:
-        (cover_w, cover_h), (x, y) = a1111_hires_crop(first_size, target)
-        if (cover_w, cover_h) != target:
-            job = dataclasses.replace(job, crop=f"{cover_w}x{cover_h}+{x}+{y}")
-    return job, first
 
 
 def enlarge_name(spec: RefineSpec) -> str:
@@ -340,6 +317,8 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
                  "seconds": item.seconds, "cached": item.cached}
         if job.mode == "hires":
             entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
+            if job.crop:
+                entry["crop"] = job.crop
         entries.append(entry)
     record_pictures(run_dir, "refine", entries, id_of=lambda p: p.get("path"), before=header,
                     order=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
@@ -347,7 +326,7 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
 
 
 def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items: dict, the_plan: Plan) -> None:
-    enlarged = _enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
+    enlarged = enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
     engine = session.engine()
     if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
         misses = [dataclasses.replace(p, job=dataclasses.replace(p.job, model=engine.fingerprint)) for p in misses]
@@ -420,59 +399,9 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
             images = engine.txt2img(jobs)
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
-            extra = {"parent_size": _parent_size(pick)} if pick.job.mode == "hires" else {}
+            extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}
             if pick.first_pass:
                 extra["first_pass"] = pick.first_pass
             artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
                                      stage="refine", parent_key=pick.parent_key, **extra)
             items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)
-
-
-def _parent_size(pick: Pick) -> list[int]:
-    """The parent's size as shown (recorded as ``parent_size``); reads the header only."""
-    return _image_size(pick.parent_data if pick.parent_data is not None else pick.parent_path)
-
-
-def _image_size(source: bytes | Path) -> list[int]:
-    """An image's [width, height] as shown (EXIF orientation applied); reads the header only."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        width, height = image.size
-        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
-    return [height, width] if turned else [width, height]
-
-
-def _enlarge_parents(session, spec: RefineSpec, misses: list[Pick]) -> dict:
-    """Each miss's parent enlarged to its target size (the upscaler, if any, loads once, here)."""
-    import io
-
-    from PIL import Image, ImageOps
-
-    upscaler = None
-    if spec.upscaler.lower() != LANCZOS:
-        from ..engines.upscaler import load_upscaler
-
-        upscaler = load_upscaler(spec.upscaler, session.device or "auto", "auto")
-    enlarged = {}
-    for pick in misses:
-        with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-        size = (pick.job.width, pick.job.height)
-        cover, (x, y) = _crop_of(pick.job)
-        if upscaler is not None:
-            image = upscaler.upscale(image)
-        image = image if image.size == cover else image.resize(cover, Image.Resampling.LANCZOS)
-        enlarged[pick.name] = image if cover == size else image.crop((x, y, x + size[0], y + size[1]))
-    return enlarged
-
-
-def _crop_of(job: RefineJob) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(enlarged size, offset of the target in it) from the job's ``crop`` ("WxH+X+Y"); no crop: the target."""
-    if not job.crop:
-        return (job.width, job.height), (0, 0)
-    size, x, y = job.crop.split("+")
-    width, height = size.split("x")
-    return (int(width), int(height)), (int(x), int(y))

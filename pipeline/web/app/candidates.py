@@ -1,48 +1,73 @@
-"""The candidates grid: candidates stream in as each one is stored (the explore job is in
-explore_job.py); a click on a candidate picks or unpicks it (RUN/picks.json)."""
+"""The candidates grid. Candidates stream in as they are stored (the explore job, explore_job.py,
+feeds a ``Stream``): the grid's value grows by the new items only, sent at most
+``UPDATES_PER_SECOND`` times a second (Gradio sends a generator's later values as diffs), so the
+browser's cost per candidate does not grow with the run. Looking
+(click, Enter) and picking (the ✓ corner, Space, P) are the grid's own (grid.py, viewer.js)."""
 from __future__ import annotations
+
+import time
 
 import gradio as gr
 
-from ...runs import toggle_pick
-from ..gallery import write_gallery
-from . import pictures
-from .errors import on_page
+from . import grid, pictures
+
+UPDATES_PER_SECOND = 3
 
 
 def build_gallery(app, ui) -> None:
-    ui.candidates = gr.Gallery(label="Candidates — click to pick", columns=5, height=420, allow_preview=False,
-                               fit_columns=False, object_fit="contain", elem_id="candidates", interactive=False)
-    ui.picks = gr.Textbox(label="Picked seeds", interactive=False, elem_id="picks")
+    ui.candidates = grid.build(app, "candidates", "explore", "Candidates", vary=bool(getattr(ui, "vary_from_grid", False)))
 
 
 def wire(app, ui) -> None:
-    def pick(run, shown, evt: gr.SelectData):
-        with on_page():
-            run_dir = app.run_dir(run)
-            if not shown or evt.index is None or evt.index >= len(shown):
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            seed = shown[evt.index]
-            picks = toggle_pick(run_dir, seed)  # under the run's lock: two tabs keep both picks
-            write_gallery(run_dir)  # the static page shows the same picks
-            view = pictures.view(run_dir)
-            chosen = next((c for c in view.candidates if c.seed == seed), None)
-            panel = (pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)) \
-                if chosen else (gr.skip(), gr.skip())
-            return gallery_value(view.candidates, shown, picks), picks_text(picks), *panel
+    def clear():  # a new run: nothing of the previous one stays on the page
+        return grid.value(None, "refine"), None, grid.value(None, "upscale")
 
-    ui.candidates.select(pick, [ui.run, ui.shown_seeds], [ui.candidates, ui.picks, ui.params, ui.command],
-                         api_visibility="private", concurrency_limit=None)
+    ui.explore_btn.click(clear, None, [ui.refined, ui.compare, ui.upscaled], api_visibility="private", queue=False,
+                         show_progress="hidden")
 
 
-def picks_text(picks) -> str:
-    return ", ".join(map(str, picks)) if picks else "nothing picked yet: click candidates"
+class Stream:
+    """The candidates grid while explore streams (also for other explore loops, e.g. a job queue's).
 
+        stream = Stream(size)
+        stream.add(items)          # the Items just stored (thumbnails made here)
+        if stream.due():           # at most UPDATES_PER_SECOND a second; the last one always goes
+            yield stream.value()   # only the new items travel: Gradio diffs a generator's values
+        yield stream.final(result)
 
-def gallery_value(candidates, order, picks):
-    by_seed = {c.seed: c for c in candidates}
-    return [(str(by_seed[s].thumb or by_seed[s].path), pictures.caption(s, picks))
-            for s in order if s in by_seed]
+    The grid's order is the order they arrived in; ``final`` keeps it and adds the run's picks."""
+
+    def __init__(self, size=None, per_second: float = UPDATES_PER_SECOND):
+        self.size = tuple(size) if size else None
+        self.shown: list[pictures.Shown] = []
+        self.run_dir = None
+        self.sent = 0.0
+        self.gap = 1 / per_second
+
+    def add(self, items) -> None:
+        for item in items or ():
+            self.run_dir = item.path.parent.parent
+            self.shown.append(pictures.Shown("explore", item.seed, item.path,
+                                             pictures.thumb_of(self.run_dir, "explore", item), self.size))
+
+    def due(self) -> bool:
+        """Whether to send now (and note that it is sent)."""
+        now = time.monotonic()
+        if self.run_dir is None or now - self.sent < self.gap:
+            return False
+        self.sent = now
+        return True
+
+    def value(self) -> dict:
+        return grid.value(self.run_dir, "explore", self.shown)
+
+    def final(self, result) -> dict:
+        """The whole run's grid once it is done (picks included), in the order shown."""
+        view = pictures.view(result.run_dir)
+        paths = [s.path for s in self.shown]
+        known = set(paths)
+        paths += [i.path for i in result.items if i.path not in known]
+        return grid.view_value(view, "explore", paths)
 
 
 def bar(done: int, total: int) -> str:

@@ -104,45 +104,45 @@ def events(app, tab: str, request: dict, run: str | None = None):
 
 
 def _outputs(app, tab, request, run=None):
-    """The explore event's outputs: [candidates, status, bar, run, shown_seeds, picks, button, stop, result]."""
-    order: list = []
-    shown: dict = {}
+    """The explore event's outputs: [candidates, status, bar, run, button, stop, result]. The grid
+    grows by the new candidates only (candidates.Stream; flow.run sends at most ~3 updates a second)."""
+    from . import grid
+
+    stream = candidates.Stream(request["size"])
     if "base" in request:
         app.last_base_seed[tab] = request["base"]
+    cleared = False
     for update in events(app, tab, request, run):
         if update.kind == "waiting":
-            yield (gr.skip(), update.text, gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                   flow.button(update.button, busy=True), flow.stop_button(True), gr.skip())
+            yield (gr.skip(), update.text, gr.skip(), gr.skip(), flow.button(update.button, busy=True),
+                   flow.stop_button(True), gr.skip())
         elif update.kind == "progress":
-            for item in update.items or ():
-                shown[item.seed] = (str(pictures.thumb_of(update.run_dir, "explore", item)),
-                                    pictures.caption(item.seed))
-                order.append(item.seed)
-            yield ([shown[s] for s in order] if update.run_dir else gr.skip(), update.text,
-                   candidates.bar(update.done, update.total), update.run_dir.name if update.run_dir else gr.skip(),
-                   order if update.run_dir else gr.skip(), gr.skip(), flow.button(update.button, busy=True),
+            stream.add(update.items)
+            if stream.run_dir is None:
+                value = gr.skip() if cleared else grid.value(None, "explore")  # a new run: the grid empties
+                cleared = True
+            else:
+                value = stream.value()
+            yield (value, update.text, candidates.bar(update.done, update.total),
+                   stream.run_dir.name if stream.run_dir else gr.skip(), flow.button(update.button, busy=True),
                    flow.stop_button(True), gr.skip())
         elif update.result is None:
-            yield (gr.skip(), update.text, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            yield (gr.skip(), update.text, "", gr.skip(), gr.skip(), gr.skip(), gr.skip())
         else:
-            result, run_dir = update.result, update.run_dir
-            if run_dir is None:  # stopped before the first picture
-                yield (gr.skip(), update.text, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                       pictures.result_json(result))
+            result = update.result
+            extra = {"base_seed": request["base"]} if "base" in request else {}
+            if update.run_dir is None:  # stopped before the first picture
+                yield (gr.skip(), update.text, "", gr.skip(), gr.skip(), gr.skip(),
+                       {**pictures.result_json(result), **extra})
                 continue
-            order = [item.seed for item in result.items]
-            view = pictures.view(run_dir)  # the gallery's thumbnails, now all made
-            yield (candidates.gallery_value(view.candidates, order, view.picks), update.text,
-                   candidates.bar(update.done, update.total), run_dir.name, order,
-                   candidates.picks_text(view.picks), gr.skip(), gr.skip(),
-                   {**pictures.result_json(result), **({"base_seed": request["base"]} if "base" in request else {})})
+            yield (stream.final(result), update.text, candidates.bar(update.done, update.total), update.run_dir.name,
+                   gr.skip(), gr.skip(), {**pictures.result_json(result), **extra})
 
 
 def wire(app, ui) -> None:
     ui.explore_inputs = [ui.prompt, ui.negative, ui.width, ui.height, ui.count, ui.seeds, ui.steps, ui.guidance,
                          ui.seed, ui.batch, ui.variance, ui.loras]
-    outputs = [ui.candidates, ui.status, ui.bar, ui.run, ui.shown_seeds, ui.picks, ui.explore_btn, ui.stop_btn,
-               ui.result]
+    outputs = [ui.candidates, ui.status, ui.bar, ui.run, ui.explore_btn, ui.stop_btn, ui.result]
 
     def explore(prompt, negative, width, height, count, seeds, steps, guidance, seed=form.RANDOM, batch="auto",
                 variance=0.0, loras=None, request: gr.Request = None):
@@ -163,12 +163,6 @@ def wire(app, ui) -> None:
                                             concurrency_limit=None, show_progress="hidden")
     ui.explore_event.then(flow.idle(app, "explore"), None, [ui.explore_btn, ui.stop_btn], api_visibility="private",
                           queue=False)
-
-    def clear():  # a new run: nothing of the previous one stays on the page
-        return [], [], None, [], None, ""
-
-    ui.explore_btn.click(clear, None, [ui.refined, ui.refined_seeds, ui.compare, ui.upscaled, ui.params, ui.command],
-                         api_visibility="private", queue=False)
 
     def stop(request: gr.Request):
         """Stop this tab's jobs: the running one after its current picture, waiting ones at once."""

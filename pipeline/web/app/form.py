@@ -66,6 +66,7 @@ def explore_size(aspect: str) -> tuple[int, int]:
 
 def build(app, ui) -> None:
     """The left column: the form. ``ui`` collects the components other panels use."""
+    ui.vary_from_grid = True  # the large view shows Vary subtle / strong (wired in vary_panel)
     with gr.Group(visible=False, elem_id="resume") as ui.resume_box:
         ui.resume_text = gr.Markdown("", elem_id="resume-text")
         with gr.Row():

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ...errors import UserError
 from ...runs import load_run
-from . import flow, pictures
+from . import flow, grid, pictures
 from .candidates import bar
 from .errors import on_page
 
@@ -34,8 +34,7 @@ def build(app, ui) -> None:
     # shown only where Pipeline.upscale takes detail=
     ui.detail = gr.Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
                           info="0: off; 0.2–0.4 re-draws fine detail with the diffusion model (slower)")
-    ui.upscaled = gr.Gallery(label="Upscaled", columns=4, height=260, allow_preview=True, object_fit="contain",
-                             fit_columns=False, elem_id="upscaled", interactive=False)
+    ui.upscaled = grid.build(app, "upscaled", "upscale", "Upscaled")
 
 
 def wire(app, ui) -> None:
@@ -51,21 +50,9 @@ def wire(app, ui) -> None:
     ui.upscale_event.then(flow.idle(app, "upscale"), None, [ui.upscale_btn, ui.stop_btn], api_visibility="private",
                           queue=False)
 
-    def select(run, evt: gr.SelectData):
-        with on_page():
-            run_dir = app.run_dir(run)
-            view = pictures.view(run_dir)
-            if evt.index is None or evt.index >= len(view.upscaled):
-                return gr.skip(), gr.skip()
-            chosen = view.upscaled[evt.index]  # the gallery lists view.upscaled in this order
-            return pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)
-
-    ui.upscaled.select(select, ui.run, [ui.params, ui.command], api_visibility="private", concurrency_limit=None)
-
 
 def upscaled_value(view):
-    return [(str(u.thumb or u.path), pictures.caption(u.seed, label=f"{u.size[0]}×{u.size[1]}" if u.size else ""))
-            for u in view.upscaled]
+    return grid.view_value(view, "upscale")
 
 
 def _refined_seeds(run_dir) -> list:

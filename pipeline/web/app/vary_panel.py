@@ -7,7 +7,7 @@ import gradio as gr
 
 from ...errors import UserError
 from ...runs import load_picks
-from . import candidates, flow, pictures
+from . import candidates, flow, grid, pictures
 from .errors import on_page
 
 COUNT = 4  # variations per candidate and click, as Fooocus makes
@@ -22,23 +22,36 @@ def build(app, ui) -> None:
 
 
 def wire(app, ui) -> None:
+    outputs = [ui.candidates, ui.status, ui.bar, None, ui.stop_btn, ui.result]
     for button, strength in ((ui.vary_subtle, "subtle"), (ui.vary_strong, "strong")):
-        event = button.click(_handler(app, strength), [ui.run, ui.refine_seeds, ui.vary_count, ui.shown_seeds],
-                             [ui.candidates, ui.shown_seeds, ui.status, ui.bar, button, ui.stop_btn, ui.result],
+        mine = [*outputs[:3], button, *outputs[4:]]
+        event = button.click(_handler(app, strength), [ui.run, ui.refine_seeds, ui.vary_count], mine,
                              api_name=f"vary_{strength}", concurrency_limit=None, show_progress="hidden")
         event.then(flow.idle(app, f"vary_{strength}"), None, [button, ui.stop_btn], api_visibility="private",
                    queue=False)
 
+    # the large view's Vary subtle / strong on one candidate (the grid's "vary" event)
+    def from_view(count, evt: gr.EventData, request: gr.Request):
+        data = getattr(evt, "_data", None) or {}
+        strength = data.get("strength") if data.get("strength") in ("subtle", "strong") else "subtle"
+        yield from _vary(app, flow.tab_of(request), data.get("run"), str(data.get("seed") or ""), count, strength)
+
+    if hasattr(ui.candidates, "js_on_load") and "vary" in (ui.candidates.js_on_load or ""):
+        event = ui.candidates.vary(from_view, ui.vary_count, [*outputs[:3], ui.vary_subtle, *outputs[4:]],
+                                   api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        event.then(flow.idle(app, "vary_subtle"), None, [ui.vary_subtle, ui.stop_btn], api_visibility="private",
+                   queue=False)
+
 
 def _handler(app, strength: str):
-    def vary(run, seeds, count, shown, request: gr.Request):
+    def vary(run, seeds, count, request: gr.Request):
         """More candidates like the picked ones of RUN (or SEEDS): COUNT each."""
-        yield from _vary(app, flow.tab_of(request), run, seeds, count, shown, strength)
+        yield from _vary(app, flow.tab_of(request), run, seeds, count, strength)
 
     return vary
 
 
-def _vary(app, tab, run, seeds, count, shown, strength):
+def _vary(app, tab, run, seeds, count, strength):
     from ...jobs import parse_seeds
 
     with on_page():
@@ -50,7 +63,6 @@ def _vary(app, tab, run, seeds, count, shown, strength):
         if not 1 <= count <= 16:
             raise UserError("give 1 to 16 variations each")
     total = len(parents) * count
-    order = list(shown or [])
 
     def work(ticket, report):
         made = []
@@ -69,7 +81,7 @@ def _vary(app, tab, run, seeds, count, shown, strength):
     label = f"Vary {strength}"
     for event in flow.run(app, tab, f"vary_{strength}", work):
         if event.kind == "waiting":
-            yield gr.skip(), gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
+            yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
         if event.kind == "progress":
@@ -77,28 +89,26 @@ def _vary(app, tab, run, seeds, count, shown, strength):
                 done += 1
                 if not item.cached:
                     clock.add(item.seconds)
-                if item.seed not in order:
-                    order.append(item.seed)
             left = clock.left(total - done)
             if not event.reports:
-                yield gr.skip(), gr.skip(), f"varying ({strength}) {len(parents)} picked: {total} pictures…", \
+                yield gr.skip(), f"varying ({strength}) {len(parents)} picked: {total} pictures…", \
                     candidates.bar(0, total), flow.button(f"{label} 1 of {total}", busy=True), \
                     flow.stop_button(True), gr.skip()
                 continue
             view = pictures.view(run_dir)
-            yield candidates.gallery_value(view.candidates, order, view.picks), order, \
+            yield grid.view_value(view, "explore"), \
                 f"{done} of {total} variations ({strength}){left} · {clock.elapsed():.0f} s", \
                 candidates.bar(done, total), flow.button(f"{label} {min(done + 1, total)} of {total}{left}",
                                                          busy=True), flow.stop_button(True), gr.skip()
             continue
         made = event.result
     if made is None:
-        yield gr.skip(), gr.skip(), "stopped while waiting: nothing was varied", "", gr.skip(), gr.skip(), gr.skip()
+        yield gr.skip(), "stopped while waiting: nothing was varied", "", gr.skip(), gr.skip(), gr.skip()
         return
     computed = sum(not item.cached for item in made)
     stopped = " (stopped)" if len(made) < total else ""
     view = pictures.view(run_dir)
-    yield candidates.gallery_value(view.candidates, order, view.picks), order, \
+    yield grid.view_value(view, "explore"), \
         f"{len(made)} of {total} variations ({strength}){stopped} · {computed} computed, " \
         f"{len(made) - computed} from the store · {clock.elapsed():.1f} s", candidates.bar(len(made), total), \
         gr.skip(), gr.skip(), {"stage": "vary", "run_dir": str(run_dir), "strength": strength,
