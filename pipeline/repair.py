@@ -253,6 +253,8 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
              "seconds": record.get("seconds", 0.0), "cached": True}
     if job.get("mode") == "hires":
         entry.update(strength=job.get("strength"), enlarge=job.get("enlarge"), parent_digest=job.get("parent"))
+        if job.get("crop"):
+            entry["crop"] = job["crop"]
     return entry
 
 

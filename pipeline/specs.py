@@ -9,7 +9,7 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
-from .jobs import check_size, parse_seeds
+from .jobs import JS_SAFE_SEEDS, check_size, parse_seeds
 
 DEFAULT_STEPS = 8  # Z-Image-Turbo: 8 transformer calls
 DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
@@ -33,9 +33,19 @@ class Spec(BaseModel):
 
 
 def _seeds(value):
+    """Seeds of new pictures: below 2**53, so the seed written into each picture is exact in a JavaScript
+    number (A1111's and ComfyUI's seed boxes). Pictures made before with larger seeds stay usable: refine,
+    vary and upscale take any seed (``parse_seeds``)."""
     if value is None:
         return value
-    return parse_seeds(value)
+    return [_new_seed(seed) for seed in parse_seeds(value)]
+
+
+def _new_seed(seed):
+    if seed is not None and seed >= JS_SAFE_SEEDS:
+        raise UserError(f"seed {seed} is too large for a new picture: seeds go from 0 to {JS_SAFE_SEEDS - 1} "
+                        f"(2^53 - 1), the largest that A1111, ComfyUI and other JavaScript pages read back exactly")
+    return seed
 
 
 def _picks(value):
@@ -150,6 +160,8 @@ class RefineSpec(Spec):
     negative: str | None = Field(default=None, max_length=20_000)
     seed: int | None = Field(default=None, ge=0, le=2**64 - 1)
     size: tuple[int, int] | None = None
+
+    _check_seed = field_validator("seed")(_new_seed)
     scale: float | None = Field(default=None, gt=0.0, le=16.0)
     mode: Literal["hires", "rerender"] = "hires"
     strength: float = Field(default=DEFAULT_REFINE_STRENGTH, gt=0.0, le=1.0)

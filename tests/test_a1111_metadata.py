@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from conftest import run_json
+from conftest import run_cli, run_json
 from pipeline.images import a1111_parameters, parse_a1111
 
 # ---- A1111 (modules/infotext_utils.py)
@@ -357,3 +357,57 @@ def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
 
     for kind, text in texts.items():
         assert all(0 <= seed < JS_SAFE for seed in seeds_written(text)), (kind, text)
+
+
+def test_hires_to_another_aspect_starts_from_the_crop_a1111_makes(tmp_path):
+    """A hires fix to another aspect starts from the candidate enlarged to cover the target and cropped
+    (as A1111's hires fix); an img2img (here: an image without our record) from the image stretched to the
+    target (as A1111's img2img "Just resize")."""
+    from pipeline.session import Session
+    from pipeline.specs import RefineSpec
+    from pipeline.stages import hires, refine
+
+    out = tmp_path / "outputs"
+    explored = run_json("explore", "a lighthouse", "--model", "tiny-random", "--size", "64", "--seeds", "3",
+                        "--out", out)
+    session = Session(model="tiny-random", out=out)
+    with Image.open(explored["items"][0]["path"]) as image:
+        candidate = image.convert("RGB")
+    candidate.save(tmp_path / "plain.png")  # the same pixels, no metadata
+    for spec, expected in (
+            (RefineSpec(seeds=[3], size=(64, 128)),
+             candidate.resize((128, 128), Image.Resampling.LANCZOS).crop((32, 0, 96, 128))),
+            (RefineSpec(source=str(tmp_path / "plain.png"), prompt="a lighthouse", seed=3, size=(64, 128)),
+             candidate.resize((64, 128), Image.Resampling.LANCZOS))):
+        the_plan = refine.plan(session, spec)
+        start = hires.enlarge_parents(session, spec, the_plan.picks)[the_plan.picks[0].name]
+        assert start.size == (64, 128) and start.tobytes() == expected.tobytes()
+
+
+def test_a_new_picture_takes_no_seed_a_javascript_number_would_round(tmp_path):
+    out = tmp_path / "outputs"
+    for args in (["explore", "a fox", "--model", "tiny-random", "--size", "64", "--seeds", str(2**53)],
+                 ["explore", "a fox", "--model", "tiny-random", "--size", "64", "--count", "2", "--seed",
+                  str(2**53 - 1)]):
+        proc = run_cli(*args, "--out", out, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"seed {2**53} is too large for a new picture: seeds go from 0 to {2**53 - 1}" in proc.stderr
+    assert not out.exists() or not list(out.glob("*/explore/*.png"))
+
+
+def test_a_lora_candidate_refined_without_its_lora_is_an_img2img(tmp_path):
+    """refine carries no LoRA (yet): a hires refine of a LoRA candidate is no hires fix of it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lora_files import lora_tensors, write_lora
+
+    from pipeline import Pipeline
+
+    lora = write_lora(tmp_path / "loras" / "style.safetensors", "diffusers", lora_tensors(rank=4, seed=7), alpha=2.0)
+    with Pipeline(model="tiny-random", out=tmp_path / "out") as p:
+        explored = p.explore("a lighthouse", seeds=[3], size=(64, 64), loras=[(str(lora), 0.8)])
+        refined = p.refine(seeds=[3], run=explored)
+    res = a1111_parse(picture(refined.items[0].path)[0])
+    assert (res["Size-1"], res["Size-2"], res["Denoising strength"]) == ("128", "128", "0.5")
+    assert not any(k.startswith("Hires") for k in res)

@@ -10,14 +10,14 @@ from pathlib import Path
 from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
-from ..images import contact_sheet
+from ..images import contact_sheet, lora_label
 from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
 from ..models import display_name
 from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
                     set_latest, stage_pictures, update_run, write_error)
 from ..store import atomic_write, check_writable
 from ..specs import ExploreSpec
-from .common import Item, StageResult, batches, progress_bar, store_picture
+from .common import Item, StageResult, batches, check_loras, progress_bar, store_picture
 
 log = logging.getLogger("pipeline")
 
@@ -199,7 +199,7 @@ def _save(run_dir: Path, data: dict) -> dict:
 def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
     check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
-    engine.check_loras(misses)  # a LoRA for another model fails here, before any picture is written
+    check_loras(engine, misses)  # a LoRA for another model fails here, before any picture is written
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
         data["model_fingerprint"] = engine.fingerprint
@@ -289,12 +289,14 @@ def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
     if not entries:
         return
     path = out_dir / "contact.png"
+    title = f"LoRA: {lora_label(data['loras'])}" if data.get("loras") else ""
     # the sheet shows exactly these pictures: skip the redraw (most of a cached re-run's time) when unchanged
-    signature = digest_bytes("\n".join(f"{c['seed']} {c['key']}" for c in candidates).encode())
+    signature = digest_bytes("\n".join([title] * bool(title) + [f"{c['seed']} {c['key']}" for c in candidates])
+                             .encode())
     if path.is_file() and data["explore"].get("contact_sheet") == signature:
         return
     data["explore"]["contact_sheet"] = signature
-    sheet = contact_sheet(entries)
+    sheet = contact_sheet(entries, title=title)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     try:

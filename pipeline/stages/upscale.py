@@ -189,6 +189,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     Ctrl-C (KeyboardInterrupt) stops after the tile under way: the pictures finished before it are
     stored, in place and recorded in the run."""
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
+    upscaler = upscaler_name(resolved)
     store = session.store
     if dry_run:
         stored = sum(store.has(job.key) for job in jobs)
@@ -235,7 +236,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
             items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
                               name=item.path.name))
             if run_dir is not None and distributed.is_main_process():
-                _record(run_dir, items)
+                _record(run_dir, items, upscaler)
     except KeyboardInterrupt:
         if run_dir is not None and items and distributed.is_main_process():
             write_gallery(run_dir)  # the finished pictures are in run.json already
@@ -247,7 +248,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
     if run_dir is not None and distributed.is_main_process():
-        _record(run_dir, items)
+        _record(run_dir, items, upscaler)
         write_gallery(run_dir)
     distributed.wait_for_everyone()  # the others go on once run.json is complete
     computed = sum(not item.cached for item in items)
@@ -336,11 +337,20 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
     return buffer.getvalue()
 
 
-def _record(run_dir: Path, items: list[Item]) -> None:
+def upscaler_name(resolved) -> str:
+    """The weights as `--upscaler` takes them: a preset's or weights folder file's name, else the file's path."""
+    from ..engines.weights import SOURCE_FILE, weights_dir
+
+    if resolved.source != SOURCE_FILE or resolved.path.parent == weights_dir():
+        return resolved.name
+    return str(resolved.path.resolve())
+
+
+def _record(run_dir: Path, items: list[Item], upscaler: str) -> None:
     """Merge the upscaled pictures into run.json's "upscale" section by output path, under the run's lock."""
     entries = []
     for item in items:
         rel = str(item.path.relative_to(run_dir))
         entries.append({"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
-                        "seconds": item.seconds, "cached": item.cached})
+                        "upscaler": upscaler, "seconds": item.seconds, "cached": item.cached})
     record_pictures(run_dir, "upscale", entries, id_of=lambda e: e.get("path"), order=lambda e: pick_order(e.get("seed")))
