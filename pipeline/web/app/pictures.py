@@ -87,8 +87,9 @@ def command(out: Path, run_dir: Path, shown: Shown, data: dict) -> str:
         parts += ["--out", q(str(out))]
     else:
         parts = ["pipeline", "upscale", "--run", q(str(run_dir)), "--seeds", str(shown.seed)]
-        if shown.params.get("model"):
-            parts += ["--model", q(str(shown.params["model"]))]
+        upscaler = shown.params.get("upscaler") or shown.params.get("model")  # run.json's name; older runs: model
+        if upscaler:
+            parts += ["--upscaler", q(str(upscaler))]
         parts += ["--out", q(str(out))]
     return " ".join(parts)
 
