@@ -188,6 +188,12 @@ def lora_hashes(loras) -> str | None:
     return ", ".join(entries) or None
 
 
+def lora_label(loras) -> str:
+    """A run's or picture's LoRAs for people: ``style 0.8, ink 1``."""
+    return ", ".join(f"{r.get('name', '?')} {_fmt_number(r.get('weight', 1.0))}"
+                     for r in loras or () if isinstance(r, dict))
+
+
 def parse_lora_hashes(value: str) -> dict[str, str]:
     """A ``Lora hashes`` value back as {name: hash}, by A1111's rule (lora_script.py ``infotext_pasted``)."""
     pairs = [item.strip().split(":", 1) for item in value.split(",")]
@@ -333,8 +339,9 @@ def read_info(path: Path) -> dict:
     return {"parameters": parameters, "pipeline": record, "size": size, **extras}
 
 
-def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int | None = None):
-    """A grid of thumbnails, each labelled (e.g. with its seed). Returns a PIL image."""
+def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int | None = None, title: str = ""):
+    """A grid of thumbnails, each labelled (e.g. with its seed), under an optional one-line ``title``
+    (e.g. the run's LoRAs). Returns a PIL image."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not items:
@@ -342,16 +349,19 @@ def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int 
     columns = columns or min(8, max(1, round(len(items) ** 0.5 + 0.49)))
     rows = (len(items) + columns - 1) // columns
     label_h, pad = 18, 4
+    top = label_h if title else 0
     cell_w, cell_h = thumb + pad, thumb + label_h + pad
-    sheet = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), (24, 24, 24))
+    sheet = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad + top), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
+    if title:
+        draw.text((pad + 2, pad + 1), title, fill=(235, 235, 235), font=font)
     for index, (label, path) in enumerate(items):
         with Image.open(path) as image:
             image = image.convert("RGB")
             image.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
         x = pad + (index % columns) * cell_w
-        y = pad + (index // columns) * cell_h
+        y = pad + top + (index // columns) * cell_h
         sheet.paste(image, (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
         draw.text((x + 2, y + thumb + 3), label, fill=(235, 235, 235), font=font)
     return sheet

@@ -23,6 +23,7 @@ class Session:
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
     engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
     lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
+    lora_missing: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> why its file is missing
     _engine: object = field(default=None, init=False, repr=False)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
@@ -86,9 +87,25 @@ class Session:
         self.register_loras(loras)
         return loras
 
-    def register_loras(self, loras) -> None:
+    def register_loras(self, loras, what: str = "the picture") -> None:
+        """Make the LoRAs' files known to the engine; one whose file was not found (``path`` None) is
+        remembered with the sentence ``require_lora_files`` says if a picture needs it computed."""
+        from .engines.lora import missing_message
+
         for lora in loras:
-            self.lora_paths[lora.sha256] = lora.path
+            if lora.path is not None:
+                self.lora_paths[lora.sha256] = lora.path
+            elif lora.sha256 not in self.lora_paths:
+                self.lora_missing[lora.sha256] = missing_message(lora, self.model, what)
+
+    def require_lora_files(self, jobs) -> None:
+        """Before computing: every LoRA these jobs use has its file (else one sentence naming it)."""
+        from .errors import UserError
+
+        for job in jobs:
+            for use in getattr(job, "loras", None) or ():
+                if use.sha256 not in self.lora_paths:
+                    raise UserError(self.lora_missing.get(use.sha256, f"LoRA {use.sha256[:12]}… has no file"))
 
     def close(self) -> None:
         """Release the model (and its memory)."""

@@ -193,4 +193,25 @@ def parse_batch(batch: str):
         raise UserError(f"--batch must be a whole number or auto, not {batch!r}") from None
 
 
+def lora_option(func):
+    """--lora FILE_OR_NAME[:WEIGHT], repeatable."""
+    return click.option("--lora", "lora", multiple=True, metavar="FILE_OR_NAME[:WEIGHT]",
+                        help="apply a LoRA (.safetensors; a name is looked up in weights/loras/, $PIPELINE_LORAS "
+                             "and a ComfyUI install's models/loras/), weight 1 by default; repeatable")(func)
+
+
+def no_lora_option(func):
+    return click.option("--no-lora", "no_lora", is_flag=True,
+                        help="without the LoRAs the candidate was made with")(func)
+
+
+def chosen_loras(lora: tuple, no_lora: bool):
+    """What refine and vary pass on: None (the candidate's own LoRAs), [] (--no-lora) or the --lora list."""
+    if no_lora and lora:
+        raise UserError("give --lora or --no-lora, not both")
+    if no_lora:
+        return []
+    return list(lora) if lora else None
+
+
 SET_HELP = "override a key, e.g. --set refine.picks=42,97 --set upscale.scale=2 (the value is YAML); repeatable"

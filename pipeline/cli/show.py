@@ -60,10 +60,17 @@ def show(image, as_json):
         click.echo(safe(f"made from: {what}{size}{key}"))
     if info["parameters"]:
         click.echo(safe(info["parameters"]))
+    loras = record.pop("loras", None)
     if record:
         click.echo("")
         for name in sorted(record):
             click.echo(safe(f"{name}: {record[name]}"))
+    if isinstance(loras, list) and loras:
+        click.echo("loras:")
+        for lora in loras:
+            if isinstance(lora, dict):
+                click.echo(safe(f"  {lora.get('name', '?')}  weight {lora.get('weight', '?')}  "
+                                f"sha256 {lora.get('sha256', '?')}"))
 
 
 def _show_upscale(info: dict, step: dict) -> None:

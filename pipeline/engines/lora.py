@@ -42,7 +42,7 @@ class Lora:
     """A LoRA chosen for a picture: its name (for people), file, digest and weight."""
 
     name: str
-    path: Path
+    path: Path | None  # None: a recorded LoRA whose file was not found (see from_records)
     sha256: str
     weight: float
     a1111_hash: str = ""  # the 12 hex A1111 writes in ``Lora hashes`` (see ``a1111_hash``)
@@ -272,22 +272,33 @@ def find_by_digest(sha256: str, model: str | None = None, hint: str = "") -> Pat
     return None
 
 
-def from_records(records, model: str | None = None, what: str = "the picture") -> list[Lora]:
-    """The LoRAs a picture was made with (its record's ``loras``), found again by digest."""
+def from_records(records, model: str | None = None, known: dict | None = None) -> list[Lora]:
+    """The LoRAs a picture was made with (its record's ``loras``), found again by digest: among ``known``
+    (sha256 -> file, e.g. those this session used), else in the known folders. A file not found has
+    ``path=None``: the key needs only the digest (a stored picture is found without the file); computing
+    needs the file (``missing_message`` says so)."""
     loras = []
     for record in records or ():
         if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
             continue
-        name = str(record.get("name") or record["sha256"][:12])
-        path = find_by_digest(record["sha256"], model, name)
-        if path is None:
-            looked = ", ".join(str(f) for f in lora_folders(model))
-            raise UserError(f"{what} was made with LoRA {name!r} (sha256 {record['sha256'][:12]}…), which is not in "
-                            f"{looked}; put the file there, or pass --no-lora (or other --lora) to refine without it")
+        sha = record["sha256"]
+        name = str(record.get("name") or sha[:12])
+        path = (known or {}).get(sha)
+        if path is None or not Path(path).is_file() or digests(path)[0] != sha:
+            path = find_by_digest(sha, model, name)
         try:
             weight = float(record.get("weight", 1.0))
         except (TypeError, ValueError):
             weight = 1.0
-        sha, a1111 = digests(path)
-        loras.append(Lora(name=path.stem, path=path, sha256=sha, weight=weight, a1111_hash=a1111))
+        if path is None:
+            loras.append(Lora(name=name, path=None, sha256=sha, weight=weight,
+                              a1111_hash=str(record.get("a1111_hash") or "")))
+            continue
+        loras.append(Lora(name=path.stem, path=path, sha256=sha, weight=weight, a1111_hash=digests(path)[1]))
     return loras
+
+
+def missing_message(lora: Lora, model: str | None, what: str) -> str:
+    looked = ", ".join(str(f) for f in lora_folders(model))
+    return (f"{what} was made with LoRA {lora.name!r} (sha256 {lora.sha256[:12]}…), which is not in {looked}; "
+            f"put the file there, give it with --lora FILE:WEIGHT, or pass --no-lora")

@@ -14,7 +14,8 @@ Applying: not through peft. Each targeted layer gets a forward hook that adds
   a layer peft cannot wrap);
 - it works the same under every memory profile: the LoRA matrices (megabytes) stay on the device
   while group offload streams the base weights block by block;
-- ``--compile``: dynamo traces the hooks of the blocks it compiles; a new set of LoRAs recompiles.
+- ``--compile``: dynamo traces the hooks of the blocks it compiles; a switch of LoRAs resets the
+  compiled code (the next render compiles again), since traced graphs may keep the old matrices.
 """
 from __future__ import annotations
 
@@ -166,16 +167,21 @@ def _convert(state: dict) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
     return pairs, len(others) + sum(1 for h in halves.values() if len(h) == 1)
 
 
-class _Delta:
-    """The forward hook of one layer: output + x @ A.T @ B.T (all of its LoRAs at once)."""
+DOWN, UP = "lora_down", "lora_up"  # the non-persistent buffers a targeted layer holds while a LoRA is on
 
-    def __init__(self, down: torch.Tensor, up: torch.Tensor):
-        self.down, self.up = down, up
 
-    def __call__(self, module, args, output):
-        x = args[0]
-        delta = F.linear(F.linear(x.to(self.down.dtype), self.down), self.up)
-        return output + delta.to(output.dtype)
+def _add_lora(module, args, output):
+    """The forward hook of a targeted layer: output + x @ A.T @ B.T, all of its LoRAs at once.
+
+    A and B are the layer's own (non-persistent) buffers, not constants of the hook: compiled blocks
+    take them as inputs, so another LoRA of the same rank needs no recompiling, and a new set can
+    never be mistaken for an old one. They follow the layer when a profile moves it."""
+    x = args[0]
+    down, up = getattr(module, DOWN), getattr(module, UP)
+    if down.device != x.device:
+        down, up = down.to(x.device), up.to(x.device)
+    delta = F.linear(F.linear(x.to(down.dtype), down), up)
+    return output + delta.to(output.dtype)
 
 
 class LoraSet:
@@ -185,8 +191,9 @@ class LoraSet:
     its file. Files are read once per engine (kept on the CPU, ``cache`` of them at most).
     """
 
-    def __init__(self, transformer, device: str, dtype: torch.dtype, cache: int = 8):
+    def __init__(self, transformer, device: str, dtype: torch.dtype, cache: int = 8, compiled: bool = False):
         self.transformer = transformer
+        self.compiled = compiled
         self.device = torch.device(device)
         self.dtype = dtype
         self.cache_size = cache
@@ -211,6 +218,10 @@ class LoraSet:
         if uses == self.active:
             return
         self.clear()
+        if self.compiled:
+            # Compiled blocks may hold on to the matrices they were traced with, and a new tensor can
+            # reuse a freed one's id, passing dynamo's guards: start the compiled code afresh.
+            torch._dynamo.reset()
         per_layer: dict[str, list] = {}
         for use in uses:
             adapter = self.adapter(use.sha256, _path(paths, use.sha256))
@@ -219,15 +230,19 @@ class LoraSet:
         for name, entries in per_layer.items():
             down = torch.cat([d.float() for d, _, _ in entries], dim=0)
             up = torch.cat([u.float() * w for _, u, w in entries], dim=1)
-            hook = _Delta(down.to(self.device, self.dtype), up.to(self.device, self.dtype))
-            self._handles.append(self.transformer.get_submodule(name).register_forward_hook(hook))
+            layer = self.transformer.get_submodule(name)
+            layer.register_buffer(DOWN, down.to(self.device, self.dtype), persistent=False)
+            layer.register_buffer(UP, up.to(self.device, self.dtype), persistent=False)
+            self._handles.append((layer, layer.register_forward_hook(_add_lora)))
         self.active = uses
         if uses:
             log.info("LoRAs on: %s", ", ".join(f"{u.sha256[:12]}×{u.weight:g}" for u in uses))
 
     def clear(self) -> None:
-        for handle in self._handles:
+        for layer, handle in self._handles:
             handle.remove()
+            for name in (DOWN, UP):
+                layer._buffers.pop(name, None)
         self._handles = []
         self.active = ()
 

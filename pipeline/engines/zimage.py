@@ -150,7 +150,7 @@ class ZImageEngine:
         if self._lora_set is None:
             from .lora_weights import LoraSet
 
-            self._lora_set = LoraSet(self.pipe.transformer, self.device, self.dtype)
+            self._lora_set = LoraSet(self.pipe.transformer, self.device, self.dtype, compiled=self.options.compile)
         return self._lora_set
 
     def check_loras(self, jobs) -> None:

@@ -145,3 +145,16 @@ def run_variance(data: dict, pick):
     if not isinstance(settings, dict):
         return None
     return variance_from_record({**settings, "seed": pick_root(pick)})
+
+
+def candidate_loras(session, data: dict, candidate: dict, what: str) -> list:
+    """The LoRAs a run's candidate was made with (its own entry's, else the run's), found again by digest
+    in the known folders; a missing file is one sentence naming it when a picture needs computing."""
+    from ..engines.lora import from_records
+
+    records = candidate["loras"] if isinstance(candidate.get("loras"), list) else data.get("loras")
+    if not records:
+        return []
+    loras = from_records(records, session.model, session.lora_paths)
+    session.register_loras(loras, what)
+    return loras

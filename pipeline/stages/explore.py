@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
-from ..images import contact_sheet
+from ..images import contact_sheet, lora_label
 from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
 from ..models import display_name
 from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
@@ -289,12 +289,14 @@ def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
     if not entries:
         return
     path = out_dir / "contact.png"
+    title = f"LoRA: {lora_label(data['loras'])}" if data.get("loras") else ""
     # the sheet shows exactly these pictures: skip the redraw (most of a cached re-run's time) when unchanged
-    signature = digest_bytes("\n".join(f"{c['seed']} {c['key']}" for c in candidates).encode())
+    signature = digest_bytes("\n".join([title] * bool(title) + [f"{c['seed']} {c['key']}" for c in candidates])
+                             .encode())
     if path.is_file() and data["explore"].get("contact_sheet") == signature:
         return
     data["explore"]["contact_sheet"] = signature
-    sheet = contact_sheet(entries)
+    sheet = contact_sheet(entries, title=title)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     try:

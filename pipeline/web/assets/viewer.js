@@ -8,7 +8,7 @@ var stage = props.stage || "explore";
 var root = element.querySelector(".pgrid");
 var head = element.querySelector(".pgrid-head");
 var list = element.querySelector(".pgrid-cards");
-var state = { run: undefined, base: "", items: [], paths: [], picks: new Set(), drawn: 0, focused: 0 };
+var state = { run: undefined, base: "", asked: 0, asking: 0, items: [], paths: [], picks: new Set(), drawn: 0, focused: 0 };
 var ZIP = { explore: ["picked", "⬇ Picked (zip)"], refine: ["refine", "⬇ All refined (zip)"],
             upscale: ["upscale", "⬇ All upscaled (zip)"] }[stage];
 
@@ -119,9 +119,10 @@ function render() {
     state.focused = 0;
     list.textContent = "";
     if (viewer.grid === api) viewer.close();
-  } else if (Array.isArray(value.picks) && value.picks.length) {
-    value.picks.forEach(function (s) { state.picks.add(s); });
+  } else if (Array.isArray(value.picks) && JSON.stringify(value.picks) !== state.sentPicks && !state.asking) {
+    state.picks = new Set(value.picks);  // the server sent the run's picks anew (none of ours on its way)
   }
+  state.sentPicks = JSON.stringify(value.picks || []);
   var fragment = document.createDocumentFragment();
   for (var i = state.drawn; i < items.length; i++) {
     fragment.appendChild(card(items[i], i));
@@ -129,8 +130,7 @@ function render() {
   }
   list.appendChild(fragment);  // only the cards not drawn yet
   state.drawn = items.length;
-  header();
-  if (viewer.grid === api) viewer.render(false);
+  repaint();
 }
 
 function toggle(index) {
@@ -139,14 +139,18 @@ function toggle(index) {
   var on = !state.picks.has(item.s);
   if (on) state.picks.add(item.s); else state.picks.delete(item.s);
   repaint();
+  var ask = ++state.asked;
+  state.asking++;
   server.pick({ run: state.run, seed: item.s, on: on }).then(function (answer) {
+    state.asking--;
     if (!answer || answer.error) {
       if (on) state.picks.delete(item.s); else state.picks.add(item.s);
       repaint();
       note(answer ? answer.error : "the pick was not saved: the server did not answer");
       return;
     }
-    state.picks = new Set(answer.picks);
+    // answers can come back out of order: only the last one asked says what the run holds
+    if (ask === state.asked) state.picks = new Set(answer.picks);
     repaint();
   });
 }
