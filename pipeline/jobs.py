@@ -156,6 +156,36 @@ class UpscaleJob(Job):
         return (self.weights, self.tile, self.overlap, self.precision)
 
 
+@dataclass(frozen=True)
+class DetailJob(Job):
+    """``upscale --detail``: the super-resolved picture (``sr``: its UpscaleJob key) re-drawn by the diffusion
+    model image-to-image at ``strength``, over tiles of at most ``tile`` output pixels sharing ``overlap``."""
+
+    kind = "detail"
+    sr: str  # key of the UpscaleJob whose output is the canvas
+    model: str  # diffusion model fingerprint
+    prompt: str
+    negative: str
+    width: int  # output size
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    dtype: str
+    strength: float
+    tile: int
+    overlap: int
+    variance: Variance | None = None
+    loras: tuple = ()  # ((name, sha256, weight), ...) once LoRAs land; empty: no field in the key
+
+    def fields(self) -> dict:
+        data = super().fields()
+        for name, off in (("variance", None), ("loras", ())):
+            if data.get(name) in (off, [], None):
+                data.pop(name, None)
+        return data
+
+
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype,
                   variance: Variance | None = None) -> dict:
     """Normalise render parameters so equal pictures get equal keys.

@@ -170,9 +170,17 @@ def plan(session, inputs: list[UpscaleInput], *, model, scale, tile, overlap, pr
 
 
 def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
-             tile: int | None = None, overlap: int | None = None, precision: str = "auto") -> float:
+             tile: int | None = None, overlap: int | None = None, precision: str = "auto", detail=None) -> float:
     """Seconds the upscale of ``inputs`` would take here (0 for pictures already in the store),
     from a throughput measured now on this machine (loads the model)."""
+    if detail is not None and detail.strength > 0:
+        from . import detail as detail_stage
+
+        scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
+        resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+                              precision=precision)
+        sr = SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        return detail_stage.estimate(session, inputs, sr=sr, settings=detail, scale=scale)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     sizes = [image_size(item.path) for item, job in zip(inputs, jobs) if not session.store.has(job.key)]
     if not sizes:
@@ -183,11 +191,24 @@ def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, s
 
 def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
             tile: int | None = None, overlap: int | None = None, precision: str = "auto",
-            run_dir: Path | None = None, dry_run: bool = False, on_progress: OnProgress | None = None) -> StageResult:
+            run_dir: Path | None = None, dry_run: bool = False, on_progress: OnProgress | None = None,
+            detail=None) -> StageResult:
     """Upscale ``inputs``; ``on_progress(done_tiles, total_tiles)`` is called as tiles finish.
+
+    ``detail`` (a ``detail.DetailSettings`` with a strength above 0): then the diffusion model re-draws the
+    upscaled picture over tiles (``stages/detail.py``); the scale defaults to 2.
 
     Ctrl-C (KeyboardInterrupt) stops after the tile under way: the pictures finished before it are
     stored, in place and recorded in the run."""
+    if detail is not None and detail.strength > 0:
+        from . import detail as detail_stage
+
+        scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
+        resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+                              precision=precision)
+        sr = SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        return detail_stage.run(session, inputs, sr=sr, settings=detail, scale=scale, run_dir=run_dir,
+                                dry_run=dry_run, on_progress=on_progress)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     store = session.store
     if dry_run:
@@ -235,7 +256,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
             items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
                               name=item.path.name))
             if run_dir is not None and distributed.is_main_process():
-                _record(run_dir, items)
+                _record(run_dir, items, _run_fields(jobs, resolved.name))
     except KeyboardInterrupt:
         if run_dir is not None and items and distributed.is_main_process():
             write_gallery(run_dir)  # the finished pictures are in run.json already
@@ -247,7 +268,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
     if run_dir is not None and distributed.is_main_process():
-        _record(run_dir, items)
+        _record(run_dir, items, _run_fields(jobs, resolved.name))
         write_gallery(run_dir)
     distributed.wait_for_everyone()  # the others go on once run.json is complete
     computed = sum(not item.cached for item in items)
@@ -336,14 +357,77 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
     return buffer.getvalue()
 
 
-def _record(run_dir: Path, items: list[Item]) -> None:
-    update_run(run_dir, lambda data: _record_items(data, run_dir, items))
+def _run_fields(jobs: list[UpscaleJob], upscaler: str) -> dict:
+    """run.json fields of each plain upscale (by key): the upscaler, as ``--upscaler`` takes it, and the scale."""
+    return {job.key: {"upscaler": upscaler, **({"scale": job.scale} if job.scale else {})} for job in jobs}
 
 
-def _record_items(data: dict, run_dir: Path, items: list[Item]) -> None:
+def _record(run_dir: Path, items: list[Item], fields: dict | None = None) -> None:
+    update_run(run_dir, lambda data: _record_items(data, run_dir, items, fields or {}))
+
+
+def _record_items(data: dict, run_dir: Path, items: list[Item], fields: dict) -> None:
     by_dest = {entry["path"]: entry for entry in stage_pictures(data, "upscale")}
     for item in items:
         rel = str(item.path.relative_to(run_dir))
         by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
-                        "seconds": item.seconds, "cached": item.cached}
+                        "seconds": item.seconds, "cached": item.cached, **fields.get(item.key, {})}
     data["upscale"] = {"pictures": sorted(by_dest.values(), key=lambda e: pick_order(e["seed"]))}
+
+
+class SuperResolution:
+    """The upscale step of ``upscale --detail``: its jobs, computed and stored as a plain upscale stores them."""
+
+    def __init__(self, session, resolved, jobs: list[UpscaleJob], inputs: list[UpscaleInput], tile, overlap,
+                 precision):
+        self.session, self.resolved, self.jobs, self.inputs = session, resolved, jobs, inputs
+        self.tile, self.overlap, self.precision = tile, overlap, precision
+        self.name = resolved.name
+        self.scale = jobs[0].scale if jobs else None
+
+    def engine(self):
+        return _load(self.session, self.resolved.path, self.precision, self.jobs[0].precision)
+
+    def estimate_seconds(self, pairs) -> float:
+        """Seconds to upscale these (input, job) pairs here (measured throughput)."""
+        if not pairs:
+            return 0.0
+        return self.engine().estimate_seconds([image_size(item.path) for item, _ in pairs], self.tile, self.overlap)
+
+    def windows(self, pairs) -> int:
+        if not pairs:
+            return 0
+        engine = self.engine()
+        return sum(engine.windows(*image_size(item.path), self.tile, self.overlap) for item, _ in pairs)
+
+    def compute(self, item: UpscaleInput, job: UpscaleJob, progress):
+        """Upscale one input into the store (unless another process just did); returns the artifact."""
+        store = self.session.store
+        with store.lock(job.key):
+            artifact = store.get(job.key)
+            if artifact is not None:
+                return artifact
+            engine = self.engine()
+            if progress is not None:
+                progress.start_picture(engine.windows(*image_size(item.path), self.tile, self.overlap))
+            started = time.perf_counter()
+            data = _upscale_one(engine, item.path, job, self.tile, self.overlap,
+                                progress.picture_callback if progress is not None else None)
+            artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(time.perf_counter() - started, 4),
+                                                 "device": str(engine.device), "precision": engine.precision,
+                                                 "source": str(item.path), "version": __version__,
+                                                 **distributed.record_fields()})
+            if progress is not None:
+                progress.finish_picture()
+            return artifact
+
+    def release(self) -> None:
+        """Free the upscaler before the diffusion model loads (one model on a GPU at a time)."""
+        if self.session.__dict__.pop("_upscalers", None) is not None:
+            import gc
+
+            gc.collect()
+
+    def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
+        if distributed.is_main_process():
+            _record(run_dir, items, fields)
