@@ -131,9 +131,11 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
     jobs = plan(session, inputs, sr.jobs, scale, settings)
     store = session.store
     if dry_run:
-        stored = sum(store.has(job.key) for job in jobs)
-        return StageResult("upscale", run_dir, planned=len(jobs), stored=stored, computed=len(jobs) - stored,
-                           dry_run=True)
+        todo = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
+        if todo and session.progress:
+            _say_dry_run(sr, todo)
+        return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo),
+                           computed=len(todo), dry_run=True)
     misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
     tiles = {job.key: len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in misses}
     progress = None
@@ -178,6 +180,24 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
         write_gallery(run_dir)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+def _say_dry_run(sr, todo) -> None:
+    """--dry-run: the upscales' time (measured; loads the upscaler) and the detail pass's size (not timed:
+    that would load the diffusion model; ``Pipeline.estimate_upscale`` does)."""
+    from ..engines.detail import steps_run
+    from ..engines.tiling import detail_rects
+    from .upscale_time import describe_estimate
+
+    status = logging.getLogger("pipeline.status")
+    missing = [(item, sr_job) for item, sr_job, _ in todo if not sr.session.store.has(sr_job.key)]
+    if missing:
+        status.info(describe_estimate(sr.estimate_seconds(missing), len(missing), sr.engine(), will=False))
+    tiles = sum(len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in todo)
+    job = todo[0][2]
+    status.info(f"detail: {tiles} tile{'s' if tiles != 1 else ''} of at most {job.tile} px, "
+                f"{steps_run(job.steps, job.strength)} of {job.steps} steps each at strength {job.strength:g} "
+                "(not timed by --dry-run: that would load the diffusion model)")
 
 
 def _run_fields(jobs: list[DetailJob], sr) -> dict:

@@ -23,7 +23,7 @@ from ..runs import load_run, place, resolve_run, stage_pictures, update_run
 from ..store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
-from .upscale_time import OnProgress, TileProgress, image_size, warn_if_long
+from .upscale_time import OnProgress, TileProgress, describe_estimate, image_size, warn_if_long
 
 log = logging.getLogger("pipeline")
 
@@ -212,8 +212,12 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     store = session.store
     if dry_run:
-        stored = sum(store.has(job.key) for job in jobs)
-        return StageResult("upscale", run_dir, planned=len(jobs), stored=stored, computed=len(jobs) - stored,
+        todo = [(item, job) for item, job in zip(inputs, jobs) if not store.has(job.key)]
+        if todo and session.progress:  # the CLI's text mode: how long it would take (loads the upscaler)
+            engine = _load(session, resolved.path, precision, jobs[0].precision)
+            seconds = engine.estimate_seconds([image_size(item.path) for item, _ in todo], tile, overlap)
+            logging.getLogger("pipeline.status").info(describe_estimate(seconds, len(todo), engine, will=False))
+        return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo), computed=len(todo),
                            dry_run=True)
 
     # several processes (accelerate launch / torchrun): each computes its share of the misses
@@ -328,7 +332,7 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
     from PIL import Image, PngImagePlugin
 
     scale = job.scale or engine.scale
-    used_tile, used_overlap = engine.settings(tile, overlap)
+    used_tile, used_overlap = engine.settings(tile, overlap, image_size(source))
     step = {"upscaler": engine.name, "weights": job.weights, "scale": scale, "tile": used_tile,
             "overlap": used_overlap if used_tile else 0, "precision": job.precision, "input": job.input,
             "key": job.key, "width": image.width, "height": image.height}
