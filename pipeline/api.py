@@ -39,13 +39,16 @@ class Pipeline:
     def explore(self, prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
                 run: str | None = None, variance: float = 0.0, variance_share: float | None = None,
-                variance_steps: float | None = None, dry_run: bool = False, on_picture=None,
+                variance_steps: float | None = None, loras=None, dry_run: bool = False, on_picture=None,
                 stop=None) -> StageResult:
         """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
 
         ``variance`` (0 = off, 0.1–0.5 typical, up to 2) adds seeded noise to the prompt embedding for
         the first ``variance_steps`` of the steps (default 0.2) on ``variance_share`` of its values
         (default 0.5), so Turbo's look-alike seeds spread out.
+
+        ``loras``: ``[("style", 0.8), "other.safetensors"]`` — names (see ``loras()``) or files, with a
+        weight (a plain string: 1.0); None or [] = no LoRA.
 
         ``on_picture(item)`` is called as each candidate is in the run folder (stored ones first);
         ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
@@ -66,7 +69,8 @@ class Pipeline:
         spec = build(ExploreSpec, prompt=prompt, negative=negative, seeds=seeds, size=size, steps=steps,
                      guidance=guidance, batch=batch, variance=variance,
                      variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
-                     variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps)
+                     variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps,
+                     loras=list(loras or []))
         return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
@@ -74,13 +78,15 @@ class Pipeline:
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
-               dry_run: bool = False) -> StageResult:
+               loras=None, dry_run: bool = False) -> StageResult:
         """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
         (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
 
         ``mode="hires"`` enlarges the candidate and re-renders it image-to-image at ``strength``
         (keeps the composition); ``"rerender"`` renders the same seed from text at the new size.
         ``None`` takes the value from the run or the image's metadata, else the default.
+        ``loras``: None = the LoRAs the candidate (or image) was made with, found again by digest;
+        ``[]`` = none; a list like ``explore``'s replaces them.
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
         ``p.refine(p.explore(...), seeds=[3, 7])``.
         """
@@ -99,7 +105,8 @@ class Pipeline:
         spec = build(RefineSpec, seeds=seeds, source=str(source) if source is not None else None, prompt=prompt,
                      seed=seed, size=size, scale=scale, mode=mode,
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
-                     guidance=guidance, negative=negative, upscaler=upscaler, batch=batch)
+                     guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
+                     loras=None if loras is None else list(loras))
         return refine(self.session, spec, run=run, dry_run=dry_run)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
@@ -190,18 +197,28 @@ class Pipeline:
         return run_dir, inputs
 
     def vary(self, seeds, *, count: int = 4, strength="subtle", steps: int | None = None,
-             run: str | Path | StageResult | None = None, batch="auto", dry_run: bool = False) -> StageResult:
+             run: str | Path | StageResult | None = None, batch="auto", loras=None,
+             dry_run: bool = False) -> StageResult:
         """More candidates like picked ones: ``count`` image-to-image variations of each of ``seeds``
         (seeds or variation ids like ``"42v3"``) of ``run`` (the latest when None), at the candidate's
         size with new noise. ``strength``: ``"subtle"`` (0.5), ``"strong"`` (0.85) or a number in (0, 1).
         The variations join the run's candidates as ``42v1``, ``42v2``, …
+        ``loras``: None = each candidate's own LoRAs; ``[]`` = none; a list like ``explore``'s replaces them.
         """
         from .specs import VarySpec
         from .stages.vary import vary
 
         run, seeds = _run_and_seeds(run, seeds)
-        spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch)
+        spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch,
+                     loras=None if loras is None else list(loras))
         return vary(self.session, spec, run=run, dry_run=dry_run)
+
+    def loras(self) -> list[dict]:
+        """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
+        install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""
+        from .engines.lora import list_loras
+
+        return [file.to_json() for file in list_loras(self.session.model)]
 
     def gallery(self, run: str | Path | None = None) -> Path:
         """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""

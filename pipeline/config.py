@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_errors import describe_errors, unknown_keys
-from .config_schema import (DEFAULT_COUNT, ExploreSection, Pick, PromptEntry, RefineSection, VarySection,  # noqa: F401
+from .config_schema import (DEFAULT_COUNT, ExploreSection, Loras, Pick, PromptEntry, RefineSection, VarySection,  # noqa: F401
                             Section, UpscaleSection, _prompts_schema, _user_errors_as_value_errors)
 from .config_source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
                             parse_override, parse_yaml, problem, read_yaml, walk)
@@ -58,6 +58,8 @@ class RunConfig(Section):
                                                                                      "weights in 8 bits")
     compile: bool = Field(default=False, description="torch.compile the transformer")
     attention: Optional[str] = Field(default=None, description="attention backend, e.g. flash, sage")
+    loras: Loras = Field(default=None, description="LoRAs for every stage (explore's; refine and vary use the "
+                                                   "candidate's); a stage's own loras replace them")
     prompts: list[PromptEntry] = Field(min_length=1, json_schema_extra=_prompts_schema)
     explore: Optional[ExploreSection] = None
     vary: Optional[VarySection] = None
@@ -91,6 +93,13 @@ class RunConfig(Section):
         if isinstance(value, list):
             return [{"text": item} if isinstance(item, str) else item for item in value]
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        from .hardware import check_device
+
+        return _user_errors_as_value_errors(check_device)(value)
 
     @field_validator("model")
     @classmethod
@@ -132,7 +141,8 @@ class RunConfig(Section):
                 e = self.explore
                 spec = build(ExploreSpec, prompt=prompt.text, negative=prompt.negative, seeds=e.resolved_seeds(),
                              size=e.size, steps=e.steps, guidance=e.guidance, batch=e.batch, variance=e.variance,
-                             variance_share=e.variance_share, variance_steps=e.variance_steps)
+                             variance_share=e.variance_share, variance_steps=e.variance_steps,
+                             loras=e.loras if e.loras is not None else self.loras or [])
             runs.append(PromptRun(index, name, prompt.text, prompt.negative, spec, picks.get(index),
                                   vary_picks.get(index)))
         return runs
@@ -160,12 +170,13 @@ class RunConfig(Section):
 
     def vary_spec(self, seeds: list) -> VarySpec:
         v = self.vary
-        return build(VarySpec, seeds=seeds, count=v.count, strength=v.strength, steps=v.steps, batch=v.batch)
+        return build(VarySpec, seeds=seeds, count=v.count, strength=v.strength, steps=v.steps, batch=v.batch,
+                     loras=v.loras)
 
     def refine_spec(self, seeds: list[int]) -> RefineSpec:
         r = self.refine
         return build(RefineSpec, seeds=seeds, size=r.size, scale=r.scale, mode=r.mode, strength=r.strength,
-                     steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch)
+                     steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras)
 
     def check(self) -> list[tuple[tuple, str]]:
         """Checks across sections: (key path, message) for each problem."""

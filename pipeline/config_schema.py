@@ -18,7 +18,7 @@ from .errors import UserError
 from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
 from .runs import check_run_name
 from .specs import (DEFAULT_REFINE_SCALE, DEFAULT_STEPS, DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS, MAX_VARIANCE,
-                    ExploreSpec, RefineSpec, VarySpec, _prompt_text, _seeds, _size, vary_strength)
+                    ExploreSpec, RefineSpec, VarySpec, _loras, _prompt_text, _seeds, _size, vary_strength)
 
 DEFAULT_COUNT = 16
 
@@ -56,6 +56,15 @@ _SEEDS_SCHEMA = {
 }
 Size = Annotated[tuple[int, int], BeforeValidator(_user_errors_as_value_errors(_size)), WithJsonSchema(_SIZE_SCHEMA)]
 Seeds = Annotated[list[int], BeforeValidator(_user_errors_as_value_errors(_seeds)), WithJsonSchema(_SEEDS_SCHEMA)]
+_LORAS_SCHEMA = {
+    "description": "LoRAs: NAME_OR_FILE[:WEIGHT] (weight 1 by default), or {name, weight}; a name is looked up in "
+                   "weights/loras/, $PIPELINE_LORAS and a ComfyUI install's models/loras/; [] = none",
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": [
+        {"type": "string"}, {"type": "object", "properties": {"name": {"type": "string"}, "weight": {"type": "number"}},
+                             "required": ["name"], "additionalProperties": False}]}}],
+}
+Loras = Annotated[Optional[list[tuple[str, float]]], BeforeValidator(_user_errors_as_value_errors(_loras)),
+                  WithJsonSchema(_LORAS_SCHEMA)]
 BatchField = Annotated[object, BeforeValidator(_batch),
                        WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 64}],
                                        "description": "pictures denoised together (auto: by device and memory)"})]
@@ -164,6 +173,7 @@ class ExploreSection(Section):
                                   description="share of the embedding's values that get noise")
     variance_steps: float = Field(default=DEFAULT_VARIANCE_STEPS, gt=0.0, le=1.0,
                                   description="share of the steps that see the noisy embedding")
+    loras: Loras = Field(default=None, description="LoRAs for the candidates [default: the top-level loras]")
 
     @model_validator(mode="after")
     def _seeds_or_count(self):
@@ -189,6 +199,8 @@ class RefineSection(Section):
     guidance: Optional[float] = _from(RefineSpec, "guidance", description="CFG scale [default: the run's]")
     upscaler: str = _from(RefineSpec, "upscaler", description="hires: lanczos or Real-ESRGAN weights")
     batch: BatchField = _from(RefineSpec, "batch")
+    loras: Loras = Field(default=None, description="LoRAs instead of the candidate's own ([] = none) "
+                                                   "[default: the candidate's]")
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +230,8 @@ class VarySection(Section):
                                         "description": "subtle (0.5), strong (0.85), or a number in (0, 1)"})] = 0.5
     steps: Optional[int] = _from(VarySpec, "steps", description="steps of a full render [default: the run's]")
     batch: BatchField = _from(VarySpec, "batch")
+    loras: Loras = Field(default=None, description="LoRAs instead of the candidate's own ([] = none) "
+                                                   "[default: the candidate's]")
 
     @model_validator(mode="before")
     @classmethod

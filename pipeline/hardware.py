@@ -58,3 +58,27 @@ def default_dtype(device: str | None) -> str:
     if on_cpu and not cpu_has_native_bf16():
         return "fp32"
     return "bf16"
+
+
+DEVICES = "auto, cpu, cuda, cuda:N (N: a GPU's index) or mps"
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` as given when it names a device this machine can have, else a UserError naming
+    the valid values — checked before anything loads (CLI, config, Python API, the app). Cheap:
+    no torch import, so a GPU the driver files show is taken on trust."""
+    from .errors import UserError
+
+    if device is None or device == "auto":
+        return device
+    text = str(device)
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        hint = f" (did you mean {text.lower()}?)" if text.lower() in ("cpu", "cuda", "mps") else ""
+        raise UserError(f"device {text!r} is not a device{hint}: use {DEVICES}")
+    if kind == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
+        raise UserError(f"device 'mps' is Apple silicon's GPU, which this machine does not have: use {DEVICES}")
+    if kind == "cuda" and not (gpu_likely_present() or os.path.exists("/dev/dxg")):  # /dev/dxg: WSL's GPU
+        raise UserError(f"device {text!r}: no NVIDIA GPU is visible here (no driver in /proc/driver/nvidia, or "
+                        f"CUDA_VISIBLE_DEVICES hides it): use cpu or auto")
+    return text

@@ -53,53 +53,151 @@ def a1111_upscaler_name(enlarge: str) -> str:
     return A1111_UPSCALERS.get(name.lower(), name)
 
 
-def _hires_settings(params: dict) -> list[tuple[str, object]]:
-    """A hires refine as A1111's hires fix: ``Size`` is the first pass (the candidate), then how it was enlarged.
+def a1111_cfg(guidance) -> float | None:
+    """Our guidance as A1111's (and ComfyUI's) ``CFG scale``: diffusers' Z-Image guides with
+    ``pos + g·(pos − neg)``, A1111 with ``neg + s·(pos − neg)``, so s = g + 1 (guidance 0, no CFG, is CFG 1)."""
+    if guidance is None:
+        return None
+    return round(float(guidance) + 1.0, 6)
 
-    ``parent_size`` is the candidate's size; without it (records written before it was kept) the refine is
-    described at its own size."""
-    parent = params.get("parent_size")
+
+def img2img_steps_run(steps: int, strength: float) -> int:
+    """How many steps an image-to-image pass runs: diffusers skips ``int(steps − steps × strength)`` of the
+    ``steps``-step schedule and runs the rest (8 steps at 0.5: the last 4; at 0.3: the last 3)."""
+    skipped = int(max(steps - min(steps * strength, steps), 0))
+    return steps - skipped
+
+
+def a1111_hires_scale(first: tuple[int, int], target: tuple[int, int]) -> float | None:
+    """The ``Hires upscale`` that takes the first pass exactly to ``target`` in A1111 (it computes
+    ``int(side × scale)``, and its slider runs 1–4); None when only ``Hires resize`` can say it."""
+    scale = round(target[0] / first[0], 6)
+    if not 1 <= scale <= 4:
+        return None
+    exact = int(first[0] * scale) == target[0] and int(first[1] * scale) == target[1]
+    return scale if exact else None
+
+
+def a1111_hires_crop(first: tuple[int, int], target: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """What A1111's hires fix does for ``Hires resize`` to ``target``, in pixels: ``calculate_target_resolution``
+    enlarges the first pass to the size returned first (its own aspect, covering the target), and
+    ``sample_hr_pass`` cuts the target out of the latent at the offset returned second (``truncate_x // 2`` latent
+    columns on the left, ``truncate_y // 2`` rows on top, 8 pixels each)."""
+    (width, height), (target_w, target_h) = first, target
+    if width / height < target_w / target_h:
+        upscale_to = (target_w, target_w * height // width)
+    else:
+        upscale_to = (target_h * width // height, target_h)
+    truncate_x, truncate_y = (upscale_to[0] - target_w) // 8, (upscale_to[1] - target_h) // 8
+    return upscale_to, (truncate_x // 2 * 8, truncate_y // 2 * 8)
+
+
+def _hires_settings(params: dict, first: dict) -> list[tuple[str, object]]:
+    """A hires refine of our own txt2img candidate as A1111's hires fix: ``Size`` and the first line's
+    Steps/CFG are the first pass (the candidate), then how it was enlarged and the second pass where it
+    differs (``Hires steps`` is what the pass ran: A1111 runs exactly that many in its hires pass)."""
     width, height = params.get("width"), params.get("height")
-    settings: list[tuple[str, object]] = [("Size", f"{parent[0]}x{parent[1]}" if parent else f"{width}x{height}")]
-    settings.append(("Model", params.get("model_name")))
-    settings.append(("Denoising strength", params.get("strength")))
-    if parent:
-        scale = width / parent[0]
-        if int(parent[0] * scale) == width and int(parent[1] * scale) == height:
-            settings.append(("Hires upscale", round(scale, 6)))
-        else:
-            settings.append(("Hires resize", f"{width}x{height}"))
+    strength = params.get("strength")
+    settings: list[tuple[str, object]] = [("Size", f"{first['width']}x{first['height']}"),
+                                          ("Model", params.get("model_name")), ("Denoising strength", strength)]
+    scale = a1111_hires_scale((first["width"], first["height"]), (width, height))
+    settings.append(("Hires upscale", scale) if scale else ("Hires resize", f"{width}x{height}"))
+    ran = img2img_steps_run(int(params.get("steps") or 0), float(strength or 0))
+    if ran != first.get("steps"):
+        settings.append(("Hires steps", ran))
     settings.append(("Hires upscaler", a1111_upscaler_name(params.get("enlarge") or "lanczos")))
+    if params.get("guidance") != first.get("guidance"):
+        settings.append(("Hires CFG Scale", a1111_cfg(params.get("guidance"))))  # Forge's key; A1111 has none
+    if params.get("negative") and params.get("negative") != first.get("negative"):
+        settings.append(("Hires negative prompt", params["negative"]))
     return settings
+
+
+def _img2img_settings(params: dict) -> list[tuple[str, object]]:
+    """An image-to-image pass as A1111's img2img writes it: ``Size`` is the result, ``Denoising strength``,
+    no Hires keys. The init image is the parent, resized to ``Size`` (A1111's default "Just resize")."""
+    settings: list[tuple[str, object]] = [("Size", f"{params.get('width')}x{params.get('height')}"),
+                                          ("Model", params.get("model_name")),
+                                          ("Denoising strength", params.get("strength"))]
+    if params.get("enlarge"):  # A1111's setting of that name (it writes no infotext for it): ours
+        settings.append(("Upscaler for img2img", a1111_upscaler_name(params["enlarge"])))
+    if params.get("kind") == "vary":
+        from .jobs import pick_parent
+
+        variation = params.get("variation")
+        settings += [("Vary parent", pick_parent(variation) if isinstance(variation, str) else None),
+                     ("Vary parent seed", params.get("parent_seed"))]
+    return settings
+
+
+def _first_pass(params: dict) -> dict | None:
+    """The first pass of a hires refine written as A1111's hires fix, or None (not a hires refine, or its
+    parent was not our own text-to-image candidate at another size: then it is an img2img)."""
+    first = params.get("first_pass")
+    if params.get("mode") != "hires" or not isinstance(first, dict):
+        return None
+    if not all(isinstance(first.get(k), int) for k in ("width", "height", "steps")):
+        return None
+    return first
 
 
 def a1111_parameters(params: dict) -> str:
     """The text A1111's PNG Info reads: prompt, ``Negative prompt:`` line, settings line.
 
     As A1111's ``create_infotext`` (modules/processing.py) writes it: values holding ``,``, ``:`` or a
-    newline are JSON-quoted; a hires refine is a hires fix (``Size`` = the candidate's size, ``Hires
-    upscale``/``Hires resize``, ``Hires upscaler``, ``Denoising strength``); a rerender is a plain
-    text-to-image at its size.
+    newline are JSON-quoted. Three forms, by what was done:
+
+    - text-to-image (explore, a rerender): ``Size`` is the picture's;
+    - hires fix (a hires refine of our own text-to-image candidate): the first line and ``Size`` are the
+      candidate's pass, then ``Denoising strength``, ``Hires upscale``/``Hires resize``, ``Hires steps``,
+      ``Hires upscaler`` and, where they differ, ``Hires CFG Scale`` and ``Hires negative prompt``;
+    - img2img (vary, any other hires refine): ``Size`` is the result, ``Denoising strength``, no Hires keys.
     """
+    first = _first_pass(params)
+    negative = first.get("negative") if first else params.get("negative")
     lines = [params.get("prompt", "")]
-    if params.get("negative"):
-        lines.append(f"Negative prompt: {params['negative']}")
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
     settings = [
-        ("Steps", params.get("steps")),
+        ("Steps", first["steps"] if first else params.get("steps")),
         ("Sampler", "Euler"),
         ("Schedule type", "Simple"),
-        ("CFG scale", params.get("guidance")),
+        ("CFG scale", a1111_cfg(first.get("guidance") if first else params.get("guidance"))),
         ("Seed", params.get("seed")),
     ]
-    if params.get("mode") == "hires":
-        settings += _hires_settings(params)
+    if first:
+        settings += _hires_settings(params, first)
+    elif params.get("mode") == "hires" or params.get("kind") == "vary":
+        settings += _img2img_settings(params)
     else:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
     settings += _variance_entries(params)
-    settings += [("Upscaler", params.get("upscaler")), ("Version", params.get("version"))]
+    settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
+                 ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def lora_hashes(loras) -> str | None:
+    """A1111's ``Lora hashes`` value (extensions-builtin/Lora/extra_networks_lora.py): ``name: hash`` joined
+    by ``, ``, the name without ``:`` and ``,``, the hash the first 12 hex of A1111's LoRA hash (quoted
+    by ``quote`` since it holds a colon)."""
+    entries = [f"{str(r.get('name', '')).replace(':', '').replace(',', '')}: {r['a1111_hash']}"
+               for r in loras or () if isinstance(r, dict) and r.get("a1111_hash") and r.get("name")]
+    return ", ".join(entries) or None
+
+
+def lora_label(loras) -> str:
+    """A run's or picture's LoRAs for people: ``style 0.8, ink 1``."""
+    return ", ".join(f"{r.get('name', '?')} {_fmt_number(r.get('weight', 1.0))}"
+                     for r in loras or () if isinstance(r, dict))
+
+
+def parse_lora_hashes(value: str) -> dict[str, str]:
+    """A ``Lora hashes`` value back as {name: hash}, by A1111's rule (lora_script.py ``infotext_pasted``)."""
+    pairs = [item.strip().split(":", 1) for item in value.split(",")]
+    return {pair[0].strip().replace(",", ""): pair[1].strip() for pair in pairs if len(pair) == 2}
 
 
 def _variance_entries(params: dict) -> list:
@@ -149,8 +247,9 @@ def _hires_target(width: int, height: int, settings: dict) -> tuple[int, int] | 
 def parse_a1111(text: str) -> dict:
     """Parse an A1111 ``parameters`` text into prompt, negative and the settings, by A1111's own rules
     (``parse_generation_parameters``): the last line holds the settings when at least three match its
-    pattern; quoted values are unquoted. A hires fix gives ``width``/``height`` (its first pass, as
-    ``Size`` means), ``hires_width``/``hires_height`` (the picture), ``strength`` and ``hires_upscaler``."""
+    pattern; quoted values are unquoted; ``guidance`` is ``CFG scale`` − 1 (``cfg_scale`` as written). A hires
+    fix gives ``width``/``height`` (its first pass, as ``Size`` means), ``hires_width``/``hires_height`` (the
+    picture), ``strength``, ``hires_steps`` and ``hires_upscaler``."""
     *lines, last = text.strip().split("\n")
     if len(A1111_PARAM.findall(last)) < 3:
         lines.append(last)
@@ -164,13 +263,15 @@ def parse_a1111(text: str) -> dict:
         (negative if done_with_prompt else prompt).append(line)
     settings = {name: unquote(value) for name, value in A1111_PARAM.findall(last)}
     parsed = {"prompt": "\n".join(prompt), "negative": "\n".join(negative), "settings": settings}
-    for name, key, kind in (("Steps", "steps", int), ("CFG scale", "guidance", float), ("Seed", "seed", int),
-                            ("Denoising strength", "strength", float)):
+    for name, key, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
+                            ("Denoising strength", "strength", float), ("Hires steps", "hires_steps", int)):
         if name in settings:
             try:
                 parsed[key] = kind(settings[name])
             except ValueError:
                 pass
+    if "cfg_scale" in parsed:  # A1111's CFG scale s is our guidance s - 1 (see a1111_cfg)
+        parsed["guidance"] = round(max(0.0, parsed["cfg_scale"] - 1.0), 6)
     if "Variance" in settings:
         _parse_variance(settings, parsed)
     match = _IMAGE_SIZE.match(settings.get("Size", ""))
@@ -238,8 +339,9 @@ def read_info(path: Path) -> dict:
     return {"parameters": parameters, "pipeline": record, "size": size, **extras}
 
 
-def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int | None = None):
-    """A grid of thumbnails, each labelled (e.g. with its seed). Returns a PIL image."""
+def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int | None = None, title: str = ""):
+    """A grid of thumbnails, each labelled (e.g. with its seed), under an optional one-line ``title``
+    (e.g. the run's LoRAs). Returns a PIL image."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not items:
@@ -247,16 +349,19 @@ def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int 
     columns = columns or min(8, max(1, round(len(items) ** 0.5 + 0.49)))
     rows = (len(items) + columns - 1) // columns
     label_h, pad = 18, 4
+    top = label_h if title else 0
     cell_w, cell_h = thumb + pad, thumb + label_h + pad
-    sheet = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), (24, 24, 24))
+    sheet = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad + top), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
+    if title:
+        draw.text((pad + 2, pad + 1), title, fill=(235, 235, 235), font=font)
     for index, (label, path) in enumerate(items):
         with Image.open(path) as image:
             image = image.convert("RGB")
             image.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
         x = pad + (index % columns) * cell_w
-        y = pad + (index // columns) * cell_h
+        y = pad + top + (index // columns) * cell_h
         sheet.paste(image, (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
         draw.text((x + 2, y + thumb + 3), label, fill=(235, 235, 235), font=font)
     return sheet

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .errors import UserError
 
 MAX_SEED = 2**64 - 1
+JS_SAFE_SEEDS = 2**53  # seeds below this are exact in a JavaScript number (A1111's and ComfyUI's seed boxes)
 MAX_SEEDS_PER_SPEC = 100_000
 MIN_SIDE, MAX_SIDE = 64, 4096
 SIZE_MULTIPLE = 16  # Z-Image: VAE downsamples ×8, the transformer patches 2×2
@@ -81,6 +82,22 @@ def make_variance(strength, share, steps, seed) -> Variance | None:
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """A LoRA as it enters a job's key: the file's sha256 and its weight (never its name or path)."""
+
+    sha256: str
+    weight: float
+
+
+def make_loras(loras) -> tuple[LoraUse, ...] | None:
+    """The job's LoRAs (``engines.lora.Lora`` or LoraUse), weight-0 ones dropped; None when there are none
+    (the field then stays out of the key)."""
+    uses = tuple(lora.use() if hasattr(lora, "use") else lora for lora in loras or ())
+    uses = tuple(use for use in uses if use.weight != 0)
+    return uses or None
+
+
+@dataclass(frozen=True)
 class RenderJob(Job):
     """Text-to-image with Z-Image: everything that determines the picture."""
 
@@ -95,16 +112,21 @@ class RenderJob(Job):
     seed: int
     dtype: str
     variance: Variance | None = None  # None: no noise on the embedding, and no field in the key
+    loras: tuple[LoraUse, ...] | None = None  # None: no LoRA, and no field in the key
 
     def fields(self) -> dict:
         data = super().fields()
         if data.get("variance") is None:
             data.pop("variance", None)  # variance 0 keeps the keys pictures were stored under before it existed
+        if not data.get("loras"):
+            data.pop("loras", None)  # so does "no LoRA"
+        else:
+            data["loras"] = [dict(use) for use in data["loras"]]
         return data
 
     def batch_group(self) -> tuple:
         """Jobs with equal groups can be denoised together in one batch."""
-        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype)
+        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras)
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,13 @@ class RefineJob(RenderJob):
     strength: float = 0.0
     parent: str = ""  # digest of the parent image (hires only)
     enlarge: str = "lanczos"  # how the parent is enlarged before img2img
+    crop: str = ""  # "WxH+X+Y": enlarged to WxH, then the target cut out at X,Y (A1111's hires fix); "": resized
+
+    def fields(self) -> dict:
+        data = super().fields()
+        if not data.get("crop"):
+            data.pop("crop", None)  # no crop keeps the keys refines were stored under before it existed
+        return data
 
     def batch_group(self) -> tuple:
         return super().batch_group() + (self.mode, self.strength)
@@ -135,8 +164,13 @@ class VaryJob(RenderJob):
 
 
 def variation_seed(variation: str) -> int:
-    """The noise seed of variation ``42v3``: fixed by its id, so making it again finds it in the store."""
-    return int.from_bytes(hashlib.sha256(f"pipeline vary {variation}".encode()).digest()[:8], "big")
+    """The noise seed of variation ``42v3``: fixed by its id, so making it again finds it in the store.
+
+    53 bits (the top 53 of the first 8 bytes of a sha256), so the seed written into the picture is exact
+    in a JavaScript number. Variations made before this took all 64 bits; run.json records each one's
+    ``noise_seed`` and vary reuses it for an id already made, so those keep their keys and pictures."""
+    digest = hashlib.sha256(f"pipeline vary {variation}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 11
 
 
 @dataclass(frozen=True)
@@ -175,19 +209,22 @@ class DetailJob(Job):
     strength: float
     tile: int
     overlap: int
-    variance: Variance | None = None
-    loras: tuple = ()  # ((name, sha256, weight), ...) once LoRAs land; empty: no field in the key
+    variance: Variance | None = None  # as in refine: the picture's own, None: no field in the key
+    loras: tuple[LoraUse, ...] | None = None  # the picture's LoRAs; None: no field in the key
 
     def fields(self) -> dict:
         data = super().fields()
-        for name, off in (("variance", None), ("loras", ())):
-            if data.get(name) in (off, [], None):
-                data.pop(name, None)
+        if data.get("variance") is None:
+            data.pop("variance", None)
+        if not data.get("loras"):
+            data.pop("loras", None)
+        else:
+            data["loras"] = [dict(use) for use in data["loras"]]
         return data
 
 
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype,
-                  variance: Variance | None = None) -> dict:
+                  variance: Variance | None = None, loras=None) -> dict:
     """Normalise render parameters so equal pictures get equal keys.
 
     The negative prompt only matters when classifier-free guidance is on (guidance > 0),
@@ -195,6 +232,9 @@ def render_fields(*, model, prompt, negative, width, height, steps, guidance, se
     """
     guidance = float(guidance)
     extra = {"variance": variance} if variance is not None else {}
+    uses = make_loras(loras)
+    if uses:
+        extra["loras"] = uses
     return dict(
         **extra,
         model=model,

@@ -42,8 +42,16 @@ def check_model(model: str) -> str:
     if path.exists():
         raise UserError(f"{model} is a file; --model takes a Hugging Face repo id or a diffusers folder "
                         "(use --transformer for a single-file checkpoint)")
+    if model.startswith((".", "~", "/", os.sep)) or (len(path.parts) > 1 and Path(path.parts[0]).is_dir()):
+        raise UserError(f"no such folder: {model} (--model takes a local diffusers folder, a ComfyUI install, "
+                        f"a Hugging Face repo id like {DEFAULT_REPO}, or {TINY})")
     if not _REPO_ID.match(model) or ".." in model:
-        raise UserError(f"model {model!r} is neither a local folder nor a Hugging Face repo id like {DEFAULT_REPO}")
+        import difflib
+
+        close = difflib.get_close_matches(model.lower(), [TINY, DEFAULT_REPO.lower()], n=1, cutoff=0.75)
+        hint = f" (did you mean {TINY if close[0] == TINY else DEFAULT_REPO}?)" if close else ""
+        raise UserError(f"model {model!r} is neither a local folder nor a Hugging Face repo id like "
+                        f"{DEFAULT_REPO}{hint}")
     return model
 
 
@@ -76,8 +84,11 @@ def loading_message(model: str) -> str | None:
                 "(the real model takes a minute or more)")
     if _offline():
         return None  # not cached and no network: the error says so right away
-    return (f"downloading {model} from Hugging Face into {hub.repo_folder(hub.split_revision(model)[0])}; the "
-            "first download of Z-Image-Turbo is about 33 GB (see the README's 'The real model')")
+    repo = hub.split_revision(model)[0]
+    size = ("; the first download of Z-Image-Turbo is about 33 GB (see the README's 'The real model')"
+            if repo == DEFAULT_REPO else "")
+    return f"downloading {model} from Hugging Face into {hub.repo_folder(repo)}{size}"
+
 
 
 def _folder_fingerprint(folder: Path) -> str:

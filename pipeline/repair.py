@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .models import display_name
-from .runs import RUN_FILE, load_run, new_run_data, save_run, stage_pictures
+from .jobs import pick_order
+from .runs import RUN_FILE, load_run, new_run_data, record_pictures, run_lock, save_run, stage_pictures
 from .store import Store, default_store, file_digest
 
 log = logging.getLogger("pipeline")
@@ -36,11 +37,12 @@ class RepairResult:
     kept_as: Path | None = None  # where the corrupt run.json was moved
     recorded: dict = field(default_factory=dict)  # stage -> number of pictures recorded
     unknown: list[Path] = field(default_factory=list)  # pictures no store record matches
+    added: dict = field(default_factory=dict)  # run.json read fine: stage -> pictures added that it lacked
 
     def to_json(self) -> dict:
         return {"run_dir": str(self.run_dir), "rebuilt": self.rebuilt, "reason": self.reason,
                 "kept_as": str(self.kept_as) if self.kept_as else None, "recorded": self.recorded,
-                "unknown": [str(p) for p in self.unknown]}
+                "unknown": [str(p) for p in self.unknown], "added": self.added}
 
 
 def find_run_dir(out: Path, run: str | Path) -> Path:
@@ -69,7 +71,10 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
         except UserError:
             reason = "corrupt"
     if not reason:
-        return RepairResult(run_dir, rebuilt=False, reason="")
+        added, unknown = _add_missing(run_dir, store)
+        if any(added.values()):
+            _write_gallery(run_dir, None)
+        return RepairResult(run_dir, rebuilt=False, reason="", added=added, unknown=unknown)
 
     by_digest = _index_store(store)
     data: dict = new_run_data({"repaired": True})
@@ -87,18 +92,86 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
         recorded[stage] = len(pictures[stage])
 
     kept_as = None
-    if reason == "corrupt" or (force and path.exists()):
-        kept_as = path.with_name(f"{RUN_FILE}.{'corrupt' if reason == 'corrupt' else 'old'}-"
-                                 f"{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, kept_as)
-    save_run(run_dir, data)
+    with run_lock(run_dir):  # no stage records a picture between the move and the write
+        if reason == "corrupt" or (force and path.exists()):
+            kept_as = path.with_name(f"{RUN_FILE}.{'corrupt' if reason == 'corrupt' else 'old'}-"
+                                     f"{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, kept_as)
+        save_run(run_dir, data)
+    _write_gallery(run_dir, data)
+    return RepairResult(run_dir, rebuilt=True, reason=reason, kept_as=kept_as, recorded=recorded, unknown=unknown)
+
+
+def _write_gallery(run_dir: Path, data: dict | None) -> None:
     try:
         from .web.gallery import write_gallery
 
         write_gallery(run_dir, data)
     except UserError as err:  # the run.json is what matters; say why the page was not rewritten
-        log.warning("run.json rebuilt, but the gallery was not: %s", err)
-    return RepairResult(run_dir, rebuilt=True, reason=reason, kept_as=kept_as, recorded=recorded, unknown=unknown)
+        log.warning("run.json repaired, but the gallery was not: %s", err)
+
+
+def _add_missing(run_dir: Path, store: Store) -> tuple[dict, list[Path]]:
+    """A run.json that reads fine but lacks pictures that are in its stage folders (a writer
+    killed between placing a picture and recording it, or an older version's lost update): add
+    them, from their store record or else the record in the PNG itself, merged under the run's
+    lock so nothing recorded is touched."""
+    data = load_run(run_dir)
+    missing = {}
+    for stage in STAGES:
+        known = {p.get("path") for p in stage_pictures(data, stage)}
+        folder = run_dir / stage
+        missing[stage] = [picture for picture in sorted(folder.glob("*.png")) if folder.is_dir()
+                          and not picture.name.startswith(".") and picture.name != "contact.png"
+                          and picture.is_file() and _rel(run_dir, picture) not in known] if folder.is_dir() else []
+    added: dict = {stage: 0 for stage in STAGES}
+    unknown: list[Path] = []
+    if not any(missing.values()):
+        return added, unknown
+    by_digest = _index_store(store)
+    for stage in STAGES:
+        entries = []
+        for picture in missing[stage]:
+            record = _record_for(picture, stage, by_digest)
+            if record is None:
+                unknown.append(picture)
+                log.warning("%s carries no record of ours and matches no %s picture in the store; not recorded",
+                            picture, stage)
+                continue
+            if stage == "explore":
+                entries.append(_candidate(run_dir, picture, record))
+            elif stage == "refine":
+                parents = {c.get("key"): c.get("path") for c in stage_pictures(data, "explore")}
+                entries.append(_refined(run_dir, picture, record, parents))
+            else:
+                entries.append(_upscaled(run_dir, picture, record))
+        if not entries:
+            continue
+        by_id = (lambda e: e.get("seed")) if stage == "explore" else (lambda e: e.get("path"))
+        record_pictures(run_dir, stage, entries, id_of=by_id, order=lambda e: (pick_order(e.get("seed")),
+                                                                              str(e.get("path", ""))))
+        added[stage] = len(entries)
+    return added, unknown
+
+
+def _record_for(picture: Path, stage: str, by_digest: dict) -> dict | None:
+    """A picture's store record (by its sha256), else one made from the record in its PNG."""
+    kinds = (stage, "vary") if stage == "explore" else (stage,)
+    try:
+        record = by_digest.get(file_digest(picture))
+    except OSError:
+        return None
+    if record is not None and record["job"].get("kind") in kinds:
+        return record
+    meta = _png_record(picture)
+    if stage == "upscale":
+        step = meta.get("upscale")
+        if isinstance(step, dict) and isinstance(step.get("key"), str):
+            return {"key": step["key"], "job": {"kind": "upscale"}, "source": str(step.get("input", ""))}
+        return None
+    if isinstance(meta.get("key"), str) and meta.get("kind") in kinds:
+        return {"key": meta["key"], "job": meta}
+    return None
 
 
 def _index_store(store: Store) -> dict[str, dict]:
@@ -180,6 +253,8 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
              "seconds": record.get("seconds", 0.0), "cached": True}
     if job.get("mode") == "hires":
         entry.update(strength=job.get("strength"), enlarge=job.get("enlarge"), parent_digest=job.get("parent"))
+        if job.get("crop"):
+            entry["crop"] = job["crop"]
     return entry
 
 

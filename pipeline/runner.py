@@ -178,19 +178,21 @@ def _differences(data: dict, wanted: dict, changed: list[str]) -> str:
 def _explore(p, spec, name, dry_run=False) -> StageResult:
     return p.explore(spec.prompt, seeds=spec.seeds, size=spec.size, steps=spec.steps, guidance=spec.guidance,
                      negative=spec.negative, batch=spec.batch, run=name, variance=spec.variance,
-                     variance_share=spec.variance_share, variance_steps=spec.variance_steps, dry_run=dry_run)
+                     variance_share=spec.variance_share, variance_steps=spec.variance_steps, loras=spec.loras,
+                     dry_run=dry_run)
 
 
 def _vary(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
     v = config.vary
     return p.vary(seeds, count=v.count, strength=v.strength, steps=v.steps, run=str(run_dir), batch=v.batch,
-                  dry_run=dry_run)
+                  loras=v.loras, dry_run=dry_run)
 
 
 def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
     r = config.refine
     return p.refine(seeds=seeds, run=str(run_dir), size=r.size, scale=r.scale, mode=r.mode, strength=r.strength,
-                    steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, dry_run=dry_run)
+                    steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras,
+                    dry_run=dry_run)
 
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
@@ -256,7 +258,8 @@ def _stored_explore(session, spec, seeds) -> list[Path] | None:
     """The stored candidate files of ``seeds``, or None when any is not stored yet."""
     from .stages.explore import plan
 
-    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype)}
+    loras = session.resolve_loras(spec.loras)
+    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype, loras)}
     return _stored(session, [jobs[seed].key for seed in seeds if seed in jobs])
 
 

@@ -53,16 +53,41 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def new_run_dir(out: Path, prompt: str, name: str | None = None) -> Path:
+def new_run_dir(out: Path, prompt: str, name: str | None = None, *, claim: bool = False) -> Path:
+    """The run folder of a new explore: ``OUT/NAME``, or ``OUT/<timestamp>-<slug>``.
+
+    With ``claim`` the timestamped folder is created here, atomically (``mkdir`` fails when it
+    exists), so two explores started in the same second get two folders (``…-2``) instead of
+    sharing one. ``release_run_dir`` removes a claimed folder that stayed empty."""
     out = Path(out)
     if name:
         return out / check_run_name(name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{slugify(prompt)}"
     candidate, n = out / base, 2
-    while candidate.exists():
+    while True:
+        if not claim:
+            if not candidate.exists():
+                return candidate
+        else:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise write_error(candidate, err) from err
         candidate, n = out / f"{base}-{n}", n + 1
-    return candidate
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Remove a run folder claimed by ``new_run_dir(claim=True)`` when nothing was put in it
+    (an explore that failed or was stopped before its first picture leaves no trace)."""
+    try:
+        Path(run_dir).rmdir()
+    except OSError:
+        pass  # not empty (or gone): it holds pictures, keep it
 
 
 def set_latest(out: Path, run_dir: Path) -> None:
@@ -196,12 +221,45 @@ def run_lock(run_dir: Path):
 
 def update_run(run_dir: Path, mutate) -> dict:
     """Read run.json, let ``mutate(data)`` change it, write it back — all under the run's lock,
-    so stages running in different processes never drop each other's sections."""
+    so stages running in different processes never drop each other's sections. Returns what was
+    written (what every process recorded, not only this one)."""
     with run_lock(run_dir):
         data = load_run(run_dir)
         mutate(data)
         save_run(run_dir, data)
     return data
+
+
+def merge_pictures(data: dict, stage: str, entries, id_of=lambda entry: entry.get("seed"), order=None) -> dict:
+    """Add ``entries`` to ``data[stage]["pictures"]``, replacing those with the same id
+    (``id_of(entry)``) and keeping every other picture: what another process recorded stays.
+    Meant for inside ``update_run``. Returns the stage's section."""
+    section = data.get(stage)
+    if not isinstance(section, dict):
+        section = data[stage] = {}
+    merged = {id_of(entry): entry for entry in stage_pictures(data, stage)}
+    for entry in entries:
+        merged[id_of(entry)] = entry
+    pictures = list(merged.values())
+    if order is not None:
+        pictures.sort(key=order)
+    section["pictures"] = pictures
+    return section
+
+
+def record_pictures(run_dir: Path, stage: str, entries, *, id_of=lambda entry: entry.get("seed"), order=None,
+                    before=None) -> dict:
+    """Merge ``entries`` into run.json's ``stage`` section by picture id, under the run's lock:
+    read, merge, write. ``before(data)`` may set the run's header first (it sees what is on disk).
+    Returns the whole run.json as written."""
+    entries = list(entries)
+
+    def mutate(data: dict) -> None:
+        if before is not None:
+            before(data)
+        merge_pictures(data, stage, entries, id_of, order)
+
+    return update_run(run_dir, mutate)
 
 
 def place(src: Path, dest: Path) -> None:
@@ -249,3 +307,12 @@ def save_picks(run_dir: Path, seeds) -> list[int]:
     except OSError as err:
         raise write_error(path, err) from err
     return picks
+
+
+def toggle_pick(run_dir: Path, seed) -> list:
+    """Pick ``seed`` in a run, or unpick it when it is picked: read, change and write picks.json
+    under the run's lock, so two tabs picking at once keep both picks. Returns the picks."""
+    with run_lock(run_dir):
+        picks = load_picks(run_dir)
+        picks = [s for s in picks if s != seed] if seed in picks else [*picks, seed]
+        return save_picks(run_dir, picks)

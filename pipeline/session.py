@@ -22,12 +22,17 @@ class Session:
     memory: str = "auto"
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
     engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
+    lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
+    lora_missing: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> why its file is missing
     _engine: object = field(default=None, init=False, repr=False)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.model = check_model(self.model)
         self.out = Path(self.out)
+        from .hardware import check_device
+
+        check_device(self.device)  # a wrong device is refused before anything loads
         if self.device in (None, "auto"):
             from .distributed import default_device
 
@@ -66,11 +71,41 @@ class Session:
 
             self._engine = ZImageEngine(self.model, device=self.device, dtype=self.dtype, memory=self.memory,
                                         store=self.store, **self.engine_options.as_kwargs())
+            self._engine.lora_paths = self.lora_paths
             if self._engine.fingerprint != self._fingerprint:
                 # e.g. a hub model downloaded just now: its revision is known only after loading
                 log.info("model fingerprint is now %s", self._engine.fingerprint)
                 self._fingerprint = self._engine.fingerprint
         return self._engine
+
+    def resolve_loras(self, specs) -> list:
+        """``--lora`` values as ``engines.lora.Lora`` (digests computed, weight 0 dropped); the engine
+        finds their files through ``lora_paths``."""
+        from .engines.lora import resolve
+
+        loras = resolve(specs, self.model)
+        self.register_loras(loras)
+        return loras
+
+    def register_loras(self, loras, what: str = "the picture") -> None:
+        """Make the LoRAs' files known to the engine; one whose file was not found (``path`` None) is
+        remembered with the sentence ``require_lora_files`` says if a picture needs it computed."""
+        from .engines.lora import missing_message
+
+        for lora in loras:
+            if lora.path is not None:
+                self.lora_paths[lora.sha256] = lora.path
+            elif lora.sha256 not in self.lora_paths:
+                self.lora_missing[lora.sha256] = missing_message(lora, self.model, what)
+
+    def require_lora_files(self, jobs) -> None:
+        """Before computing: every LoRA these jobs use has its file (else one sentence naming it)."""
+        from .errors import UserError
+
+        for job in jobs:
+            for use in getattr(job, "loras", None) or ():
+                if use.sha256 not in self.lora_paths:
+                    raise UserError(self.lora_missing.get(use.sha256, f"LoRA {use.sha256[:12]}… has no file"))
 
     def close(self) -> None:
         """Release the model (and its memory)."""

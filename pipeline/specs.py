@@ -9,7 +9,7 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
-from .jobs import check_size, parse_seeds
+from .jobs import JS_SAFE_SEEDS, check_size, parse_seeds
 
 DEFAULT_STEPS = 8  # Z-Image-Turbo: 8 transformer calls
 DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
@@ -33,9 +33,19 @@ class Spec(BaseModel):
 
 
 def _seeds(value):
+    """Seeds of new pictures: below 2**53, so the seed written into each picture is exact in a JavaScript
+    number (A1111's and ComfyUI's seed boxes). Pictures made before with larger seeds stay usable: refine,
+    vary and upscale take any seed (``parse_seeds``)."""
     if value is None:
         return value
-    return parse_seeds(value)
+    return [_new_seed(seed) for seed in parse_seeds(value)]
+
+
+def _new_seed(seed):
+    if seed is not None and seed >= JS_SAFE_SEEDS:
+        raise UserError(f"seed {seed} is too large for a new picture: seeds go from 0 to {JS_SAFE_SEEDS - 1} "
+                        f"(2^53 - 1), the largest that A1111, ComfyUI and other JavaScript pages read back exactly")
+    return seed
 
 
 def _picks(value):
@@ -67,6 +77,20 @@ def _fraction(value):
     return number
 
 
+def _loras(value):
+    """LoRAs as (name or file, weight) pairs: from ``"style:0.8"``, ``("style", 0.8)`` or ``{name, weight}``;
+    None stays None (refine/vary: the candidate's own LoRAs)."""
+    if value is None:
+        return None
+    from .engines.lora import parse_lora
+
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"loras must be a list like [style:0.8, other], not {value!r}")
+    return [parse_lora(item) for item in value]
+
+
 def _prompt_text(value: str) -> str:
     if not value.strip():
         raise ValueError("the prompt is empty")
@@ -77,7 +101,7 @@ def _prompt_text(value: str) -> str:
 
 def _batch(value):
     if value != "auto" and not 1 <= value <= 64:
-        raise ValueError("batch must be 'auto' or 1 to 64")
+        raise ValueError(f"batch must be auto or a whole number from 1 to 64, not {value!r}")
     return value
 
 
@@ -105,8 +129,10 @@ class ExploreSpec(Spec):
     variance: float = 0.0
     variance_share: float = DEFAULT_VARIANCE_SHARE
     variance_steps: float = DEFAULT_VARIANCE_STEPS
+    loras: list[tuple[str, float]] = []  # (name or file, weight)
 
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
+    _check_loras = field_validator("loras", mode="before")(lambda v: _loras(v) or [])
     _check_size = field_validator("size", mode="before")(_size)
     _check_variance = field_validator("variance", mode="before")(_variance)
     _check_fractions = field_validator("variance_share", "variance_steps", mode="before")(_fraction)
@@ -134,6 +160,8 @@ class RefineSpec(Spec):
     negative: str | None = Field(default=None, max_length=20_000)
     seed: int | None = Field(default=None, ge=0, le=2**64 - 1)
     size: tuple[int, int] | None = None
+
+    _check_seed = field_validator("seed")(_new_seed)
     scale: float | None = Field(default=None, gt=0.0, le=16.0)
     mode: Literal["hires", "rerender"] = "hires"
     strength: float = Field(default=DEFAULT_REFINE_STRENGTH, gt=0.0, le=1.0)
@@ -141,8 +169,10 @@ class RefineSpec(Spec):
     guidance: float | None = Field(default=None, ge=0.0, le=30.0)
     upscaler: str = Field(default="lanczos", min_length=1, max_length=4096)
     batch: Batch = "auto"
+    loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
+    _check_loras = field_validator("loras", mode="before")(_loras)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -186,8 +216,10 @@ class VarySpec(Spec):
     strength: float = VARY_STRENGTHS["subtle"]  # subtle, strong, or a number above 0 and below 1
     steps: int | None = Field(default=None, ge=1, le=200)  # default: the run's
     batch: Batch = "auto"
+    loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
+    _check_loras = field_validator("loras", mode="before")(_loras)
     _check_batch = field_validator("batch")(_batch)
 
     _check_strength = field_validator("strength", mode="before")(vary_strength)
@@ -198,7 +230,29 @@ def build(spec_class, **values):
     try:
         return spec_class(**values)
     except ValidationError as err:
-        raise UserError(_out_of_range(err, spec_class) or describe_validation_error(err)) from None
+        raise UserError(_out_of_range(err, spec_class) or _field_message(err, spec_class)
+                        or describe_validation_error(err)) from None
+
+
+def _field_message(err: ValidationError, spec_class) -> str | None:
+    """An error of one field in words a person uses (not pydantic's): an empty prompt, a sentence
+    our own validators wrote that already names its subject."""
+    first = err.errors()[0]
+    loc = first.get("loc", ())
+    if len(loc) != 1 or loc[0] not in spec_class.model_fields:
+        return None
+    name, kind = str(loc[0]), first["type"]
+    if kind == "string_too_short":
+        return 'the prompt is empty: give the text to render, e.g. "a red fox in snow"' if name == "prompt" \
+            else f"{name} is empty"
+    if kind == "string_too_long":
+        return f"the {name} is too long (at most {(first.get('ctx') or {}).get('max_length')} characters)"
+    message = first.get("msg", "")
+    if kind == "value_error" and message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+        if message.startswith((name, "the ", "size ")):  # already a sentence about the field
+            return message
+    return None
 
 
 def _out_of_range(err: ValidationError, spec_class) -> str | None:

@@ -175,8 +175,9 @@ def test_config_schema_describes_every_key():
     assert schema["additionalProperties"] is False
     defs = schema["$defs"]
     assert set(defs["ExploreSection"]["properties"]) == {"seeds", "count", "seed", "size", "steps", "guidance",
-                                                         "batch", "variance", "variance_share", "variance_steps"}
-    assert set(defs["VarySection"]["properties"]) == {"picks", "count", "strength", "steps", "batch"}
+                                                         "batch", "variance", "variance_share", "variance_steps",
+                                                         "loras"}
+    assert set(defs["VarySection"]["properties"]) == {"picks", "count", "strength", "steps", "batch", "loras"}
     strength = defs["RefineSection"]["properties"]["strength"]
     assert (strength["default"], strength["maximum"]) == (0.5, 1.0)  # the RefineSpec's own field
     assert {"type": "string"} in top["prompts"]["anyOf"]  # one prompt as plain text

@@ -66,7 +66,8 @@ def test_png_metadata_is_a1111_readable(first_run):
     prompt_line, settings = parameters.split("\n")
     assert prompt_line == PROMPT
     assert "Steps: 8, Sampler: Euler" in settings
-    assert "CFG scale: 0, Seed: 3, Size: 128x128, Model: tiny-random" in settings
+    # diffusers' Z-Image guidance g is pos + g·(pos − neg): A1111's CFG scale 1 + g (1 = no guidance)
+    assert "CFG scale: 1, Seed: 3, Size: 128x128, Model: tiny-random" in settings
     assert record["seed"] == 3 and record["key"] == result["items"][0]["key"]
 
     shown = run_cli("show", path).stdout

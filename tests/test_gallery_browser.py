@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from browser_wait import wait_until
 from conftest import ROOT, cli_env, run_cli
 
 CHROMIUM = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -47,14 +48,19 @@ def run_dir(tmp_path_factory, sync_playwright) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(sync_playwright, tmp_path_factory):
-    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data dir
+def chromium(sync_playwright):
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800}, offline=True)
-        yield context
-        context.close()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """A fresh browser context for each test: no picks (localStorage) or cache left by another test."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 800}, offline=True)
+    yield context
+    context.close()
 
 
 class Page:
@@ -136,7 +142,7 @@ def test_pick_by_click_and_keyboard_then_run_the_command(browser, run_dir, tmp_p
         assert results.count() == (1 if seed in picks else 0)
     assert view.picked() == picks  # picks survive a reload
     view.card(SEEDS[2]).locator(".result").click()
-    page.wait_for_function("document.getElementById('lb-img').naturalWidth > 0")
+    wait_until(page, "document.getElementById('lb-img').naturalWidth > 0")
     assert page.eval_on_selector("#lb-img", "img => img.getAttribute('src')") == f"refine/seed-{SEEDS[2]}.png"
     shot(page, "gallery-refined-lightbox.png")
     page.keyboard.press("Escape")
@@ -156,7 +162,7 @@ def test_keyboard_enlarges_and_escape_closes(browser, run_dir):
     page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")
     assert page.is_visible("#lightbox")
-    page.wait_for_function("document.getElementById('lb-img').naturalWidth > 0")  # the full picture loads now
+    wait_until(page, "document.getElementById('lb-img').naturalWidth > 0")  # the full picture loads now
     assert page.eval_on_selector("#lb-img", "img => img.getAttribute('src')") == f"explore/seed-{SEEDS[1]}.png"
     rows = dict(page.eval_on_selector_all("#lb-params tr", "rows => rows.map(r => [r.cells[0].textContent, "
                                                                   "r.cells[1].textContent])"))

@@ -97,9 +97,10 @@ def test_hires_refine_doubles_the_size_keeps_aspect_and_records_everything(explo
         assert record["parent_key"] == candidates[item["seed"]]["key"]
         stored = json.loads(next((out / ".store" / "objects").glob(f"*/{record['parent_key']}.json")).read_text())
         assert record["parent"] == stored["digest"]  # the key holds the parent picture's digest
-        # A1111's hires fix: Size is the first pass (the candidate), then how it was enlarged
+        # A1111's hires fix: Size is the first pass (the candidate), then how it was enlarged and the 4
+        # steps the second pass ran (8 × 0.5; A1111 runs Hires steps in its hires pass)
         assert "Size: 128x192, Model: tiny-random, Denoising strength: 0.5, Hires upscale: 2, " \
-               "Hires upscaler: Lanczos" in parameters
+               "Hires steps: 4, Hires upscaler: Lanczos" in parameters
     # run.json kept the explore record and gained a refine record
     assert sorted(candidates) == [1, 2, 3] and run["prompt"] == PROMPT and run["width"] == 128
     pictures = {p["seed"]: p for p in run["refine"]["pictures"]}

@@ -42,8 +42,31 @@ def test_upscale_seeds_of_the_latest_run(run):
     assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2]  # nothing lost
     assert data["upscale"]["pictures"][0]["path"] == "upscale/seed-2.png"
 
+    assert data["upscale"]["pictures"][0]["upscaler"] == "realesr-animevideov3"  # "make it again" needs it
+
     again = run_json("upscale", "--seeds", "2", *FAST, "--out", out)
     assert again["computed"] == 0 and again["items"][0]["cached"] is True
+
+
+def test_run_json_records_the_upscaler_as_upscaler_takes_it(tmp_path):
+    """A preset by its name, a weights file elsewhere by its path: the command made from the record
+    (`pipeline upscale --upscaler NAME`) finds the same weights and computes nothing."""
+    import shutil
+
+    from pipeline.engines.weights import resolve_weights
+
+    out = tmp_path / "outputs"
+    run_dir = Path(run_json("explore", "a lighthouse", "--model", "tiny-random", "--size", "64", "--seeds", "3",
+                            "--out", out)["run_dir"])
+    own = tmp_path / "mine" / "my-upscaler.safetensors"
+    own.parent.mkdir()
+    shutil.copy(resolve_weights("realesr-animevideov3").path, own)
+    for upscaler in ("realesr-animevideov3", str(own)):
+        run_json("upscale", "--run", run_dir, "--seeds", "3", "--upscaler", upscaler, "--out", out)
+        recorded = json.loads((run_dir / "run.json").read_text())["upscale"]["pictures"][0]["upscaler"]
+        assert recorded == upscaler
+        again = run_json("upscale", "--run", run_dir, "--seeds", "3", "--upscaler", recorded, "--out", out)
+        assert again["computed"] == 0
 
 
 def test_scale_2_with_an_x4_model(run):

@@ -187,3 +187,32 @@ def test_repair_rebuilds_the_variations_with_their_ids_and_parents(varied):
                 assert rebuilt[pick].get(field) == entry.get(field), (pick, field)
     finally:
         (run_dir / "run.json.bak").replace(run_dir / "run.json")
+
+
+def test_variations_made_before_seeds_were_cut_to_53_bits_stay_reachable(tmp_path, monkeypatch):
+    """Variations made with 64-bit noise seeds keep their keys and pictures: vary reuses the noise seed
+    run.json recorded for an id already made; new ids get seeds below 2**53 (exact in JavaScript)."""
+    import hashlib
+
+    import pipeline.stages.vary as vary_stage
+
+    def old_seed(variation):  # the derivation before: all 64 bits
+        return int.from_bytes(hashlib.sha256(f"pipeline vary {variation}".encode()).digest()[:8], "big")
+
+    out = tmp_path / "outputs"
+    run_json("explore", PROMPT, *TINY, "--size", "64", "--seeds", "1", "--out", out, "--run", "fox")
+    with monkeypatch.context() as patch:
+        patch.setattr(vary_stage, "variation_seed", old_seed)
+        before = run_json("vary", "--seeds", "1", "--count", "1", "--out", out)
+    assert candidates(out / "fox")["1v1"]["noise_seed"] == old_seed("1v1") >= 2**53
+    picture = (out / "fox" / "explore" / "seed-1v1.png").read_bytes()
+
+    again = run_json("vary", "--seeds", "1", "--count", "2", "--out", out)
+    assert (again["stored"], again["computed"]) == (1, 1)  # 1v1 found under its old key, 1v2 made
+    assert again["items"][0]["key"] == before["items"][0]["key"]
+    assert (out / "fox" / "explore" / "seed-1v1.png").read_bytes() == picture
+    found = candidates(out / "fox")
+    assert found["1v1"]["noise_seed"] == old_seed("1v1") and found["1v2"]["noise_seed"] < 2**53
+    refined = run_json("refine", "--seeds", "1v1", "--scale", "1.5", "--out", out)  # the old one refines as before
+    with Image.open(refined["items"][0]["path"]) as image:
+        assert json.loads(image.text["pipeline"])["seed"] == old_seed("1v1")

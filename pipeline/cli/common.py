@@ -151,6 +151,15 @@ def resolve_out(out: str | None, run: str | None = None) -> Path:
     return Path(os.environ.get("PIPELINE_OUT", "outputs"))
 
 
+def next_hint(command: str, why: str, *, run=None, out=None) -> str:
+    """The `next:` line: ``command`` with --run and --out as the user gave them (quoted for the
+    shell), so it can be copied as is."""
+    import shlex
+
+    where = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in (("--run", run), ("--out", out)) if value)
+    return f"next: pipeline {command}{where}   ({why})"
+
+
 def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -182,6 +191,27 @@ def parse_batch(batch: str):
         return int(batch)
     except ValueError:
         raise UserError(f"--batch must be a whole number or auto, not {batch!r}") from None
+
+
+def lora_option(func):
+    """--lora FILE_OR_NAME[:WEIGHT], repeatable."""
+    return click.option("--lora", "lora", multiple=True, metavar="FILE_OR_NAME[:WEIGHT]",
+                        help="apply a LoRA (.safetensors; a name is looked up in weights/loras/, $PIPELINE_LORAS "
+                             "and a ComfyUI install's models/loras/), weight 1 by default; repeatable")(func)
+
+
+def no_lora_option(func):
+    return click.option("--no-lora", "no_lora", is_flag=True,
+                        help="without the LoRAs the candidate was made with")(func)
+
+
+def chosen_loras(lora: tuple, no_lora: bool):
+    """What refine and vary pass on: None (the candidate's own LoRAs), [] (--no-lora) or the --lora list."""
+    if no_lora and lora:
+        raise UserError("give --lora or --no-lora, not both")
+    if no_lora:
+        return []
+    return list(lora) if lora else None
 
 
 SET_HELP = "override a key, e.g. --set refine.picks=42,97 --set upscale.scale=2 (the value is YAML); repeatable"

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .common import log, make_pipeline, parse_batch, report, session_options, user_errors
+from .common import (log, lora_option, make_pipeline, next_hint, parse_batch, report, session_options,
+                     user_errors)
+
 
 @click.command()
 @click.argument("prompt")
@@ -24,12 +26,13 @@ from .common import log, make_pipeline, parse_batch, report, session_options, us
               help="share of the embedding's values that get noise [default: 0.5]")
 @click.option("--variance-steps", type=float, default=None, metavar="FRACTION",
               help="share of the steps that see the noisy embedding [default: 0.2, the first 2 of 8]")
+@lora_option
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_name, batch, variance, variance_share,
-            variance_steps, dry_run, as_json, model, out, device, dtype, memory):
+            variance_steps, lora, dry_run, as_json, model, out, device, dtype, memory):
     """Render many candidates of PROMPT across seeds, to pick from."""
     from ..jobs import parse_size
 
@@ -43,7 +46,8 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
                            guidance=guidance, negative=negative, batch=batch_value, run=run_name, variance=variance,
-                           variance_share=variance_share, variance_steps=variance_steps, dry_run=dry_run)
+                           variance_share=variance_share, variance_steps=variance_steps, loras=list(lora),
+                           dry_run=dry_run)
     if report(result, as_json, "candidate"):
         return
     run_dir = result.run_dir
@@ -52,4 +56,4 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
     if (run_dir / "index.html").is_file():
         click.echo(f"  gallery:       {run_dir / 'index.html'}")
     picks = ",".join(str(s) for s in result.seeds[:2])
-    click.echo(f"next: pipeline refine --seeds {picks}   (pick the seeds you like)")
+    click.echo(next_hint(f"refine --seeds {picks}", "pick the seeds you like", run=run_name, out=out))

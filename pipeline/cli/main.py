@@ -21,6 +21,7 @@ class _Group(click.Group):
             if problem:
                 click.echo(f"error: argument {arg[:60]!r} holds {problem}", err=True)
                 ctx.exit(2)
+        ctx.meta["pipeline.argv"] = list(args)
         try:
             return super().parse_args(ctx, args)  # `pipeline --help | head -1`
         except BrokenPipeError:
@@ -31,6 +32,27 @@ class _Group(click.Group):
             return super().invoke(ctx)  # a command's output cut short by a closed pipe (also its --help)
         except BrokenPipeError:
             closed_pipe_exit()
+        except click.NoSuchOption as err:
+            _no_such_option(ctx, err)
+
+
+def _no_such_option(ctx, err: click.NoSuchOption) -> None:
+    """`pipeline explore "-a fox"`: click takes the prompt for an option. One sentence that says
+    to put -- first (and click's guess, when it has one), exit status 2."""
+    import shlex
+
+    command = err.ctx.command if err.ctx is not None else None
+    arguments = [p for p in getattr(command, "params", []) if isinstance(p, click.Argument)]
+    guess = f" (did you mean {', '.join(sorted(err.possibilities))}?)" if err.possibilities else ""
+    where = f"pipeline {err.ctx.info_name}" if err.ctx is not None and err.ctx.parent is not None else "pipeline"
+    message = f"error: {where} has no option {err.option_name}{guess}"
+    if arguments and not err.possibilities:  # no option it resembles: likely a prompt or file name
+        raw = next((a for a in ctx.meta.get("pipeline.argv", []) if a.startswith(err.option_name)), err.option_name)
+        name = arguments[0].human_readable_name
+        message += (f"; a {name} that starts with '-' goes after --, e.g. "
+                    f"pipeline {err.ctx.info_name} -- {shlex.quote(raw)}")
+    click.echo(message, err=True)
+    ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

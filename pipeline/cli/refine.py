@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import log, make_pipeline, parse_batch, report, resolve_out, session_options, user_errors
+from .common import (chosen_loras, log, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch,
+                     report, resolve_out, session_options, user_errors)
 
 
 @click.command()
@@ -31,12 +32,14 @@ from .common import log, make_pipeline, parse_batch, report, resolve_out, sessio
               help="hires: how to enlarge the candidate: lanczos, or Real-ESRGAN weights "
                    "(realesrgan-x4plus, ... or a file)")
 @click.option("--batch", default="auto", show_default=True, metavar="N", help="pictures denoised together")
+@lora_option
+@no_lora_option
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, negative, prompt, seed, upscaler, batch,
-           dry_run, as_json, model, out, device, dtype, memory):
+           lora, no_lora, dry_run, as_json, model, out, device, dtype, memory):
     """Re-render picked candidates of a run (or any image) larger, keeping their composition.
 
     \b
@@ -44,12 +47,14 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
       pipeline refine --run NAME --seeds 42 --size 1024x1536 --mode rerender
       pipeline refine --from outputs/latest/explore/seed-42.png
       pipeline refine --from photo.jpg --prompt "a cup of coffee" --seed 1 --strength 0.4
+
+    The candidate's LoRAs are used again (found by their digest); --lora replaces them, --no-lora drops them.
     """
     from ..jobs import parse_size
 
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
-    out = resolve_out(out, run)
+    out_given, out = out, resolve_out(out, run)
     if seeds is None and source is None:  # the picks saved with the run (by `pipeline ui`)
         from ..runs import load_picks, resolve_run
 
@@ -67,11 +72,12 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
         result = p.refine(seeds, run=run, source=source, prompt=prompt, seed=seed,
                           size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
                           steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
-                          batch=parse_batch(batch), dry_run=dry_run)
+                          batch=parse_batch(batch), loras=chosen_loras(lora, no_lora), dry_run=dry_run)
     if report(result, as_json):
         return
     for item in result.items:
         click.echo(f"  seed {item.seed}: {item.path}")
     if (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery: {result.run_dir / 'index.html'}")
-    click.echo("next: pipeline upscale   (the refined pictures, ×4 with Real-ESRGAN)")
+    run_given = run if run is not None else (result.run_dir.name if source is not None else None)  # --from: its run
+    click.echo(next_hint("upscale", "the refined pictures, ×4 with Real-ESRGAN", run=run_given, out=out_given))

@@ -16,12 +16,13 @@ from .common import print_json, user_errors
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @user_errors
 def repair(run, out, force, as_json):
-    """Rebuild RUN/run.json from the store when it is missing or corrupt.
+    """Rebuild RUN/run.json from the store when it is missing or corrupt; add the pictures it lacks.
 
     RUN is a run folder or its name in --out. Each picture under RUN/explore, RUN/refine and
     RUN/upscale is matched to its store record by its sha256; the record holds the job that made
     it. A corrupt run.json is kept as run.json.corrupt-<time>. The store is OUT/.store, or
-    $PIPELINE_STORE.
+    $PIPELINE_STORE. A run.json that reads fine gains the pictures of RUN's stage folders it
+    does not list (from their store record, else the record inside the PNG); nothing else changes.
     """
     from ..api import Pipeline
 
@@ -34,7 +35,13 @@ def repair(run, out, force, as_json):
         print_json(result.to_json())
         return
     if not result.rebuilt:
-        click.echo(f"repair: {result.run_dir / 'run.json'} reads fine; nothing to do (--force rebuilds it)")
+        added = ", ".join(f"{n} {stage}" for stage, n in result.added.items() if n)
+        if added:
+            click.echo(f"repair: added to {result.run_dir / 'run.json'} the pictures it lacked: {added}")
+        else:
+            click.echo(f"repair: {result.run_dir / 'run.json'} reads fine; nothing to do (--force rebuilds it)")
+        for picture in result.unknown:
+            click.echo(f"  not recorded (no record of it in the store or in the file): {picture}")
         return
     counts = ", ".join(f"{n} {stage}" for stage, n in result.recorded.items() if n) or "no pictures"
     click.echo(f"repair: rebuilt {result.run_dir / 'run.json'} ({result.reason}): {counts}")

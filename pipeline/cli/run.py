@@ -30,17 +30,20 @@ def run(config, overrides, dry_run, as_json):
     if as_json:
         print_json(result.to_json())
         return
+    several = len(result.runs) > 1
     for outcome in result.runs:
         click.echo(f"{outcome.name}  ({outcome.run_dir})")
         for name, stage in outcome.stages.items():
             click.echo(f"  {name:8} {_describe(stage, dry_run)}")
+        if several and not dry_run and (outcome.run_dir / "index.html").is_file():
+            click.echo(f"  gallery  {outcome.run_dir / 'index.html'}")  # each prompt's run has its own page
     if not dry_run and result.runs:
         latest = next((o.run_dir for o in reversed(result.runs) if (o.run_dir / "index.html").is_file()), None)
         totals = result.totals()
         computed = sum(t["computed"] for t in totals.values())
         stored = sum(t["stored"] for t in totals.values())
         click.echo(f"done: {computed} computed, {stored} reused from the store")
-        if latest is not None:
+        if latest is not None and not several:
             click.echo(f"gallery: {latest / 'index.html'}")
 
 

@@ -9,6 +9,32 @@ from ..errors import UserError
 from .common import print_json, user_errors
 
 
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def safe(value) -> str:
+    """Text from a file, made safe to print on a terminal: carriage returns, escape sequences,
+    other control characters and bidi overrides (which could hide or reorder what is shown) are
+    printed as escapes (``\\r``, ``\\x1b``, ``\\u202e``); newlines and tabs stay."""
+    import unicodedata
+
+    text = str(value)
+    if not any(c in _BIDI or (unicodedata.category(c) in ("Cc", "Zl", "Zp") and c not in "\n\t")
+               for c in text):
+        return text
+    out = []
+    for c in text:
+        if c in "\n\t" or not (c in _BIDI or unicodedata.category(c) in ("Cc", "Zl", "Zp")):
+            out.append(c)
+        elif c == "\r":
+            out.append("\\r")
+        elif ord(c) < 0x100:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(f"\\u{ord(c):04x}")
+    return "".join(out)
+
+
 @click.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the full record as JSON")
@@ -31,13 +57,20 @@ def show(image, as_json):
         what = f"{record['kind']} picture" if record.get("kind") else "the original picture"
         size = f", {record['width']}x{record['height']}" if record.get("width") and record.get("height") else ""
         key = f", key {record['key'][:12]}" if record.get("key") else ""
-        click.echo(f"made from: {what}{size}{key}")
+        click.echo(safe(f"made from: {what}{size}{key}"))
     if info["parameters"]:
-        click.echo(info["parameters"])
+        click.echo(safe(info["parameters"]))
+    loras = record.pop("loras", None)
     if record:
         click.echo("")
         for name in sorted(record):
-            click.echo(f"{name}: {record[name]}")
+            click.echo(safe(f"{name}: {record[name]}"))
+    if isinstance(loras, list) and loras:
+        click.echo("loras:")
+        for lora in loras:
+            if isinstance(lora, dict):
+                click.echo(safe(f"  {lora.get('name', '?')}  weight {lora.get('weight', '?')}  "
+                                f"sha256 {lora.get('sha256', '?')}"))
 
 
 def _show_upscale(info: dict, step: dict) -> None:
@@ -55,15 +88,15 @@ def _show_upscale(info: dict, step: dict) -> None:
             line += ", whole image at once"
         elif isinstance(tile, int) and tile > 0:
             line += f", tiles of {tile} px sharing {overlap} px"
-        click.echo(line)
+        click.echo(safe(line))
         detail = step.get("detail")
         if isinstance(detail, dict):
             tiles = detail.get("tiles") if isinstance(detail.get("tiles"), list) else []
-            click.echo(f"  detail: strength {detail.get('strength')}, {detail.get('model_name', '?')}, "
-                       f"{detail.get('steps')} steps, seed {detail.get('seed')}, "
-                       f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of at most {detail.get('tile')} px "
-                       f"sharing {detail.get('overlap')} px")
+            click.echo(safe(f"  detail: strength {detail.get('strength')}, {detail.get('model_name', '?')}, "
+                            f"{detail.get('steps')} steps, seed {detail.get('seed')}, "
+                            f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of at most {detail.get('tile')} px "
+                            f"sharing {detail.get('overlap')} px"))
     if info.get("postprocessing"):
-        click.echo(f"  postprocessing (A1111 Extras): {info['postprocessing']}")
+        click.echo(safe(f"  postprocessing (A1111 Extras): {info['postprocessing']}"))
     if info.get("extras"):
-        click.echo(f"  extras (A1111 Extras): {info['extras']}")
+        click.echo(safe(f"  extras (A1111 Extras): {info['extras']}"))

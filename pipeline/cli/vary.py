@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import make_pipeline, parse_batch, report, resolve_out, session_options, user_errors
+from .common import (chosen_loras, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch, report,
+                     resolve_out, session_options, user_errors)
 
 
 @click.command()
@@ -14,11 +15,13 @@ from .common import make_pipeline, parse_batch, report, resolve_out, session_opt
 @click.option("--run", "run", default=None, metavar="DIR|NAME", help="run folder [default: the latest run]")
 @click.option("--steps", type=int, default=None, help="denoising steps of a full render [default: the run's]")
 @click.option("--batch", default="auto", show_default=True, metavar="N", help="pictures denoised together")
+@lora_option
+@no_lora_option
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
-def vary(seeds, count, strength, run, steps, batch, dry_run, as_json, model, out, device, dtype, memory):
+def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_json, model, out, device, dtype, memory):
     """Make variations of picked candidates: new candidates like them, next to them in the run.
 
     Variation ids say where they come from: 42v3 is the third variation of seed 42, 42v3v1 a
@@ -29,14 +32,14 @@ def vary(seeds, count, strength, run, steps, batch, dry_run, as_json, model, out
       pipeline vary --seeds 42,97 --count 4 --strength strong
       pipeline refine --seeds 42v3
     """
-    out = resolve_out(out, run)
+    out_given, out = out, resolve_out(out, run)
     if model is None:  # vary with the model the run was made with
         from ..stages.refine import default_model
 
         model = default_model(out, run)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.vary(seeds, count=count, strength=strength, steps=steps, run=run, batch=parse_batch(batch),
-                        dry_run=dry_run)
+                        loras=chosen_loras(lora, no_lora), dry_run=dry_run)
     if report(result, as_json, "variations"):
         return
     for item in result.items:
@@ -44,4 +47,4 @@ def vary(seeds, count, strength, run, steps, batch, dry_run, as_json, model, out
     click.echo(f"  contact sheet: {result.run_dir / 'explore' / 'contact.png'}")
     if (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery:       {result.run_dir / 'index.html'}")
-    click.echo(f"next: pipeline refine --seeds {result.items[0].seed}   (pick the ones you like)")
+    click.echo(next_hint(f"refine --seeds {result.items[0].seed}", "pick the ones you like", run=run, out=out_given))

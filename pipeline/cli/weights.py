@@ -9,10 +9,20 @@ from .common import user_errors
 @click.command()
 @user_errors
 def weights():
-    """List the upscaler weights available and where they came from."""
+    """List the upscaler weights and the LoRAs available, and where they came from."""
+    import os
+
+    from ..engines.lora import list_loras, lora_folders
     from ..engines.weights import list_weights, weights_dir
 
     click.echo(f"weights folder: {weights_dir()}  (set PIPELINE_WEIGHTS to change)")
     for info in list_weights():
         where = str(info.path) if info.path else "not here yet (downloaded or converted on first use)"
         click.echo(f"  {info.name:28} {info.source:42} {where}")
+    model = os.environ.get("PIPELINE_MODEL")
+    click.echo(f"LoRAs (--lora NAME), looked for in: {', '.join(str(f) for f in lora_folders(model))}")
+    found = list_loras(model)
+    for file in found:
+        click.echo(f"  {file.name:28} {file.size / 2**20:8.1f} MiB   {file.path}")
+    if not found:
+        click.echo("  none (put .safetensors LoRAs in the first folder, or set PIPELINE_LORAS)")

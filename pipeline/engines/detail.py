@@ -37,7 +37,7 @@ class TileRender:
     seed: int
     dtype: str
     variance: object = None
-    loras: tuple = ()  # passed through for the LoRA loader (branch `lora`)
+    loras: tuple | None = None  # the job's LoRAs (jobs.LoraUse): the engine activates them for the tile
 
 
 def _tile_pipeline_class():

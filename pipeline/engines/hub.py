@@ -71,15 +71,36 @@ def fingerprint(model: str) -> str:
     return f"hub:{repo}@{snapshot.commit if snapshot else revision}"
 
 
-def not_cached_error(model: str) -> UserError:
+def not_cached_error(model: str, why: str = "") -> UserError:
+    """One sentence for a model that is not cached and cannot be downloaded (offline, or no network:
+    ``why``), with the ways on: download it elsewhere, a local folder, or the weightless tiny model."""
     repo, revision = split_revision(model)
     which = f" at revision {revision}" if revision != "main" else ""
     return UserError(
         f"model {repo}{which} is not in the local Hugging Face cache ({hub_cache_dir()}) and cannot be downloaded "
-        f"here: download it on a connected machine (`hf download {repo}"
+        f"here{f' ({why})' if why else ''}: download it on a connected machine (`hf download {repo}"
         f"{' --revision ' + revision if revision != 'main' else ''}`) and point HF_HOME at that cache, "
-        f"or pass --model /path/to/a/local/diffusers/folder"
+        f"or pass --model /path/to/a/local/diffusers/folder; to try the workflow without weights, "
+        f"use --model tiny-random"
     )
+
+
+def _no_network(err: BaseException) -> str | None:
+    """``err``'s cause when it is that the Hub cannot be reached (no network, DNS, refused), else None."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        name = err.__class__.__name__
+        if isinstance(err, LocalEntryNotFoundError) or name in ("ConnectError", "ConnectTimeout", "ConnectionError",
+                                                                 "NameResolutionError", "MaxRetryError",
+                                                                 "OfflineModeIsEnabled"):
+            return "the Hugging Face Hub cannot be reached: no network"
+        if isinstance(err, OSError) and err.errno in (-2, -3, -5, 101, 110, 111, 113):  # DNS, unreachable, refused
+            return "the Hugging Face Hub cannot be reached: no network"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def resolve(model: str, *, offline: bool) -> Snapshot:
@@ -100,7 +121,14 @@ def _download(model: str) -> Snapshot:
     repo, revision = split_revision(model)
     try:
         snapshot_download(repo, revision=revision, cache_dir=hub_cache_dir())
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - httpx/requests errors too: one sentence either way
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        why = _no_network(err)
+        if why:
+            raise not_cached_error(model, why) from None
+        if not isinstance(err, (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError)):
+            raise
         first = str(err).splitlines()[0] if str(err) else err.__class__.__name__
         raise UserError(f"cannot download model {model}: {first}") from None
     snapshot = find_snapshot(model)

@@ -220,7 +220,7 @@ def download_weights(preset: Preset, directory: Path, *, url: str | None = None,
     try:
         total = int(response.headers.get("Content-Length") or 0) or None
         with response, os.fdopen(fd, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=preset.filename, leave=False
+            total=total, unit="B", unit_scale=True, desc=preset.filename, leave=False, disable=None  # None: a terminal only
         ) as bar:
             while chunk := response.read(1 << 20):
                 out.write(chunk)

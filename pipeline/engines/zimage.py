@@ -141,6 +141,23 @@ class ZImageEngine:
         self._placed_for: tuple | None = None
         self._img2img = None
         self.profile = self._initial_profile()
+        self.lora_paths: dict = {}  # sha256 -> LoRA file; the session shares its own dict here
+        self._lora_set = None
+
+    @property
+    def loras(self):
+        """The LoRAs on the transformer (``lora_weights.LoraSet``): switched per batch, never reloading it."""
+        if self._lora_set is None:
+            from .lora_weights import LoraSet
+
+            self._lora_set = LoraSet(self.pipe.transformer, self.device, self.dtype, compiled=self.options.compile)
+        return self._lora_set
+
+    def check_loras(self, jobs) -> None:
+        """Read and check every LoRA the jobs use, before the first picture (a foreign one fails here)."""
+        for uses in {getattr(job, "loras", None) for job in jobs}:
+            if uses:
+                self.loras.check(uses, self.lora_paths)
 
     # ------------------------------------------------------------ set-up
 
@@ -287,6 +304,8 @@ class ZImageEngine:
     def _run(self, pipe, jobs: list[RenderJob], **kwargs):
         """Encode (phase 1), place (phase 2), denoise + decode; OOM becomes one sentence."""
         first = jobs[0]
+        if getattr(first, "loras", None) or self._lora_set is not None:
+            self.loras.activate(getattr(first, "loras", None), self.lora_paths)  # one batch: one set of LoRAs
         positive, negative = self._embeddings(jobs)
         if any(getattr(j, "variance", None) is not None for j in jobs):  # --variance: noisy embeddings for the first steps
             from .variance import VarianceSchedule

@@ -71,12 +71,15 @@ def picture_meta(path: Path, prompt: str | None) -> dict:
     return meta
 
 
-def _loras(value) -> tuple:
-    """The picture's LoRAs as the job carries them ((name, sha256, weight), ...): passed through to the engine."""
-    if not isinstance(value, list):
-        return ()
-    return tuple((str(e.get("name", "")), str(e.get("sha256", "")), float(e.get("weight", 1.0)))
-                 for e in value if isinstance(e, dict) and e.get("sha256"))
+def picture_loras(session, records, path: Path) -> list:
+    """The LoRAs the picture was made with (its record's ``loras``), found again by digest, as refine does."""
+    if not isinstance(records, list) or not records:
+        return []
+    from ..engines.lora import from_records
+
+    loras = from_records(records, session.model, session.lora_paths)
+    session.register_loras(loras, str(path))
+    return loras
 
 
 def output_size(path: Path, scale: float) -> tuple[int, int]:
@@ -87,6 +90,7 @@ def output_size(path: Path, scale: float) -> tuple[int, int]:
 
 def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> list[DetailJob]:
     from ..engines.tiling import detail_overlap
+    from ..jobs import make_loras
 
     jobs = []
     for item, sr_job in zip(inputs, sr_jobs):
@@ -97,7 +101,7 @@ def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> li
                               width=width, height=height, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
                               seed=meta["seed"], dtype=session.dtype, strength=float(settings.strength),
                               tile=settings.tile, overlap=detail_overlap(settings.tile), variance=variance,
-                              loras=_loras(meta.get("loras"))))
+                              loras=make_loras(picture_loras(session, meta.get("loras"), item.path))))
     return jobs
 
 
@@ -155,7 +159,9 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
                 cached = artifact is not None
                 if artifact is None:
                     if engine is None:
+                        session.require_lora_files([job for _, _, job in misses])
                         engine = session.engine()
+                        engine.check_loras([job for _, _, job in misses])
                     if engine.fingerprint != job.model:  # the model's identity became known on load
                         job = dataclasses.replace(job, model=engine.fingerprint)
                         artifact = store.get(job.key)
@@ -202,7 +208,7 @@ def _say_dry_run(sr, todo) -> None:
 
 def _run_fields(jobs: list[DetailJob], sr) -> dict:
     """run.json fields of each detail picture (by key): the upscaler and the detail settings."""
-    return {job.key: {"upscaler": sr.name, "scale": sr.scale, "detail": job.strength, "detail_tile": job.tile,
+    return {job.key: {"scale": sr.scale, "detail": job.strength, "detail_tile": job.tile,
                       "detail_overlap": job.overlap, "detail_model": display_name_of(job.model),
                       "detail_steps": job.steps}
             for job in jobs}
@@ -284,10 +290,10 @@ def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
         "guidance": job.guidance, "seed": job.seed, "prompt": job.prompt, "model": job.model,
         "model_name": model_name, "dtype": job.dtype, "tiles": [list(r) for r in rects],
         **({"variance": dataclasses.asdict(job.variance)} if job.variance else {}),
-        **({"loras": [{"name": n, "sha256": d, "weight": w} for n, d, w in job.loras]} if job.loras else {})})
+        **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {})})
     record["upscale"] = step
     info = PngImagePlugin.PngInfo()
-    info.add_text(A1111_CHUNK, a1111_detail_parameters(job, sr.name, model_name))
+    info.add_text(A1111_CHUNK, a1111_detail_parameters(job, sr.resolved.name, model_name))
     info.add_itxt(JSON_CHUNK, json.dumps(record, sort_keys=True, ensure_ascii=False))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=4)

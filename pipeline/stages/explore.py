@@ -10,11 +10,11 @@ from pathlib import Path
 from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
-from ..images import contact_sheet
+from ..images import contact_sheet, lora_label
 from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
 from ..models import display_name
-from ..runs import (check_run_name, load_run, new_run_data, new_run_dir, place, set_latest, stage_pictures,
-                    update_run, write_error)
+from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
+                    set_latest, stage_pictures, update_run, write_error)
 from ..store import atomic_write, check_writable
 from ..specs import ExploreSpec
 from .common import Item, StageResult, batches, progress_bar, store_picture
@@ -24,25 +24,30 @@ log = logging.getLogger("pipeline")
 STAGE_DIR = "explore"
 
 
-def plan(spec: ExploreSpec, fingerprint: str, dtype: str) -> list[RenderJob]:
-    """The jobs of an explore: one per seed. Pure and cheap."""
+def plan(spec: ExploreSpec, fingerprint: str, dtype: str, loras=()) -> list[RenderJob]:
+    """The jobs of an explore: one per seed. Pure and cheap (``loras``: resolved, ``engines.lora.Lora``)."""
     width, height = spec.size
     return [
         RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
                                   height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype,
                                   variance=make_variance(spec.variance, spec.variance_share, spec.variance_steps,
-                                                         seed)))
+                                                         seed), loras=loras))
         for seed in spec.seeds
     ]
+
+
+def lora_records(loras) -> list[dict]:
+    """The LoRAs of a picture or run as recorded (name, sha256, weight, A1111's short hash)."""
+    return [lora.record() for lora in loras]
 
 
 def candidate_name(seed: int) -> str:
     return f"seed-{seed}.png"
 
 
-def run_header(session, spec: ExploreSpec) -> dict:
+def run_header(session, spec: ExploreSpec, loras=()) -> dict:
     variance = spec.variance_settings()  # only when on: runs without it keep today's run.json
-    return {**({"variance": variance} if variance else {}),
+    return {**({"variance": variance} if variance else {}), **({"loras": lora_records(loras)} if loras else {}),
         "prompt": spec.prompt,
         "negative": spec.negative,
         "model": session.model,
@@ -56,17 +61,31 @@ def run_header(session, spec: ExploreSpec) -> dict:
     }
 
 
-def _open_run(session, spec: ExploreSpec, run: str | None) -> tuple[Path, dict]:
-    run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run))  # one timestamped name for all processes
-    header = run_header(session, spec)
+SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance")  # one run, one set
+
+
+def _lora_settings(records) -> list:
+    return [(r.get("sha256"), r.get("weight")) for r in records or () if isinstance(r, dict)]
+
+
+def _check_settings(run_dir: Path, data: dict, header: dict) -> None:
+    old = {k: data.get(k) for k in SETTINGS} | {"loras": _lora_settings(data.get("loras"))}
+    new = {k: header.get(k) for k in SETTINGS} | {"loras": _lora_settings(header.get("loras"))}
+    if old != new:
+        changed = ", ".join(k for k in old if old[k] != new[k])
+        raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
+
+
+def _open_run(session, spec: ExploreSpec, run: str | None, loras=()) -> tuple[Path, dict]:
+    # one name for all processes; without --run the main process claims a new folder (mkdir), so
+    # two explores started in the same second never share one
+    claimed = distributed.is_main_process() and run is None
+    run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run, claim=claimed))
+    header = run_header(session, spec, loras)
     data = load_run(run_dir)
     if data:
-        old = {k: data.get(k) for k in ("prompt", "negative", "model", "width", "height", "steps", "guidance",
-                                        "variance")}
-        new = {k: header.get(k) for k in old}
-        if old != new:
-            changed = ", ".join(k for k in old if old[k] != new[k])
-            raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
+        _check_settings(run_dir, data, header)
+        data.pop("loras", None)
         data.update(header)
     else:
         data = {**new_run_data(header), "explore": {"pictures": []}}
@@ -85,7 +104,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
             stop=None) -> StageResult:
     """``on_picture(item)`` is called as each picture is in the run folder (stored ones first);
     ``stop`` (a ``threading.Event``) ends the run after the current picture, keeping the finished ones."""
-    jobs = plan(spec, session.fingerprint, session.dtype)
+    loras = session.resolve_loras(spec.loras)
+    jobs = plan(spec, session.fingerprint, session.dtype, loras)
     store = session.store
     if run is not None:
         check_run_name(run)  # a dry run refuses what the real one would
@@ -93,7 +113,16 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         stored = sum(store.has(job.key) for job in jobs)
         return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
 
-    run_dir, data = _open_run(session, spec, run)
+    run_dir, data = _open_run(session, spec, run, loras)
+    try:
+        return _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras)
+    finally:
+        if run is None and distributed.is_main_process():
+            release_run_dir(run_dir)  # claimed but still empty: failed or stopped before its first picture
+
+
+def _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras=()) -> StageResult:
+    store = session.store
     out_dir = run_dir / STAGE_DIR
     items: dict[int, Item] = {}
     misses: list[RenderJob] = []
@@ -114,7 +143,9 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         nonlocal published
         if not distributed.is_main_process() or not stage_pictures(data, STAGE_DIR):
             return
-        _save(run_dir, data)
+        merged = _save(run_dir, data)  # what every process recorded in this run, ours included
+        data.clear()
+        data.update(merged)
         if not published:
             set_latest(session.out, run_dir)
             published = True
@@ -124,7 +155,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         on_picture(item)
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop, loras)
     if stop is None or not stop.is_set():
         _collect_shares(session, jobs, items, out_dir)
 
@@ -132,6 +163,7 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():  # several processes: only the main one records the run
         _record_candidates(data, ordered, run_dir)
+        save()  # merged with what others recorded: the sheet and the gallery show every picture of the run
         _write_contact_sheet(out_dir, data, run_dir)
         save()
         if published:  # not when stopped before the first picture: no run folder then
@@ -144,16 +176,30 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
 OTHER_STAGES = ("refine", "upscale")
 
 
-def _save(run_dir: Path, data: dict) -> None:
-    """Write explore's part of run.json (the run header and the explore section); keep what other
-    stages recorded meanwhile, perhaps from another process."""
-    ours = {key: value for key, value in data.items() if key not in OTHER_STAGES}
-    update_run(run_dir, lambda current: current.update(ours))
+def _save(run_dir: Path, data: dict) -> dict:
+    """Merge explore's part of run.json (the run header and the explore section's pictures, by
+    seed) into what is on disk, under the run's lock: pictures another process recorded meanwhile
+    (a second explore on the same --run, a vary) and the other stages' sections are kept.
+    Returns the run.json as written."""
+    ours = {key: value for key, value in data.items() if key not in OTHER_STAGES and key != STAGE_DIR}
+    section = data.get(STAGE_DIR) if isinstance(data.get(STAGE_DIR), dict) else {}
+    extra = {key: value for key, value in section.items() if key != "pictures"}  # the contact sheet's signature
+
+    def merge(current: dict) -> None:
+        if current.get("prompt") is not None:
+            _check_settings(run_dir, current, ours)  # two explores that began on one new --run
+            ours.pop("created", None)  # the run is as old as its first picture
+        current.update(ours)
+        merge_pictures(current, STAGE_DIR, stage_pictures(data, STAGE_DIR), order=lambda c: pick_order(c.get("seed")))
+        current[STAGE_DIR].update(extra)
+
+    return update_run(run_dir, merge)
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
     check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
+    engine.check_loras(misses)  # a LoRA for another model fails here, before any picture is written
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
         data["model_fingerprint"] = engine.fingerprint
@@ -163,7 +209,7 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_pict
         for batch in batches(misses, batch_size):
             if stop is not None and stop.is_set():
                 break
-            _render_batch(session, engine, batch, out_dir, items)
+            _render_batch(session, engine, batch, out_dir, items, loras)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
             save()
             if bar:
@@ -193,7 +239,7 @@ def _collect_shares(session, jobs: list[RenderJob], items: dict, out_dir: Path) 
                                artifact.record.get("seconds", 0.0))
 
 
-def _render_batch(session, engine, batch, out_dir, items) -> None:
+def _render_batch(session, engine, batch, out_dir, items, loras=()) -> None:
     store = session.store
     with store.lock_all(job.key for job in batch):
         todo = []
@@ -212,7 +258,9 @@ def _render_batch(session, engine, batch, out_dir, items) -> None:
         images = engine.txt2img(todo)
         seconds = (time.perf_counter() - started) / len(todo)
         for job, image in zip(todo, images):
-            artifact = store_picture(store, job, image, session.model, seconds=seconds, engine=engine, stage="explore")
+            extra = {"loras": lora_records(loras)} if job.loras else {}
+            artifact = store_picture(store, job, image, session.model, seconds=seconds, engine=engine, stage="explore",
+                                     **extra)
             dest = out_dir / candidate_name(job.seed)
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, False, round(seconds, 4))
@@ -241,12 +289,14 @@ def _write_contact_sheet(out_dir: Path, data: dict, run_dir: Path) -> None:
     if not entries:
         return
     path = out_dir / "contact.png"
+    title = f"LoRA: {lora_label(data['loras'])}" if data.get("loras") else ""
     # the sheet shows exactly these pictures: skip the redraw (most of a cached re-run's time) when unchanged
-    signature = digest_bytes("\n".join(f"{c['seed']} {c['key']}" for c in candidates).encode())
+    signature = digest_bytes("\n".join([title] * bool(title) + [f"{c['seed']} {c['key']}" for c in candidates])
+                             .encode())
     if path.is_file() and data["explore"].get("contact_sheet") == signature:
         return
     data["explore"]["contact_sheet"] = signature
-    sheet = contact_sheet(entries)
+    sheet = contact_sheet(entries, title=title)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     try:

@@ -2,6 +2,7 @@
 
     hires     the stored candidate, enlarged to the target size (Lanczos, or a Real-ESRGAN
               model), then an image-to-image pass with the same prompt and seed at --strength
+              (to another aspect, a candidate is cropped as A1111's hires fix crops: see hires.py)
     rerender  text-to-image at the target size with the same seed (new noise: the
               composition may change)
 
@@ -25,9 +26,10 @@ from ..jobs import (MAX_SEED, RefineJob, check_size, digest_bytes, pick_order, r
                     variance_from_record)
 from ..models import TINY, display_name
 from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
-                    update_run)
+                    record_pictures)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
-from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
+from .common import Item, StageResult, batches, candidate_loras, progress_bar, run_variance, store_picture
+from .hires import as_hires_fix, enlarge_parents, image_size, parent_size
 
 log = logging.getLogger("pipeline")
 
@@ -46,6 +48,8 @@ class Pick:
     source: str  # the candidate's run-relative path, or the --from image's path
     parent_data: bytes | None = None  # the --from image's bytes, as digested for the key
     id: int | str | None = None  # the candidate's seed or variation id (42v3); None: the job's seed
+    loras: list = dataclasses.field(default_factory=list)  # engines.lora.Lora, as the job's key holds them
+    first_pass: dict | None = None  # hires of our own txt2img candidate: its pass, for A1111's hires-fix text
 
     @property
     def label(self):
@@ -109,20 +113,26 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
         "guidance": spec.guidance if spec.guidance is not None else data.get("guidance", DEFAULT_GUIDANCE),
     }
     enlarge = enlarge_name(spec)
+    given = None if spec.loras is None else session.resolve_loras(spec.loras)
     picks = []
     for seed in spec.seeds:
         candidate = candidates[seed]
-        parent_path, parent_digest = None, ""
+        loras = given if given is not None else candidate_loras(session, data, candidate, f"candidate {seed}")
+        parent_path, parent_digest, parent_job = None, "", None
         if spec.mode == "hires":
             artifact = session.store.get(candidate["key"])
             if artifact is None:
                 raise UserError(_missing_candidate(run_dir, data, seed))
             parent_path, parent_digest = artifact.path, artifact.record["digest"]
+            parent_job = artifact.record.get("job")
         # a variation renders with its own noise seed and its root candidate's conditioning
         noise_seed = candidate.get("noise_seed", seed) if isinstance(seed, str) else seed
-        job = _job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed))
-        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed))
+        job = _job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed), loras)
+        job, first = as_hires_fix(job, parent_job)
+        picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed,
+                          first_pass=first, loras=loras))
     return Plan(run_dir, picks)
+
 
 
 def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
@@ -137,7 +147,7 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     meta, parent_key = {}, ""
     record = info["pipeline"] if isinstance(info["pipeline"], dict) else None
     if record and isinstance(record.get("prompt"), str) and record["prompt"].strip():
-        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance") if k in record}
+        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance", "loras") if k in record}
         parent_key = record.get("key", "") if isinstance(record.get("key"), str) else ""
         step = record.get("upscale")  # an upscaled picture: its own key is the upscale's, the rest is its source's
         if isinstance(step, dict) and isinstance(step.get("key"), str):
@@ -147,6 +157,9 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
         # A1111's Steps and CFG scale belong to another sampler and model (typically 20-30 steps
         # at CFG 7); on Turbo they would burn the picture, so only the prompt and seed are taken.
         meta = {k: parsed[k] for k in ("prompt", "negative", "seed", "variance") if parsed.get(k) not in (None, "")}
+        if parsed["settings"].get("Lora hashes") and spec.loras is None:
+            log.warning("%s was made with LoRAs (%s) for another program's model; they are not applied (give "
+                        "--lora to refine with a Z-Image LoRA)", path, parsed["settings"]["Lora hashes"])
     prompt = spec.prompt if spec.prompt is not None else meta.get("prompt")
     if not prompt:
         raise UserError(f"{path} carries no generation parameters: give --prompt (and --seed) to refine it")
@@ -156,13 +169,17 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
         "negative": spec.negative if spec.negative is not None else str(meta.get("negative", "")),
         "guidance": spec.guidance if spec.guidance is not None else float(meta.get("guidance", DEFAULT_GUIDANCE)),
     }
-    size = spec.size or _scaled(info["size"], spec.scale)
+    shown_size = image_size(data)  # as shown: EXIF orientation applied, as the enlarging does
+    size = spec.size or _scaled(shown_size, spec.scale)
     digest = digest_bytes(data)
+    loras = _source_loras(session, spec, meta.get("loras"), path)
     job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec),
-               variance_from_record(meta.get("variance")))
+               variance_from_record(meta.get("variance")), loras)
+    parent_job = record if record and [record.get("width"), record.get("height")] == shown_size else None
+    job, first = as_hires_fix(job, parent_job)
     hires = spec.mode == "hires"
     pick = Pick(job, candidate_name(seed), path.resolve() if hires else None, parent_key, str(path.resolve()),
-                parent_data=data if hires else None)
+                parent_data=data if hires else None, first_pass=first, loras=loras)
     if run is not None:
         try:
             return Plan(resolve_run(session.out, run), [pick])
@@ -178,6 +195,19 @@ def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     return Plan(run_dir, [pick], new_run=header)
 
 
+def _source_loras(session, spec: RefineSpec, records, path: Path) -> list:
+    """--lora/--no-lora, else the LoRAs the image's own record names (found by digest)."""
+    if spec.loras is not None:
+        return session.resolve_loras(spec.loras)
+    if not isinstance(records, list) or not records:
+        return []
+    from ..engines.lora import from_records
+
+    loras = from_records(records, session.model, session.lora_paths)
+    session.register_loras(loras, str(path))
+    return loras
+
+
 def _seed_of(value) -> int:
     """A seed from an image's metadata; 0 when absent or not one of ours (A1111 writes -1 for random)."""
     try:
@@ -187,10 +217,11 @@ def _seed_of(value) -> int:
     return seed if 0 <= seed <= MAX_SEED else 0
 
 
-def _job(session, spec, params, seed, size, parent_digest, enlarge, variance=None) -> RefineJob:
+def _job(session, spec, params, seed, size, parent_digest, enlarge, variance=None, loras=()) -> RefineJob:
     fields = render_fields(model=session.fingerprint, prompt=params["prompt"], negative=params["negative"],
                            width=size[0], height=size[1], steps=spec.steps or DEFAULT_STEPS,
-                           guidance=params["guidance"], seed=seed, dtype=session.dtype, variance=variance)
+                           guidance=params["guidance"], seed=seed, dtype=session.dtype, variance=variance,
+                           loras=loras)
     if spec.mode == "hires":
         return RefineJob(**fields, mode="hires", strength=float(spec.strength), parent=parent_digest, enlarge=enlarge)
     # rerender draws from text alone: parent, strength and enlarging do not change its pixels
@@ -295,30 +326,34 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
         return
     run_dir = the_plan.run_dir
 
-    def record(data: dict) -> None:
+    def header(data: dict) -> None:
         if not data and the_plan.new_run is not None:
             data.update(new_run_data(the_plan.new_run))
-        section = data.get("refine") if isinstance(data.get("refine"), dict) else {}
-        by_path = {p.get("path"): p for p in section.get("pictures", []) if isinstance(p, dict)}
-        for pick, item in done:
-            job = pick.job
-            entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
-                     "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
-                     "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
-                     "seconds": item.seconds, "cached": item.cached}
-            if job.mode == "hires":
-                entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
-            by_path[entry["path"]] = entry
-        section["pictures"] = sorted(by_path.values(), key=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
-        data["refine"] = section
 
-    update_run(run_dir, record)
+    entries = []
+    for pick, item in done:
+        job = pick.job
+        entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+                 "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
+                 "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
+                 "seconds": item.seconds, "cached": item.cached}
+        if job.mode == "hires":
+            entry.update(strength=job.strength, enlarge=job.enlarge, parent_digest=job.parent)
+            if job.crop:
+                entry["crop"] = job.crop
+        if job.loras:
+            entry["loras"] = [lora.record() for lora in pick.loras]
+        entries.append(entry)
+    record_pictures(run_dir, "refine", entries, id_of=lambda p: p.get("path"), before=header,
+                    order=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
     set_latest(session.out, run_dir)
 
 
 def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items: dict, the_plan: Plan) -> None:
-    enlarged = _enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
+    session.require_lora_files([p.job for p in misses])
+    enlarged = enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
     engine = session.engine()
+    engine.check_loras([p.job for p in misses])  # a LoRA for another model fails before any picture
     if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
         misses = [dataclasses.replace(p, job=dataclasses.replace(p.job, model=engine.fingerprint)) for p in misses]
     by_job = {id(p.job): p for p in misses}
@@ -390,41 +425,11 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
             images = engine.txt2img(jobs)
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
-            extra = {"parent_size": _parent_size(pick)} if pick.job.mode == "hires" else {}
+            extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}
+            if pick.first_pass:
+                extra["first_pass"] = pick.first_pass
+            if pick.job.loras:
+                extra["loras"] = [lora.record() for lora in pick.loras]
             artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
                                      stage="refine", parent_key=pick.parent_key, **extra)
             items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)
-
-
-def _parent_size(pick: Pick) -> list[int]:
-    """The candidate's size (A1111's first pass ``Size`` in a hires refine's infotext); reads the header only."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
-        width, height = image.size
-        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
-    return [height, width] if turned else [width, height]
-
-
-def _enlarge_parents(session, spec: RefineSpec, misses: list[Pick]) -> dict:
-    """Each miss's parent enlarged to its target size (the upscaler, if any, loads once, here)."""
-    import io
-
-    from PIL import Image, ImageOps
-
-    upscaler = None
-    if spec.upscaler.lower() != LANCZOS:
-        from ..engines.upscaler import load_upscaler
-
-        upscaler = load_upscaler(spec.upscaler, session.device or "auto", "auto")
-    enlarged = {}
-    for pick in misses:
-        with Image.open(io.BytesIO(pick.parent_data) if pick.parent_data is not None else pick.parent_path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-        size = (pick.job.width, pick.job.height)
-        if upscaler is not None:
-            image = upscaler.upscale(image)
-        enlarged[pick.name] = image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
-    return enlarged

@@ -19,7 +19,7 @@ from ..images import (
     a1111_upscaler_name,
 )
 from ..jobs import UpscaleJob, pick_order
-from ..runs import load_run, place, resolve_run, stage_pictures, update_run
+from ..runs import load_run, place, record_pictures, resolve_run, stage_pictures
 from ..store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
@@ -210,6 +210,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         return detail_stage.run(session, inputs, sr=sr, settings=detail, scale=scale, run_dir=run_dir,
                                 dry_run=dry_run, on_progress=on_progress)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
+    upscaler = upscaler_name(resolved)
     store = session.store
     if dry_run:
         todo = [(item, job) for item, job in zip(inputs, jobs) if not store.has(job.key)]
@@ -260,7 +261,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
             items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
                               name=item.path.name))
             if run_dir is not None and distributed.is_main_process():
-                _record(run_dir, items, _run_fields(jobs, resolved.name))
+                _record(run_dir, items, upscaler, _run_fields(jobs))
     except KeyboardInterrupt:
         if run_dir is not None and items and distributed.is_main_process():
             write_gallery(run_dir)  # the finished pictures are in run.json already
@@ -272,7 +273,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
     if run_dir is not None and distributed.is_main_process():
-        _record(run_dir, items, _run_fields(jobs, resolved.name))
+        _record(run_dir, items, upscaler, _run_fields(jobs))
         write_gallery(run_dir)
     distributed.wait_for_everyone()  # the others go on once run.json is complete
     computed = sum(not item.cached for item in items)
@@ -361,22 +362,30 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
     return buffer.getvalue()
 
 
-def _run_fields(jobs: list[UpscaleJob], upscaler: str) -> dict:
-    """run.json fields of each plain upscale (by key): the upscaler, as ``--upscaler`` takes it, and the scale."""
-    return {job.key: {"upscaler": upscaler, **({"scale": job.scale} if job.scale else {})} for job in jobs}
+def _run_fields(jobs: list[UpscaleJob]) -> dict:
+    """run.json fields of each plain upscale beyond the upscaler (by key): the scale asked for."""
+    return {job.key: {"scale": job.scale} for job in jobs if job.scale}
 
 
-def _record(run_dir: Path, items: list[Item], fields: dict | None = None) -> None:
-    update_run(run_dir, lambda data: _record_items(data, run_dir, items, fields or {}))
+def upscaler_name(resolved) -> str:
+    """The weights as `--upscaler` takes them: a preset's or weights folder file's name, else the file's path."""
+    from ..engines.weights import SOURCE_FILE, weights_dir
+
+    if resolved.source != SOURCE_FILE or resolved.path.parent == weights_dir():
+        return resolved.name
+    return str(resolved.path.resolve())
 
 
-def _record_items(data: dict, run_dir: Path, items: list[Item], fields: dict) -> None:
-    by_dest = {entry["path"]: entry for entry in stage_pictures(data, "upscale")}
+def _record(run_dir: Path, items: list[Item], upscaler: str, fields: dict | None = None) -> None:
+    """Merge the upscaled pictures into run.json's "upscale" section by output path, under the run's lock;
+    ``fields``: more fields of each picture by key (the scale; the detail settings)."""
+    entries = []
     for item in items:
         rel = str(item.path.relative_to(run_dir))
-        by_dest[rel] = {"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
-                        "seconds": item.seconds, "cached": item.cached, **fields.get(item.key, {})}
-    data["upscale"] = {"pictures": sorted(by_dest.values(), key=lambda e: pick_order(e["seed"]))}
+        entries.append({"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
+                        "upscaler": upscaler, "seconds": item.seconds, "cached": item.cached,
+                        **(fields or {}).get(item.key, {})})
+    record_pictures(run_dir, "upscale", entries, id_of=lambda e: e.get("path"), order=lambda e: pick_order(e.get("seed")))
 
 
 class SuperResolution:
@@ -386,7 +395,7 @@ class SuperResolution:
                  precision):
         self.session, self.resolved, self.jobs, self.inputs = session, resolved, jobs, inputs
         self.tile, self.overlap, self.precision = tile, overlap, precision
-        self.name = resolved.name
+        self.name = upscaler_name(resolved)
         self.scale = jobs[0].scale if jobs else None
 
     def engine(self):
@@ -434,4 +443,4 @@ class SuperResolution:
 
     def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
         if distributed.is_main_process():
-            _record(run_dir, items, fields)
+            _record(run_dir, items, self.name, fields)

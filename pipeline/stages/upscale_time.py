@@ -100,9 +100,9 @@ class TileProgress:
         self.on_progress = on_progress
         self.bar = None
         if bar and total > 0:
-            from tqdm import tqdm
+            from .common import progress_bar
 
-            self.bar = tqdm(total=total, desc="upscale", unit="tile", leave=False, dynamic_ncols=True)
+            self.bar = progress_bar(total, True, "upscale", unit="tile")  # one line when not on a terminal
         self._base = 0  # tiles of the pictures already finished
         self._planned = 0  # tiles planned for the picture under way
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..jobs import VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id, variation_seed
-from ..runs import load_run, place, resolve_run, set_latest, stage_pictures, update_run
+from ..jobs import (MAX_SEED, VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id,
+                    variation_seed)
+from ..runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
 from ..specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
-from .common import Item, StageResult, batches, progress_bar, run_variance, store_picture
+from .common import Item, StageResult, batches, candidate_loras, progress_bar, run_variance, store_picture
 
 log = logging.getLogger("pipeline")
 
@@ -40,6 +41,9 @@ class Variation:
     parent: int | str
     parent_key: str
     parent_path: Path
+    parent_seed: int | None = None  # the parent picture's seed (a variation parent's: its noise seed)
+    loras: list = dataclasses.field(default_factory=list)  # engines.lora.Lora
+    own_loras: bool = False  # record the LoRAs in run.json (they are some, or the run has some)
 
     @property
     def name(self) -> str:
@@ -69,30 +73,59 @@ def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
         raise UserError(f"{what.format(seed_ranges(unknown))} of run {run_dir.name}; its candidates are "
                         f"{seed_ranges(sorted(candidates, key=pick_order))}")
     steps = spec.steps or int(data.get("steps") or 8)
+    given = None if spec.loras is None else session.resolve_loras(spec.loras)
     variations = []
     for parent in spec.seeds:
         candidate = candidates[parent]
+        loras = given if given is not None else candidate_loras(session, data, candidate, f"candidate {parent}")
         artifact = session.store.get(candidate["key"])
         if artifact is None:
             raise UserError(f"candidate {parent} of run {run_dir.name} is missing or damaged in the store; "
                             f"render it again first (explore, or vary its parent)")
-        for number in _numbers(candidates, parent, spec.count, spec.strength, steps):
+        parent_seed = _seed_of(artifact.record, candidate, parent)
+        signature = [(lora.sha256, lora.weight) for lora in loras]
+        for number in _numbers(candidates, parent, spec.count, spec.strength, steps,
+                               lambda c: _lora_signature(data, c) == signature):
             ident = variation_id(*pick_path(parent), number)
             fields = render_fields(model=session.fingerprint, prompt=data["prompt"], negative=data.get("negative", ""),
                                    width=int(data["width"]), height=int(data["height"]), steps=steps,
-                                   guidance=data.get("guidance", DEFAULT_GUIDANCE), seed=variation_seed(ident),
-                                   dtype=session.dtype, variance=run_variance(data, ident))
+                                   guidance=data.get("guidance", DEFAULT_GUIDANCE),
+                                   seed=_noise_seed(candidates.get(ident), ident),
+                                   dtype=session.dtype, variance=run_variance(data, ident), loras=loras)
             job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"])
-            variations.append(Variation(ident, job, parent, candidate["key"], artifact.path))
+            variations.append(Variation(ident, job, parent, candidate["key"], artifact.path, parent_seed, loras,
+                                        bool(loras or data.get("loras"))))
     return Plan(run_dir, variations)
 
 
-def _numbers(candidates: dict, parent, count: int, strength: float, steps: int) -> list[int]:
+def _lora_signature(data: dict, candidate: dict) -> list:
+    records = candidate["loras"] if isinstance(candidate.get("loras"), list) else data.get("loras") or []
+    return [(r.get("sha256"), r.get("weight")) for r in records if isinstance(r, dict)]
+
+
+def _noise_seed(made: dict | None, ident: str) -> int:
+    """A variation's noise seed: the one run.json recorded when it was made (variations made before
+    seeds were cut to 53 bits keep their 64-bit seed, so their keys and pictures stay), else
+    ``variation_seed(ident)``."""
+    recorded = made.get("noise_seed") if isinstance(made, dict) else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and 0 <= recorded <= MAX_SEED:
+        return recorded
+    return variation_seed(ident)
+
+
+def _seed_of(record: dict, candidate: dict, parent) -> int | None:
+    """The seed the parent picture was rendered with (its job's), for the variation's metadata."""
+    job = record.get("job") if isinstance(record.get("job"), dict) else {}
+    seed = job.get("seed", candidate.get("noise_seed", parent))
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _numbers(candidates: dict, parent, count: int, strength: float, steps: int, same_loras=lambda c: True) -> list[int]:
     """The variation numbers for ``count`` variations of ``parent``: those already made with these
-    settings first, then new numbers after the highest one in use."""
+    settings (strength, steps, LoRAs) first, then new numbers after the highest one in use."""
     made = [(pick_path(pick)[-1], c) for pick, c in candidates.items()
             if isinstance(pick, str) and pick_order(pick)[0] == 0 and pick_parent(pick) == parent]
-    same = sorted(n for n, c in made if c.get("strength") == strength and c.get("steps") == steps)
+    same = sorted(n for n, c in made if c.get("strength") == strength and c.get("steps") == steps and same_loras(c))
     numbers = same[:count]
     following = max((n for n, _ in made), default=0) + 1
     while len(numbers) < count:
@@ -146,24 +179,25 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
     if not done:
         return
 
-    def record(data: dict) -> None:
-        by_seed = {c.get("seed"): c for c in stage_pictures(data, "explore")}
-        for variation, item in done:
-            job = variation.job
-            by_seed[variation.id] = {
-                "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
-                "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
-                "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
-                "steps": job.steps}
-        data.setdefault("explore", {})["pictures"] = sorted(by_seed.values(), key=lambda c: pick_order(c.get("seed")))
-
-    update_run(run_dir, record)
+    entries = []
+    for variation, item in done:
+        job = variation.job
+        entries.append({
+            "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+            "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
+            "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
+            "steps": job.steps,
+            # a variation's own LoRAs, when it has some or its run has (refine and vary take them from here)
+            **({"loras": [lora.record() for lora in variation.loras]} if variation.own_loras else {})})
+    record_pictures(run_dir, "explore", entries, order=lambda c: pick_order(c.get("seed")))
 
 
 def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path) -> None:
     from PIL import Image
 
+    session.require_lora_files([v.job for v in misses])
     engine = session.engine()
+    engine.check_loras([v.job for v in misses])  # a LoRA for another model fails before any picture
     if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
         misses = [dataclasses.replace(v, job=dataclasses.replace(v.job, model=engine.fingerprint)) for v in misses]
     by_job = {id(v.job): v for v in misses}
@@ -193,7 +227,8 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
                     for variation, image in zip(todo, images):
                         artifact = store_picture(session.store, variation.job, image, session.model, seconds=seconds,
                                                  engine=engine, stage="vary", variation=variation.id,
-                                                 parent_key=variation.parent_key)
+                                                 parent_key=variation.parent_key, parent_seed=variation.parent_seed,
+                                                 **_lora_extra(variation))
                         items[variation.id] = _place(artifact.path, variation, out_dir, False, seconds)
             if distributed.is_main_process():
                 _record(run_dir, [(v, items[v.id]) for v in chosen])
@@ -202,6 +237,10 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
     finally:
         if bar:
             bar.close()
+
+
+def _lora_extra(variation: Variation) -> dict:
+    return {"loras": [lora.record() for lora in variation.loras]} if variation.job.loras else {}
 
 
 def _refresh_views(run_dir: Path) -> None:

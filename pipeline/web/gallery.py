@@ -268,7 +268,7 @@ def render_page(run_dir: Path, data: dict, groups: list[dict], others: list[Pict
     name = run_dir.resolve().name
     page_data = {
         "run": {"name": name, "dir": str(run_dir.resolve()),
-                "params": {k: data[k] for k in RUN_FIELDS if _shown(data.get(k))}},
+                "params": {**{k: data[k] for k in RUN_FIELDS if _shown(data.get(k))}, **_lora_param(data)}},
         "groups": [{"seed": None if g["seed"] is None else str(g["seed"]), "candidate": g["candidate"].to_json(),
                     "results": [p.to_json() for p in g["results"]]} for g in groups],
         "others": [p.to_json() for p in others],
@@ -301,6 +301,14 @@ def render_page(run_dir: Path, data: dict, groups: list[dict], others: list[Pict
     return "\n".join(parts) + "\n"
 
 
+def _lora_param(data: dict) -> dict:
+    """The run's LoRAs as one shown value (``style 0.8, ink 1``); nothing when it has none."""
+    from ..images import lora_label
+
+    label = lora_label(data.get("loras")) if isinstance(data.get("loras"), list) else ""
+    return {"loras": label} if label else {}
+
+
 def _header(name: str, data: dict, groups: list[dict]) -> str:
     params = []
     if data.get("width") and data.get("height"):
@@ -314,6 +322,8 @@ def _header(name: str, data: dict, groups: list[dict]) -> str:
                                    f"steps {_fmt(variance.get('steps'))})"))
     if data.get("model_name") or data.get("model"):
         params.append(("model", data.get("model_name") or data.get("model")))
+    if _lora_param(data):
+        params.append(("LoRA", _lora_param(data)["loras"]))
     params.append(("candidates", str(len(groups))))
     refined = sum(any(p.stage == "refine" for p in g["results"]) for g in groups)
     if refined:

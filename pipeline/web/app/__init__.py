@@ -13,68 +13,70 @@ from .state import AppState
 
 __all__ = ["AppState", "build_app"]
 
-CSS = """
-#candidates .caption-label, #refined .caption-label { font-variant-numeric: tabular-nums; }
-footer { display: none !important; }
-"""
+
+def css() -> str:
+    """The page's styles (assets/app.css): layout, the grids, the large view, the status line."""
+    from importlib import resources
+
+    return resources.files("pipeline.web").joinpath("assets", "app.css").read_text(encoding="utf-8")
+
+
+CSS = css()
 
 
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import explore_tab, pictures, refine_panel, runs_panel, upscale_panel
+    from . import candidates, explore_tab, grid, refine_panel, runs_panel, upscale_panel
 
     ui = SimpleNamespace()
-    with gr.Blocks(title="pipeline", analytics_enabled=False) as demo:
+    with gr.Blocks(title="pipeline", analytics_enabled=False, fill_width=True) as demo:
         ui.demo = demo
-        ui.shown_seeds = gr.State([])
         ui.refined_seeds = gr.State([])
-        gr.HTML("<h2 style='margin:0'>pipeline</h2><p style='margin:0'>explore many candidates, pick, "
-                "refine and upscale — cached on disk</p>", padding=False)
+        gr.HTML("<div id='app-head'><b>pipeline</b>explore many candidates, pick, refine and upscale — "
+                "cached on disk</div>", padding=False)
         with gr.Tabs(selected="explore") as ui.tabs:
             with gr.Tab("Explore", id="explore"):
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=1, min_width=320):
+                    with gr.Column(scale=0, min_width=380, elem_id="form-col"):
                         explore_tab.build(state, ui)
-                        with gr.Accordion("Picture", open=True):
-                            ui.params = gr.JSON(label="Parameters", elem_id="params")
-                            ui.command = gr.Code(label="Make it again from the CLI", language="shell",
-                                                 interactive=False, lines=3, max_lines=8, wrap_lines=True,
-                                                 elem_id="command")
-                    with gr.Column(scale=2):
-                        ui.run = gr.Textbox(label="Run", interactive=False, elem_id="run",
-                                            info=f"a folder of {state.out}")
-                        explore_tab.build_gallery(state, ui)
-                        with gr.Accordion("Refine picked", open=True):
+                    with gr.Column(scale=1, min_width=480):
+                        candidates.build_gallery(state, ui)
+                        with gr.Accordion("Refine picked", open=True, elem_id="refine-panel"):
                             ui.refine_seeds = gr.Textbox(label="Seeds", placeholder="empty: the picked ones",
                                                          elem_id="refine-seeds")
                             refine_panel.build(state, ui)
-                        with gr.Accordion("Upscale", open=True):
+                        with gr.Accordion("Upscale", open=True, elem_id="upscale-panel"):
                             upscale_panel.build(state, ui)
                         with gr.Accordion("Last result", open=False):
                             ui.result = gr.JSON(label="Result", elem_id="result")
             with gr.Tab("Runs", id="runs"):
                 runs_panel.build(state, ui)
+        # one status line that stays in view (the form builds ui.status and ui.bar; they live here)
+        with gr.Row(elem_id="statusline"):
+            ui.run = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="run", scale=0,
+                                min_width=220, placeholder="no run yet")
+            for component in (ui.status, ui.bar):
+                component.unrender()
+                component.render()
+            ui.status.show_label, ui.status.container = False, False
 
         def opened(view):
-            order = [c.seed for c in view.candidates]
             refined, refined_order = refine_panel.refined_value(view)
             compare = refine_panel.compare_value(view, view.refined[-1]) if view.refined else None
             d = view.data
-            return (view.run_dir.name, explore_tab.gallery_value(view.candidates, order, view.picks), order,
-                    explore_tab.picks_text(view.picks), refined, refined_order, compare,
+            return (view.run_dir.name, grid.view_value(view, "explore"), refined, refined_order, compare,
                     upscale_panel.upscaled_value(view), d.get("prompt", ""), d.get("negative", ""),
                     d.get("width", 512), d.get("height", 512), d.get("steps", 8), d.get("guidance", 0),
                     f"opened {view.run_dir.name}: {len(view.candidates)} candidates, {len(view.picks)} picked, "
                     f"{len(view.refined)} refined, {len(view.upscaled)} upscaled", gr.Tabs(selected="explore"))
 
-        ui.open_outputs = [ui.run, ui.candidates, ui.shown_seeds, ui.picks, ui.refined, ui.refined_seeds, ui.compare,
+        ui.open_outputs = [ui.run, ui.candidates, ui.refined, ui.refined_seeds, ui.compare,
                            ui.upscaled, ui.prompt, ui.negative, ui.width, ui.height, ui.steps, ui.guidance,
                            ui.status, ui.tabs]
-        explore_tab.wire(state, ui)
+        candidates.wire(state, ui)
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
         runs_panel.wire(state, ui, opened)
     demo.ui = ui  # for tests and embedding
-    _ = pictures
     return demo

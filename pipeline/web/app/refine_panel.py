@@ -7,7 +7,7 @@ import gradio as gr
 
 from ...errors import UserError
 from ...runs import load_picks
-from . import pictures
+from . import grid, pictures
 from .errors import on_page
 from .explore_tab import bar
 
@@ -22,8 +22,7 @@ def build(app, ui) -> None:
         ui.refine_size = gr.Textbox(label="or size", placeholder="e.g. 1024x1536", elem_id="refine-size")
     ui.refine_btn = gr.Button("Refine picked", variant="primary", elem_id="refine")
     with gr.Row():
-        ui.refined = gr.Gallery(label="Refined — click to compare", columns=3, height=300, allow_preview=False,
-                                fit_columns=False, object_fit="contain", elem_id="refined", interactive=False)
+        ui.refined = grid.build(app, "refined", "refine", "Refined")
         ui.compare = gr.ImageSlider(label="Before / after", type="filepath", elem_id="compare", interactive=False)
 
 
@@ -37,22 +36,6 @@ def wire(app, ui) -> None:
                         api_name="refine",
                         concurrency_id="device", show_progress="minimal", show_progress_on=ui.status)
 
-    def select(run, shown, evt: gr.SelectData):
-        with on_page():
-            run_dir = app.run_dir(run)
-            view = pictures.view(run_dir)
-            if not shown or evt.index is None or evt.index >= len(shown):
-                return gr.skip(), gr.skip(), gr.skip()
-            path = shown[evt.index]
-            chosen = next((r for r in view.refined if str(r.path) == path), None)
-            if chosen is None:
-                return gr.skip(), gr.skip(), gr.skip()
-            return (compare_value(view, chosen), pictures.params(chosen, view.data),
-                    pictures.command(app.out, run_dir, chosen, view.data))
-
-    ui.refined.select(select, [ui.run, ui.refined_seeds], [ui.compare, ui.params, ui.command],
-                      api_visibility="private", concurrency_limit=None)
-
 
 def compare_value(view, refined):
     before = next((c for c in view.candidates if c.seed == refined.seed), None)
@@ -62,9 +45,8 @@ def compare_value(view, refined):
 def refined_value(view, paths=None):
     """The run's refined pictures (newest call's first when ``paths`` orders them)."""
     shown = view.refined if paths is None else [r for p in paths for r in view.refined if str(r.path) == p]
-    label = lambda r: f"{r.size[0]}×{r.size[1]}" if r.size else "refined"  # noqa: E731
-    return [(str(r.thumb or r.path), pictures.caption(r.seed, label=label(r))) for r in shown], \
-        [str(r.path) for r in shown]
+    order = [str(r.path) for r in shown]
+    return grid.view_value(view, "refine", order), order
 
 
 def _refine(app, progress, run, seeds, mode, strength, scale, size):

@@ -74,22 +74,175 @@ class RefuseRemoteFiles:
         await self.app(scope, receive, send)
 
 
+def check_out(out: Path) -> None:
+    """--out must be a folder (or not exist yet, under a folder this user can write in)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder (it is created if missing)")
+    existing = next((p for p in [out, *out.absolute().parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {existing} (permission denied)")
+
+
+def port_busy(host: str, port: int) -> str:
+    return (f"port {port} is already in use on {host} (another `pipeline ui`?): "
+            f"choose a free one with --port, e.g. --port {port + 1 if port < 65535 else 7860}")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, before the model loads, a port this server could not listen on."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except (socket.gaierror, UnicodeError):
+            raise UserError(f"--host {host} is not an address or a name this machine knows") from None
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(port_busy(host, port)) from None
+            if err.errno == errno.EACCES:
+                raise UserError(f"port {port} needs administrator rights here: choose --port 1024 or above") from None
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise UserError(f"--host {host} is not an address of this machine") from None
+            raise UserError(f"cannot listen on {host} port {port} ({err.strerror or err})") from None
+
+
+def urls(host: str, port: int) -> list[str]:
+    """Addresses that reach the server: for 0.0.0.0 / :: the loopback one and the machine's name."""
+    import socket
+
+    if host in ("0.0.0.0", "::", ""):
+        names = ["127.0.0.1" if host != "::" else "localhost"]
+        try:
+            names.append(socket.gethostname())
+        except OSError:
+            pass
+    else:
+        names = [host]
+    return [f"http://{'[' + n + ']' if ':' in n else n}:{port}" for n in dict.fromkeys(names) if n]
+
+
+def banner(host: str, port: int, out: Path) -> str:
+    addresses = urls(host, port)
+    text = f"pipeline ui: {addresses[0]}"
+    if len(addresses) > 1:
+        text += " (this machine), " + ", ".join(addresses[1:]) + " (the network)"
+    text += f"  (output folder {out}; Ctrl+C stops)"
+    if not is_loopback(host):
+        text += "\nplain HTTP: passwords and pictures cross the network unencrypted; put TLS in front (README)"
+    return text
+
+
+class _UserErrorsInOneLine:
+    """Stands in for the `traceback` module inside Gradio's queue and routes: an error a user made
+    (gr.Error, e.g. a value not among a dropdown's choices; a UserError) is logged as one line;
+    anything else keeps its traceback."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def print_exc(self, *args, **kwargs):
+        import sys
+
+        text = _user_error_text(sys.exc_info()[1])
+        if text is None:
+            return self.real.print_exc(*args, **kwargs)
+        print(f"pipeline ui: refused a request: {text}", file=sys.stderr, flush=True)
+        return None
+
+
+def _user_error_text(err) -> str | None:
+    if err is None:
+        return None
+    from gradio.exceptions import Error
+
+    from .errors import message
+
+    if isinstance(err, Error):
+        return " ".join(str(getattr(err, "message", err)).split())
+    text = message(err)
+    return None if text is None else " ".join(text.split())
+
+
+def quiet_user_errors() -> None:
+    import traceback
+
+    import gradio.queueing
+    import gradio.routes
+    import gradio.utils
+
+    for module in (gradio.queueing, gradio.routes, gradio.utils):
+        if getattr(module, "traceback", None) is traceback:
+            module.traceback = _UserErrorsInOneLine(traceback)
+
+
 def launch(state, *, host: str = "127.0.0.1", port: int = 7860, auth: list | None = None,
-           open_browser: bool = False, block: bool = True, quiet: bool = False):
-    """Build the page and serve it; returns the Blocks (when ``block`` is False, it keeps running)."""
+           open_browser: bool = False, block: bool = True, quiet: bool = False, cache=None,
+           announce: str | None = None):
+    """Build the page and serve it; returns the Blocks (when ``block`` is False, it keeps running).
+
+    ``cache`` (cache.Cache): Gradio's file cache, made and pointed at here when not given (it must
+    be named before gradio is imported for the few paths gradio fixes on import: `pipeline ui` does
+    that). ``announce`` is printed to stderr once the server listens."""
+    import atexit
+    import sys
+
     offline_environment()
     check_host(host, auth or [])
+    from .cache import Cache
+    from .guard import IMAGE_BYTES, Guard, LoginLimiter
+
+    if cache is None:
+        cache = Cache()
+        cache.use()
+    atexit.register(cache.close)
     from starlette.middleware import Middleware
 
     from . import build_app
 
+    quiet_user_errors()
     demo = build_app(state)
     demo.queue(default_concurrency_limit=1)  # one GPU queue: explore, refine and upscale share "device"
-    demo.launch(server_name=host, server_port=port, auth=auth or None, share=False, inbrowser=open_browser,
-                allowed_paths=[str(Path(state.out).resolve())], prevent_thread_lock=not block, quiet=quiet,
-                ssr_mode=False, enable_monitoring=False, show_error=True, css=_css(),
-                app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]}, footer_links=["api"])
+    demo.delete_cache = None  # the Cache sweeps (by age and size) and removes its folder at exit
+    guard = Middleware(Guard, local_only=is_loopback(host) and not auth, limiter=LoginLimiter(), cache=cache)
+    try:
+        demo.launch(server_name=host, server_port=port, auth=auth or None, share=False, inbrowser=open_browser,
+                    allowed_paths=[str(Path(state.out).resolve())], prevent_thread_lock=True, quiet=quiet,
+                    ssr_mode=False, enable_monitoring=False, show_error=True, css=_css(),
+                    max_file_size=IMAGE_BYTES, run_history=False,
+                    app_kwargs={"middleware": [guard, Middleware(RefuseRemoteFiles)]}, footer_links=["api"])
+    except OSError as err:
+        cache.close()
+        if "port" in str(err).lower():
+            raise UserError(port_busy(host, port)) from None
+        raise
+    cache.start()
+    if announce:
+        print(announce, file=sys.stderr, flush=True)
+    if block:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # kill (SIGTERM) stops as Ctrl+C does
+            signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            demo.block_thread()
+        finally:
+            cache.close()
     return demo
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _css() -> str:

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ...errors import UserError
 from ...runs import load_run
-from . import pictures
+from . import grid, pictures
 from .errors import on_page
 from .explore_tab import bar
 
@@ -30,8 +30,7 @@ def build(app, ui) -> None:
                                        allow_custom_value=True, elem_id="upscale-model",
                                        info="a preset, or the name of a weights file in weights/")
         ui.upscale_btn = gr.Button("Upscale refined", variant="primary", elem_id="upscale")
-    ui.upscaled = gr.Gallery(label="Upscaled", columns=4, height=260, allow_preview=True, object_fit="contain",
-                             fit_columns=False, elem_id="upscaled", interactive=False)
+    ui.upscaled = grid.build(app, "upscaled", "upscale", "Upscaled")
 
 
 def wire(app, ui) -> None:
@@ -44,21 +43,9 @@ def wire(app, ui) -> None:
                          show_progress="minimal",
                          show_progress_on=ui.status)
 
-    def select(run, evt: gr.SelectData):
-        with on_page():
-            run_dir = app.run_dir(run)
-            view = pictures.view(run_dir)
-            if evt.index is None or evt.index >= len(view.upscaled):
-                return gr.skip(), gr.skip()
-            chosen = view.upscaled[evt.index]  # the gallery lists view.upscaled in this order
-            return pictures.params(chosen, view.data), pictures.command(app.out, run_dir, chosen, view.data)
-
-    ui.upscaled.select(select, ui.run, [ui.params, ui.command], api_visibility="private", concurrency_limit=None)
-
 
 def upscaled_value(view):
-    return [(str(u.thumb or u.path), pictures.caption(u.seed, label=f"{u.size[0]}×{u.size[1]}" if u.size else ""))
-            for u in view.upscaled]
+    return grid.view_value(view, "upscale")
 
 
 def _refined_seeds(run_dir) -> list:
