@@ -146,7 +146,7 @@ class Pipeline:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
         picture is in the store).  Loads the upscaler and times a small probe (about a second
         for x4plus on a CPU); the upscale that follows reuses the loaded model.  With ``detail``
-        the diffusion part is added from a one-step probe of the model at a small size."""
+        the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
         from .stages import upscale as stage
         from .stages.detail import DetailSettings, check_detail
 

@@ -199,3 +199,31 @@ def test_library_detail_with_another_model_and_ctrl_c_keeps_finished_pictures(ru
         again = p.upscale(seeds=[1, 2], upscaler="realesr-animevideov3", detail=0.25, detail_tile=64,
                           model="tiny-random", run=str(run_dir))
     assert [item.cached for item in again.items] == [True, False]
+
+
+def test_detail_uses_the_pictures_loras(tmp_path):
+    """A picture made with a LoRA is detailed with it (as refine does): the key and record carry it, and
+    without its file nothing is computed (one sentence)."""
+    import hashlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import cli_env
+    from lora_files import lora_tensors, write_lora
+
+    weights = tmp_path / "weights"
+    lora = write_lora(weights / "loras" / "style.safetensors", "kohya", lora_tensors(seed=7), alpha=2.0)
+    env = cli_env(PIPELINE_WEIGHTS=str(weights), PIPELINE_LORAS=str(tmp_path / "mine"))
+    out = tmp_path / "out"
+    run_cli("explore", "a red fox", "--seeds", "3", "--lora", "style:0.8", "--model", "tiny-random", "--size", "64",
+            "--out", out, env=env)
+    result = run_json("upscale", "--seeds", "3", *FAST, *DETAIL, "--out", out, env=env)
+    with Image.open(result["items"][0]["path"]) as image:
+        detail = json.loads(image.text["pipeline"])["upscale"]["detail"]
+    sha = hashlib.sha256(lora.read_bytes()).hexdigest()
+    assert detail["loras"] == [{"sha256": sha, "weight": 0.8}]
+    lora.rename(tmp_path / "elsewhere.safetensors")
+    proc = run_cli("upscale", "--seeds", "3", *FAST, "--detail", "0.3", "--detail-tile", "64", "--out", out,
+                   env=env, check=False)
+    assert proc.returncode == 2 and "style" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

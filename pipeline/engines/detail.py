@@ -125,11 +125,12 @@ def steps_run(steps: int, strength: float) -> int:
 PROBE = 256  # px: the side of the probe tile for estimates
 
 
-def seconds_per_pixel_step(engine) -> float:
-    """Seconds per output pixel and denoising step of a detail tile here: a PROBE² tile at one step (VAE in and
-    out included), once to warm up and once timed. Tokens grow with pixels, attention faster, so large tiles
-    on a big model run somewhat slower than this says."""
-    cached = getattr(engine, "_detail_seconds_per_pixel_step", None)
+def tile_cost(engine) -> tuple[float, float]:
+    """(seconds per output pixel per tile, seconds per output pixel per denoising step) of a detail tile here:
+    a PROBE² tile timed at 1 and at 2 steps after a warm-up (the first part is the VAE's and the call's, the
+    second the transformer's). Tokens grow with pixels and attention faster, so large tiles on a big model
+    run somewhat slower than this says."""
+    cached = getattr(engine, "_detail_tile_cost", None)
     if cached is not None:
         return cached
     import time
@@ -140,12 +141,15 @@ def seconds_per_pixel_step(engine) -> float:
     pipe = tile_pipeline(engine)
     factor = pipe.vae_scale_factor
     pipe.tile_noise = canvas_noise(0, PROBE, PROBE, pipe.transformer.config.in_channels, factor)
+    seconds = {}
     try:
-        for timed in (False, True):
+        for steps in (1, 1, 2):  # the first is a warm-up
             started = time.perf_counter()
-            engine.render_with(pipe, [render], image=[image], strength=1 / 8)
-        seconds = time.perf_counter() - started
+            engine.render_with(pipe, [render], image=[image], strength=steps / 8)
+            seconds[steps] = time.perf_counter() - started
     finally:
         pipe.tile_noise = None
-    engine._detail_seconds_per_pixel_step = seconds / (PROBE * PROBE)
-    return engine._detail_seconds_per_pixel_step
+    per_step = max(seconds[2] - seconds[1], 0.0)
+    fixed = max(seconds[1] - per_step, 0.0)
+    engine._detail_tile_cost = (fixed / (PROBE * PROBE), per_step / (PROBE * PROBE))
+    return engine._detail_tile_cost

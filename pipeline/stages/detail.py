@@ -119,12 +119,12 @@ def estimate(session, inputs, *, sr, settings: DetailSettings, scale: float) -> 
         return 0.0
     seconds = sr.estimate_seconds([(item, sr_job) for item, sr_job, _ in misses if not store.has(sr_job.key)])
     sr.release()
-    from ..engines.detail import seconds_per_pixel_step, steps_run
+    from ..engines.detail import steps_run, tile_cost
 
-    per_pixel_step = seconds_per_pixel_step(session.engine())
+    per_pixel, per_pixel_step = tile_cost(session.engine())
     for _, _, job in misses:
         pixels = sum(w * h for _, _, w, h in detail_rects(job.width, job.height, job.tile, job.overlap))
-        seconds += pixels * steps_run(job.steps, job.strength) * per_pixel_step
+        seconds += pixels * (per_pixel + steps_run(job.steps, job.strength) * per_pixel_step)
     return seconds
 
 
