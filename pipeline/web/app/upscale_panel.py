@@ -140,41 +140,40 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
             report(("picture", n, dict(done, files=list(done["files"]))))
         return done
 
-    clock, summary, expected, tile_text = flow.Clock(), None, 0.0, ""
+    clock, summary, expected, tile_text = flow.Clock(), None, 0.0, ("", "")
     for event in flow.run(app, tab, "upscale", work):
         if event.kind == "waiting":
             yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
-        if event.kind == "progress":
-            picture = None
+        if event.kind == "progress":  # what a batch holds is said in order: estimate, tiles, a picture done
+            picture, estimated, tiled = None, not event.reports, False
             for report in event.reports:
                 if report[0] == "estimate":
-                    expected = report[1]
+                    expected, estimated = report[1], True
                 elif report[0] == "tiles":
                     _, n, finished, planned = report
-                    tile_text = f"tile {finished} of {planned}"
                     ahead = expected * (1 - (n + finished / max(planned, 1)) / total) if expected else 0
                     left = f" · about {flow.duration(ahead)} left" if ahead >= 1 else ""
-                    tile_text = (f"Upscaling {n + 1} of {total}{left}", f"{tile_text}{left}")
+                    tile_text, tiled = (f"Upscaling {n + 1} of {total}{left}",
+                                        f"tile {finished} of {planned}{left}"), True
                 else:
-                    picture = report[2]
-                    summary = picture
-            if picture is not None:
-                n = len(picture["seeds"])
-                value = upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip()
-                yield value, f"upscaled {n} of {total} · {picture['computed']} computed, {picture['stored']} from " \
-                             f"the store · {clock.elapsed():.1f} s", bar(n, total), gr.skip(), gr.skip(), gr.skip()
-            elif isinstance(tile_text, tuple):
-                label, detail = tile_text
-                yield gr.skip(), f"upscaling: {detail}", gr.skip(), flow.button(label, busy=True), \
-                    flow.stop_button(True), gr.skip()
-            else:
+                    picture = summary = report[2]
+            if estimated:
                 about = f": about {flow.duration(expected)} on this machine" if expected else ""
                 hint = "" if expected < 60 or model == "realesr-animevideov3" else \
                     " (realesr-animevideov3 or a GPU is much faster)"
                 yield gr.skip(), f"upscaling {total}{about}{hint}", bar(0, 1), \
                     flow.button(f"Upscaling 1 of {total}", busy=True), flow.stop_button(True), gr.skip()
+            if tiled:
+                label, detail = tile_text
+                yield gr.skip(), f"upscaling: {detail}", gr.skip(), flow.button(label, busy=True), \
+                    flow.stop_button(True), gr.skip()
+            if picture is not None:
+                n = len(picture["seeds"])
+                value = upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip()
+                yield value, f"upscaled {n} of {total} · {picture['computed']} computed, {picture['stored']} from " \
+                             f"the store · {clock.elapsed():.1f} s", bar(n, total), gr.skip(), gr.skip(), gr.skip()
             continue
         summary = event.result if event.result is not None else summary
         if summary is None:
