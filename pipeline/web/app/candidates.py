@@ -15,7 +15,8 @@ UPDATES_PER_SECOND = 3
 
 
 def build_gallery(app, ui) -> None:
-    ui.candidates = grid.build(app, "candidates", "explore", "Candidates", vary=bool(getattr(ui, "vary_from_grid", False)))
+    vary = bool(getattr(ui, "vary_from_grid", False))  # the large view's Vary buttons (vary_panel wires them)
+    ui.candidates = grid.build(app, "candidates", "explore", "Candidates", vary=vary)
 
 
 def wire(app, ui) -> None:
