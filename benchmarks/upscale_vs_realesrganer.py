@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/upscale_vs_realesrganer.py [--size 128] [--repeats 3]     # CPU table
     ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/upscale_vs_realesrganer.py       # as an AVX2-only CPU
     .venv/bin/python benchmarks/upscale_vs_realesrganer.py --gpu [--compile]              # GPU, 1024² -> 4096²
+    .venv/bin/python benchmarks/upscale_vs_realesrganer.py --default-goal --size 256      # default vs plain fp32
 
 Reference: RealESRGANer with ``pre_pad=0`` and no tiling computes exactly the untiled fp32
 forward pass of the same weights (measured 89.6 dB apart, i.e. float summation order), so the
@@ -194,6 +195,11 @@ def main(args) -> None:
     os.environ.setdefault("PIPELINE_OFFLINE", "1")
     if args.gpu:
         return gpu(args)
+    if args.default_goal:  # issue 24: the default CPU upscale, whole process, against plain fp32
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from upscale_default_goal import goal
+
+        return goal(args, photo, psnr)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                "?")
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
@@ -234,5 +240,9 @@ if __name__ == "__main__":
     parser.add_argument("--bench-python", default="/tmp/bench-venv/bin/python",
                         help="a venv with realesrgan, for the GPU RealESRGANer half=True row")
     parser.add_argument("--weights-pth", help="RealESRGAN_x4plus.pth for the RealESRGANer row")
+    parser.add_argument("--default-goal", action="store_true",
+                        help="the default CPU upscale, whole process, against plain PyTorch fp32 (upscale_default_goal.py)")
+    parser.add_argument("--goal-photos", nargs="+", default=["motorcycle_left.png", "hubble_deep_field.jpg"])
+    parser.add_argument("--seam-photos", nargs="+", default=["motorcycle_left.png", "grass.png", "brick.png"])
     sys.path.insert(0, str(ROOT))
     main(parser.parse_args())

@@ -112,43 +112,66 @@ class Pipeline:
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
-                model: str | None = None, on_progress=None) -> StageResult:
-        """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file;
-        ``model`` is its deprecated old name, accepted for one release with a FutureWarning).
+                detail: float = 0.0, detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
+                on_progress=None) -> StageResult:
+        """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
         StageResult (e.g. what ``refine`` returned), or image files/folders (written to ``out_dir``,
         default ``OUT/upscaled``).  ``on_progress(done_tiles, total_tiles)`` is called as tiles
         finish (pictures already in the store count no tiles).  A KeyboardInterrupt keeps the
         pictures finished before it.
+
+        ``detail`` (0 = off, 0.2-0.4 typical): after the upscale to ``scale`` (default 2 then), the
+        diffusion model re-draws the picture image-to-image at that strength over tiles of at most
+        ``detail_tile`` output pixels, with the picture's prompt and seed (``prompt`` for a file that
+        carries none).  ``model``: the diffusion model (default: this Pipeline's).
         """
-        if model is not None:
-            if upscaler is not None:
-                raise_user("give upscaler only (model is its old name)")
-            import warnings
-
-            warnings.warn("Pipeline.upscale(model=...) is deprecated and goes away in the next release: use "
-                          "upscaler=...", FutureWarning, stacklevel=2)
-            upscaler = model
         from .stages import upscale as stage
+        from .stages.detail import DetailSettings, check_detail
 
-        run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir)
-        return stage.upscale(self.session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
-                             precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress)
+        check_detail(detail, detail_tile)
+        _refuse_upscaler_as_model(model)
+        run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir, detail)
+        settings = DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
+        with self._session_for(model if settings else None) as session:
+            return stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
+                                 precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress,
+                                 detail=settings)
 
     def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None,
                          upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
-                         overlap: int | None = None, precision: str = "auto") -> float:
+                         overlap: int | None = None, precision: str = "auto", detail: float = 0.0,
+                         detail_tile: int = 1024, prompt: str | None = None, model: str | None = None) -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
         picture is in the store).  Loads the upscaler and times a small probe (about a second
-        for x4plus on a CPU); the upscale that follows reuses the loaded model."""
+        for x4plus on a CPU); the upscale that follows reuses the loaded model.  With ``detail``
+        the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
         from .stages import upscale as stage
+        from .stages.detail import DetailSettings, check_detail
 
-        _, inputs = self._upscale_inputs(images, run, seeds, scale, None)
-        return stage.estimate(self.session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
-                              precision=precision)
+        check_detail(detail, detail_tile)
+        _refuse_upscaler_as_model(model)
+        _, inputs = self._upscale_inputs(images, run, seeds, scale, None, detail)
+        settings = DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
+        with self._session_for(model if settings else None) as session:
+            return stage.estimate(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
+                                  precision=precision, detail=settings)
 
-    def _upscale_inputs(self, images, run, seeds, scale, out_dir):
+    def _session_for(self, model: str | None):
+        """This Pipeline's session, or (``model`` names another) one beside it with the same settings."""
+        import contextlib
+        import dataclasses
+
+        from .models import check_model
+
+        if model is None or check_model(model) == self.session.model:
+            return contextlib.nullcontext(self.session)
+        other = dataclasses.replace(self.session, model=model)
+        other.store = self.session.store
+        return contextlib.closing(other)
+
+    def _upscale_inputs(self, images, run, seeds, scale, out_dir, detail=0.0):
         from .jobs import parse_seeds
         from .stages import upscale as stage
 
@@ -164,6 +187,10 @@ class Pipeline:
             paths = images.paths if isinstance(images, StageResult) else [Path(p) for p in (
                 [images] if isinstance(images, (str, Path)) else images)]
             target = Path(out_dir) if out_dir else self.session.out / "upscaled"
+            if scale is None and detail > 0:
+                from .stages.detail import DEFAULT_DETAIL_SCALE
+
+                scale = DEFAULT_DETAIL_SCALE
             inputs = stage.file_inputs(paths, target, stage.scale_label(scale))
         if not inputs:
             raise_user("nothing to upscale")
@@ -217,6 +244,15 @@ class Pipeline:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _refuse_upscaler_as_model(model) -> None:
+    """``upscale(model=...)`` names the diffusion model since ``--detail``; an upscaler there is a mistake."""
+    from .engines.weights import PRESETS, WEIGHT_SUFFIXES
+
+    if model is not None and (str(model).lower() in PRESETS or Path(str(model)).suffix.lower() in WEIGHT_SUFFIXES):
+        raise_user(f"{model} is an upscaler: give it as --upscaler {model} (upscaler=...); --model (model=) names "
+                   "the diffusion model that --detail draws with")
 
 
 def _run_and_seeds(run, seeds):

@@ -254,7 +254,8 @@ class RunConfig(Section):
             from .engines.weights import DEFAULT_WEIGHTS
 
             data["upscale"] = {"upscaler": u.upscaler or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
-                               "overlap": u.overlap, "precision": u.precision}
+                               "overlap": u.overlap, "precision": u.precision,
+                               **({"detail": u.detail, "detail_tile": u.detail_tile} if u.detail else {})}
         return data
 
 

@@ -250,6 +250,10 @@ class UpscaleSection(Section):
     overlap: Optional[int] = Field(default=None, ge=0, le=256,
                                    description="input pixels shared by neighbouring tiles [default: 64; 96 under 128-px tiles]")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto")
+    detail: float = Field(default=0.0, ge=0.0, le=1.0,
+                          description="re-draw detail with the diffusion model at this img2img strength after "
+                                      "upscaling (0 = off; 0.2-0.4 typical; the scale defaults to 2 then)")
+    detail_tile: int = Field(default=1024, ge=64, le=4096, description="detail tiles: at most this many output pixels")
 
     @field_validator("tile")
     @classmethod
@@ -261,13 +265,10 @@ class UpscaleSection(Section):
     @model_validator(mode="before")
     @classmethod
     def _old_name(cls, data):
-        """``model`` is the old name of ``upscaler`` (until the next release)."""
+        """``model`` was the old name of ``upscaler`` (removed with ``detail``: the diffusion model is the config's)."""
         if isinstance(data, dict) and "model" in data:
-            if "upscaler" in data:
-                raise ValueError("give upscaler only (model is its old name)")
-            logging.getLogger("pipeline").warning(
-                "upscale.model is deprecated and goes away in the next release: rename it upscale.upscaler")
-            data = {("upscaler" if key == "model" else key): value for key, value in data.items()}
+            raise ValueError("upscale.model was the old name of upscale.upscaler: rename it upscale.upscaler "
+                             "(the diffusion model that detail draws with is the config's top-level model)")
         return data
 
     @field_validator("upscaler")

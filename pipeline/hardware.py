@@ -24,7 +24,16 @@ def cpu_flags() -> frozenset:
     return frozenset()
 
 
+def onednn_limits_bf16() -> bool:
+    """True when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below its bf16 instructions (e.g. AVX2, to measure how
+    an AVX2-only CPU fares): bf16 is then emulated, so the CPU counts as one without native bf16."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return bool(isa) and isa not in ("ALL", "DEFAULT") and not any(k in isa for k in ("BF16", "AMX", "FP16", "AVX10"))
+
+
 def cpu_has_native_bf16() -> bool:
+    if onednn_limits_bf16():
+        return False
     flags = cpu_flags()
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return True  # Apple silicon (M2 and later) has bf16 instructions

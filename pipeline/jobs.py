@@ -190,6 +190,39 @@ class UpscaleJob(Job):
         return (self.weights, self.tile, self.overlap, self.precision)
 
 
+@dataclass(frozen=True)
+class DetailJob(Job):
+    """``upscale --detail``: the super-resolved picture (``sr``: its UpscaleJob key) re-drawn by the diffusion
+    model image-to-image at ``strength``, over tiles of at most ``tile`` output pixels sharing ``overlap``."""
+
+    kind = "detail"
+    sr: str  # key of the UpscaleJob whose output is the canvas
+    model: str  # diffusion model fingerprint
+    prompt: str
+    negative: str
+    width: int  # output size
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    dtype: str
+    strength: float
+    tile: int
+    overlap: int
+    variance: Variance | None = None  # as in refine: the picture's own, None: no field in the key
+    loras: tuple[LoraUse, ...] | None = None  # the picture's LoRAs; None: no field in the key
+
+    def fields(self) -> dict:
+        data = super().fields()
+        if data.get("variance") is None:
+            data.pop("variance", None)
+        if not data.get("loras"):
+            data.pop("loras", None)
+        else:
+            data["loras"] = [dict(use) for use in data["loras"]]
+        return data
+
+
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype,
                   variance: Variance | None = None, loras=None) -> dict:
     """Normalise render parameters so equal pictures get equal keys.

@@ -198,7 +198,8 @@ def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageR
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
     u = config.upscale
     return p.upscale(images, run=str(run_dir) if images is None else None, upscaler=u.upscaler, scale=u.scale,
-                     tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run)
+                     tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run, detail=u.detail,
+                     detail_tile=u.detail_tile)
 
 
 def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:

@@ -129,7 +129,7 @@ def test_config_reaches_the_stages_as_the_api_call_does(tmp_path, monkeypatch):
         prompts: [{text: a red fox in snow, negative: blurry, name: fox}]
         explore: {seeds: "1-3", size: 256x128, steps: 4, guidance: 1.5, batch: 2}
         refine: {picks: [2], size: 512, mode: rerender, strength: 0.3, steps: 6, guidance: 2, batch: 1}
-        upscale: {model: realesr-animevideov3, scale: 2, tile: 64, overlap: 8, precision: fp32}
+        upscale: {upscaler: realesr-animevideov3, scale: 2, tile: 64, overlap: 8, precision: fp32}
         """)
     with Pipeline(model="tiny-random", out=tmp_path / "outs") as p:
         run_config(load_config(config), pipeline=p)

@@ -118,42 +118,36 @@ def _picture(tmp_path):
     return path
 
 
-def test_upscale_takes_upscaler_and_still_takes_model_with_a_deprecation_warning(tmp_path):
+def test_upscale_takes_upscaler_and_an_upscaler_given_to_model_is_one_sentence(tmp_path):
     picture = _picture(tmp_path)
     new = run_json("upscale", picture, "--upscaler", "realesr-animevideov3", "--out", tmp_path / "o", "--dry-run")
-    old = run_cli("upscale", picture, "--model", "realesr-animevideov3", "--out", tmp_path / "o", "--dry-run",
-                  "--json")
-    assert json.loads(old.stdout) == new
-    assert "warning: upscale --model is deprecated" in old.stderr and "--upscaler realesr-animevideov3" in old.stderr
-    both = run_cli("upscale", picture, "--model", "a", "--upscaler", "b", "--out", tmp_path / "o", check=False)
-    assert both.returncode == 2 and both.stderr.strip() == "error: give --upscaler only (--model is its old name)"
+    assert new["planned"] == 1
+    old = run_cli("upscale", picture, "--model", "realesr-animevideov3", "--out", tmp_path / "o", check=False)
+    assert old.returncode == 2 and old.stderr.strip() == (
+        "error: realesr-animevideov3 is an upscaler: give it as --upscaler realesr-animevideov3 (upscaler=...); "
+        "--model (model=) names the diffusion model that --detail draws with")
     wrong = run_cli("upscale", picture, "--upscaler", "tiny-random", "--out", tmp_path / "o", check=False)
     assert wrong.returncode == 2 and "unknown upscaler weights 'tiny-random'" in wrong.stderr
     assert "--upscaler NAME" in run_cli("upscale", "--help").stdout
 
 
-def test_a_config_with_the_old_upscale_model_key_still_runs_with_a_warning(tmp_path):
+def test_a_config_with_the_old_upscale_model_key_is_refused_in_one_sentence(tmp_path):
     config = tmp_path / "fox.yaml"
     config.write_text("model: tiny-random\nprompts: a fox\nupscale:\n  model: realesr-animevideov3\n")
-    proc = run_cli("config", "show", config, "--json")
-    assert json.loads(proc.stdout)["upscale"]["upscaler"] == "realesr-animevideov3"
-    assert "upscale.model is deprecated" in proc.stderr and "upscale.upscaler" in proc.stderr
-    config.write_text("prompts: a fox\nupscale:\n  model: a\n  upscaler: b\n")
-    both = run_cli("config", "show", config, check=False)
-    assert both.returncode == 2 and "give upscaler only (model is its old name)" in both.stderr
+    proc = run_cli("config", "show", config, check=False)
+    assert proc.returncode == 2 and "rename it upscale.upscaler" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_api_takes_upscaler_and_model_with_a_future_warning(tmp_path):
+def test_the_api_refuses_an_upscaler_as_model(tmp_path):
     import pytest
 
     from pipeline import Pipeline
+    from pipeline.errors import UserError
 
     picture = _picture(tmp_path)
     with Pipeline(out=tmp_path / "o") as p:
-        new = p.upscale([picture], upscaler="realesr-animevideov3", dry_run=True)
-        with pytest.warns(FutureWarning, match="upscaler="):
-            old = p.upscale([picture], model="realesr-animevideov3", dry_run=True)
-    assert old.to_json() == new.to_json()
+        with pytest.raises(UserError, match="is an upscaler"):
+            p.upscale([picture], model="realesr-animevideov3", dry_run=True)
 
 
 # ---------------------------------------------------------------- output cut short by a closed pipe

@@ -56,7 +56,7 @@ def test_repo_id_explore_refine_upscale_from_the_cache(hub, tiny_run):
     refined = run_json("refine", "--seeds", "1", "--out", out, env=env)  # the run's model: the repo id
     assert refined["computed"] == 1
     assert pixels(refined["items"][0]["path"]).shape == (128, 128, 3)
-    upscaled = run_json("upscale", "--seeds", "1", "--model", "realesr-animevideov3", "--out", out, env=env)
+    upscaled = run_json("upscale", "--seeds", "1", "--upscaler", "realesr-animevideov3", "--out", out, env=env)
     assert pixels(upscaled["items"][0]["path"]).shape == (512, 512, 3)
 
     # a pinned revision is the same snapshot: the same keys, all stored

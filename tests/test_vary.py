@@ -94,7 +94,7 @@ def test_refine_and_upscale_take_a_variation(varied):
     with Image.open(item["path"]) as image:
         assert image.size == (96, 96)
         assert json.loads(image.text["pipeline"])["parent_key"] == first["items"][0]["key"]
-    upscaled = run_json("upscale", "--seeds", "1v1", "--model", "realesr-animevideov3", "--scale", "2",
+    upscaled = run_json("upscale", "--seeds", "1v1", "--upscaler", "realesr-animevideov3", "--scale", "2",
                         "--out", out)
     assert upscaled["items"][0]["seed"] == "1v1"
     with Image.open(upscaled["items"][0]["path"]) as image:

@@ -89,6 +89,13 @@ def _show_upscale(info: dict, step: dict) -> None:
         elif isinstance(tile, int) and tile > 0:
             line += f", tiles of {tile} px sharing {overlap} px"
         click.echo(safe(line))
+        detail = step.get("detail")
+        if isinstance(detail, dict):
+            tiles = detail.get("tiles") if isinstance(detail.get("tiles"), list) else []
+            click.echo(safe(f"  detail: strength {detail.get('strength')}, {detail.get('model_name', '?')}, "
+                            f"{detail.get('steps')} steps, seed {detail.get('seed')}, "
+                            f"{len(tiles)} tile{'s' if len(tiles) != 1 else ''} of at most {detail.get('tile')} px "
+                            f"sharing {detail.get('overlap')} px"))
     if info.get("postprocessing"):
         click.echo(safe(f"  postprocessing (A1111 Extras): {info['postprocessing']}"))
     if info.get("extras"):

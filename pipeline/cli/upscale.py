@@ -1,4 +1,5 @@
-"""`pipeline upscale`: Real-ESRGAN super-resolution of a run's pictures or of any image."""
+"""`pipeline upscale`: Real-ESRGAN super-resolution of a run's pictures or of any image, optionally with
+detail re-drawn by the diffusion model (`--detail`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import logging
 import click
 
 from ..errors import UserError
-from .common import report, resolve_out, user_errors
+from .common import make_pipeline, report, resolve_out, session_options, user_errors
 
 log = logging.getLogger("pipeline")
 
@@ -19,40 +20,59 @@ log = logging.getLogger("pipeline")
 @click.option("--seeds", default=None, metavar="SPEC", help="seeds of the run to upscale (refined, else candidates)")
 @click.option("--upscaler", default=None, metavar="NAME",
               help="realesrgan-x4plus (default), realesrgan-x4plus-anime, realesr-animevideov3, or a weights file")
-@click.option("--model", default=None, metavar="NAME", help="deprecated name of --upscaler")
 @click.option("--weights", "weights_path", default=None, type=click.Path(path_type=Path),
               help="a .pth/.safetensors super-resolution model (any architecture spandrel knows)")
-@click.option("--scale", type=float, default=None, help="output size / input size [default: the model's, e.g. 4]")
-@click.option("--tile", type=int, default=None, help="tile size in input pixels; 0 = whole image [default: by memory]")
+@click.option("--scale", type=float, default=None,
+              help="output size / input size [default: the model's, e.g. 4; 2 with --detail]")
+@click.option("--tile", type=int, default=None,
+              help="upscaler tile size in input pixels; 0 = whole image [default: by memory]")
 @click.option("--tile-overlap", "overlap", type=int, default=None,
               help="input pixels shared by neighbouring tiles [default: 64; 96 for tiles under 128]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
-@click.option("--out", default=None, metavar="DIR",
-              help="output folder: runs live here; upscaled files go to DIR/upscaled "
-                   "[default: $PIPELINE_OUT or outputs]")
-@click.option("--device", default=None, metavar="DEV", help="cuda, cpu, … [default: best available]")
+              help="upscaler precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+@click.option("--detail", type=float, default=0.0, metavar="STRENGTH",
+              help="after upscaling, re-draw real detail with the diffusion model at this img2img strength "
+                   "(0 = off; 0.2-0.4 typical) [default: 0]")
+@click.option("--detail-tile", type=int, default=1024, show_default=True, metavar="PX",
+              help="--detail works on tiles of at most PX output pixels (1024: the memory of a 1024² refine)")
+@click.option("--prompt", default=None, help="--detail on a file that carries no prompt: the prompt to use")
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
+@session_options
 @user_errors
-def upscale(images, run_name, seeds, upscaler, model, weights_path, scale, tile, overlap, precision, out, device,
-            dry_run, as_json):
-    """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders)."""
-    from ..api import Pipeline
+def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overlap, precision, detail, detail_tile,
+            prompt, dry_run, as_json, model, out, device, dtype, memory):
+    """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders).
 
-    if model:
-        if upscaler:
-            raise UserError("give --upscaler only (--model is its old name)")
-        log.warning("upscale --model is deprecated and goes away in the next release: use --upscaler %s "
-                    "(--model names the diffusion model on explore and refine)", model)
-        upscaler = model
+    \b
+      pipeline upscale                                  # the latest run's refined pictures, x4
+      pipeline upscale --detail 0.3                     # x2, then Z-Image-Turbo adds detail over tiles
+      pipeline upscale photo.png --detail 0.3 --prompt "a harbour at dawn"
+
+    --model (and --dtype, --memory, --weights-dtype ...) are the diffusion model's, used by --detail;
+    the upscaler is --upscaler.
+    """
+    from ..api import _refuse_upscaler_as_model
+    from ..stages.detail import check_detail
+
+    _refuse_upscaler_as_model(model)
+    check_detail(detail, detail_tile)
     if upscaler and weights_path:
         raise UserError("give --upscaler or --weights, not both")
+    if detail == 0:
+        for given, name in ((model, "--model"), (prompt, "--prompt")):
+            if given is not None:
+                log.warning("%s is used by --detail only; without it the picture is upscaled as it is", name)
     out = resolve_out(out, run_name)
-    with Pipeline(out=out, device=device, progress=not as_json) as p:
+    if detail > 0 and model is None:  # the model the run (or the first image) was made with, as refine does
+        from ..stages.refine import default_model
+
+        model = default_model(out, run_name, images[0] if images and Path(images[0]).is_file() else None)
+    with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.upscale(list(images) or None, run=run_name, seeds=seeds,
                            upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
-                           overlap=overlap, precision=precision, dry_run=dry_run)
+                           overlap=overlap, precision=precision, dry_run=dry_run, detail=detail,
+                           detail_tile=detail_tile, prompt=prompt)
     if report(result, as_json):
         return
     for item in result.items:

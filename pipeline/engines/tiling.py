@@ -93,3 +93,63 @@ def window_pixels(width: int, height: int, tile: int, overlap: int) -> int:
     win_h, starts_h = tile_starts(height, tile, overlap)
     win_w, starts_w = tile_starts(width, tile, overlap)
     return win_h * len(starts_h) * win_w * len(starts_w)
+
+
+# ------------------------------------------------------------------ detail (diffusion) tiles
+# ``upscale --detail`` re-draws the super-resolved canvas with the diffusion model over tiles of at
+# most ``tile`` output pixels.  Tiles sit on the latent grid (multiples of ALIGN px), neighbours share
+# at least about ``overlap`` px, and the shared band is cross-faded linearly over its whole width
+# (both sides denoised the same canvas noise there, so neither is better: ``detail_weights``).
+ALIGN = 16  # Z-Image: the VAE downsamples x8 and the transformer patches 2x2
+
+
+def detail_overlap(tile: int) -> int:
+    """Output pixels neighbouring diffusion tiles share by default: an eighth of the tile (128 at 1024),
+    at least 32, at most a quarter of it, on the grid."""
+    return max(ALIGN, min(tile // 4, max(32, tile // 8)) // ALIGN * ALIGN)
+
+
+def detail_starts(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """Window length and starts (multiples of ALIGN) covering ``length`` (a multiple of ALIGN)."""
+    window = min(length, tile // ALIGN * ALIGN)
+    if window >= length:
+        return length, [0]
+    count = math.ceil((length - overlap) / (window - overlap))
+    # the smallest equal windows that still share ``overlap`` (2048 px in tiles of 1024: three of 768)
+    window = min(window, math.ceil((length + (count - 1) * overlap) / count / ALIGN) * ALIGN)
+    step = (length - window) / (count - 1)
+    return window, [int(round(i * step / ALIGN)) * ALIGN for i in range(count)]
+
+
+def detail_tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of each diffusion tile over a ``width`` x ``height`` canvas (multiples of ALIGN)."""
+    win_w, xs = detail_starts(width, tile, overlap)
+    win_h, ys = detail_starts(height, tile, overlap)
+    return [(x, y, win_w, win_h) for y in ys for x in xs]
+
+
+def detail_weights(rect: tuple[int, int, int, int], width: int, height: int,
+                   tiles: list[tuple[int, int, int, int]], blend: float = 1.0) -> np.ndarray:
+    """(h, w) float32 weights of one tile: 1 inside, a linear ramp from 0 at the tile's edge across the band
+    each side shares with a neighbour, 1 up to a canvas border (``blend=0``: a cut in the middle of the band,
+    for comparison)."""
+    x, y, w, h = rect
+    weights = []
+    for start, size, length, axis in ((x, w, width, 0), (y, h, height, 1)):
+        others = sorted({t[axis] for t in tiles})
+        i = others.index(start)
+        left = others[i - 1] + size - start if i > 0 else 0
+        right = start + size - others[i + 1] if i + 1 < len(others) else 0
+        weights.append(band_weights(size, 1, left, right, blend=blend))
+    return np.outer(weights[1], weights[0]).astype(np.float32)
+
+
+def padded(size: int) -> int:
+    """``size`` rounded up to the latent grid (the canvas is padded with its edge pixels, then cropped)."""
+    return -(-size // ALIGN) * ALIGN
+
+
+def detail_rects(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of the diffusion tiles of a ``width`` x ``height`` output, clipped to the picture."""
+    return [(x, y, min(w, width - x), min(h, height - y))
+            for x, y, w, h in detail_tiles(padded(width), padded(height), tile, overlap)]

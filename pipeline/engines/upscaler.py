@@ -58,7 +58,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16)."""
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16) and oneDNN may use it."""
+    from pipeline.hardware import onednn_limits_bf16
+
+    if onednn_limits_bf16():
+        return False
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -173,21 +177,62 @@ def _from_planes(color: np.ndarray, alpha: np.ndarray | None, mode: str) -> Imag
 
 # ------------------------------------------------------------------ memory
 _BYTES_PER_PIXEL_FP32 = 14_000  # peak activations of RRDBNet x4 per input pixel (measured ~13 KB)
+CPU_BUDGET_CAP = 4 * 1024**3  # bytes of activations an upscale may hold on a CPU...
+CPU_BUDGET_SHARE = 0.25  # ...and at most this share of the memory available now
+
+
+def cpu_budget_bytes() -> int:
+    """Activation memory a CPU upscale may use: 4 GiB, or a quarter of MemAvailable when that is less
+    (``PIPELINE_UPSCALE_CPU_BUDGET_MB`` overrides, e.g. for benchmarks)."""
+    import os
+
+    value = os.environ.get("PIPELINE_UPSCALE_CPU_BUDGET_MB", "").strip()
+    if value:
+        try:
+            return max(1, int(float(value) * 1024**2))
+        except ValueError:
+            pass
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        available = None
+    return CPU_BUDGET_CAP if available is None else int(min(CPU_BUDGET_CAP, CPU_BUDGET_SHARE * available))
 
 
 def pixel_budget(device: torch.device, dtype: torch.dtype) -> int:
-    """Input pixels one forward pass may hold: ~1 GB of activations on CPU
-    (bounds RSS), half the free memory on CUDA."""
+    """Input pixels one forward pass may hold: ``cpu_budget_bytes`` of activations on a CPU, half the
+    free memory on CUDA."""
+    per_pixel = _BYTES_PER_PIXEL_FP32 * torch.finfo(dtype).bits / 32
     if device.type != "cuda":
-        return (CPU_TILE + DEFAULT_OVERLAP) ** 2
+        return int(cpu_budget_bytes() / per_pixel)
     free, _ = torch.cuda.mem_get_info(device)
-    return int(0.5 * free / (_BYTES_PER_PIXEL_FP32 * torch.finfo(dtype).bits / 32))
+    return int(0.5 * free / per_pixel)
 
 
-def default_tile(device: torch.device, dtype: torch.dtype) -> int:
-    """Tile size: 256 on CPU, from free memory on CUDA (multiple of 16)."""
-    side = math.isqrt(pixel_budget(device, dtype)) - DEFAULT_OVERLAP
-    return max(MIN_TILE, min(2048, side // 16 * 16))
+def default_tile(device: torch.device, dtype: torch.dtype, size: tuple[int, int] | None = None) -> int:
+    """Tile size when none is given.  CUDA: from free memory (multiple of 16).  CPU: 0 (the whole picture
+    at once) when its working set fits ``pixel_budget``, else the largest tile that fits, shrunk to the
+    fewest equal windows that cover the picture (1024² in bf16 under 4 GiB: 2 x 2 windows of 544²)."""
+    budget = pixel_budget(device, dtype)
+    if device.type == "cuda" or size is None:
+        if device.type != "cuda" and size is None:
+            budget = min(budget, (CPU_TILE + DEFAULT_OVERLAP) ** 2)
+        side = math.isqrt(budget) - DEFAULT_OVERLAP
+        return max(MIN_TILE, min(2048, side // 16 * 16))
+    width, height = size
+    if width * height <= budget:
+        return 0
+    longest = max(width, height)
+    for count in range(2, longest // MIN_TILE + 2):
+        tile = max(MIN_TILE, -(-(longest - DEFAULT_OVERLAP) // count // 16) * 16)
+        window = tile + default_overlap(tile)
+        if window * window <= budget or tile == MIN_TILE:
+            return tile
+    return MIN_TILE
 
 
 class _OutOfMemory(Exception):
@@ -220,16 +265,18 @@ class Upscaler:
     def architecture(self) -> str:
         return self.descriptor.architecture.name
 
-    def settings(self, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
-        """The concrete (tile, overlap) that ``upscale`` uses for these arguments."""
-        tile = default_tile(self.device, _DTYPES.get(self.precision, torch.float32)) if tile is None else tile
+    def settings(self, tile: int | None = None, overlap: int | None = None,
+                 size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The concrete (tile, overlap) that ``upscale`` uses for these arguments on a picture of ``size``."""
+        if tile is None:
+            tile = default_tile(self.device, _DTYPES.get(self.precision, torch.float32), size)
         return tile, default_overlap(tile) if overlap is None else overlap
 
     def windows(self, width: int, height: int, tile: int | None = None, overlap: int | None = None) -> int:
         """How many windows (the progress callback's unit) one plane of this size is cut into."""
         from pipeline.engines.tiling import window_count
 
-        return window_count(width, height, *self.settings(tile, overlap))
+        return window_count(width, height, *self.settings(tile, overlap, (width, height)))
 
     def seconds_per_pixel(self) -> float:
         """Seconds per input pixel computed, measured once on this machine: a 96² probe window
@@ -249,8 +296,7 @@ class Upscaler:
         """Seconds to upscale images of these (width, height) here, from ``seconds_per_pixel``."""
         from pipeline.engines.tiling import window_pixels
 
-        tile, overlap = self.settings(tile, overlap)
-        pixels = sum(window_pixels(w, h, tile, overlap) for w, h in sizes)
+        pixels = sum(window_pixels(w, h, *self.settings(tile, overlap, (w, h))) for w, h in sizes)
         return pixels * self.seconds_per_pixel() if pixels else 0.0
 
     def upscale(self, image: Image.Image, *, tile: int | None = None, overlap: int | None = None,
@@ -274,7 +320,7 @@ class Upscaler:
     def upscale_arrays(self, arrays: list[np.ndarray], *, tile: int | None = None,
                        overlap: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:
         """Upscale float32 (H, W, 3) arrays in [0, 1] (all of one size)."""
-        tile, overlap = self.settings(tile, overlap)
+        tile, overlap = self.settings(tile, overlap, (arrays[0].shape[1], arrays[0].shape[0]))
         if tile < 0 or overlap < 0:
             raise UserError("tile and overlap must not be negative")
         while True:

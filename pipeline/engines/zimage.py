@@ -358,6 +358,14 @@ class ZImageEngine:
             if self._placed == "balanced":  # the offload hooks belong to self.pipe: offload again
                 self.pipe.maybe_free_model_hooks()
 
+    def render_with(self, pipe, jobs: list, **kwargs):
+        """Render ``jobs`` with another pipeline over the same components (e.g. ``upscale --detail``'s tiles)."""
+        try:
+            return self._run(pipe, jobs, **kwargs)
+        finally:
+            if self._placed == "balanced":
+                self.pipe.maybe_free_model_hooks()
+
     def peak_memory_bytes(self) -> int | None:
         if self.device.startswith("cuda"):
             return int(torch.cuda.max_memory_allocated(self.device))

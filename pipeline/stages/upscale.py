@@ -23,7 +23,7 @@ from ..runs import load_run, place, record_pictures, resolve_run, stage_pictures
 from ..store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
-from .upscale_time import OnProgress, TileProgress, image_size, warn_if_long
+from .upscale_time import OnProgress, TileProgress, describe_estimate, image_size, warn_if_long
 
 log = logging.getLogger("pipeline")
 
@@ -170,9 +170,17 @@ def plan(session, inputs: list[UpscaleInput], *, model, scale, tile, overlap, pr
 
 
 def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
-             tile: int | None = None, overlap: int | None = None, precision: str = "auto") -> float:
+             tile: int | None = None, overlap: int | None = None, precision: str = "auto", detail=None) -> float:
     """Seconds the upscale of ``inputs`` would take here (0 for pictures already in the store),
     from a throughput measured now on this machine (loads the model)."""
+    if detail is not None and detail.strength > 0:
+        from . import detail as detail_stage
+
+        scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
+        resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+                              precision=precision)
+        sr = SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        return detail_stage.estimate(session, inputs, sr=sr, settings=detail, scale=scale)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     sizes = [image_size(item.path) for item, job in zip(inputs, jobs) if not session.store.has(job.key)]
     if not sizes:
@@ -183,17 +191,34 @@ def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, s
 
 def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
             tile: int | None = None, overlap: int | None = None, precision: str = "auto",
-            run_dir: Path | None = None, dry_run: bool = False, on_progress: OnProgress | None = None) -> StageResult:
+            run_dir: Path | None = None, dry_run: bool = False, on_progress: OnProgress | None = None,
+            detail=None) -> StageResult:
     """Upscale ``inputs``; ``on_progress(done_tiles, total_tiles)`` is called as tiles finish.
+
+    ``detail`` (a ``detail.DetailSettings`` with a strength above 0): then the diffusion model re-draws the
+    upscaled picture over tiles (``stages/detail.py``); the scale defaults to 2.
 
     Ctrl-C (KeyboardInterrupt) stops after the tile under way: the pictures finished before it are
     stored, in place and recorded in the run."""
+    if detail is not None and detail.strength > 0:
+        from . import detail as detail_stage
+
+        scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
+        resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
+                              precision=precision)
+        sr = SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        return detail_stage.run(session, inputs, sr=sr, settings=detail, scale=scale, run_dir=run_dir,
+                                dry_run=dry_run, on_progress=on_progress)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     upscaler = upscaler_name(resolved)
     store = session.store
     if dry_run:
-        stored = sum(store.has(job.key) for job in jobs)
-        return StageResult("upscale", run_dir, planned=len(jobs), stored=stored, computed=len(jobs) - stored,
+        todo = [(item, job) for item, job in zip(inputs, jobs) if not store.has(job.key)]
+        if todo and session.progress:  # the CLI's text mode: how long it would take (loads the upscaler)
+            engine = _load(session, resolved.path, precision, jobs[0].precision)
+            seconds = engine.estimate_seconds([image_size(item.path) for item, _ in todo], tile, overlap)
+            logging.getLogger("pipeline.status").info(describe_estimate(seconds, len(todo), engine, will=False))
+        return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo), computed=len(todo),
                            dry_run=True)
 
     # several processes (accelerate launch / torchrun): each computes its share of the misses
@@ -236,7 +261,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
             items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
                               name=item.path.name))
             if run_dir is not None and distributed.is_main_process():
-                _record(run_dir, items, upscaler)
+                _record(run_dir, items, upscaler, _run_fields(jobs))
     except KeyboardInterrupt:
         if run_dir is not None and items and distributed.is_main_process():
             write_gallery(run_dir)  # the finished pictures are in run.json already
@@ -248,7 +273,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
     if run_dir is not None and distributed.is_main_process():
-        _record(run_dir, items, upscaler)
+        _record(run_dir, items, upscaler, _run_fields(jobs))
         write_gallery(run_dir)
     distributed.wait_for_everyone()  # the others go on once run.json is complete
     computed = sum(not item.cached for item in items)
@@ -308,7 +333,7 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
     from PIL import Image, PngImagePlugin
 
     scale = job.scale or engine.scale
-    used_tile, used_overlap = engine.settings(tile, overlap)
+    used_tile, used_overlap = engine.settings(tile, overlap, image_size(source))
     step = {"upscaler": engine.name, "weights": job.weights, "scale": scale, "tile": used_tile,
             "overlap": used_overlap if used_tile else 0, "precision": job.precision, "input": job.input,
             "key": job.key, "width": image.width, "height": image.height}
@@ -337,6 +362,11 @@ def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, over
     return buffer.getvalue()
 
 
+def _run_fields(jobs: list[UpscaleJob]) -> dict:
+    """run.json fields of each plain upscale beyond the upscaler (by key): the scale asked for."""
+    return {job.key: {"scale": job.scale} for job in jobs if job.scale}
+
+
 def upscaler_name(resolved) -> str:
     """The weights as `--upscaler` takes them: a preset's or weights folder file's name, else the file's path."""
     from ..engines.weights import SOURCE_FILE, weights_dir
@@ -346,11 +376,71 @@ def upscaler_name(resolved) -> str:
     return str(resolved.path.resolve())
 
 
-def _record(run_dir: Path, items: list[Item], upscaler: str) -> None:
-    """Merge the upscaled pictures into run.json's "upscale" section by output path, under the run's lock."""
+def _record(run_dir: Path, items: list[Item], upscaler: str, fields: dict | None = None) -> None:
+    """Merge the upscaled pictures into run.json's "upscale" section by output path, under the run's lock;
+    ``fields``: more fields of each picture by key (the scale; the detail settings)."""
     entries = []
     for item in items:
         rel = str(item.path.relative_to(run_dir))
         entries.append({"seed": item.seed, "key": item.key, "path": rel, "source": item.name,
-                        "upscaler": upscaler, "seconds": item.seconds, "cached": item.cached})
+                        "upscaler": upscaler, "seconds": item.seconds, "cached": item.cached,
+                        **(fields or {}).get(item.key, {})})
     record_pictures(run_dir, "upscale", entries, id_of=lambda e: e.get("path"), order=lambda e: pick_order(e.get("seed")))
+
+
+class SuperResolution:
+    """The upscale step of ``upscale --detail``: its jobs, computed and stored as a plain upscale stores them."""
+
+    def __init__(self, session, resolved, jobs: list[UpscaleJob], inputs: list[UpscaleInput], tile, overlap,
+                 precision):
+        self.session, self.resolved, self.jobs, self.inputs = session, resolved, jobs, inputs
+        self.tile, self.overlap, self.precision = tile, overlap, precision
+        self.name = upscaler_name(resolved)
+        self.scale = jobs[0].scale if jobs else None
+
+    def engine(self):
+        return _load(self.session, self.resolved.path, self.precision, self.jobs[0].precision)
+
+    def estimate_seconds(self, pairs) -> float:
+        """Seconds to upscale these (input, job) pairs here (measured throughput)."""
+        if not pairs:
+            return 0.0
+        return self.engine().estimate_seconds([image_size(item.path) for item, _ in pairs], self.tile, self.overlap)
+
+    def windows(self, pairs) -> int:
+        if not pairs:
+            return 0
+        engine = self.engine()
+        return sum(engine.windows(*image_size(item.path), self.tile, self.overlap) for item, _ in pairs)
+
+    def compute(self, item: UpscaleInput, job: UpscaleJob, progress):
+        """Upscale one input into the store (unless another process just did); returns the artifact."""
+        store = self.session.store
+        with store.lock(job.key):
+            artifact = store.get(job.key)
+            if artifact is not None:
+                return artifact
+            engine = self.engine()
+            if progress is not None:
+                progress.start_picture(engine.windows(*image_size(item.path), self.tile, self.overlap))
+            started = time.perf_counter()
+            data = _upscale_one(engine, item.path, job, self.tile, self.overlap,
+                                progress.picture_callback if progress is not None else None)
+            artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(time.perf_counter() - started, 4),
+                                                 "device": str(engine.device), "precision": engine.precision,
+                                                 "source": str(item.path), "version": __version__,
+                                                 **distributed.record_fields()})
+            if progress is not None:
+                progress.finish_picture()
+            return artifact
+
+    def release(self) -> None:
+        """Free the upscaler before the diffusion model loads (one model on a GPU at a time)."""
+        if self.session.__dict__.pop("_upscalers", None) is not None:
+            import gc
+
+            gc.collect()
+
+    def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
+        if distributed.is_main_process():
+            _record(run_dir, items, self.name, fields)

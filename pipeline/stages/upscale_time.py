@@ -58,12 +58,32 @@ def faster_options(engine) -> list[str]:
     return options
 
 
+def busy_note() -> str | None:
+    """A sentence when the machine is busy (1-minute load above its cores): the estimate may be short."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"the machine is busy (load {load:.1f} on {cores} core{'s' if cores != 1 else ''}), "
+            "so it may take longer")
+
+
+def describe_estimate(seconds: float, count: int, engine, *, will: bool = True) -> str:
+    pictures = f"{count} picture{'s' if count != 1 else ''}"
+    verb = "this will take" if will else "this would take"
+    text = (f"upscale: {verb} about {format_duration(seconds)} for {pictures} "
+            f"({engine.name}, {engine.precision} on {engine.device.type}, measured on this machine)")
+    busy = busy_note()
+    return f"{text}; {busy}" if busy else text
+
+
 def warn_if_long(seconds: float, count: int, engine) -> None:
     if seconds <= warn_threshold():
         return
-    pictures = f"{count} picture{'s' if count != 1 else ''}"
-    lines = [f"upscale: this will take about {format_duration(seconds)} for {pictures} "
-             f"({engine.name}, {engine.precision} on {engine.device.type}, measured on this machine)"]
+    lines = [describe_estimate(seconds, count, engine)]
     options = faster_options(engine)
     if options:
         lines.append("  faster: " + "\n          ".join(options))

@@ -56,6 +56,8 @@ class Picture:
         scale = self.params.get("scale")
         if self.stage == "upscale" and scale:
             text += f" ×{scale:g}" if isinstance(scale, (int, float)) else f" ×{scale}"
+        if self.stage == "upscale" and isinstance(self.params.get("detail"), (int, float)):
+            text += f" + detail {self.params['detail']:g}"
         if self.size:
             text += f" · {self.size[0]}×{self.size[1]}"
         return text

@@ -1,0 +1,300 @@
+"""``upscale --detail``: super-resolution to the target scale, then the diffusion model re-draws the result
+image-to-image over tiles at a low strength (Fooocus's "Upscale (2x)", A1111's SD upscale script).
+
+Two stored steps per picture: the plain upscale (its own UpscaleJob key, so a later plain upscale or a
+second strength reuses it) and the detail pass, whose DetailJob key holds the upscale's key, the detail
+settings and the diffusion model's fingerprint. Planning reads the pictures' records; no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__, distributed
+from ..errors import UserError
+from ..images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, parse_a1111, quote, read_info
+from ..jobs import MAX_SEED, DetailJob, variance_from_record
+from ..models import display_name
+from ..runs import place
+from ..specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ..web.gallery import write_gallery
+from .common import Item, StageResult
+from .upscale_time import TileProgress, image_size
+
+log = logging.getLogger("pipeline")
+
+DEFAULT_DETAIL_SCALE = 2.0
+DEFAULT_DETAIL_TILE = 1024
+MIN_DETAIL_TILE = 64
+
+
+@dataclass(frozen=True)
+class DetailSettings:
+    strength: float
+    tile: int = DEFAULT_DETAIL_TILE
+    prompt: str | None = None  # for a file that carries none
+
+
+def check_detail(strength, tile) -> None:
+    if not 0 <= strength <= 1:
+        raise UserError(f"--detail must be from 0 (off) to 1, not {strength:g}")
+    if not isinstance(tile, int) or tile < MIN_DETAIL_TILE or tile > 4096:
+        raise UserError(f"--detail-tile must be {MIN_DETAIL_TILE} to 4096 output pixels, not {tile}")
+
+
+# ---------------------------------------------------------------- planning
+
+def picture_meta(path: Path, prompt: str | None) -> dict:
+    """Prompt, negative, seed, variance and LoRAs of a picture, from its record (or A1111 text); --prompt wins."""
+    info = read_info(path)
+    record = info["pipeline"] if isinstance(info["pipeline"], dict) else {}
+    meta: dict = {}
+    if isinstance(record.get("prompt"), str) and record["prompt"].strip():
+        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance", "loras") if k in record}
+    elif info["parameters"]:
+        parsed = parse_a1111(info["parameters"])
+        meta = {k: parsed[k] for k in ("prompt", "negative", "seed", "variance") if parsed.get(k) not in (None, "")}
+    if prompt is not None:
+        meta["prompt"] = prompt
+    if not meta.get("prompt"):
+        raise UserError(f"{path} carries no prompt: give --prompt to add detail to it")
+    try:
+        seed = int(meta.get("seed", 0))
+    except (TypeError, ValueError):
+        seed = 0
+    meta["seed"] = seed if 0 <= seed <= MAX_SEED else 0
+    return meta
+
+
+def picture_loras(session, records, path: Path) -> list:
+    """The LoRAs the picture was made with (its record's ``loras``), found again by digest, as refine does."""
+    if not isinstance(records, list) or not records:
+        return []
+    from ..engines.lora import from_records
+
+    loras = from_records(records, session.model, session.lora_paths)
+    session.register_loras(loras, str(path))
+    return loras
+
+
+def output_size(path: Path, scale: float) -> tuple[int, int]:
+    """The upscale's output size (as ``upscaler.resize_to`` rounds it)."""
+    width, height = image_size(path)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> list[DetailJob]:
+    from ..engines.tiling import detail_overlap
+    from ..jobs import make_loras
+
+    jobs = []
+    for item, sr_job in zip(inputs, sr_jobs):
+        meta = picture_meta(item.path, settings.prompt)
+        width, height = output_size(item.path, scale)
+        variance = variance_from_record(meta.get("variance"))
+        jobs.append(DetailJob(sr=sr_job.key, model=session.fingerprint, prompt=meta["prompt"], negative="",
+                              width=width, height=height, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
+                              seed=meta["seed"], dtype=session.dtype, strength=float(settings.strength),
+                              tile=settings.tile, overlap=detail_overlap(settings.tile), variance=variance,
+                              loras=make_loras(picture_loras(session, meta.get("loras"), item.path))))
+    return jobs
+
+
+# ---------------------------------------------------------------- executing
+
+def estimate(session, inputs, *, sr, settings: DetailSettings, scale: float) -> float:
+    """Seconds for the pictures not yet stored: the upscales still missing (measured throughput) plus the
+    tiles (a one-step probe of the diffusion model, scaled by pixels and steps; loads the model)."""
+    from ..engines.tiling import detail_rects
+
+    jobs = plan(session, inputs, sr.jobs, scale, settings)
+    store = session.store
+    misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
+    if not misses:
+        return 0.0
+    seconds = sr.estimate_seconds([(item, sr_job) for item, sr_job, _ in misses if not store.has(sr_job.key)])
+    sr.release()
+    from ..engines.detail import steps_run, tile_cost
+
+    per_pixel, per_pixel_step = tile_cost(session.engine())
+    for _, _, job in misses:
+        pixels = sum(w * h for _, _, w, h in detail_rects(job.width, job.height, job.tile, job.overlap))
+        seconds += pixels * (per_pixel + steps_run(job.steps, job.strength) * per_pixel_step)
+    return seconds
+
+
+def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir, dry_run, on_progress):
+    """``sr``: the upscale stage's helpers for the super-resolution step (``upscale.SuperResolution``)."""
+    from ..engines.tiling import detail_rects
+
+    jobs = plan(session, inputs, sr.jobs, scale, settings)
+    store = session.store
+    if dry_run:
+        todo = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
+        if todo and session.progress:
+            _say_dry_run(sr, todo)
+        return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo),
+                           computed=len(todo), dry_run=True)
+    misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
+    tiles = {job.key: len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in misses}
+    progress = None
+    items: list[Item] = []
+    try:
+        if misses:
+            sr_misses = [(item, sr_job) for item, sr_job, _ in misses if not store.has(sr_job.key)]
+            progress = TileProgress(sr.windows(sr_misses) + sum(tiles.values()),
+                                    bar=session.progress and distributed.is_main_process(), on_progress=on_progress)
+            for item, sr_job in sr_misses:  # every super-resolution first, then one model at a time
+                sr.compute(item, sr_job, progress)
+            sr.release()
+        engine = None
+        for item, sr_job, job in zip(inputs, sr.jobs, jobs):
+            with store.lock(job.key):
+                artifact = store.get(job.key)
+                cached = artifact is not None
+                if artifact is None:
+                    if engine is None:
+                        session.require_lora_files([job for _, _, job in misses])
+                        engine = session.engine()
+                        engine.check_loras([job for _, _, job in misses])
+                    if engine.fingerprint != job.model:  # the model's identity became known on load
+                        job = dataclasses.replace(job, model=engine.fingerprint)
+                        artifact = store.get(job.key)
+                    if artifact is None:
+                        artifact = _detail_one(session, engine, item, sr, sr_job, job, progress, tiles.get(job.key))
+                    else:
+                        cached = True
+            place(artifact.path, item.dest)
+            items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
+                              name=item.path.name))
+            if run_dir is not None:
+                sr.record(run_dir, items, _run_fields(jobs, sr))
+    except KeyboardInterrupt:
+        if run_dir is not None and items:
+            write_gallery(run_dir)
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+    if run_dir is not None:
+        sr.record(run_dir, items, _run_fields(jobs, sr))
+        write_gallery(run_dir)
+    computed = sum(not item.cached for item in items)
+    return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+def _say_dry_run(sr, todo) -> None:
+    """--dry-run: the upscales' time (measured; loads the upscaler) and the detail pass's size (not timed:
+    that would load the diffusion model; ``Pipeline.estimate_upscale`` does)."""
+    from ..engines.detail import steps_run
+    from ..engines.tiling import detail_rects
+    from .upscale_time import describe_estimate
+
+    status = logging.getLogger("pipeline.status")
+    missing = [(item, sr_job) for item, sr_job, _ in todo if not sr.session.store.has(sr_job.key)]
+    if missing:
+        status.info(describe_estimate(sr.estimate_seconds(missing), len(missing), sr.engine(), will=False))
+    tiles = sum(len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in todo)
+    job = todo[0][2]
+    status.info(f"detail: {tiles} tile{'s' if tiles != 1 else ''} of at most {job.tile} px, "
+                f"{steps_run(job.steps, job.strength)} of {job.steps} steps each at strength {job.strength:g} "
+                "(not timed by --dry-run: that would load the diffusion model)")
+
+
+def _run_fields(jobs: list[DetailJob], sr) -> dict:
+    """run.json fields of each detail picture (by key): the upscaler and the detail settings."""
+    return {job.key: {"scale": sr.scale, "detail": job.strength, "detail_tile": job.tile,
+                      "detail_overlap": job.overlap, "detail_model": display_name_of(job.model),
+                      "detail_steps": job.steps}
+            for job in jobs}
+
+
+def display_name_of(fingerprint: str) -> str:
+    return display_name(fingerprint.split("@", 1)[0].removeprefix("hub:"))
+
+
+def _detail_one(session, engine, item, sr, sr_job, job: DetailJob, progress, tile_count):
+    from PIL import Image
+
+    from ..engines.detail import add_detail
+    from ..engines.tiling import detail_rects
+
+    sr_artifact = session.store.get(sr_job.key)
+    if sr_artifact is None:  # stored when planned, removed since
+        sr_artifact = sr.compute(item, sr_job, None)
+    with Image.open(sr_artifact.path) as opened:
+        canvas = opened.convert("RGB")
+    if canvas.size != (job.width, job.height):
+        canvas = canvas.resize((job.width, job.height), Image.Resampling.LANCZOS)
+    if progress is not None:
+        progress.start_picture(tile_count or 0)
+    engine.reset_peak_memory()
+    started = time.perf_counter()
+    image = add_detail(engine, canvas, job, progress=progress.picture_callback if progress else None)
+    seconds = time.perf_counter() - started
+    rects = detail_rects(job.width, job.height, job.tile, job.overlap)
+    data = encode(image, sr_artifact.path, job, sr, sr_job, rects)
+    artifact = session.store.put(job.key, data, {
+        "job": job.describe(), "seconds": round(seconds, 4), "device": str(engine.device), "profile": engine.profile,
+        "peak_memory_bytes": engine.peak_memory_bytes(), "source": str(item.path), "sr_key": sr_job.key,
+        "version": __version__, **distributed.record_fields()})
+    if progress is not None:
+        progress.finish_picture()
+    return artifact
+
+
+# ---------------------------------------------------------------- metadata
+
+def a1111_detail_parameters(job: DetailJob, upscaler: str, model_name: str) -> str:
+    """The text A1111's SD upscale script leaves on its output: the img2img infotext (``Size`` is the tile,
+    as its ``p.width``/``p.height`` are) with ``Denoising strength``, ``SD upscale overlap`` and
+    ``SD upscale upscaler`` (scripts/sd_upscale.py's ``extra_generation_params``)."""
+    from ..engines.tiling import detail_rects
+
+    rects = detail_rects(job.width, job.height, job.tile, job.overlap)
+    tile_w, tile_h = max(r[2] for r in rects), max(r[3] for r in rects)
+    lines = [job.prompt]
+    if job.negative:
+        lines.append(f"Negative prompt: {job.negative}")
+    params = {"seed": job.seed, "variance": dataclasses.asdict(job.variance) if job.variance else None}
+    settings = [("Steps", job.steps), ("Sampler", "Euler"), ("Schedule type", "Simple"), ("CFG scale", job.guidance),
+                ("Seed", job.seed), ("Size", f"{tile_w}x{tile_h}"), ("Model", model_name),
+                ("Denoising strength", job.strength), ("SD upscale overlap", job.overlap),
+                ("SD upscale upscaler", a1111_upscaler_name(upscaler)), *_variance_entries(params),
+                ("Version", f"pipeline {__version__}")]
+    lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
+    return "\n".join(lines)
+
+
+def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
+    """PNG bytes: A1111's SD upscale text in ``parameters``; our JSON record is the upscaled picture's (its
+    source's record plus the ``upscale`` step) with the step's key now the detail job's and a ``detail``
+    entry listing the settings and each tile's rectangle in output pixels."""
+    from PIL import Image, PngImagePlugin
+
+    with Image.open(sr_path) as original:
+        text = dict(getattr(original, "text", None) or {})
+    try:
+        record = json.loads(text.get(JSON_CHUNK) or "{}")
+    except ValueError:
+        record = {}
+    step = dict(record.get("upscale") or {})
+    model_name = display_name_of(job.model)
+    step.update(key=job.key, sr_key=sr_job.key, width=image.width, height=image.height, detail={
+        "strength": job.strength, "tile": job.tile, "overlap": job.overlap, "steps": job.steps,
+        "guidance": job.guidance, "seed": job.seed, "prompt": job.prompt, "model": job.model,
+        "model_name": model_name, "dtype": job.dtype, "tiles": [list(r) for r in rects],
+        **({"variance": dataclasses.asdict(job.variance)} if job.variance else {}),
+        **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {})})
+    record["upscale"] = step
+    info = PngImagePlugin.PngInfo()
+    info.add_text(A1111_CHUNK, a1111_detail_parameters(job, sr.resolved.name, model_name))
+    info.add_itxt(JSON_CHUNK, json.dumps(record, sort_keys=True, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+    return buffer.getvalue()
