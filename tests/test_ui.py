@@ -95,6 +95,23 @@ def test_user_errors_are_one_sentence_and_write_nothing(server):
     assert after == before
 
 
+def test_detail_from_the_page_is_recorded_and_made_again_by_its_command(server):
+    from pipeline.web.app import pictures
+
+    client = server.client()
+    run_dir = Path(explore(client, "a detailed fox", "60")["run_dir"])
+    client.predict(run_dir.name, "60", "hires", 0.5, 2, "", api_name="/refine")
+    done = client.predict(run_dir.name, "", "realesr-animevideov3", 0.3, api_name="/upscale")[-1]
+    assert done["computed"] == 1
+    record = json.loads((run_dir / "run.json").read_text())["upscale"]["pictures"][0]
+    assert record["detail"] == 0.3 and record["upscaler"] == "realesr-animevideov3"
+    view = pictures.view(run_dir)
+    command = pictures.command(server.out, run_dir, view.upscaled[0], view.data)
+    assert "--upscaler realesr-animevideov3 --detail 0.3" in command, command
+    again = json.loads(run_cli(*command.split()[1:], "--json").stdout)  # the page's command, as printed
+    assert (again["computed"], again["stored"]) == (0, 1)
+
+
 def test_unknown_upscaler_weights_are_refused(server):
     client = server.client()
     run = explore(client, "a lighthouse", "30")

@@ -240,8 +240,10 @@ def test_vary_from_the_page(browser, server):
     open_from_runs(page, run_dir.name)
     page.locator("#refine-seeds textarea, #refine-seeds input").first.fill("12")
     page.locator("#vary-count input").fill("2")
+    page.locator("#vary-count input").press("Enter")
     page.locator("#vary-strong").click()
-    wait_status(page, r"^2 of 2 variations \(strong\) · 2 computed")
+    final = wait_status(page, r"^\d+ of \d+ variations \(strong\).* · \d+ computed")
+    assert final.startswith("2 of 2 variations (strong) · 2 computed"), final
     seeds = [p["seed"] for p in json.loads((run_dir / "run.json").read_text())["explore"]["pictures"]]
     assert seeds == [11, 12, "12v1", "12v2"], seeds
     assert all((run_dir / "explore" / f"seed-{s}.png").is_file() for s in ("12v1", "12v2"))
@@ -262,14 +264,14 @@ def test_a_lora_picked_on_the_page_is_recorded_with_its_strength(browser, tmp_pa
         page.locator("#lora").get_by_text("LoRA").first.click()  # the closed accordion
         choice = page.locator("#lora-0 input")
         choice.wait_for(state="visible", timeout=WAIT)
-        choice.click()  # the list opens, then the typed name picks its entry
-        choice.fill("style")
-        choice.press("Enter")
+        choice.click()  # the list opens: pick the file from it
+        page.get_by_role("option", name="style").first.click()
         weight = page.locator("#lora-weight-0 input[type=number]")
         weight.fill("0.7")
         weight.press("Enter")
-        wait_until(page, "() => document.querySelector('#lora-row-1') && "
-                         "document.querySelector('#lora-row-1').offsetParent !== null", timeout=WAIT)
+        # the picker shows a second row once the first has a file (the pick reached the server)
+        page.locator("#lora-1 input").wait_for(state="visible", timeout=WAIT)
+        assert choice.input_value() == "style"
         page.locator("#explore").click()
         wait_status(page, r"^1 of 1 candidates · 1 computed")
         shot(page, "10-lora")

@@ -90,6 +90,10 @@ def command(out: Path, run_dir: Path, shown: Shown, data: dict) -> str:
         upscaler = shown.params.get("upscaler") or shown.params.get("model")  # run.json's name; older runs: model
         if upscaler:
             parts += ["--upscaler", q(str(upscaler))]
+        if shown.params.get("detail"):  # a Detail upscale: its strength and tile, as recorded
+            parts += ["--detail", f"{float(shown.params['detail']):g}"]
+            if shown.params.get("detail_tile"):
+                parts += ["--detail-tile", str(int(shown.params["detail_tile"]))]
         parts += ["--out", q(str(out))]
     return " ".join(parts)
 

@@ -14,11 +14,12 @@ COUNT = 4  # variations per candidate and click, as Fooocus makes
 
 
 def build(app, ui) -> None:
-    with gr.Row():
-        ui.vary_subtle = gr.Button("Vary subtle", size="sm", elem_id="vary-subtle")
-        ui.vary_strong = gr.Button("Vary strong", size="sm", elem_id="vary-strong")
-        ui.vary_count = gr.Number(label="variations each", value=COUNT, precision=0, minimum=1, maximum=16,
-                                  elem_id="vary-count", min_width=80)
+    with gr.Row(equal_height=True, elem_id="vary-row"):
+        ui.vary_subtle = gr.Button("Vary subtle", size="sm", elem_id="vary-subtle", scale=2)
+        ui.vary_strong = gr.Button("Vary strong", size="sm", elem_id="vary-strong", scale=2)
+        ui.vary_count = gr.Number(value=COUNT, precision=0, minimum=1, maximum=16, elem_id="vary-count", scale=1,
+                                  min_width=70, show_label=False, container=False)
+        gr.Markdown("variations of each picked", elem_id="vary-each")
 
 
 def wire(app, ui) -> None:
