@@ -70,7 +70,7 @@ class Pipeline:
                      guidance=guidance, batch=batch, variance=variance,
                      variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
                      variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps,
-                     loras=list(loras or []))
+                     loras=loras or [])
         return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
@@ -106,7 +106,7 @@ class Pipeline:
                      seed=seed, size=size, scale=scale, mode=mode,
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
-                     loras=None if loras is None else list(loras))
+                     loras=loras)
         return refine(self.session, spec, run=run, dry_run=dry_run)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
@@ -210,7 +210,7 @@ class Pipeline:
 
         run, seeds = _run_and_seeds(run, seeds)
         spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch,
-                     loras=None if loras is None else list(loras))
+                     loras=loras)
         return vary(self.session, spec, run=run, dry_run=dry_run)
 
     def loras(self) -> list[dict]:

@@ -396,7 +396,8 @@ def test_a_new_picture_takes_no_seed_a_javascript_number_would_round(tmp_path):
 
 
 def test_a_lora_candidate_refined_without_its_lora_is_an_img2img(tmp_path):
-    """refine carries no LoRA (yet): a hires refine of a LoRA candidate is no hires fix of it."""
+    """A hires refine of a LoRA candidate with its LoRA (refine's default) is its hires fix; without it
+    (``loras=[]``, the CLI's --no-lora) it is no hires fix of it, but an img2img."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -407,7 +408,10 @@ def test_a_lora_candidate_refined_without_its_lora_is_an_img2img(tmp_path):
     lora = write_lora(tmp_path / "loras" / "style.safetensors", "diffusers", lora_tensors(rank=4, seed=7), alpha=2.0)
     with Pipeline(model="tiny-random", out=tmp_path / "out") as p:
         explored = p.explore("a lighthouse", seeds=[3], size=(64, 64), loras=[(str(lora), 0.8)])
-        refined = p.refine(seeds=[3], run=explored)
+        with_lora = a1111_parse(picture(p.refine(seeds=[3], run=explored).items[0].path)[0])
+        refined = p.refine(seeds=[3], run=explored, loras=[])
+    assert (with_lora["Size-1"], with_lora["Size-2"], with_lora["Hires upscale"]) == ("64", "64", "2")
+    assert "style" in with_lora["Lora hashes"]
     res = a1111_parse(picture(refined.items[0].path)[0])
     assert (res["Size-1"], res["Size-2"], res["Denoising strength"]) == ("128", "128", "0.5")
-    assert not any(k.startswith("Hires") for k in res)
+    assert not any(k.startswith("Hires") for k in res) and "Lora hashes" not in res

@@ -121,6 +121,9 @@ class FlatEngine:
     def img2img(self, jobs, images, strength):
         return self.txt2img(jobs)
 
+    def check_loras(self, jobs):  # no LoRA is ever loaded here
+        pass
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -134,15 +137,17 @@ def world(tmp_path_factory):
     patch.setenv("PIPELINE_OFFLINE", "1")
     patch.delenv("PIPELINE_STORE", raising=False)
     patch.setattr(pipeline.session.Session, "engine", lambda self: FlatEngine(self.fingerprint))
-    result = CliRunner().invoke(main, ["explore", "a fox", "--model", "tiny-random", "--size", "64", "--seeds", "1-3",
-                                       "--run", "base", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    images = root / "images"
-    images.mkdir()
-    Image.new("RGB", (16, 16), (1, 2, 3)).save(images / "ok.png")
-    (images / "notes.txt").write_text("not an image")
-    yield {"root": root, "out": out, "images": images}
-    patch.undo()
+    try:  # undone even when the set-up fails: a leaked stand-in engine would break every later test
+        result = CliRunner().invoke(main, ["explore", "a fox", "--model", "tiny-random", "--size", "64", "--seeds",
+                                           "1-3", "--run", "base", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        images = root / "images"
+        images.mkdir()
+        Image.new("RGB", (16, 16), (1, 2, 3)).save(images / "ok.png")
+        (images / "notes.txt").write_text("not an image")
+        yield {"root": root, "out": out, "images": images}
+    finally:
+        patch.undo()
 
 
 # ---------------------------------------------------------------- explore

@@ -216,3 +216,18 @@ def test_the_gallery_and_the_contact_sheet_show_the_runs_loras(folders):
     run_cli("explore", PROMPT, "--seeds", "3,4", "--out", tmp / "plain", *BASE, env=env)
     with Image.open(tmp / "plain" / "latest" / "explore" / "contact.png") as sheet:
         assert with_title[1] == sheet.size[1] + 18  # one line on top: "LoRA: style 0.8"
+
+
+def test_a_stored_lora_picture_loads_no_torch(folders):
+    """Planning with a LoRA needs its digest only: a re-run from the store imports neither torch nor diffusers."""
+    import subprocess
+
+    tmp, loras, env = folders
+    out = tmp / "out"
+    run_cli("explore", PROMPT, "--seeds", "3", "--lora", "style:0.8", "--out", out, *BASE, env=env)
+    code = ("import sys; from pipeline.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'diffusers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, "explore", PROMPT, "--seeds", "3", "--lora", "style:0.8",
+                           "--out", str(out), *map(str, BASE)], capture_output=True, text=True, env=env, timeout=300)
+    assert "0 computed, 1 reused" in proc.stdout and proc.stdout.strip().endswith("False False"), proc.stderr

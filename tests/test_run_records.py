@@ -128,8 +128,9 @@ def test_an_explore_killed_mid_write_loses_no_record_of_another(tmp_path):
 
 def test_explores_started_together_without_run_get_their_own_folders(tmp_path):
     out = tmp_path / "outputs"
-    procs = [start(out, "explore", PROMPT, *TINY, "--seeds", seeds, "--json") for seeds in ("1-2", "3-4")]
-    runs = [json.loads(finish(p))["run_dir"] for p in procs]
+    other = start(out, "explore", PROMPT, *TINY, "--seeds", "1-2", "--json")
+    runs = [run_json("explore", PROMPT, *TINY, "--seeds", "3-4", "--out", out)["run_dir"],
+            json.loads(finish(other))["run_dir"]]
     assert len(set(runs)) == 2
     assert sorted(recorded(Path(runs[0])) + recorded(Path(runs[1]))) == [1, 2, 3, 4]
 

@@ -63,8 +63,15 @@ def test_each_endpoint_works_on_real_files(server):
             assert image.size == (SIZE * 2 * 4, SIZE * 2 * 4)
 
     table = client.predict(api_name="/runs")[0]
-    row = next(r for r in table["data"] if r[0] == run_dir.name)
-    assert row[2:] == ["a red fox in snow", 4, 0, 2, 2]
+    row = next(r for r in table["data"] if r[1] == run_dir.name)
+    assert row[3:] == ["a red fox in snow", 4, 0, 2, 2]
+    assert row[0].startswith("![](/gradio_api/file=")  # its first candidate's thumbnail
+
+    # open_run takes a run's name (an API client has no list of choices)
+    opened = client.predict(run_dir.name, api_name="/open_run")
+    assert opened[0] == run_dir.name and tuple(opened[-2:]) == (4, "1-4")  # Count and Seeds restored
+    with pytest.raises(Exception, match="there is no run 'no-such-run'"):
+        client.predict("no-such-run", api_name="/open_run")
     data = json.loads((run_dir / "run.json").read_text())
     assert len(data["refine"]["pictures"]) == 2 and len(data["upscale"]["pictures"]) == 2
 
@@ -86,6 +93,23 @@ def test_user_errors_are_one_sentence_and_write_nothing(server):
         client.predict("../../etc", "1", "realesr-animevideov3", api_name="/upscale")
     after = sorted(p.name for p in server.out.iterdir()) if server.out.exists() else []
     assert after == before
+
+
+def test_detail_from_the_page_is_recorded_and_made_again_by_its_command(server):
+    from pipeline.web.app import pictures
+
+    client = server.client()
+    run_dir = Path(explore(client, "a detailed fox", "60")["run_dir"])
+    client.predict(run_dir.name, "60", "hires", 0.5, 2, "", api_name="/refine")
+    done = client.predict(run_dir.name, "", "realesr-animevideov3", 0.3, api_name="/upscale")[-1]
+    assert done["computed"] == 1
+    record = json.loads((run_dir / "run.json").read_text())["upscale"]["pictures"][0]
+    assert record["detail"] == 0.3 and record["upscaler"] == "realesr-animevideov3"
+    view = pictures.view(run_dir)
+    command = pictures.command(server.out, run_dir, view.upscaled[0], view.data)
+    assert "--upscaler realesr-animevideov3 --detail 0.3" in command, command
+    again = json.loads(run_cli(*command.split()[1:], "--json").stdout)  # the page's command, as printed
+    assert (again["computed"], again["stored"]) == (0, 1)
 
 
 def test_unknown_upscaler_weights_are_refused(server):
@@ -216,7 +240,7 @@ def test_with_auth_only_the_right_password_gets_in(tmp_path):
         with pytest.raises(Exception):
             srv.client(auth=("alice", "wrong"))
         table = srv.client(auth=("alice", "secret")).predict(api_name="/runs")[0]
-        assert table["data"] == [] or table["data"] is None or table["data"] == [[""] * 7]
+        assert table["data"] == [] or table["data"] is None or table["data"] == [[""] * 8]
     finally:
         srv.kill()
 
@@ -247,9 +271,11 @@ def test_upscale_says_how_long_before_it_starts_then_counts_tiles(tmp_path, monk
     with Pipeline(model="tiny-random", out=out, progress=False) as p:
         p.explore("a fox", seeds=[1], size=(SIZE, SIZE), steps=2, run="r")
         p.refine(seeds=[1], run="r", size=(2 * SIZE, 2 * SIZE))
-        updates = list(upscale_panel._upscale(AppState(p, out), None, "r", "", "realesr-animevideov3"))
-    statuses = [update[1] for update in updates]
-    assert statuses[0].startswith("upscaling 1: about ") and "on this machine" in statuses[0], statuses
-    assert any("tile 1 of 1" in status for status in statuses[1:-1]), statuses
+        updates = list(upscale_panel._upscale(AppState(p, out), "tab", "r", "", "realesr-animevideov3"))
+    statuses = [update[1] for update in updates if isinstance(update[1], str)]
+    estimate = next(n for n, s in enumerate(statuses) if s.startswith("upscaling 1: about "))
+    assert "on this machine" in statuses[estimate], statuses
+    tiles = next(n for n, s in enumerate(statuses) if "tile 1 of 1" in s)
+    assert estimate < tiles < len(statuses) - 1, statuses
     assert statuses[-1].startswith("upscaled 1 of 1 · 1 computed")
-    assert updates[-1][3]["computed"] == 1 and Path(updates[-1][3]["files"][0]).is_file()
+    assert updates[-1][-1]["computed"] == 1 and Path(updates[-1][-1]["files"][0]).is_file()

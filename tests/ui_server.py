@@ -22,15 +22,18 @@ def free_port() -> int:
 class Server:
     """`pipeline ui` in its own process, as a user starts it."""
 
-    def __init__(self, out: Path, *extra: str):
-        self.out, self.port = out, free_port()
+    def __init__(self, out: Path, *extra: str, port: int | None = None, env: dict | None = None):
+        """``port``: a given one (a restart on the same address, as a user's open page expects);
+        ``env``: more environment variables for the server."""
+        self.out, self.port = out, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = out.parent / f"ui-{self.port}.log"
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "wb") as log:
+        with open(self.log, "ab") as log:  # a restart on the same port adds to the log
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "ui", "--model", "tiny-random", "--out", str(out),
-                 "--port", str(self.port), *extra], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+                 "--port", str(self.port), *extra], stdout=log, stderr=subprocess.STDOUT,
+                env=cli_env(**(env or {})))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

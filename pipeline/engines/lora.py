@@ -45,7 +45,7 @@ class Lora:
     path: Path | None  # None: a recorded LoRA whose file was not found (see from_records)
     sha256: str
     weight: float
-    a1111_hash: str = ""  # the 12 hex A1111 writes in ``Lora hashes`` (see ``a1111_hash``)
+    a1111_hash: str = ""  # the 12 hex A1111 writes in ``Lora hashes`` (see ``digests``)
 
     def use(self):
         from ..jobs import LoraUse

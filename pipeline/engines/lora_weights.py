@@ -173,9 +173,8 @@ DOWN, UP = "lora_down", "lora_up"  # the non-persistent buffers a targeted layer
 def _add_lora(module, args, output):
     """The forward hook of a targeted layer: output + x @ A.T @ B.T, all of its LoRAs at once.
 
-    A and B are the layer's own (non-persistent) buffers, not constants of the hook: compiled blocks
-    take them as inputs, so another LoRA of the same rank needs no recompiling, and a new set can
-    never be mistaken for an old one. They follow the layer when a profile moves it."""
+    A and B are the layer's own (non-persistent) buffers, so they follow the layer when a profile moves
+    it (balanced), and stay on the device while group offload streams the base weights (low)."""
     x = args[0]
     down, up = getattr(module, DOWN), getattr(module, UP)
     if down.device != x.device:

@@ -158,3 +158,10 @@ def candidate_loras(session, data: dict, candidate: dict, what: str) -> list:
     loras = from_records(records, session.model, session.lora_paths)
     session.register_loras(loras, what)
     return loras
+
+
+def check_loras(engine, jobs) -> None:
+    """Have the engine read and check the LoRAs these jobs use, before the first picture is written
+    (a LoRA made for another model fails here). Jobs without LoRAs ask nothing of the engine."""
+    if any(getattr(job, "loras", None) for job in jobs):
+        engine.check_loras(jobs)

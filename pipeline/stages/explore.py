@@ -17,7 +17,7 @@ from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_
                     set_latest, stage_pictures, update_run, write_error)
 from ..store import atomic_write, check_writable
 from ..specs import ExploreSpec
-from .common import Item, StageResult, batches, progress_bar, store_picture
+from .common import Item, StageResult, batches, check_loras, progress_bar, store_picture
 
 log = logging.getLogger("pipeline")
 
@@ -199,7 +199,7 @@ def _save(run_dir: Path, data: dict) -> dict:
 def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
     check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
-    engine.check_loras(misses)  # a LoRA for another model fails here, before any picture is written
+    check_loras(engine, misses)  # a LoRA for another model fails here, before any picture is written
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
         misses = [dataclasses.replace(job, model=engine.fingerprint) for job in misses]
         data["model_fingerprint"] = engine.fingerprint

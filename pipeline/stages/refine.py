@@ -28,7 +28,8 @@ from ..models import TINY, display_name
 from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
                     record_pictures)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
-from .common import Item, StageResult, batches, candidate_loras, progress_bar, run_variance, store_picture
+from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
+                     store_picture)
 from .hires import as_hires_fix, enlarge_parents, image_size, parent_size
 
 log = logging.getLogger("pipeline")
@@ -353,7 +354,7 @@ def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items
     session.require_lora_files([p.job for p in misses])
     enlarged = enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
     engine = session.engine()
-    engine.check_loras([p.job for p in misses])  # a LoRA for another model fails before any picture
+    check_loras(engine, [p.job for p in misses])  # a LoRA for another model fails before any picture
     if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
         misses = [dataclasses.replace(p, job=dataclasses.replace(p.job, model=engine.fingerprint)) for p in misses]
     by_job = {id(p.job): p for p in misses}

@@ -25,7 +25,8 @@ from ..jobs import (MAX_SEED, VaryJob, pick_order, pick_parent, pick_path, rende
 from ..runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
 from ..specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
-from .common import Item, StageResult, batches, candidate_loras, progress_bar, run_variance, store_picture
+from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
+                     store_picture)
 
 log = logging.getLogger("pipeline")
 
@@ -197,7 +198,7 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
 
     session.require_lora_files([v.job for v in misses])
     engine = session.engine()
-    engine.check_loras([v.job for v in misses])  # a LoRA for another model fails before any picture
+    check_loras(engine, [v.job for v in misses])  # a LoRA for another model fails before any picture
     if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
         misses = [dataclasses.replace(v, job=dataclasses.replace(v.job, model=engine.fingerprint)) for v in misses]
     by_job = {id(v.job): v for v in misses}

@@ -1,6 +1,6 @@
 """`pipeline ui`: the browser app. A thin Gradio layer over ``Pipeline``: it holds no stage logic.
 
-    build_app(state) -> gr.Blocks        the page (explore_tab, refine_panel, upscale_panel, runs_panel)
+    build_app(state) -> gr.Blocks        the page (form, candidates, refine/vary/upscale/disk panels, runs_panel)
     server.serve(...)                    launch with the safety checks (loopback, auth, files, offline)
 
 Named API endpoints for gradio_client: ``explore``, ``refine``, ``upscale``, ``runs``, ``open_run``.
@@ -27,7 +27,8 @@ CSS = css()
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import candidates, explore_tab, grid, refine_panel, runs_panel, upscale_panel
+    from . import (candidates, disk_panel, explore_job, form, grid, keep, refine_panel, runs_panel,
+                   upscale_panel, vary_panel)
 
     ui = SimpleNamespace()
     with gr.Blocks(title="pipeline", analytics_enabled=False, fill_width=True) as demo:
@@ -39,15 +40,17 @@ def build_app(state: AppState):
             with gr.Tab("Explore", id="explore"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=0, min_width=380, elem_id="form-col"):
-                        explore_tab.build(state, ui)
+                        form.build(state, ui)
                     with gr.Column(scale=1, min_width=480):
                         candidates.build_gallery(state, ui)
                         with gr.Accordion("Refine picked", open=True, elem_id="refine-panel"):
                             ui.refine_seeds = gr.Textbox(label="Seeds", placeholder="empty: the picked ones",
                                                          elem_id="refine-seeds")
                             refine_panel.build(state, ui)
+                            vary_panel.build(state, ui)
                         with gr.Accordion("Upscale", open=True, elem_id="upscale-panel"):
                             upscale_panel.build(state, ui)
+                            disk_panel.build(state, ui)
                         with gr.Accordion("Last result", open=False):
                             ui.result = gr.JSON(label="Result", elem_id="result")
             with gr.Tab("Runs", id="runs"):
@@ -74,9 +77,14 @@ def build_app(state: AppState):
         ui.open_outputs = [ui.run, ui.candidates, ui.refined, ui.refined_seeds, ui.compare,
                            ui.upscaled, ui.prompt, ui.negative, ui.width, ui.height, ui.steps, ui.guidance,
                            ui.status, ui.tabs]
+        form.wire(state, ui)
+        explore_job.wire(state, ui)
         candidates.wire(state, ui)
+        vary_panel.wire(state, ui)
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
+        disk_panel.wire(state, ui)
         runs_panel.wire(state, ui, opened)
+        keep.wire(state, ui)
     demo.ui = ui  # for tests and embedding
     return demo

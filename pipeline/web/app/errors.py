@@ -8,10 +8,29 @@ from ...errors import UserError
 OOM_HINT = "out of memory; try a smaller size or batch, or start `pipeline ui` with a lower --memory profile"
 
 
+# the CLI's option names as the page's fields are labelled (the stages word their errors for the CLI)
+FIELDS = {"count": "Count", "seeds": "Seeds", "seed": "Base seed", "size": "Width × Height", "steps": "Steps",
+          "guidance": "Guidance", "negative": "Negative prompt", "prompt": "Prompt", "batch": "Batch",
+          "variance": "Seed variance", "strength": "Strength", "scale": "Scale", "mode": "Mode",
+          "upscaler": "Upscaler", "model": "Upscaler", "lora": "LoRA", "from": "the picture from disk", "run": "Run"}
+
+
+def page_words(text: str) -> str:
+    """A stage's sentence with the page's words: `--steps must be …` -> `Steps must be …`."""
+    import re
+
+    def field(match):
+        name = match.group(1)
+        return FIELDS.get(name, name.replace("-", " "))
+
+    text = re.sub(r"(?<![\w-])--([a-z][a-z-]*)", field, text)
+    return text[:1].upper() + text[1:] if text.startswith(tuple(FIELDS.values())) else text
+
+
 def message(err: BaseException) -> str | None:
     """The sentence to show for an error a user can act on, or None for a bug."""
     if isinstance(err, UserError):
-        return str(err)
+        return page_words(str(err))
     if isinstance(err, MemoryError) or err.__class__.__name__ == "OutOfMemoryError":
         return str(err) if "profile" in str(err) else OOM_HINT
     if isinstance(err, OSError):

@@ -160,7 +160,7 @@ def server_functions(app):
         path = write_zip(app.out / ZIPS / name, run_dir, chosen)
         return {"url": url(path), "name": name, "count": len(chosen)}
 
-    return [pick, describe, zip_pictures]
+    return [_safe(pick), _safe(describe), _safe(zip_pictures)]
 
 
 def write_zip(path: Path, run_dir: Path, chosen) -> Path:

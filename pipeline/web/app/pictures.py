@@ -87,8 +87,13 @@ def command(out: Path, run_dir: Path, shown: Shown, data: dict) -> str:
         parts += ["--out", q(str(out))]
     else:
         parts = ["pipeline", "upscale", "--run", q(str(run_dir)), "--seeds", str(shown.seed)]
-        if shown.params.get("model"):
-            parts += ["--model", q(str(shown.params["model"]))]
+        upscaler = shown.params.get("upscaler") or shown.params.get("model")  # run.json's name; older runs: model
+        if upscaler:
+            parts += ["--upscaler", q(str(upscaler))]
+        if shown.params.get("detail"):  # a Detail upscale: its strength and tile, as recorded
+            parts += ["--detail", f"{float(shown.params['detail']):g}"]
+            if shown.params.get("detail_tile"):
+                parts += ["--detail-tile", str(int(shown.params["detail_tile"]))]
         parts += ["--out", q(str(out))]
     return " ".join(parts)
 

@@ -1,15 +1,13 @@
 """Refine the picked candidates: each result appears as it is stored, with a before/after slider."""
 from __future__ import annotations
 
-import time
-
 import gradio as gr
 
 from ...errors import UserError
 from ...runs import load_picks
-from . import grid, pictures
+from . import flow, grid, pictures
+from .candidates import bar
 from .errors import on_page
-from .explore_tab import bar
 
 
 def build(app, ui) -> None:
@@ -27,14 +25,16 @@ def build(app, ui) -> None:
 
 
 def wire(app, ui) -> None:
-    def refine(run, seeds, mode, strength, scale, size, progress=gr.Progress()):
+    def refine(run, seeds, mode, strength, scale, size, request: gr.Request):
         """Refine the picks of RUN (or SEEDS, e.g. "3,7"); yields each result as it is stored."""
-        yield from _refine(app, progress, run, seeds, mode, strength, scale, size)
+        yield from _refine(app, flow.tab_of(request), run, seeds, mode, strength, scale, size)
 
-    ui.refine_btn.click(refine, [ui.run, ui.refine_seeds, ui.mode, ui.strength, ui.scale, ui.refine_size],
-                        [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.result],
-                        api_name="refine",
-                        concurrency_id="device", show_progress="minimal", show_progress_on=ui.status)
+    ui.refine_event = ui.refine_btn.click(
+        refine, [ui.run, ui.refine_seeds, ui.mode, ui.strength, ui.scale, ui.refine_size],
+        [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.refine_btn, ui.stop_btn, ui.result],
+        api_name="refine", concurrency_limit=None, show_progress="hidden")
+    ui.refine_event.then(flow.idle(app, "refine"), None, [ui.refine_btn, ui.stop_btn], api_visibility="private",
+                         queue=False)
 
 
 def compare_value(view, refined):
@@ -49,30 +49,74 @@ def refined_value(view, paths=None):
     return grid.view_value(view, "refine", order), order
 
 
-def _refine(app, progress, run, seeds, mode, strength, scale, size):
+def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prompt=None):
+    """One refine per picture, so Stop ends it between pictures; ``source``: a picture from disk."""
     from ...jobs import parse_seeds, parse_size
 
     with on_page():
-        run_dir = app.run_dir(run)
-        chosen = parse_seeds(seeds.strip()) if seeds and seeds.strip() else load_picks(run_dir)
-        if not chosen:
-            raise UserError("pick candidates first: click them in the gallery")
         target = parse_size(size.strip()) if size and size.strip() else None
-    started = time.monotonic()
-    paths: list[str] = []
-    computed = stored = 0
-    for n, seed in enumerate(chosen):
-        progress((n, len(chosen)), desc="refine", unit="pictures")
-        with on_page(), app.device() as pipeline:
-            result = pipeline.refine([seed], run=str(run_dir), mode=mode, strength=float(strength),
-                                     scale=None if target else float(scale or 2), size=target)
-        computed, stored = computed + result.computed, stored + result.stored
-        paths += [str(item.path) for item in result.items if str(item.path) not in paths]
-        view = pictures.view(run_dir)
-        value, order = refined_value(view, paths)
-        latest = next((r for r in view.refined if str(r.path) == paths[-1]), None)
-        status = (f"refined {n + 1} of {len(chosen)} · {computed} computed, {stored} from the store · "
-                  f"{time.monotonic() - started:.1f} s")
-        yield value, compare_value(view, latest) if latest else None, status, bar(n + 1, len(chosen)), order, \
-            {"stage": "refine", "run_dir": str(run_dir), "seeds": chosen[: n + 1], "computed": computed,
-             "stored": stored, "files": paths}
+        if source is None:
+            run_dir = app.run_dir(run)
+            chosen = parse_seeds(seeds.strip(), variations=True) if seeds and seeds.strip() else load_picks(run_dir)
+            if not chosen:
+                raise UserError("pick candidates first: click them in the gallery")
+        else:
+            run_dir, chosen = None, [None]
+    options = {"mode": mode, "strength": float(strength), "scale": None if target else float(scale or 2),
+               "size": target}
+    clock = flow.Clock()
+
+    def work(ticket, report):
+        done = {"computed": 0, "stored": 0, "paths": [], "seeds": [], "run_dir": run_dir}
+        for seed in chosen:
+            if ticket.stop.is_set():
+                break
+            with app.device() as pipeline:
+                if source is None:
+                    result = pipeline.refine([seed], run=str(run_dir), **options)
+                else:
+                    result = pipeline.refine(source=source, prompt=prompt, **options)
+            done["run_dir"] = result.run_dir
+            done["computed"] += result.computed
+            done["stored"] += result.stored
+            done["seeds"].append(seed)
+            done["paths"] += [str(item.path) for item in result.items if str(item.path) not in done["paths"]]
+            report((result, dict(done)))
+        return done
+
+    total = len(chosen)
+    summary = None
+    for event in flow.run(app, tab, "refine", work):
+        if event.kind == "waiting":
+            yield gr.skip(), gr.skip(), flow.waiting_text(event.ahead), gr.skip(), gr.skip(), \
+                flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
+            continue
+        if event.kind == "progress" and not event.reports:
+            yield gr.skip(), gr.skip(), f"refining {total} picture{'s' * (total > 1)}…", bar(0, total), gr.skip(), \
+                flow.button(f"Refining 1 of {total}", busy=True), flow.stop_button(True), gr.skip()
+            continue
+        if event.kind == "progress":
+            for result, summary in event.reports:
+                clock.add(sum(item.seconds for item in result.items if not item.cached) or 0.0)
+        elif event.result is not None:
+            summary = event.result
+        if summary is None:
+            yield gr.skip(), gr.skip(), "stopped while waiting: nothing was refined", "", gr.skip(), gr.skip(), \
+                gr.skip(), gr.skip()
+            return
+        n = len(summary["seeds"])
+        view = pictures.view(summary["run_dir"])
+        value, order = refined_value(view, summary["paths"])
+        latest = next((r for r in view.refined if str(r.path) == summary["paths"][-1]), None) \
+            if summary["paths"] else None
+        finished = event.kind == "done"
+        stopped = " (stopped)" if finished and n < total else ""
+        left = "" if finished else clock.left(total - n)
+        status = (f"refined {n} of {total}{stopped} · {summary['computed']} computed, {summary['stored']} from the "
+                  f"store{left} · {clock.elapsed():.1f} s")
+        button = gr.skip() if finished else flow.button(f"Refining {min(n + 1, total)} of {total}{left}", busy=True)
+        yield value, compare_value(view, latest) if latest else None, status, bar(n, total), order, button, \
+            gr.skip() if finished else flow.stop_button(True), \
+            {"stage": "refine", "run_dir": str(summary["run_dir"]), "seeds": summary["seeds"],
+             "computed": summary["computed"], "stored": summary["stored"], "files": summary["paths"],
+             **({"stopped": True} if stopped else {})}

@@ -1,15 +1,15 @@
 """Upscale the refined pictures with Real-ESRGAN (a preset or a weights file in weights/)."""
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
 import gradio as gr
 
 from ...errors import UserError
 from ...runs import load_run
-from . import grid, pictures
+from . import flow, grid, pictures
+from .candidates import bar
 from .errors import on_page
-from .explore_tab import bar
 
 
 def model_choices() -> list[str]:
@@ -30,18 +30,25 @@ def build(app, ui) -> None:
                                        allow_custom_value=True, elem_id="upscale-model",
                                        info="a preset, or the name of a weights file in weights/")
         ui.upscale_btn = gr.Button("Upscale refined", variant="primary", elem_id="upscale")
+    # Detail: after Real-ESRGAN, the diffusion model re-draws fine detail tile by tile (the `detail` branch);
+    # shown only where Pipeline.upscale takes detail=
+    ui.detail = gr.Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
+                          info="0: off; 0.2–0.4 re-draws fine detail with the diffusion model (slower)")
     ui.upscaled = grid.build(app, "upscaled", "upscale", "Upscaled")
 
 
 def wire(app, ui) -> None:
-    def upscale(run, seeds, model, progress=gr.Progress()):
-        """Upscale the refined pictures of RUN (or those of SEEDS); yields each one as it is stored."""
-        yield from _upscale(app, progress, run, seeds, model)
+    def upscale(run, seeds, model, detail=0.0, request: gr.Request = None):
+        """Upscale the refined pictures of RUN (or those of SEEDS); yields each one as it is stored.
+        DETAIL (0: off) re-draws fine detail with the diffusion model where the server supports it."""
+        yield from _upscale(app, flow.tab_of(request), run, seeds, model, detail=detail)
 
-    ui.upscale_btn.click(upscale, [ui.run, ui.refine_seeds, ui.upscale_model],
-                         [ui.upscaled, ui.status, ui.bar, ui.result], api_name="upscale", concurrency_id="device",
-                         show_progress="minimal",
-                         show_progress_on=ui.status)
+    ui.upscale_event = ui.upscale_btn.click(
+        upscale, [ui.run, ui.refine_seeds, ui.upscale_model, ui.detail],
+        [ui.upscaled, ui.status, ui.bar, ui.upscale_btn, ui.stop_btn, ui.result], api_name="upscale",
+        concurrency_limit=None, show_progress="hidden")
+    ui.upscale_event.then(flow.idle(app, "upscale"), None, [ui.upscale_btn, ui.stop_btn], api_visibility="private",
+                          queue=False)
 
 
 def upscaled_value(view):
@@ -55,78 +62,132 @@ def _refined_seeds(run_dir) -> list:
     return list(dict.fromkeys(s for s in seeds if isinstance(s, (int, str)) and not isinstance(s, bool)))
 
 
-def _upscale(app, progress, run, seeds, model):
+def supports_detail(app) -> bool:
+    import inspect
+
+    try:
+        return "detail" in inspect.signature(app.pipeline.upscale).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def detail_option(app, detail) -> dict:
+    """{"detail": strength} when on (and supported), else nothing: the call stays as before."""
+    detail = float(detail or 0)
+    if not detail:
+        return {}
+    if not supports_detail(app):
+        raise UserError("this server's pipeline has no Detail upscale: leave Detail at 0")
+    if not 0 < detail <= 1:
+        raise UserError(f"Detail {detail:g} is out of range: give 0 (off) to 1")
+    return {"detail": detail}
+
+
+def check_model(model) -> None:
+    choices = model_choices()
+    if model not in choices:  # only presets and files of weights/: no path from the page
+        raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
+
+
+def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
+    """One upscale per picture; Stop ends it between tiles (the tile under way is dropped, the
+    finished pictures are stored and recorded). ``files``: pictures from disk (to ``out_dir``)."""
     from ...jobs import parse_seeds
 
     with on_page():
-        run_dir = app.run_dir(run)
-        chosen = (parse_seeds(seeds.strip(), variations=True) if seeds and seeds.strip()
-                  else _refined_seeds(run_dir))
-        if not chosen:
-            raise UserError("refine pictures first: upscale works on the refined pictures")
-        choices = model_choices()
-        if model not in choices:  # only presets and files of weights/: no path from the page
-            raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
-    with on_page(), app.device() as pipeline:  # how long, before it starts (a probe timed on this machine)
-        expected = pipeline.estimate_upscale(run=str(run_dir), seeds=chosen, upscaler=model or None)
-    if expected > 0:
-        hint = "" if expected < 60 or model == "realesr-animevideov3" else \
-            " (realesr-animevideov3 or a GPU is much faster)"
-        yield gr.skip(), f"upscaling {len(chosen)}: about {_duration(expected)} on this machine{hint}", \
-            bar(0, 1), gr.skip()
-    started, computed, stored, files = time.monotonic(), 0, 0, []
-    for n, seed in enumerate(chosen):
-        done_before = f"{n} of {len(chosen)} done · " if len(chosen) > 1 else ""
-        for tiles in _tiles_while(app, run_dir, seed, model):
-            if isinstance(tiles, tuple):
-                done, total = tiles
-                left = time.monotonic() - started
-                eta = f" · about {_duration(left / max(done, 1) * (total - done))} left" if done else ""
-                yield gr.skip(), f"upscaling seed {seed}: {done_before}tile {done} of {total}{eta}", \
-                    bar(done, total), gr.skip()
-                continue
-            result = tiles
-        computed, stored = computed + result.computed, stored + result.stored
-        files += [str(item.path) for item in result.items]
-        status = (f"upscaled {n + 1} of {len(chosen)} · {computed} computed, {stored} from the store · "
-                  f"{time.monotonic() - started:.1f} s")
-        yield upscaled_value(pictures.view(run_dir)), status, bar(n + 1, len(chosen)), \
-            {"stage": "upscale", "run_dir": str(run_dir), "seeds": chosen[: n + 1], "computed": computed,
-             "stored": stored, "files": files}
+        check_model(model)
+        extra = detail_option(app, detail)
+        if files is None:
+            run_dir = app.run_dir(run)
+            chosen = (parse_seeds(seeds.strip(), variations=True) if seeds and seeds.strip()
+                      else _refined_seeds(run_dir))
+            if not chosen:
+                raise UserError("refine pictures first: upscale works on the refined pictures")
+        else:
+            run_dir, chosen = None, list(files)
+    total = len(chosen)
 
+    def work(ticket, report):
+        done = {"computed": 0, "stored": 0, "files": [], "seeds": [], "stopped": False}
+        where = {"run": str(run_dir)} if run_dir else {"out_dir": out_dir}
+        with app.device() as pipeline:  # how long, before it starts (a probe timed on this machine)
+            expected = pipeline.estimate_upscale(**_what(run_dir, chosen), upscaler=model or None, **extra)
+        report(("estimate", expected))
+        for n, one in enumerate(chosen):
+            if ticket.stop.is_set():
+                done["stopped"] = True
+                break
 
-def _tiles_while(app, run_dir, seed, model):
-    """Upscale one seed in a worker thread; yield (done, total) tiles as they finish, then the result."""
-    import queue
-    import threading
+            def tiles(finished, planned, n=n):
+                report(("tiles", n, finished, planned))
+                if ticket.stop.is_set() and finished < planned:
+                    raise flow.Stopped  # the stage keeps what was finished before this picture
 
-    updates: queue.Queue = queue.Queue()
-    outcome: dict = {}
+            try:
+                with app.device() as pipeline:
+                    if run_dir is not None:
+                        result = pipeline.upscale(seeds=[one], upscaler=model or None, on_progress=tiles, **where,
+                                                  **extra)
+                    else:
+                        result = pipeline.upscale([one], upscaler=model or None, on_progress=tiles, **where, **extra)
+            except flow.Stopped:
+                done["stopped"] = True
+                break
+            done["computed"] += result.computed
+            done["stored"] += result.stored
+            done["files"] += [str(item.path) for item in result.items]
+            done["seeds"].append(one if run_dir is not None else str(Path(one).name))
+            report(("picture", n, dict(done, files=list(done["files"]))))
+        return done
 
-    def work():
-        try:
-            with on_page(), app.device() as pipeline:
-                outcome["result"] = pipeline.upscale(run=str(run_dir), seeds=[seed], upscaler=model or None,
-                                                     on_progress=lambda done, total: updates.put((done, total)))
-        except BaseException as err:  # noqa: BLE001 - re-raised in the request's thread below
-            outcome["error"] = err
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    last = 0.0
-    while worker.is_alive() or not updates.empty():
-        try:
-            tiles = updates.get(timeout=0.2)
-        except queue.Empty:
+    clock, summary, expected, tile_text = flow.Clock(), None, 0.0, ("", "")
+    for event in flow.run(app, tab, "upscale", work):
+        if event.kind == "waiting":
+            yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
+                flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
-        if time.monotonic() - last > 0.5 or tiles[0] == tiles[1]:  # at most two page updates a second
-            last = time.monotonic()
-            yield tiles
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    yield outcome["result"]
+        if event.kind == "progress":  # what a batch holds is said in order: estimate, tiles, a picture done
+            picture, estimated, tiled = None, not event.reports, False
+            for report in event.reports:
+                if report[0] == "estimate":
+                    expected, estimated = report[1], True
+                elif report[0] == "tiles":
+                    _, n, finished, planned = report
+                    ahead = expected * (1 - (n + finished / max(planned, 1)) / total) if expected else 0
+                    left = f" · about {flow.duration(ahead)} left" if ahead >= 1 else ""
+                    tile_text, tiled = (f"Upscaling {n + 1} of {total}{left}",
+                                        f"tile {finished} of {planned}{left}"), True
+                else:
+                    picture = summary = report[2]
+            if estimated:
+                about = f": about {flow.duration(expected)} on this machine" if expected else ""
+                hint = "" if expected < 60 or model == "realesr-animevideov3" else \
+                    " (realesr-animevideov3 or a GPU is much faster)"
+                yield gr.skip(), f"upscaling {total}{about}{hint}", bar(0, 1), \
+                    flow.button(f"Upscaling 1 of {total}", busy=True), flow.stop_button(True), gr.skip()
+            if tiled:
+                label, detail = tile_text
+                yield gr.skip(), f"upscaling: {detail}", gr.skip(), flow.button(label, busy=True), \
+                    flow.stop_button(True), gr.skip()
+            if picture is not None:
+                n = len(picture["seeds"])
+                value = upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip()
+                yield value, f"upscaled {n} of {total} · {picture['computed']} computed, {picture['stored']} from " \
+                             f"the store · {clock.elapsed():.1f} s", bar(n, total), gr.skip(), gr.skip(), gr.skip()
+            continue
+        summary = event.result if event.result is not None else summary
+        if summary is None:
+            yield gr.skip(), "stopped while waiting: nothing was upscaled", "", gr.skip(), gr.skip(), gr.skip()
+            return
+        n = len(summary["seeds"])
+        stopped = " (stopped)" if summary.get("stopped") and n < total else ""
+        yield upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip(), \
+            f"upscaled {n} of {total}{stopped} · {summary['computed']} computed, {summary['stored']} from the store " \
+            f"· {clock.elapsed():.1f} s", bar(n, total), gr.skip(), gr.skip(), \
+            {"stage": "upscale", "run_dir": str(run_dir) if run_dir else None, "seeds": summary["seeds"],
+             "computed": summary["computed"], "stored": summary["stored"], "files": summary["files"],
+             **({"stopped": True} if stopped else {})}
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+def _what(run_dir, chosen) -> dict:
+    return {"run": str(run_dir), "seeds": chosen} if run_dir is not None else {"images": chosen}

@@ -1,0 +1,150 @@
+"""The flow of a job on the page: wait for its turn in the line (saying its place), run the work in
+a worker thread while the request's thread reports its progress (at most a few updates a second),
+Stop between pictures (upscale: between tiles), and the running button's own text.
+
+    for event in flow.run(app, tab, "refine", work):   # work(ticket, report) -> result
+        event.kind: "waiting" (event.ahead), "progress" (event.reports: what report() was given since),
+                    "done" (event.result)
+"""
+from __future__ import annotations
+
+import queue
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from .errors import as_page_error
+
+UPDATE_EVERY = 0.3  # s: the most updates a second a job sends to its tab (the last report wins)
+_DONE = object()
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised from a progress callback when Stop was pressed: the stages treat it as Ctrl-C (they keep
+    and record the pictures finished before it)."""
+
+
+@dataclass
+class Event:
+    kind: str
+    ahead: int = 0
+    reports: list = field(default_factory=list)
+    result: object = None
+    ticket: object = None
+
+
+def run(app, tab: str, what: str, work, *, on_start=None):
+    """Events of one job (see the module's doc). A user error raised by ``work`` becomes one
+    sentence on the page; a Stop while waiting ends it with ``done`` and ``result`` None."""
+    ticket = app.join(tab, what)
+    worker = None
+    try:
+        while not app.wait_turn(ticket, timeout=0.5):
+            if ticket.stop.is_set():
+                yield Event("done", ticket=ticket)
+                return
+            yield Event("waiting", ahead=app.ahead(ticket), ticket=ticket)
+        if on_start is not None:
+            on_start(ticket)
+        reports: queue.Queue = queue.Queue()
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["result"] = work(ticket, reports.put)
+            except Stopped:
+                outcome["result"] = None
+            except BaseException as err:  # noqa: BLE001 - shown on the page by the request's thread
+                outcome["error"] = err
+            finally:
+                reports.put(_DONE)
+
+        worker = threading.Thread(target=target, name=f"pipeline-{what}", daemon=True)
+        worker.start()
+        yield Event("progress", ticket=ticket)  # the button turns busy at once
+        finished, last = False, 0.0
+        while not finished:
+            batch = [reports.get()]
+            deadline = time.monotonic() + max(0.0, UPDATE_EVERY - (time.monotonic() - last))
+            while batch[-1] is not _DONE:  # gather what arrives until the next update is due
+                try:
+                    batch.append(reports.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            finished = batch[-1] is _DONE
+            got = [item for item in batch if item is not _DONE]
+            if got:
+                last = time.monotonic()
+                yield Event("progress", reports=got, ticket=ticket)
+        worker.join()
+        if "error" in outcome:
+            as_page_error(outcome["error"])
+        yield Event("done", result=outcome.get("result"), ticket=ticket)
+    finally:
+        ticket.stop.set()  # a closed tab (GeneratorExit) ends the job after the current picture
+        if worker is not None:
+            worker.join()
+        app.leave(ticket)
+
+
+def check_stop(ticket) -> None:
+    """Between pictures (or tiles): raise Stopped once Stop was pressed."""
+    if ticket.stop.is_set():
+        raise Stopped
+
+
+class Clock:
+    """Seconds per unit of work so far, and what is left, in words."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.spans: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        self.spans.append(seconds)
+
+    def left(self, units: int) -> str:
+        if units <= 0 or not self.spans:
+            return ""
+        return f" · about {duration(statistics.median(self.spans) * units)} left"
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def waiting_text(ahead: int) -> str:
+    return "waiting: " + ("1 job is ahead" if ahead == 1 else f"{ahead} jobs are ahead") + \
+        " (in this or another tab) · Stop cancels"
+
+
+def button(text: str | None = None, *, busy: bool):
+    """The running button: its own progress while busy; its label back when done."""
+    update = {"interactive": not busy, "elem_classes": ["busy"] if busy else []}
+    return gr.update(**update, **({"value": text} if text else {}))
+
+
+def stop_button(active: bool):
+    return gr.update(interactive=active)
+
+
+def tab_of(request) -> str:
+    """The browser tab a request comes from (its Stop and place in line); "api" for a client without one."""
+    return request.session_hash if request is not None and getattr(request, "session_hash", None) else "api"
+
+
+def idle(app, what: str):
+    """An event handler for after a job: its button back to its label; Stop stays on while this tab
+    has another job."""
+    from .form import LABELS
+
+    def handler(request: gr.Request):
+        return button(LABELS[what], busy=False), stop_button(app.busy(tab_of(request)))
+
+    return handler

@@ -1,0 +1,195 @@
+"""The explore form: prompt, aspect presets and size, Count from a base seed (🎲 random, ♻️ the last
+one) or a list of seeds, steps, guidance, batch, seed variance, LoRAs; the Explore and Stop buttons
+with the status line. Its limits are the server's (pipeline/jobs.py, pipeline/specs.py). The form is
+kept in the browser (localStorage), so a reload or a server restart finds it as it was."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ...jobs import MAX_SEED, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
+from ...specs import MAX_VARIANCE
+
+# Aspect presets: the 1024-pixel-area sizes of SDXL-era models (each side a multiple of 64), halved for
+# exploring at 512; refining them ×2 lands on the 1024 size exactly (16:9: 672×384 → 1344×768).
+ASPECTS = {"1:1": (1024, 1024), "4:3": (1152, 896), "3:4": (896, 1152), "3:2": (1216, 832), "2:3": (832, 1216),
+           "16:9": (1344, 768), "9:16": (768, 1344), "21:9": (1536, 640)}
+EXPLORE_BASE = 2  # the explore size is the 1024 size / 2
+BATCHES = ["auto", "1", "2", "4", "8", "16"]
+NEGATIVE_OFF = "used only with guidance above 0 (Turbo's default is 0)"
+RANDOM = -1
+LABELS = {"explore": "Explore", "refine": "Refine picked", "upscale": "Upscale refined", "vary": "Vary"}
+MAX_LORAS = 4
+
+# Ctrl+Enter (⌘+Enter) explores, from anywhere on the page; added once, by a load event (no inline script)
+CTRL_ENTER = """() => {
+  if (window.__pipelineKeys) return;
+  window.__pipelineKeys = true;
+  document.addEventListener('keydown', (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
+      const button = document.querySelector('#explore');
+      if (button && !button.disabled) { e.preventDefault(); button.click(); }
+    }
+  });
+}"""
+
+from gradio.events import Dependency
+
+class Bounded(gr.Number):
+    """A number field with the server's bounds and the app's own sentence when outside them."""
+    is_template = True  # drawn by Gradio's own Number
+
+    sentence = "{num:g} is out of range"  # set per field by bounded()
+
+    def raise_if_out_of_bounds(self, num, minimum, maximum):  # Gradio calls it as self.raise_if_…
+        if (minimum is not None and num < minimum) or (maximum is not None and num > maximum):
+            raise gr.Error(self.sentence.format(num=num), print_exception=False)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+SIDE = f"{{num:g}} pixels is out of range: each side must be {MIN_SIDE} to {MAX_SIDE} pixels, a multiple of " \
+       f"{SIZE_MULTIPLE}"
+MAX_COUNT = 10_000
+COUNT = f"a count of {{num:g}} is out of range: give 1 to {MAX_COUNT} (or seeds like 1,2,10-20)"
+BASE = f"base seed {{num:g}} is out of range: give -1 (random) or 0 to {MAX_SEED}"
+
+
+def explore_size(aspect: str) -> tuple[int, int]:
+    width, height = ASPECTS[aspect]
+    return width // EXPLORE_BASE, height // EXPLORE_BASE
+
+
+def build(app, ui) -> None:
+    """The left column: the form. ``ui`` collects the components other panels use."""
+    with gr.Group(visible=False, elem_id="resume") as ui.resume_box:
+        ui.resume_text = gr.Markdown("", elem_id="resume-text")
+        with gr.Row():
+            ui.resume_btn = gr.Button("Continue it", variant="primary", size="sm", elem_id="resume-continue")
+            ui.resume_dismiss = gr.Button("Dismiss", size="sm", elem_id="resume-dismiss")
+    ui.resume_id = gr.State(None)  # the interrupted explore offered (server-side)
+    ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a red fox in snow  (Ctrl+Enter explores)",
+                           elem_id="prompt")
+    ui.negative = gr.Textbox(label="Negative prompt", lines=1, interactive=False, info=NEGATIVE_OFF,
+                             elem_id="negative")
+    ui.aspect = gr.Radio(list(ASPECTS), value="1:1", label="Aspect", elem_id="aspect",
+                         info="explored at about 512², refined ×2 at about 1024²")
+    with gr.Row():
+        ui.width = Bounded(sentence=SIDE, label="Width", value=512, precision=0, step=SIZE_MULTIPLE,
+                           minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="width", min_width=80)
+        ui.height = Bounded(sentence=SIDE, label="Height", value=512, precision=0, step=SIZE_MULTIPLE,
+                            minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="height", min_width=80)
+        ui.count = Bounded(sentence=COUNT, label="Count", value=8, precision=0, minimum=1, maximum=MAX_COUNT,
+                           elem_id="count", min_width=80)
+    with gr.Row(equal_height=True):
+        ui.seed = Bounded(sentence=BASE, label="Base seed (-1: random)", value=RANDOM, precision=0, minimum=RANDOM,
+                          maximum=MAX_SEED, elem_id="seed", scale=3, min_width=120)
+        ui.seed_random = gr.Button("🎲", size="sm", min_width=40, scale=0, elem_id="seed-random")
+        ui.seed_reuse = gr.Button("♻️", size="sm", min_width=40, scale=0, elem_id="seed-reuse")
+        ui.seeds = gr.Textbox(label="or seeds", placeholder="e.g. 1,2,10-20", elem_id="seeds", scale=3,
+                              min_width=120)
+    with gr.Row():
+        ui.steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
+        ui.guidance = gr.Slider(0, 10, value=0, step=0.5, label="Guidance", elem_id="guidance")
+    with gr.Accordion("Batch, variance, LoRA", open=False, elem_id="more"):
+        with gr.Row():
+            ui.batch = gr.Dropdown(BATCHES, value="auto", label="Batch", elem_id="batch",
+                                   info="pictures rendered together (auto: as many as fit)")
+            ui.variance = gr.Slider(0, MAX_VARIANCE, value=0, step=0.05, label="Seed variance", elem_id="variance",
+                                    info="0: off; 0.1–0.5 spreads Turbo's look-alike seeds")
+        build_loras(app, ui)
+    with gr.Row():
+        ui.explore_btn = gr.Button(LABELS["explore"], variant="primary", elem_id="explore", scale=3)
+        ui.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1)
+    ui.status = gr.Textbox(label="Status", interactive=False, lines=1, elem_id="status",
+                           show_label=False, placeholder="ready")
+    ui.bar = gr.HTML("", elem_id="bar", padding=False)
+
+
+def build_loras(app, ui) -> None:
+    """Up to four rows of a LoRA file and its strength, when the Pipeline has LoRA support."""
+    ui.lora_files, ui.lora_weights, ui.lora_rows = [], [], []
+    choices = lora_choices(app)
+    if choices is None:
+        return
+    info = "LoRA files of weights/loras/ and $PIPELINE_LORAS" if choices else \
+        "no LoRA files found: put .safetensors files in weights/loras/ (or set $PIPELINE_LORAS)"
+    for n in range(MAX_LORAS):
+        with gr.Row(visible=n == 0, elem_id=f"lora-row-{n}") as row:
+            ui.lora_files.append(gr.Dropdown(["none", *choices], value="none", label=f"LoRA {n + 1}",
+                                             elem_id=f"lora-{n}", info=info if n == 0 else None, scale=3))
+            ui.lora_weights.append(gr.Slider(-2, 2, value=1.0, step=0.05, label="Strength",
+                                             elem_id=f"lora-weight-{n}", scale=2))
+        ui.lora_rows.append(row)
+
+
+def lora_choices(app) -> list[str] | None:
+    """The LoRA names ``Pipeline.loras()`` lists; None where the Pipeline has no LoRA support."""
+    finder = getattr(app.pipeline, "loras", None)
+    if not callable(finder):
+        return None
+    try:
+        return sorted({str(entry["name"]) for entry in finder()})
+    except Exception:  # noqa: BLE001 - an unreadable folder: the picker stays, empty
+        return []
+
+
+def loras_of(app, pairs) -> list[tuple[str, float]] | None:
+    """The picked (name, weight) pairs, checked against the listed files (no paths from the page)."""
+    picked = [(str(name), float(weight)) for name, weight in pairs if name and name != "none"]
+    if not picked:
+        return None
+    from ...errors import UserError
+
+    known = set(lora_choices(app) or [])
+    unknown = [name for name, _ in picked if name not in known]
+    if unknown:
+        raise UserError(f"there is no LoRA file {unknown[0]!r}: pick one of the list (Refresh the page after "
+                        f"adding files)")
+    return picked
+
+
+def wire(app, ui) -> None:
+    def aspect(name):
+        return explore_size(name) if name in ASPECTS else (gr.skip(), gr.skip())
+
+    ui.aspect.input(aspect, ui.aspect, [ui.width, ui.height], api_visibility="private", queue=False)
+    ui.guidance.change(_negative_state, ui.guidance, ui.negative, api_visibility="private", queue=False)
+    ui.seed_random.click(lambda: RANDOM, None, ui.seed, api_visibility="private", queue=False)
+
+    def reuse(request: gr.Request):
+        last = app.last_base_seed.get(request.session_hash if request else "")
+        if last is None:
+            raise gr.Error("no explore with a random base seed yet: ♻️ reuses the last one", print_exception=False)
+        return last
+
+    ui.seed_reuse.click(reuse, None, ui.seed, api_visibility="private", queue=False)
+    for n in range(len(ui.lora_rows) - 1):  # the next row shows once this one has a file
+        ui.lora_files[n].change(lambda name: gr.update(visible=True) if name != "none" else gr.skip(),
+                                ui.lora_files[n], ui.lora_rows[n + 1], api_visibility="private", queue=False)
+    ui.demo.load(None, None, None, js=CTRL_ENTER)
+
+
+def _negative_state(guidance):
+    on = bool(guidance) and guidance > 0
+    return gr.update(interactive=on, info="what to steer away from" if on else NEGATIVE_OFF)
+
+
+def seeds_of(count, seeds_text, base=RANDOM):
+    """{"seeds": [...]} from the seeds field, else Count seeds from the base seed (random when -1)."""
+    from ...errors import UserError
+    from ...jobs import parse_seeds, seeds_from_count
+
+    if seeds_text and seeds_text.strip():
+        return {"seeds": parse_seeds(seeds_text.strip())}
+    if count is None or int(count) < 1:
+        raise UserError("give a count of at least 1, or seeds like 1,2,10-20")
+    if base is None or int(base) < 0:
+        from ...api import random_base_seed
+
+        base = random_base_seed()
+        while base + int(count) - 1 > MAX_SEED:
+            base = random_base_seed()
+    return {"seeds": seeds_from_count(int(count), int(base)), "base": int(base)}
