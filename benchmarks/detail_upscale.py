@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/detail_upscale.py --cpu            # tiny model, this machine (minutes)
     .venv/bin/python benchmarks/detail_upscale.py --gpu            # full-size random weights, one GPU (prepared)
+    .venv/bin/python benchmarks/detail_upscale.py --gpu --smoke --outputs 256 --profiles full   # code check, CPU
 
 CPU (tiny random-weight Z-Image, realesr-animevideov3 for the upscale; what the tiny model costs is not what
 Z-Image-Turbo costs, so only the shape of the numbers carries over): for each picture size, the whole
@@ -102,18 +103,20 @@ def gpu(args) -> None:
     from diffusers import ZImagePipeline
     from PIL import Image
 
-    from gpu_profiles import FULL_TEXT_ENCODER, FULL_TRANSFORMER, FULL_VAE, Builder, free_all
+    from gpu_profiles import FULL_TEXT_ENCODER, FULL_TRANSFORMER, FULL_VAE, Builder, free_all, tiny_configs
     from pipeline.engines.detail import add_detail
     from pipeline.engines.tiling import detail_overlap, detail_rects
     from pipeline.engines.zimage import ZImageEngine
     from pipeline.jobs import DetailJob
 
-    device = "cuda"
-    builder = Builder(device, torch.bfloat16, (FULL_TRANSFORMER, FULL_TEXT_ENCODER, FULL_VAE))
+    device = "cpu" if args.smoke else "cuda"  # --smoke: the same code path on the CPU with tiny configs
+    configs = tiny_configs() if args.smoke else (FULL_TRANSFORMER, FULL_TEXT_ENCODER, FULL_VAE)
+    builder = Builder(device, torch.float32 if args.smoke else torch.bfloat16, configs)
+    cuda = device == "cuda"
     rows = []
     for profile in args.profiles:
         transformer, vae = builder.transformer(), builder.vae()
-        if profile != "full":
+        if profile != "full" and cuda:
             transformer.to("cpu")
             vae.to("cpu")
         free_all(device)
@@ -122,29 +125,34 @@ def gpu(args) -> None:
 
         def load_text_encoder():
             encoder = builder.text_encoder().to("cpu")
-            torch.cuda.empty_cache()
+            if cuda:
+                torch.cuda.empty_cache()
             return builder.tokenizer(), encoder
 
-        engine = ZImageEngine.from_pipeline(pipe, device=device, dtype="bf16", memory=profile,
-                                            text_encoder_loader=load_text_encoder, fingerprint="bench")
+        engine = ZImageEngine.from_pipeline(pipe, device=device, dtype="fp32" if args.smoke else "bf16",
+                                            memory=profile, text_encoder_loader=load_text_encoder,
+                                            fingerprint="bench", profiles_on_cpu=args.smoke)
         engine.encode(["a red fox in fresh snow, morning light, detailed fur"])
         for side in args.outputs:
             canvas = Image.effect_noise((side, side), 40).convert("RGB")
             job = DetailJob(sr="bench", model="bench", prompt="a red fox in fresh snow, morning light, detailed fur",
-                            negative="", width=side, height=side, steps=8, guidance=0.0, seed=1, dtype="bf16",
+                            negative="", width=side, height=side, steps=8, guidance=0.0, seed=1,
+                            dtype="fp32" if args.smoke else "bf16",
                             strength=0.3, tile=1024, overlap=detail_overlap(1024))
             add_detail(engine, canvas.resize((256, 256)), dataclasses.replace(job, width=256, height=256))  # warm-up
             times = []
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             for _ in range(args.repeats):
                 started = time.perf_counter()
                 add_detail(engine, canvas, job)
-                torch.cuda.synchronize()
+                if cuda:
+                    torch.cuda.synchronize()
                 times.append(time.perf_counter() - started)
             row = dict(profile=profile, output=side, tiles=len(detail_rects(side, side, 1024, job.overlap)),
                        seconds=round(statistics.median(times), 2),
-                       peak_gib=round(torch.cuda.max_memory_allocated() / 1024**3, 2))
+                       peak_gib=round(torch.cuda.max_memory_allocated() / 1024**3, 2) if cuda else None)
             rows.append(row)
             print(json.dumps(row), flush=True)
         del engine, pipe, transformer, vae
@@ -162,6 +170,7 @@ def main(argv=None) -> None:
     parser.add_argument("--outputs", type=int, nargs="+", default=[2048, 4096], help="GPU: output sides")
     parser.add_argument("--profiles", nargs="+", default=["full", "low"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="with --gpu: the CPU with tiny configs (a code check)")
     args = parser.parse_args(argv)
     if args.gpu:
         gpu(args)

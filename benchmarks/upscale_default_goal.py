@@ -86,7 +86,8 @@ def goal(args, photo_fn, psnr_fn) -> None:
                   f"{estimate if estimate is not None else '?'} | {statistics.median(computes):.1f} | "
                   f"{psnr_fn(a, b):.1f} |", flush=True)
     print(f"load average at end {os.getloadavg()}")
-    seams(args, photo_fn, psnr_fn)
+    if args.seam_photos:
+        seams(args, photo_fn, psnr_fn)
 
 
 def seams(args, photo_fn, psnr_fn) -> None:

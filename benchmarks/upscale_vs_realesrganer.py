@@ -243,6 +243,6 @@ if __name__ == "__main__":
     parser.add_argument("--default-goal", action="store_true",
                         help="the default CPU upscale, whole process, against plain PyTorch fp32 (upscale_default_goal.py)")
     parser.add_argument("--goal-photos", nargs="+", default=["motorcycle_left.png", "hubble_deep_field.jpg"])
-    parser.add_argument("--seam-photos", nargs="+", default=["motorcycle_left.png", "grass.png", "brick.png"])
+    parser.add_argument("--seam-photos", nargs="*", default=["motorcycle_left.png", "grass.png", "brick.png"])
     sys.path.insert(0, str(ROOT))
     main(parser.parse_args())

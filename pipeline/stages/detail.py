@@ -23,6 +23,7 @@ from ..models import display_name
 from ..runs import place
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..web.gallery import write_gallery
+from . import upscale
 from .common import Item, StageResult
 from .upscale_time import TileProgress, image_size
 
@@ -246,6 +247,64 @@ def _detail_one(session, engine, item, sr, sr_job, job: DetailJob, progress, til
     if progress is not None:
         progress.finish_picture()
     return artifact
+
+
+class SuperResolution:
+    """The upscale step of ``upscale --detail``: its jobs, computed and stored as a plain upscale stores them."""
+
+    def __init__(self, session, resolved, jobs: list, inputs: list, tile, overlap,
+                 precision):
+        self.session, self.resolved, self.jobs, self.inputs = session, resolved, jobs, inputs
+        self.tile, self.overlap, self.precision = tile, overlap, precision
+        self.name = upscale.upscaler_name(resolved)
+        self.scale = jobs[0].scale if jobs else None
+
+    def engine(self):
+        return upscale._load(self.session, self.resolved.path, self.precision, self.jobs[0].precision)
+
+    def estimate_seconds(self, pairs) -> float:
+        """Seconds to upscale these (input, job) pairs here (measured throughput)."""
+        if not pairs:
+            return 0.0
+        return self.engine().estimate_seconds([image_size(item.path) for item, _ in pairs], self.tile, self.overlap)
+
+    def windows(self, pairs) -> int:
+        if not pairs:
+            return 0
+        engine = self.engine()
+        return sum(engine.windows(*image_size(item.path), self.tile, self.overlap) for item, _ in pairs)
+
+    def compute(self, item, job, progress):
+        """Upscale one input into the store (unless another process just did); returns the artifact."""
+        store = self.session.store
+        with store.lock(job.key):
+            artifact = store.get(job.key)
+            if artifact is not None:
+                return artifact
+            engine = self.engine()
+            if progress is not None:
+                progress.start_picture(engine.windows(*image_size(item.path), self.tile, self.overlap))
+            started = time.perf_counter()
+            data = upscale._upscale_one(engine, item.path, job, self.tile, self.overlap,
+                                progress.picture_callback if progress is not None else None)
+            artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(time.perf_counter() - started, 4),
+                                                 "device": str(engine.device), "precision": engine.precision,
+                                                 "source": str(item.path), "version": __version__,
+                                                 **distributed.record_fields()})
+            if progress is not None:
+                progress.finish_picture()
+            return artifact
+
+    def release(self) -> None:
+        """Free the upscaler before the diffusion model loads (one model on a GPU at a time)."""
+        if self.session.__dict__.pop("_upscalers", None) is not None:
+            import gc
+
+            gc.collect()
+
+    def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
+        if distributed.is_main_process():
+            upscale._record(run_dir, items, self.name, fields)
 
 
 # ---------------------------------------------------------------- metadata

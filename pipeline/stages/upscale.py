@@ -179,7 +179,7 @@ def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, s
         scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
         resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
                               precision=precision)
-        sr = SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        sr = detail_stage.SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
         return detail_stage.estimate(session, inputs, sr=sr, settings=detail, scale=scale)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     sizes = [image_size(item.path) for item, job in zip(inputs, jobs) if not session.store.has(job.key)]
@@ -206,7 +206,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
         resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
                               precision=precision)
-        sr = SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        sr = detail_stage.SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
         return detail_stage.run(session, inputs, sr=sr, settings=detail, scale=scale, run_dir=run_dir,
                                 dry_run=dry_run, on_progress=on_progress)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
@@ -387,60 +387,3 @@ def _record(run_dir: Path, items: list[Item], upscaler: str, fields: dict | None
                         **(fields or {}).get(item.key, {})})
     record_pictures(run_dir, "upscale", entries, id_of=lambda e: e.get("path"), order=lambda e: pick_order(e.get("seed")))
 
-
-class SuperResolution:
-    """The upscale step of ``upscale --detail``: its jobs, computed and stored as a plain upscale stores them."""
-
-    def __init__(self, session, resolved, jobs: list[UpscaleJob], inputs: list[UpscaleInput], tile, overlap,
-                 precision):
-        self.session, self.resolved, self.jobs, self.inputs = session, resolved, jobs, inputs
-        self.tile, self.overlap, self.precision = tile, overlap, precision
-        self.name = upscaler_name(resolved)
-        self.scale = jobs[0].scale if jobs else None
-
-    def engine(self):
-        return _load(self.session, self.resolved.path, self.precision, self.jobs[0].precision)
-
-    def estimate_seconds(self, pairs) -> float:
-        """Seconds to upscale these (input, job) pairs here (measured throughput)."""
-        if not pairs:
-            return 0.0
-        return self.engine().estimate_seconds([image_size(item.path) for item, _ in pairs], self.tile, self.overlap)
-
-    def windows(self, pairs) -> int:
-        if not pairs:
-            return 0
-        engine = self.engine()
-        return sum(engine.windows(*image_size(item.path), self.tile, self.overlap) for item, _ in pairs)
-
-    def compute(self, item: UpscaleInput, job: UpscaleJob, progress):
-        """Upscale one input into the store (unless another process just did); returns the artifact."""
-        store = self.session.store
-        with store.lock(job.key):
-            artifact = store.get(job.key)
-            if artifact is not None:
-                return artifact
-            engine = self.engine()
-            if progress is not None:
-                progress.start_picture(engine.windows(*image_size(item.path), self.tile, self.overlap))
-            started = time.perf_counter()
-            data = _upscale_one(engine, item.path, job, self.tile, self.overlap,
-                                progress.picture_callback if progress is not None else None)
-            artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(time.perf_counter() - started, 4),
-                                                 "device": str(engine.device), "precision": engine.precision,
-                                                 "source": str(item.path), "version": __version__,
-                                                 **distributed.record_fields()})
-            if progress is not None:
-                progress.finish_picture()
-            return artifact
-
-    def release(self) -> None:
-        """Free the upscaler before the diffusion model loads (one model on a GPU at a time)."""
-        if self.session.__dict__.pop("_upscalers", None) is not None:
-            import gc
-
-            gc.collect()
-
-    def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
-        if distributed.is_main_process():
-            _record(run_dir, items, self.name, fields)
