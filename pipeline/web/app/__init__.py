@@ -43,11 +43,11 @@ def build_app(state: AppState):
                         form.build(state, ui)
                     with gr.Column(scale=1, min_width=480):
                         candidates.build_gallery(state, ui)
+                        vary_panel.build(state, ui)  # acts on the picks: right under the grid
                         with gr.Accordion("Refine picked", open=True, elem_id="refine-panel"):
                             ui.refine_seeds = gr.Textbox(label="Seeds", placeholder="empty: the picked ones",
                                                          elem_id="refine-seeds")
                             refine_panel.build(state, ui)
-                            vary_panel.build(state, ui)
                         with gr.Accordion("Upscale", open=True, elem_id="upscale-panel"):
                             upscale_panel.build(state, ui)
                             disk_panel.build(state, ui)
