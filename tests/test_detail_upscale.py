@@ -225,5 +225,6 @@ def test_detail_uses_the_pictures_loras(tmp_path):
     lora.rename(tmp_path / "elsewhere.safetensors")
     proc = run_cli("upscale", "--seeds", "3", *FAST, "--detail", "0.3", "--detail-tile", "64", "--out", out,
                    env=env, check=False)
-    assert proc.returncode == 2 and "style" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "LoRA 'style'" in proc.stderr and proc.stderr.strip().endswith(
+        "put the file there to add detail with it, or upscale without --detail")

@@ -143,6 +143,8 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
                            computed=len(todo), dry_run=True)
     misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
     tiles = {job.key: len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in misses}
+    if misses:
+        _require_lora_files(session, [job for _, _, job in misses])
     progress = None
     items: list[Item] = []
     try:
@@ -160,7 +162,6 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
                 cached = artifact is not None
                 if artifact is None:
                     if engine is None:
-                        session.require_lora_files([job for _, _, job in misses])
                         engine = session.engine()
                         engine.check_loras([job for _, _, job in misses])
                     if engine.fingerprint != job.model:  # the model's identity became known on load
@@ -187,6 +188,18 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
         write_gallery(run_dir)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+def _require_lora_files(session, jobs) -> None:
+    """Every LoRA the pictures were made with has its file here, before anything runs (one sentence;
+    upscale has no --lora/--no-lora, so the hint is only to put the file back)."""
+    try:
+        session.require_lora_files(jobs)
+    except UserError as err:
+        text = str(err)
+        cut = text.find("; put the file there")
+        raise UserError((text[:cut] if cut > 0 else text) + "; put the file there to add detail with it, "
+                        "or upscale without --detail") from None
 
 
 def _say_dry_run(sr, todo) -> None:
