@@ -255,7 +255,7 @@ class Upscaler:
     device: torch.device
     precision: str
     batch: int = 8
-    _seconds_per_pixel: float | None = None
+    _cost: tuple[float, float] | None = None  # (seconds per window, per input pixel)
 
     @property
     def scale(self) -> int:
@@ -278,26 +278,43 @@ class Upscaler:
 
         return window_count(width, height, *self.settings(tile, overlap, (width, height)))
 
-    def seconds_per_pixel(self) -> float:
-        """Seconds per input pixel computed, measured once on this machine: a 96² probe window
-        runs once to warm up and once timed."""
-        if self._seconds_per_pixel is None:
+    def cost_model(self) -> tuple[float, float]:
+        """(seconds per window, seconds per input pixel), measured once on this machine: probes of
+        64² and 128² after a warm-up. A call's fixed cost (dispatch, kernel set-up per shape) weighs on a
+        small probe: one 96² probe read as pure per-pixel cost over-estimated a 192² x4plus upscale 3.5×."""
+        if self._cost is None:
             import time
 
-            probe = [np.random.default_rng(0).random((96, 96, 3), dtype=np.float32)]
-            self.upscale_arrays(probe, tile=0)
-            started = time.perf_counter()
-            self.upscale_arrays(probe, tile=0)
-            self._seconds_per_pixel = (time.perf_counter() - started) / (96 * 96)
-        return self._seconds_per_pixel
+            rng = np.random.default_rng(0)
+
+            def timed(side: int) -> float:
+                probe = [rng.random((side, side, 3), dtype=np.float32)]
+                started = time.perf_counter()
+                self.upscale_arrays(probe, tile=0)
+                return time.perf_counter() - started
+
+            timed(64)  # warm-up
+            small, large = timed(64), timed(128)
+            # a noisy machine can make the difference tiny or negative: never below a quarter of the
+            # large probe's own per-pixel cost
+            per_pixel = max((large - small) / (128 * 128 - 64 * 64), 0.25 * large / (128 * 128))
+            self._cost = (max(small - per_pixel * 64 * 64, 0.0), per_pixel)
+        return self._cost
 
     def estimate_seconds(self, sizes: list[tuple[int, int]], tile: int | None = None,
                          overlap: int | None = None) -> float:
-        """Seconds to upscale images of these (width, height) here, from ``seconds_per_pixel``."""
-        from pipeline.engines.tiling import window_pixels
+        """Seconds to upscale images of these (width, height) here, from ``cost_model``."""
+        from pipeline.engines.tiling import window_count, window_pixels
 
-        pixels = sum(window_pixels(w, h, *self.settings(tile, overlap, (w, h))) for w, h in sizes)
-        return pixels * self.seconds_per_pixel() if pixels else 0.0
+        pixels = windows = 0
+        for w, h in sizes:
+            settings = self.settings(tile, overlap, (w, h))
+            pixels += window_pixels(w, h, *settings)
+            windows += window_count(w, h, *settings)
+        if not pixels:
+            return 0.0
+        per_window, per_pixel = self.cost_model()
+        return windows * per_window + pixels * per_pixel
 
     def upscale(self, image: Image.Image, *, tile: int | None = None, overlap: int | None = None,
                 progress: Progress | None = None) -> Image.Image:
