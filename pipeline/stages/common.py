@@ -129,6 +129,8 @@ class LineProgress:
         if self.closed:
             return
         self.closed = True
+        if not self.n:  # nothing done (an error before the first one): the error says what happened
+            return
         import sys
 
         seconds = time.perf_counter() - self.started
