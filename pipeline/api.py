@@ -128,12 +128,9 @@ class Pipeline:
         carries none).  ``model``: the diffusion model (default: this Pipeline's).
         """
         from .stages import upscale as stage
-        from .stages.detail import DetailSettings, check_detail
 
-        check_detail(detail, detail_tile)
-        _refuse_upscaler_as_model(model)
+        settings = _detail_settings(detail, detail_tile, prompt, model)
         run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir, detail)
-        settings = DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
         with self._session_for(model if settings else None) as session:
             return stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
                                  precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress,
@@ -144,16 +141,13 @@ class Pipeline:
                          overlap: int | None = None, precision: str = "auto", detail: float = 0.0,
                          detail_tile: int = 1024, prompt: str | None = None, model: str | None = None) -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
-        picture is in the store).  Loads the upscaler and times a small probe (about a second
-        for x4plus on a CPU); the upscale that follows reuses the loaded model.  With ``detail``
+        picture is in the store).  Loads the upscaler and times two small probes (64² and
+        128²); the upscale that follows reuses the loaded model.  With ``detail``
         the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
         from .stages import upscale as stage
-        from .stages.detail import DetailSettings, check_detail
 
-        check_detail(detail, detail_tile)
-        _refuse_upscaler_as_model(model)
+        settings = _detail_settings(detail, detail_tile, prompt, model)
         _, inputs = self._upscale_inputs(images, run, seeds, scale, None, detail)
-        settings = DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
         with self._session_for(model if settings else None) as session:
             return stage.estimate(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
                                   precision=precision, detail=settings)
@@ -244,6 +238,15 @@ class Pipeline:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _detail_settings(detail: float, detail_tile: int, prompt: str | None, model: str | None):
+    """upscale's and estimate_upscale's detail arguments, checked: DetailSettings, or None when off."""
+    from .stages.detail import DetailSettings, check_detail
+
+    check_detail(detail, detail_tile)
+    _refuse_upscaler_as_model(model)
+    return DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
 
 
 def _refuse_upscaler_as_model(model) -> None:
