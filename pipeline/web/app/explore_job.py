@@ -14,7 +14,7 @@ from .errors import as_page_error, on_page
 
 @dataclass
 class Update:
-    kind: str  # waiting, progress, done
+    kind: str  # waiting, progress, stopping, done
     text: str  # the status line
     button: str  # the running button's text
     items: list = None  # the candidates just stored (progress)
@@ -22,6 +22,7 @@ class Update:
     result: object = None
     done: int = 0
     total: int = 0
+    stopping: bool = False  # Stop was pressed (a progress update after it keeps Stop off)
 
 
 def request_of(app, prompt, negative, width, height, count, seeds, steps, guidance, seed=form.RANDOM,
@@ -76,6 +77,9 @@ def events(app, tab: str, request: dict, run: str | None = None):
             if event.kind == "waiting":
                 text = flow.waiting_text(event.ahead)
                 yield Update("waiting", text, f"Waiting · {event.ahead} ahead")
+            elif event.kind == "stopping":
+                yield Update("stopping", f"{done} of {total} candidates · {flow.stopping_text()}", "",
+                             done=done, total=total)
             elif event.kind == "progress":
                 for item in event.reports:
                     if run_dir is None:
@@ -85,9 +89,10 @@ def events(app, tab: str, request: dict, run: str | None = None):
                         clock.add(item.seconds)
                 done += len(event.reports)
                 left = clock.left(total - done)
-                stopping = " · stopping after this picture…" if ticket.stop.is_set() else ""
+                stopping = f" · {flow.stopping_text()}" if ticket.stop.is_set() else ""
                 yield Update("progress", f"{done} of {total} candidates{left} · {clock.elapsed():.0f} s{stopping}",
-                             f"Exploring {done} of {total}{left}", event.reports, run_dir, done=done, total=total)
+                             f"Exploring {done} of {total}{left}", event.reports, run_dir, done=done, total=total,
+                             stopping=bool(stopping))
             else:
                 result = event.result
                 if result is None:
@@ -116,6 +121,8 @@ def _outputs(app, tab, request, run=None):
         if update.kind == "waiting":
             yield (gr.skip(), update.text, gr.skip(), gr.skip(), flow.button(update.button, busy=True),
                    flow.stop_button(True), gr.skip())
+        elif update.kind == "stopping":
+            yield (gr.skip(), update.text, gr.skip(), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip())
         elif update.kind == "progress":
             stream.add(update.items)
             if stream.run_dir is None:
@@ -125,7 +132,7 @@ def _outputs(app, tab, request, run=None):
                 value = stream.value()
             yield (value, update.text, candidates.bar(update.done, update.total),
                    stream.run_dir.name if stream.run_dir else gr.skip(), flow.button(update.button, busy=True),
-                   flow.stop_button(True), gr.skip())
+                   flow.stop_button(not update.stopping), gr.skip())
         elif update.result is None:
             yield (gr.skip(), update.text, "", gr.skip(), gr.skip(), gr.skip(), gr.skip())
         else:
@@ -165,12 +172,12 @@ def wire(app, ui) -> None:
                           queue=False)
 
     def stop(request: gr.Request):
-        """Stop this tab's jobs: the running one after its current picture, waiting ones at once."""
-        if app.stop(flow.tab_of(request)):
-            return "stopping after the current picture…", flow.stop_button(False)
-        return gr.skip(), flow.stop_button(False)
+        """Stop this tab's jobs: the running one after its current picture, waiting ones at once. The
+        jobs say so in the status themselves (flow.run's "stopping" event), in order with their updates."""
+        app.stop(flow.tab_of(request))
+        return flow.stop_button(False)
 
-    ui.stop_btn.click(stop, None, [ui.status, ui.stop_btn], api_visibility="private", queue=False)
+    ui.stop_btn.click(stop, None, [ui.stop_btn], api_visibility="private", queue=False)
 
     # restart recovery: an explore of an earlier server that stopped half way, offered on load
     def offer():

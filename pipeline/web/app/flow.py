@@ -4,7 +4,11 @@ Stop between pictures (upscale: between tiles), and the running button's own tex
 
     for event in flow.run(app, tab, "refine", work):   # work(ticket, report) -> result
         event.kind: "waiting" (event.ahead), "progress" (event.reports: what report() was given since),
-                    "done" (event.result)
+                    "stopping" (Stop was pressed while it runs), "done" (event.result)
+
+Every status line of a job comes from its own events, in order: the Stop button's handler writes no
+status, so a late answer to it cannot overwrite "stopped while waiting" or "(stopped)" (it did, on a
+busy machine).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from .errors import as_page_error
 
 UPDATE_EVERY = 0.3  # s: the most updates a second a job sends to its tab (the last report wins)
 _DONE = object()
+_STOPPING = object()
 
 
 class Stopped(KeyboardInterrupt):
@@ -34,6 +39,11 @@ class Event:
     reports: list = field(default_factory=list)
     result: object = None
     ticket: object = None
+
+    @property
+    def stopping(self) -> bool:
+        """Stop was pressed: an update keeps the Stop button off."""
+        return self.ticket is not None and self.ticket.stop.is_set()
 
 
 def run(app, tab: str, what: str, work, *, on_start=None):
@@ -51,6 +61,9 @@ def run(app, tab: str, what: str, work, *, on_start=None):
             on_start(ticket)
         reports: queue.Queue = queue.Queue()
         outcome: dict = {}
+        ticket.wake = lambda: reports.put(_STOPPING)  # AppState.stop: say "stopping" now, not after the picture
+        if ticket.stop.is_set():
+            ticket.wake()
 
         def target():
             try:
@@ -65,7 +78,7 @@ def run(app, tab: str, what: str, work, *, on_start=None):
         worker = threading.Thread(target=target, name=f"pipeline-{what}", daemon=True)
         worker.start()
         yield Event("progress", ticket=ticket)  # the button turns busy at once
-        finished, last = False, 0.0
+        finished, last, said_stopping = False, 0.0, False
         while not finished:
             batch = [reports.get()]
             deadline = time.monotonic() + max(0.0, UPDATE_EVERY - (time.monotonic() - last))
@@ -75,7 +88,10 @@ def run(app, tab: str, what: str, work, *, on_start=None):
                 except queue.Empty:
                     break
             finished = batch[-1] is _DONE
-            got = [item for item in batch if item is not _DONE]
+            if any(item is _STOPPING for item in batch) and not finished and not said_stopping:
+                said_stopping = True
+                yield Event("stopping", ticket=ticket)
+            got = [item for item in batch if item is not _DONE and item is not _STOPPING]
             if got:
                 last = time.monotonic()
                 yield Event("progress", reports=got, ticket=ticket)
@@ -117,6 +133,10 @@ class Clock:
 
 def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def stopping_text(unit: str = "picture") -> str:
+    return f"stopping after the current {unit}…"
 
 
 def waiting_text(ahead: int) -> str:

@@ -91,9 +91,13 @@ def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prom
             yield gr.skip(), gr.skip(), flow.waiting_text(event.ahead), gr.skip(), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
+        if event.kind == "stopping":
+            yield gr.skip(), gr.skip(), flow.stopping_text(), gr.skip(), gr.skip(), gr.skip(), \
+                flow.stop_button(False), gr.skip()
+            continue
         if event.kind == "progress" and not event.reports:
             yield gr.skip(), gr.skip(), f"refining {total} picture{'s' * (total > 1)}…", bar(0, total), gr.skip(), \
-                flow.button(f"Refining 1 of {total}", busy=True), flow.stop_button(True), gr.skip()
+                flow.button(f"Refining 1 of {total}", busy=True), flow.stop_button(not event.stopping), gr.skip()
             continue
         if event.kind == "progress":
             for result, summary in event.reports:
@@ -116,7 +120,7 @@ def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prom
                   f"store{left} · {clock.elapsed():.1f} s")
         button = gr.skip() if finished else flow.button(f"Refining {min(n + 1, total)} of {total}{left}", busy=True)
         yield value, compare_value(view, latest) if latest else None, status, bar(n, total), order, button, \
-            gr.skip() if finished else flow.stop_button(True), \
+            gr.skip() if finished else flow.stop_button(not event.stopping), \
             {"stage": "refine", "run_dir": str(summary["run_dir"]), "seeds": summary["seeds"],
              "computed": summary["computed"], "stored": summary["stored"], "files": summary["paths"],
              **({"stopped": True} if stopped else {})}

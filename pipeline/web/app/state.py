@@ -25,6 +25,7 @@ class Ticket:
     what: str  # "explore", "refine", … (for the line's wording)
     stop: threading.Event = field(default_factory=threading.Event)
     run: str | None = None  # the run it writes, once known (the Runs tab marks it)
+    wake: object = None  # set by flow.run while the job runs: tells its tab "stopping" at once
 
 
 class AppState:
@@ -86,6 +87,8 @@ class AppState:
             tickets = [t for t in self._line if t.tab == tab]
             for ticket in tickets:
                 ticket.stop.set()
+                if ticket.wake is not None:
+                    ticket.wake()
             self._changed.notify_all()
         return bool(tickets)
 

@@ -146,6 +146,9 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
             yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
+        if event.kind == "stopping":
+            yield gr.skip(), flow.stopping_text("tile"), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip()
+            continue
         if event.kind == "progress":  # what a batch holds is said in order: estimate, tiles, a picture done
             picture, estimated, tiled = None, not event.reports, False
             for report in event.reports:
@@ -164,11 +167,11 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
                 hint = "" if expected < 60 or model == "realesr-animevideov3" else \
                     " (realesr-animevideov3 or a GPU is much faster)"
                 yield gr.skip(), f"upscaling {total}{about}{hint}", bar(0, 1), \
-                    flow.button(f"Upscaling 1 of {total}", busy=True), flow.stop_button(True), gr.skip()
+                    flow.button(f"Upscaling 1 of {total}", busy=True), flow.stop_button(not event.stopping), gr.skip()
             if tiled:
                 label, detail = tile_text
                 yield gr.skip(), f"upscaling: {detail}", gr.skip(), flow.button(label, busy=True), \
-                    flow.stop_button(True), gr.skip()
+                    flow.stop_button(not event.stopping), gr.skip()
             if picture is not None:
                 n = len(picture["seeds"])
                 value = upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip()

@@ -85,6 +85,9 @@ def _vary(app, tab, run, seeds, count, strength):
             yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
+        if event.kind == "stopping":
+            yield gr.skip(), flow.stopping_text(), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip()
+            continue
         if event.kind == "progress":
             for item in event.reports:
                 done += 1
@@ -94,13 +97,13 @@ def _vary(app, tab, run, seeds, count, strength):
             if not event.reports:
                 yield gr.skip(), f"varying ({strength}) {len(parents)} picked: {total} pictures…", \
                     candidates.bar(0, total), flow.button(f"{label} 1 of {total}", busy=True), \
-                    flow.stop_button(True), gr.skip()
+                    flow.stop_button(not event.stopping), gr.skip()
                 continue
             view = pictures.view(run_dir)
             yield grid.view_value(view, "explore"), \
                 f"{done} of {total} variations ({strength}){left} · {clock.elapsed():.0f} s", \
                 candidates.bar(done, total), flow.button(f"{label} {min(done + 1, total)} of {total}{left}",
-                                                         busy=True), flow.stop_button(True), gr.skip()
+                                                         busy=True), flow.stop_button(not event.stopping), gr.skip()
             continue
         made = event.result
     if made is None:
