@@ -1,6 +1,6 @@
 """The app's flow of jobs in a real browser (Debian's Chromium, Playwright) against `pipeline ui`:
 Stop during an upscale, a second tab's place in line, a restart that keeps the form and offers to
-continue, a picture dropped from disk and refined, a Runs row click, Vary from the page, a LoRA picked.
+continue, a picture dropped from disk and refined, a Runs row click, Vary from the page, a LoRA picked, Ctrl+Enter.
 
 Each test opens a fresh browser context (no localStorage from another test). Waits poll from
 Python (browser_wait.wait_until) or use locators: no eval inside the page, so a CSP does not stop
@@ -151,6 +151,17 @@ def test_a_second_tab_sees_its_place_in_line_and_can_cancel(browser, server):
     first.locator("#stop").click()
     wait_status(first, r"candidates \(stopped\)")
     assert not list(server.out.glob("*the-waiting-one*")), waiting
+
+
+def test_ctrl_enter_in_the_prompt_explores(browser, server):
+    page = open_tab(browser, server.url)
+    wait_until(page, "() => window.__pipelineKeys === true", timeout=WAIT)  # the page's keys are on (a load event)
+    fill_form(page, "keyboard only", "500-501")
+    page.locator("#prompt textarea").press("Control+Enter")
+    done = wait_status(page, r"^2 of 2 candidates")
+    assert page.locator("#prompt textarea").input_value() == "keyboard only", "Ctrl+Enter also typed a new line"
+    assert sorted(p.name for p in server.out.glob("*keyboard-only/explore/seed-*.png")) == \
+        ["seed-500.png", "seed-501.png"], done
 
 
 def test_a_restart_keeps_the_form_and_offers_to_continue_the_run(browser, tmp_path):
