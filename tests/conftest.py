@@ -24,6 +24,7 @@ def cli_env(**extra) -> dict:
 
 # Offline for the whole session, before anything imports huggingface_hub (it reads these once, on import).
 os.environ.update({"HF_HUB_OFFLINE": "1", "PIPELINE_OFFLINE": "1"})
+_STARTED_WITH = frozenset(os.environ)  # the environment before any import of torch or the CLI
 
 
 def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -> subprocess.CompletedProcess:
@@ -47,9 +48,15 @@ def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -
 
 
 def _needs_a_process(env: dict) -> bool:
+    """True when ``env`` differs from this process's environment in what a new process would read
+    differently. Not a difference: PIPELINE_* (read per command), pytest's PYTEST_CURRENT_TEST (a
+    fixture's copy says "(setup)"), and a variable this process set on itself after it started
+    (torch sets TORCHINDUCTOR_CACHE_DIR, the CLI the libraries' verbosity), absent from an env copied
+    before. Each of these sent a test's every command to a new process: 3 s of imports each."""
     base = cli_env()
-    keys = (set(env) | set(base)) - {"PYTHONHASHSEED"}
-    return any(env.get(k) != base.get(k) for k in keys if not k.startswith("PIPELINE_"))
+    keys = (set(env) | set(base)) - {"PYTHONHASHSEED", "PYTEST_CURRENT_TEST"}
+    set_here = {k for k in set(base) - set(env) if k not in _STARTED_WITH}
+    return any(env.get(k) != base.get(k) for k in keys - set_here if not k.startswith("PIPELINE_"))
 
 
 def _run_in_process(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
