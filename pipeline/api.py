@@ -55,7 +55,7 @@ class Pipeline:
         the finished ones (``result.items`` holds only those).
         """
         from .specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
-        from .jobs import seeds_from_count
+        from .seeds import seeds_from_count
         from .stages.explore import explore
 
         if seeds is None:
@@ -166,7 +166,7 @@ class Pipeline:
         return contextlib.closing(other)
 
     def _upscale_inputs(self, images, run, seeds, scale, out_dir, detail=0.0):
-        from .jobs import parse_seeds
+        from .seeds import parse_seeds
         from .stages import upscale as stage
 
         run_dir = None

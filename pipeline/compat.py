@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .jobs import MAX_SEED
+from .seeds import MAX_SEED
 
 _GENERATORS: dict = {}
 

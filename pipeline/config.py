@@ -28,7 +28,7 @@ from .config_schema import (DEFAULT_COUNT, ExploreSection, Loras, Pick, PromptEn
 from .config_source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
                             parse_override, parse_yaml, problem, read_yaml, walk)
 from .errors import UserError
-from .jobs import pick_root, seed_ranges
+from .seeds import pick_root, seed_ranges
 from .runs import slugify
 from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, VarySpec, build
 

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from .errors import UserError
-from .jobs import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
+from .seeds import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
 from .runs import check_run_name
 from .specs import (DEFAULT_REFINE_SCALE, DEFAULT_STEPS, DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS, MAX_VARIANCE,
                     ExploreSpec, RefineSpec, VarySpec, _loras, _prompt_text, _seeds, _size, vary_strength)

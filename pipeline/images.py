@@ -122,7 +122,7 @@ def _img2img_settings(params: dict) -> list[tuple[str, object]]:
     if params.get("enlarge"):  # A1111's setting of that name (it writes no infotext for it): ours
         settings.append(("Upscaler for img2img", a1111_upscaler_name(params["enlarge"])))
     if params.get("kind") == "vary":
-        from .jobs import pick_parent
+        from .seeds import pick_parent
 
         variation = params.get("variation")
         settings += [("Vary parent", pick_parent(variation) if isinstance(variation, str) else None),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .models import display_name
-from .jobs import pick_order
+from .seeds import pick_order
 from .runs import RUN_FILE, load_run, new_run_data, record_pictures, run_lock, save_run, stage_pictures
 from .store import Store, default_store, file_digest
 
@@ -232,7 +232,7 @@ def _candidate(run_dir: Path, picture: Path, record: dict) -> dict:
              "seconds": record.get("seconds", 0.0), "cached": True}
     if job.get("kind") == "vary":  # a variation (pipeline vary): its id and its parent, from its PNG
         meta = _png_record(picture)
-        from .jobs import pick_parent
+        from .seeds import pick_parent
 
         if isinstance(meta.get("variation"), str):
             entry.update(seed=meta["variation"], parent=pick_parent(meta["variation"]),

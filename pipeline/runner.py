@@ -149,7 +149,7 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
                 missing = [seed for seed in seeds or [] if seed not in candidates
                            and not (section == "refine" and isinstance(seed, str) and config.vary is not None)]
                 if missing:
-                    from .jobs import pick_order, seed_ranges
+                    from .seeds import pick_order, seed_ranges
 
                     known = seed_ranges(sorted(candidates, key=pick_order)) or "none"
                     problems.append(loaded.error((section, "picks"), f"seed {missing[0]} is not a candidate of run "

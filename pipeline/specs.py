@@ -9,7 +9,8 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
-from .jobs import JS_SAFE_SEEDS, check_size, parse_seeds
+from .seeds import JS_SAFE_SEEDS, parse_seeds
+from .sizes import check_size
 
 DEFAULT_STEPS = 8  # Z-Image-Turbo: 8 transformer calls
 DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
@@ -113,7 +114,7 @@ def _size(value):
             raise ValueError(f"size {list(value)!r} must be two whole numbers, like [512, 768]") from None
         check_size(width, height)
         return (width, height)
-    from .jobs import parse_size
+    from .sizes import parse_size
 
     return parse_size(value)
 

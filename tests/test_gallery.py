@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.web import gallery
+from pipeline.web.thumbs import THUMB_SIZE
 from pipeline.cli import main
 
 from conftest import cli_env, run_cli
@@ -73,7 +74,7 @@ def test_thumbnails_are_small_webp_and_made_once(run_copy):
     thumbs = [run_copy / g["candidate"]["thumb"] for g in data["groups"]]
     for thumb in thumbs:
         with Image.open(thumb) as image:
-            assert image.format == "WEBP" and max(image.size) <= gallery.THUMB_SIZE
+            assert image.format == "WEBP" and max(image.size) <= THUMB_SIZE
     stamps = [t.stat().st_mtime_ns for t in thumbs]
     thumbs[1].unlink()
     gallery.write_gallery(run_copy)

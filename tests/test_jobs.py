@@ -2,7 +2,9 @@
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.jobs import RenderJob, parse_seeds, parse_size, render_fields, seeds_from_count
+from pipeline.jobs import RenderJob, render_fields
+from pipeline.seeds import parse_seeds, seeds_from_count
+from pipeline.sizes import parse_size
 
 
 def test_seed_specs_ranges_and_duplicates():

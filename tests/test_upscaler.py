@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline.engines import ncnn
+from pipeline.engines import upscale_images as I
 from pipeline.engines import upscaler as U
 from pipeline.engines import weights as W
 from pipeline.errors import UserError
@@ -66,7 +67,7 @@ def test_x4plus_upscales_a_real_photo_plausibly(weights_dir):
     assert up.digest == W.weights_digest(weights_dir / "realesrgan-x4plus.safetensors")
     out = up.upscale(photo, tile=0)
     assert (out.mode, out.size) == ("RGB", (128, 128))
-    back = U.resize_to(out, 1, base_size=photo.size)
+    back = I.resize_to(out, 1, base_size=photo.size)
     assert back.size == photo.size
     assert _psnr(back, photo) >= 25  # a wrong conversion gives noise, ~10 dB
     # and it adds detail rather than just blurring: sharper than bicubic
@@ -146,7 +147,7 @@ def test_16bit_gray_png_keeps_16_bits(compact, tmp_path):
     ramp = (np.linspace(1000, 60000, 16 * 16).reshape(16, 16)).astype(np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(ramp).save(path)
-    loaded = U.load_image(path)
+    loaded = I.load_image(path)
     assert loaded.mode in ("I;16", "I")
     out = compact.upscale(loaded, tile=0)
     assert (out.mode, out.size) == ("I;16", (64, 64))
@@ -250,9 +251,9 @@ def test_auto_precision():
 def test_resize_to_scale_two_from_an_x4_result():
     original = Image.new("RGB", (30, 20))
     big = Image.new("RGB", (120, 80))
-    assert U.resize_to(big, 2, base_size=original.size).size == (60, 40)
+    assert I.resize_to(big, 2, base_size=original.size).size == (60, 40)
     deep = Image.fromarray(np.full((80, 120), 40000, np.uint16))
-    half = U.resize_to(deep, 0.5)
+    half = I.resize_to(deep, 0.5)
     assert half.size == (60, 40) and np.asarray(half).max() == 40000
 
 
@@ -262,9 +263,9 @@ def test_load_image_honours_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
     image.save(tmp_path / "rotated.jpg", exif=exif)
-    assert U.load_image(tmp_path / "rotated.jpg").size == (20, 40)
+    assert I.load_image(tmp_path / "rotated.jpg").size == (20, 40)
     image.save(tmp_path / "plain.webp")
-    assert U.load_image(tmp_path / "plain.webp").size == (40, 20)
+    assert I.load_image(tmp_path / "plain.webp").size == (40, 20)
 
 
 def test_load_image_refuses_bad_files_in_one_sentence(tmp_path, monkeypatch):
@@ -275,11 +276,11 @@ def test_load_image_refuses_bad_files_in_one_sentence(tmp_path, monkeypatch):
     cases = {"truncated.png": "truncated", "notes.png": "not an image", "missing.png": "does not exist"}
     for name, words in cases.items():
         with pytest.raises(UserError, match=words) as info:
-            U.load_image(tmp_path / name)
+            I.load_image(tmp_path / name)
         assert "\n" not in str(info.value)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(UserError, match="too many pixels"):
-        U.load_image(tmp_path / "full.png")
+        I.load_image(tmp_path / "full.png")
 
 
 def test_unknown_weights_and_device_are_user_errors(weights_dir):

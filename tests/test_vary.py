@@ -111,7 +111,7 @@ def test_contact_sheet_shows_the_variations(varied):
 def test_variation_ids_are_read_everywhere_a_seed_spec_is():
     from pipeline.config_schema import Pick, VarySection
     from pipeline.errors import UserError
-    from pipeline.jobs import parse_seeds, pick_parent, seed_ranges
+    from pipeline.seeds import parse_seeds, pick_parent, seed_ranges
     from pipeline.specs import RefineSpec, VarySpec
 
     assert parse_seeds("42v3,42V1-2, 7,42v3v1", variations=True) == ["42v3", "42v1", "42v2", 7, "42v3v1"]

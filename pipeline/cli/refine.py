@@ -50,7 +50,7 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
 
     The candidate's LoRAs are used again (found by their digest); --lora replaces them, --no-lora drops them.
     """
-    from ..jobs import parse_size
+    from ..sizes import parse_size
 
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")

@@ -1,7 +1,7 @@
 """Real-ESRGAN (or any spandrel super-resolution model) upscaling engine.
 
     upscaler = load_upscaler("realesrgan-x4plus", device="auto", precision="auto")
-    image = load_image("in.png")
+    image = load_image("in.png")                               # engines/upscale_images.py
     big = upscaler.upscale(image, tile=None, overlap=None)   # x4, default tiling
     twice = resize_to(big, 2, base_size=image.size)           # --scale 2 with an x4 model
     upscaler.digest                                           # sha256 of the weights, for store keys
@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from pipeline.engines import weights as weights_mod
+from pipeline.engines.upscale_images import from_planes, to_planes
 from pipeline.engines.tiling import DEFAULT_OVERLAP, axis_plan, default_overlap, tile_starts  # noqa: F401
 from pipeline.errors import UserError
 
@@ -87,92 +88,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
-
-
-# ------------------------------------------------------------------ images
-def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, honouring its EXIF orientation.
-
-    Refuses missing, non-image, truncated and decompression-bomb files with
-    a one-sentence ``UserError``."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image file Pillow can read") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError(f"{path} has too many pixels to be safe to decode "
-                        f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path} is truncated or corrupt ({error})") from None
-    return image
-
-
-def resize_to(image: Image.Image, scale: float, *, base_size: tuple[int, int] | None = None) -> Image.Image:
-    """Resize ``image`` to ``scale`` × ``base_size`` (default: its own size),
-    with area averaging when shrinking and Lanczos when growing.  E.g. a 2×
-    result from an x4 model: ``resize_to(out, 2, base_size=original.size)``."""
-    base_w, base_h = base_size or image.size
-    size = (max(1, round(base_w * scale)), max(1, round(base_h * scale)))
-    if size == image.size:
-        return image
-    shrinking = size[0] <= image.width and size[1] <= image.height
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image.convert("I"), dtype=np.float32)
-        resized = Image.fromarray(array).resize(size, Image.Resampling.BOX if shrinking
-                                                          else Image.Resampling.LANCZOS)
-        out = np.clip(np.rint(np.asarray(resized)), 0, 65535).astype(np.uint16)
-        return Image.fromarray(out)
-    return image.resize(size, Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS)
-
-
-def _to_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Split an image into float32 colour (H, W, 3) and alpha (H, W) in [0, 1],
-    plus the output mode to rebuild."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        gray = np.asarray(image.convert("I") if mode != "F" else image, dtype=np.float32)
-        gray = np.clip(gray / (65535.0 if mode != "F" else 1.0), 0, 1)
-        return np.repeat(gray[..., None], 3, axis=2), None, "I;16" if mode != "F" else "F"
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode == "PA":
-        image = image.convert("RGBA")
-    elif mode == "1":
-        image = image.convert("L")
-    elif mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGB")
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    if image.mode in ("L", "LA"):
-        gray = array if image.mode == "L" else array[..., 0]
-        alpha = None if image.mode == "L" else array[..., 1]
-        return np.repeat(gray[..., None], 3, axis=2), alpha, image.mode
-    if image.mode == "RGBA":
-        return array[..., :3], array[..., 3], "RGBA"
-    return array, None, "RGB"
-
-
-def _from_planes(color: np.ndarray, alpha: np.ndarray | None, mode: str) -> Image.Image:
-    """Rebuild an image of ``mode`` from float planes in [0, 1] (reuses ``color``)."""
-    if mode in ("I;16", "F", "L", "LA"):
-        gray = color.mean(axis=2)
-        if mode == "I;16":
-            return Image.fromarray(np.rint(gray * 65535).astype(np.uint16))
-        if mode == "F":
-            return Image.fromarray(gray.astype(np.float32))
-        color = gray[..., None]
-    if alpha is not None:
-        color = np.concatenate([color, alpha[..., None]], axis=2)
-    color *= 255
-    np.rint(color, out=color)
-    array = color.astype(np.uint8)
-    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
 # ------------------------------------------------------------------ memory
@@ -324,7 +239,7 @@ class Upscaler:
         device, 0 = whole image).  ``overlap``: pixels shared by neighbouring
         tiles (None = ``tiling.default_overlap(tile)``: 64, 96 under 128-px tiles).  ``progress(done, total)`` counts windows
         and is called after each batch."""
-        color, alpha, mode = _to_planes(image)
+        color, alpha, mode = to_planes(image)
         alpha_varies = alpha is not None and float(alpha.max() - alpha.min()) > 0
         planes = [color] + ([np.repeat(alpha[..., None], 3, axis=2)] if alpha_varies else [])
         outputs = self.upscale_arrays(planes, tile=tile, overlap=overlap, progress=progress)
@@ -332,7 +247,7 @@ class Upscaler:
         if alpha is not None:
             out_alpha = (outputs[1].mean(axis=2) if alpha_varies
                          else np.full(outputs[0].shape[:2], float(alpha.flat[0]), np.float32))
-        return _from_planes(outputs[0], out_alpha, mode)
+        return from_planes(outputs[0], out_alpha, mode)
 
     def upscale_arrays(self, arrays: list[np.ndarray], *, tile: int | None = None,
                        overlap: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:

@@ -141,7 +141,8 @@ class LineProgress:
 def run_variance(data: dict, pick):
     """The --variance of a run's candidate ``pick`` (a seed or variation id): the run's settings, seeded
     by the seed it descends from, so refine and vary use the conditioning the candidate was made with."""
-    from ..jobs import pick_root, variance_from_record
+    from ..jobs import variance_from_record
+    from ..seeds import pick_root
 
     settings = data.get("variance")
     if not isinstance(settings, dict):

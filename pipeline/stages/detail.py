@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import __version__, distributed
 from ..errors import UserError
 from ..images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, parse_a1111, quote, read_info
-from ..jobs import MAX_SEED, DetailJob, variance_from_record
+from ..jobs import DetailJob, variance_from_record
+from ..seeds import MAX_SEED
 from ..models import display_name
 from ..runs import place
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
@@ -84,7 +85,7 @@ def picture_loras(session, records, path: Path) -> list:
 
 
 def output_size(path: Path, scale: float) -> tuple[int, int]:
-    """The upscale's output size (as ``upscaler.resize_to`` rounds it)."""
+    """The upscale's output size (as ``upscale_images.resize_to`` rounds it)."""
     width, height = image_size(path)
     return max(1, round(width * scale)), max(1, round(height * scale))
 

@@ -11,7 +11,8 @@ from .. import distributed
 from ..errors import UserError
 from ..web.gallery import write_gallery
 from ..images import contact_sheet, lora_label
-from ..jobs import RenderJob, digest_bytes, make_variance, pick_order, render_fields
+from ..jobs import RenderJob, digest_bytes, make_variance, render_fields
+from ..seeds import pick_order
 from ..models import display_name
 from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
                     set_latest, stage_pictures, update_run, write_error)

@@ -21,16 +21,16 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
+from ..jobs import RefineJob, render_fields
+from ..models import TINY
+from ..runs import load_run, new_run_data, place, record_pictures, resolve_run, set_latest, stage_pictures
+from ..seeds import pick_order, seed_ranges
+from ..sizes import check_size
 from ..web.gallery import write_gallery
-from ..jobs import (MAX_SEED, RefineJob, check_size, digest_bytes, pick_order, render_fields, seed_ranges,
-                    variance_from_record)
-from ..models import TINY, display_name
-from ..runs import (check_run_name, load_run, new_run_data, place, resolve_run, set_latest, slugify, stage_pictures,
-                    record_pictures)
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
                      store_picture)
-from .hires import as_hires_fix, enlarge_parents, image_size, parent_size
+from .hires import as_hires_fix, enlarge_parents, parent_size
 
 log = logging.getLogger("pipeline")
 
@@ -93,7 +93,11 @@ def default_model(out: Path, run: str | None, source: str | Path | None = None) 
 
 def plan(session, spec: RefineSpec, run: str | None = None) -> Plan:
     """The jobs of a refine. Reads run.json, the candidates' records and the --from image; no torch."""
-    return _plan_source(session, spec, run) if spec.source is not None else _plan_run(session, spec, run)
+    if spec.source is not None:
+        from .refine_source import plan_source  # it builds on this module's Pick and jobs
+
+        return plan_source(session, spec, run)
+    return _plan_run(session, spec, run)
 
 
 def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
@@ -107,7 +111,7 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
         what = "seed {} is not a candidate" if len(unknown) == 1 else "seeds {} are not candidates"
         raise UserError(f"{what.format(seed_ranges(unknown))} of run {run_dir.name}; "
                         f"its seeds are {seed_ranges(sorted(candidates, key=pick_order))}")
-    size = spec.size or _scaled((int(data["width"]), int(data["height"])), spec.scale)
+    size = spec.size or scaled_size((int(data["width"]), int(data["height"])), spec.scale)
     params = {
         "prompt": data["prompt"],
         "negative": spec.negative if spec.negative is not None else data.get("negative", ""),
@@ -128,7 +132,7 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
             parent_job = artifact.record.get("job")
         # a variation renders with its own noise seed and its root candidate's conditioning
         noise_seed = candidate.get("noise_seed", seed) if isinstance(seed, str) else seed
-        job = _job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed), loras)
+        job = refine_job(session, spec, params, noise_seed, size, parent_digest, enlarge, run_variance(data, seed), loras)
         job, first = as_hires_fix(job, parent_job)
         picks.append(Pick(job, candidate_name(seed), parent_path, candidate["key"], candidate["path"], id=seed,
                           first_pass=first, loras=loras))
@@ -136,89 +140,7 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
 
 
 
-def _plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
-    from ..images import parse_a1111, read_info
-
-    path = Path(spec.source).expanduser()
-    info = read_info(path)  # a missing or unreadable image is a UserError
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
-    meta, parent_key = {}, ""
-    record = info["pipeline"] if isinstance(info["pipeline"], dict) else None
-    if record and isinstance(record.get("prompt"), str) and record["prompt"].strip():
-        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance", "loras") if k in record}
-        parent_key = record.get("key", "") if isinstance(record.get("key"), str) else ""
-        step = record.get("upscale")  # an upscaled picture: its own key is the upscale's, the rest is its source's
-        if isinstance(step, dict) and isinstance(step.get("key"), str):
-            parent_key = step["key"]
-    elif info["parameters"]:
-        parsed = parse_a1111(info["parameters"])
-        # A1111's Steps and CFG scale belong to another sampler and model (typically 20-30 steps
-        # at CFG 7); on Turbo they would burn the picture, so only the prompt and seed are taken.
-        meta = {k: parsed[k] for k in ("prompt", "negative", "seed", "variance") if parsed.get(k) not in (None, "")}
-        if parsed["settings"].get("Lora hashes") and spec.loras is None:
-            log.warning("%s was made with LoRAs (%s) for another program's model; they are not applied (give "
-                        "--lora to refine with a Z-Image LoRA)", path, parsed["settings"]["Lora hashes"])
-    prompt = spec.prompt if spec.prompt is not None else meta.get("prompt")
-    if not prompt:
-        raise UserError(f"{path} carries no generation parameters: give --prompt (and --seed) to refine it")
-    seed = spec.seed if spec.seed is not None else _seed_of(meta.get("seed"))
-    params = {
-        "prompt": prompt,
-        "negative": spec.negative if spec.negative is not None else str(meta.get("negative", "")),
-        "guidance": spec.guidance if spec.guidance is not None else float(meta.get("guidance", DEFAULT_GUIDANCE)),
-    }
-    shown_size = image_size(data)  # as shown: EXIF orientation applied, as the enlarging does
-    size = spec.size or _scaled(shown_size, spec.scale)
-    digest = digest_bytes(data)
-    loras = _source_loras(session, spec, meta.get("loras"), path)
-    job = _job(session, spec, params, seed, size, digest if spec.mode == "hires" else "", enlarge_name(spec),
-               variance_from_record(meta.get("variance")), loras)
-    parent_job = record if record and [record.get("width"), record.get("height")] == shown_size else None
-    job, first = as_hires_fix(job, parent_job)
-    hires = spec.mode == "hires"
-    pick = Pick(job, candidate_name(seed), path.resolve() if hires else None, parent_key, str(path.resolve()),
-                parent_data=data if hires else None, first_pass=first, loras=loras)
-    if run is not None:
-        try:
-            return Plan(resolve_run(session.out, run), [pick])
-        except UserError:
-            run_dir = session.out / check_run_name(str(run))
-    else:
-        run_dir = session.out / f"from-{slugify(path.stem, 30)}-{digest[:8]}"
-    if (run_dir / "run.json").is_file():
-        return Plan(run_dir, [pick])
-    header = {"prompt": prompt, "negative": params["negative"], "model": session.model,
-              "model_name": display_name(session.model), "model_fingerprint": session.fingerprint,
-              "steps": job.steps, "guidance": job.guidance, "dtype": session.dtype, "source": str(path.resolve())}
-    return Plan(run_dir, [pick], new_run=header)
-
-
-def _source_loras(session, spec: RefineSpec, records, path: Path) -> list:
-    """--lora/--no-lora, else the LoRAs the image's own record names (found by digest)."""
-    if spec.loras is not None:
-        return session.resolve_loras(spec.loras)
-    if not isinstance(records, list) or not records:
-        return []
-    from ..engines.lora import from_records
-
-    loras = from_records(records, session.model, session.lora_paths)
-    session.register_loras(loras, str(path))
-    return loras
-
-
-def _seed_of(value) -> int:
-    """A seed from an image's metadata; 0 when absent or not one of ours (A1111 writes -1 for random)."""
-    try:
-        seed = int(value)
-    except (TypeError, ValueError):
-        return 0
-    return seed if 0 <= seed <= MAX_SEED else 0
-
-
-def _job(session, spec, params, seed, size, parent_digest, enlarge, variance=None, loras=()) -> RefineJob:
+def refine_job(session, spec, params, seed, size, parent_digest, enlarge, variance=None, loras=()) -> RefineJob:
     fields = render_fields(model=session.fingerprint, prompt=params["prompt"], negative=params["negative"],
                            width=size[0], height=size[1], steps=spec.steps or DEFAULT_STEPS,
                            guidance=params["guidance"], seed=seed, dtype=session.dtype, variance=variance,
@@ -239,7 +161,7 @@ def enlarge_name(spec: RefineSpec) -> str:
     return f"{resolved.name}@{weights.weights_digest(resolved.path)[:16]}"
 
 
-def _scaled(size, scale: float | None) -> tuple[int, int]:
+def scaled_size(size, scale: float | None) -> tuple[int, int]:
     scale = DEFAULT_REFINE_SCALE if scale is None else scale
     width, height = (max(16, int(round(side * scale / 16)) * 16) for side in size)
     check_size(width, height)
@@ -252,7 +174,7 @@ def candidate_name(seed: int) -> str:
 
 def _missing_candidate(run_dir: Path, data: dict, seed) -> str:
     if isinstance(seed, str):
-        from ..jobs import pick_parent, pick_path
+        from ..seeds import pick_parent, pick_path
 
         entry = {c.get("seed"): c for c in stage_pictures(data, "explore")}.get(seed, {})
         command = ["pipeline", "vary", "--run", str(run_dir), "--seeds", str(pick_parent(seed)),

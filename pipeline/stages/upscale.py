@@ -18,7 +18,8 @@ from ..images import (
     a1111_postprocessing,
     a1111_upscaler_name,
 )
-from ..jobs import UpscaleJob, pick_order
+from ..jobs import UpscaleJob
+from ..seeds import pick_order
 from ..runs import load_run, place, record_pictures, resolve_run, stage_pictures
 from ..store import file_digest
 from ..web.gallery import write_gallery
@@ -316,7 +317,7 @@ def _load(session, weights_path: Path, precision: str, concrete: str):
 
 def _upscale_one(engine, path: Path, job: UpscaleJob, tile, overlap, progress) -> bytes:
     """Upscale one image file; return PNG bytes carrying the input's metadata plus this step."""
-    from ..engines.upscaler import load_image, resize_to
+    from ..engines.upscale_images import load_image, resize_to
 
     image = load_image(path)
     result = engine.upscale(image, tile=tile, overlap=overlap, progress=progress)

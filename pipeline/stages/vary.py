@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..jobs import (MAX_SEED, VaryJob, pick_order, pick_parent, pick_path, render_fields, seed_ranges, variation_id,
-                    variation_seed)
+from ..jobs import VaryJob, render_fields, variation_seed
+from ..seeds import MAX_SEED, pick_order, pick_parent, pick_path, seed_ranges, variation_id
 from ..runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
 from ..specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery

@@ -2,7 +2,7 @@
 
 Every stage rewrites it from ``run.json``. The page needs no server, no network and no
 external files besides the run's own pictures: styles and script are inlined, thumbnails
-(256-px WebP) live in ``RUN/thumbs/``, full pictures load only when enlarged.
+(256-px WebP, thumbs.py) live in ``RUN/thumbs/``, full pictures load only when enlarged.
 
 Every user text is escaped (HTML text and attributes with ``html.escape``, the embedded
 JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\uXXXX``), and a Content Security Policy
@@ -15,11 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,13 +25,11 @@ from urllib.parse import quote
 
 from ..runs import PICKS_FILE, load_picks, load_run, resolve_run, stage_pictures
 from ..store import atomic_write, write_error
+from .thumbs import THUMB_SIZE, Thumbs
 
 log = logging.getLogger("pipeline")
 
 PAGE = "index.html"
-THUMBS = "thumbs"
-THUMB_SIZE = 256
-THUMB_VERSION = 1
 STAGE_LABELS = {"explore": "candidate", "refine": "refined", "upscale": "upscaled"}
 RUN_FIELDS = ("prompt", "negative", "model", "model_name", "width", "height", "steps", "guidance", "dtype",
               "model_fingerprint", "created")
@@ -121,7 +117,7 @@ def stage_items(data: dict, stage: str) -> list[dict]:
 
 def _seed_of(item: dict) -> int | str | None:
     """The picture's seed, or its variation id (42v3, made by `pipeline vary`); None when it has neither."""
-    from ..jobs import pick_order
+    from ..seeds import pick_order
 
     seed = item.get("seed")
     if isinstance(seed, str):
@@ -170,68 +166,6 @@ def page_url(run_dir: Path, path: Path) -> str:
     except ValueError:  # another drive on Windows
         return path.as_uri()
     return quote(rel, safe="/")
-
-
-# ---------------------------------------------------------------- thumbnails
-
-class Thumbs:
-    """256-px WebP thumbnails in RUN/thumbs/, named after what they show, made only when missing."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir / THUMBS
-        self.used: set[str] = set()
-
-    def get(self, source: Path, stage: str, seed: int | None, key) -> tuple[str | None, tuple[int, int] | None]:
-        try:
-            stat = source.stat()
-        except OSError:
-            return None, None
-        ident = f"{THUMB_VERSION}|{THUMB_SIZE}|{source.name}|{key or ''}|{stat.st_size}|{stat.st_mtime_ns}"
-        name = f"{stage}-{seed if seed is not None else 'x'}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.webp"
-        path = self.dir / name
-        try:
-            size, thumb = self._read(source, need_thumb=not path.is_file())
-        except Exception as err:  # noqa: BLE001 - an unreadable picture gets a placeholder, not a crash
-            log.warning("gallery: cannot read %s (%s); it is shown as missing", source, err.__class__.__name__)
-            return None, None
-        if thumb is not None:
-            try:
-                atomic_write(path, thumb)
-            except OSError as err:
-                raise write_error(path, err) from err
-        self.used.add(name)
-        return f"{THUMBS}/{name}", size
-
-    @staticmethod
-    def _read(source: Path, need_thumb: bool) -> tuple[tuple[int, int], bytes | None]:
-        """The picture's size, and its thumbnail as WebP bytes when ``need_thumb``."""
-        from PIL import Image
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own upscaled pictures are big
-            with Image.open(source) as image:
-                size = image.size
-                if not need_thumb:
-                    return size, None
-                image.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
-                thumb = image.convert("RGB")
-        thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="WEBP", quality=82, method=4)
-        return size, buffer.getvalue()
-
-    def prune(self) -> None:
-        """Remove thumbnails no picture uses any more (best effort)."""
-        try:
-            names = [entry.name for entry in os.scandir(self.dir)]
-        except OSError:
-            return
-        for name in names:
-            if name.endswith(".webp") and not name.startswith(".") and name not in self.used:
-                try:
-                    (self.dir / name).unlink()
-                except OSError:
-                    pass
 
 
 # ---------------------------------------------------------------- rendering

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ...jobs import MAX_SEED, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
+from ...seeds import MAX_SEED
+from ...sizes import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
 from ...specs import MAX_VARIANCE
 
 # Aspect presets: the 1024-pixel-area sizes of SDXL-era models (each side a multiple of 64), halved for
@@ -203,7 +204,7 @@ def _negative_state(guidance):
 def seeds_of(count, seeds_text, base=RANDOM):
     """{"seeds": [...]} from the seeds field, else Count seeds from the base seed (random when -1)."""
     from ...errors import UserError
-    from ...jobs import parse_seeds, seeds_from_count
+    from ...seeds import parse_seeds, seeds_from_count
 
     if seeds_text and seeds_text.strip():
         return {"seeds": parse_seeds(seeds_text.strip())}

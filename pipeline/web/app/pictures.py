@@ -9,7 +9,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ...runs import load_picks, load_run
-from ..gallery import Thumbs, collect
+from ..gallery import collect
+from ..thumbs import Thumbs
 
 
 @dataclass

@@ -51,7 +51,8 @@ def refined_value(view, paths=None):
 
 def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prompt=None):
     """One refine per picture, so Stop ends it between pictures; ``source``: a picture from disk."""
-    from ...jobs import parse_seeds, parse_size
+    from ...seeds import parse_seeds
+    from ...sizes import parse_size
 
     with on_page():
         target = parse_size(size.strip()) if size and size.strip() else None

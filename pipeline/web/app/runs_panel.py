@@ -54,7 +54,7 @@ def thumb_markdown(run_dir: Path, explored: list) -> str:
     a file of the output folder, quoted."""
     from urllib.parse import unquote
 
-    from ..gallery import Thumbs
+    from ..thumbs import Thumbs
 
     for picture in explored[:1]:
         path = picture.get("path") if isinstance(picture, dict) else None
@@ -158,7 +158,7 @@ def wire(app, ui, opened) -> None:
 
 def count_and_seeds(view):
     """The form's Count and Seeds as the run has them (its candidates' seeds; variations left out)."""
-    from ...jobs import seed_ranges
+    from ...seeds import seed_ranges
 
     seeds = [c.seed for c in view.candidates if isinstance(c.seed, int) and not isinstance(c.seed, bool)]
     return (len(seeds) or gr.skip()), (seed_ranges(sorted(seeds)) if seeds else "")

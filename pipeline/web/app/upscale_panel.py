@@ -92,7 +92,7 @@ def check_model(model) -> None:
 def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
     """One upscale per picture; Stop ends it between tiles (the tile under way is dropped, the
     finished pictures are stored and recorded). ``files``: pictures from disk (to ``out_dir``)."""
-    from ...jobs import parse_seeds
+    from ...seeds import parse_seeds
 
     with on_page():
         check_model(model)

@@ -53,7 +53,7 @@ def _handler(app, strength: str):
 
 
 def _vary(app, tab, run, seeds, count, strength):
-    from ...jobs import parse_seeds
+    from ...seeds import parse_seeds
 
     with on_page():
         run_dir = app.run_dir(run)
