@@ -30,9 +30,12 @@ def _fmt_number(value) -> str:
 
 
 def quote(value) -> str:
-    """A settings value as A1111's ``quote()`` writes it: JSON-quoted when it holds ``,``, ``:`` or a newline."""
+    """A settings value as A1111's ``quote()`` writes it: JSON-quoted when it holds ``,``, ``:`` or a newline;
+    also (where A1111's own writer does not, and its reader then mangles the line) when it starts with ``"``
+    (read as the start of a quoted value running to the next ``"``) or with white space (eaten by the reader)."""
     text = _fmt_number(value)
-    if "," not in text and "\n" not in text and ":" not in text:
+    if "," not in text and "\n" not in text and ":" not in text and not text.startswith('"') \
+            and not text[:1].isspace():
         return text
     return json.dumps(text, ensure_ascii=False)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,13 @@ def cli_env(**extra) -> dict:
 # Offline for the whole session, before anything imports huggingface_hub (it reads these once, on import).
 os.environ.update({"HF_HUB_OFFLINE": "1", "PIPELINE_OFFLINE": "1"})
 _STARTED_WITH = frozenset(os.environ)  # the environment before any import of torch or the CLI
+
+# Property tests: the suite (the gate CI runs) tries the same examples on every machine and every run, so a
+# commit is green or red once and for all; `make soak` (PIPELINE_SOAK=1) explores new random examples.
+# (A random example found a real bug in CI's place once: a model name starting with '"'; it is fixed.)
+hypothesis.settings.register_profile("suite", derandomize=True)
+hypothesis.settings.register_profile("soak", derandomize=False)
+hypothesis.settings.load_profile("soak" if os.environ.get("PIPELINE_SOAK", "") not in ("", "0") else "suite")
 
 
 def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -> subprocess.CompletedProcess:

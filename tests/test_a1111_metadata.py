@@ -218,7 +218,7 @@ def test_rerender_is_plain_text_to_image_at_its_size():
 
 
 settable = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(
-    lambda v: v == v.strip() and v.strip("\n") and not (v.startswith('"') and v.endswith('"')) and v[0] != "\x00")
+    lambda v: v.strip() and v[0] != "\x00")  # quotes and spaces at either end too: '"0' broke the line
 
 
 @settings(max_examples=150, deadline=None)
