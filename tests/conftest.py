@@ -29,7 +29,7 @@ _STARTED_WITH = frozenset(os.environ)  # the environment before any import of to
 
 # Property tests: the suite (the gate CI runs) tries the same examples on every machine and every run, so a
 # commit is green or red once and for all; `make soak` (PIPELINE_SOAK=1) explores new random examples.
-# (A random example found a real bug in CI's place once: a model name starting with '"'; it is fixed.)
+# (A random example failed one full run here: a model name starting with '"'; fixed in images.quote.)
 hypothesis.settings.register_profile("suite", derandomize=True)
 hypothesis.settings.register_profile("soak", derandomize=False)
 hypothesis.settings.load_profile("soak" if os.environ.get("PIPELINE_SOAK", "") not in ("", "0") else "suite")
