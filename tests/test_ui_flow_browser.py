@@ -156,6 +156,9 @@ def test_a_second_tab_sees_its_place_in_line_and_can_cancel(browser, server):
 def test_ctrl_enter_in_the_prompt_explores(browser, server):
     page = open_tab(browser, server.url)
     wait_until(page, "() => window.__pipelineKeys === true", timeout=WAIT)  # the page's keys are on (a load event)
+    # the emoji seed buttons have names a person (hover) and a screen reader can read
+    assert page.get_by_role("button", name="Random base seed (-1): a new one for each explore").is_visible()
+    assert page.get_by_role("button", name="Reuse the base seed of this tab's last random explore").is_visible()
     fill_form(page, "keyboard only", "500-501")
     page.locator("#prompt textarea").press("Control+Enter")
     done = wait_status(page, r"^2 of 2 candidates")

@@ -1,8 +1,10 @@
 """The explore form: prompt, aspect presets and size, Count from a base seed (🎲 random, ♻️ the last
 one) or a list of seeds, steps, guidance, batch, seed variance, LoRAs; the Explore and Stop buttons
-with the status line. Its limits are the server's (pipeline/jobs.py, pipeline/specs.py). The form is
+with the status line. Its limits are the server's (pipeline/seeds.py, sizes.py, specs.py). The form is
 kept in the browser (localStorage), so a reload or a server restart finds it as it was."""
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 
@@ -22,9 +24,17 @@ LABELS = {"explore": "Explore", "refine": "Refine picked", "upscale": "Upscale r
           "vary_strong": "Vary strong"}
 MAX_LORAS = 4
 
-# Ctrl+Enter (⌘+Enter) explores, from anywhere on the page; added once, by a load event (no inline script)
-CTRL_ENTER = """() => {
-  if (window.__pipelineKeys) return;
+# The seed buttons say what they do on hover and to a screen reader (an emoji alone says nothing, and is a
+# box where no emoji font is installed). Ctrl+Enter (⌘+Enter) explores, from anywhere on the page. Both
+# added by a load event (no inline script).
+SEED_BUTTONS = {"seed-random": "Random base seed (-1): a new one for each explore",
+                "seed-reuse": "Reuse the base seed of this tab's last random explore"}
+ON_LOAD = """() => {
+  for (const [id, text] of Object.entries(SEED_BUTTONS)) {
+    const button = document.querySelector('#' + id + ' button, button#' + id);
+    if (button) { button.title = text; button.setAttribute('aria-label', text); }
+  }
+  if (window.__pipelineKeys) return;""".replace("SEED_BUTTONS", json.dumps(SEED_BUTTONS)) + """
   window.__pipelineKeys = true;
   document.addEventListener('keydown', (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
@@ -193,7 +203,7 @@ def wire(app, ui) -> None:
     for n in range(len(ui.lora_rows) - 1):  # the next row shows once this one has a file
         ui.lora_files[n].change(lambda name: gr.update(visible=True) if name != "none" else gr.skip(),
                                 ui.lora_files[n], ui.lora_rows[n + 1], api_visibility="private", queue=False)
-    ui.demo.load(None, None, None, js=CTRL_ENTER)
+    ui.demo.load(None, None, None, js=ON_LOAD)
 
 
 def _negative_state(guidance):
