@@ -14,30 +14,13 @@ only its ``prepare_latents`` replaced so the noise is the canvas slice and the V
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..jobs import RenderJob
 from .tiling import detail_tiles, detail_weights, padded
-
-
-@dataclass(frozen=True)
-class TileRender:
-    """What the engine's render loop reads from a job, for one tile."""
-
-    model: str
-    prompt: str
-    negative: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    seed: int
-    dtype: str
-    variance: object = None
-    loras: tuple | None = None  # the job's LoRAs (jobs.LoraUse): the engine activates them for the tile
 
 
 def _tile_pipeline_class():
@@ -92,9 +75,10 @@ def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
     canvas = np.zeros((full_h, full_w, 3), np.float32)
     weight_sum = np.zeros((full_h, full_w), np.float32)
     _, _, tile_w, tile_h = tiles[0]
-    render = TileRender(model=job.model, prompt=job.prompt, negative=job.negative, width=tile_w, height=tile_h,
-                        steps=job.steps, guidance=job.guidance, seed=job.seed, dtype=job.dtype,
-                        variance=job.variance, loras=job.loras)
+    # what the engine's render loop reads, for one tile (the tile's size; the rest is the picture's job)
+    render = RenderJob(model=job.model, prompt=job.prompt, negative=job.negative, width=tile_w, height=tile_h,
+                       steps=job.steps, guidance=job.guidance, seed=job.seed, dtype=job.dtype,
+                       variance=job.variance, loras=job.loras)
     for first in range(0, len(tiles), batch):
         chunk = tiles[first:first + batch]
         pipe.tile_noise = torch.cat([noise[:, :, y // factor:(y + h) // factor, x // factor:(x + w) // factor]
@@ -136,8 +120,8 @@ def tile_cost(engine) -> tuple[float, float]:
     import time
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (PROBE, PROBE, 3), dtype=np.uint8))
-    render = TileRender(model="probe", prompt="a photograph", negative="", width=PROBE, height=PROBE, steps=8,
-                        guidance=0.0, seed=0, dtype=engine.dtype_name)
+    render = RenderJob(model="probe", prompt="a photograph", negative="", width=PROBE, height=PROBE, steps=8,
+                       guidance=0.0, seed=0, dtype=engine.dtype_name)
     pipe = tile_pipeline(engine)
     factor = pipe.vae_scale_factor
     pipe.tile_noise = canvas_noise(0, PROBE, PROBE, pipe.transformer.config.in_channels, factor)
