@@ -110,3 +110,49 @@ def test_tile_progress_follows_a_picture_with_more_windows_than_planned():
     progress.picture_callback(8, 8)
     progress.finish_picture()
     assert calls == [(3, 8), (8, 8)]
+
+
+def test_the_probes_run_once_per_machine_and_a_real_upscale_corrects_the_estimate(tmp_path, monkeypatch):
+    """The cost probes (64² and 128² windows) run in the first upscale only: the next process reads what
+    they measured from the store; each real upscale then corrects the cost per pixel."""
+    from pipeline.engines import upscaler as U
+    from pipeline.stages.upscale_time import COSTS_FILE
+
+    shapes = []
+    real = U.Upscaler.upscale_arrays
+
+    def watched(self, arrays, **kwargs):
+        shapes.extend(a.shape[:2] for a in arrays)
+        return real(self, arrays, **kwargs)
+
+    monkeypatch.setattr(U.Upscaler, "upscale_arrays", watched)
+    first, second = _pictures(tmp_path / "in", [(40, 24), (24, 40)])
+    out = tmp_path / "o"
+
+    def upscale(picture, **kwargs):  # a new Pipeline: a new process's upscaler, as the CLI's (which says how long)
+        with Pipeline(out=out, device="cpu", progress=True) as p:
+            return p.upscale([picture], upscaler=FAST, **kwargs)
+
+    upscale(first)
+    assert {(64, 64), (128, 128)} <= set(shapes)
+    costs = json.loads((out / ".store" / COSTS_FILE).read_text())
+    assert len(costs) == 1 and all(v >= 0 for v in next(iter(costs.values())))
+    shapes.clear()
+    upscale(second)
+    assert (64, 64) not in shapes and (128, 128) not in shapes and shapes  # the picture only
+    (out / ".store" / COSTS_FILE).write_text("{damaged")  # measured again, not a crash
+    shapes.clear()
+    upscale(first, scale=2)
+    assert (128, 128) in shapes and len(json.loads((out / ".store" / COSTS_FILE).read_text())) == 1
+
+
+def test_learning_from_a_real_upscale_makes_its_estimate_that_time(tmp_path):
+    with Pipeline(out=tmp_path / "o", device="cpu") as p:
+        p.estimate_upscale(_pictures(tmp_path / "in", [(40, 24)]), upscaler=FAST)
+        engine = next(iter(p.session._upscalers.values()))
+    engine.use_cost_model((0.01, 1e-6))  # as if the probes had run on an idle machine
+    engine.learn([(200, 120)], None, None, 5.0)  # the real upscale took 5 s
+    assert engine.estimate_seconds([(200, 120)]) == pytest.approx(5.0)
+    assert engine.estimate_seconds([(400, 240)]) > 5.0
+    engine.learn([(200, 120)], None, None, 0.0)  # nothing to learn from
+    assert engine.estimate_seconds([(200, 120)]) == pytest.approx(5.0)

@@ -216,9 +216,28 @@ class Upscaler:
             self._cost = (max(small - per_pixel * 64 * 64, 0.0), per_pixel)
         return self._cost
 
-    def estimate_seconds(self, sizes: list[tuple[int, int]], tile: int | None = None,
-                         overlap: int | None = None) -> float:
-        """Seconds to upscale images of these (width, height) here, from ``cost_model``."""
+    @property
+    def known_cost(self) -> tuple[float, float] | None:
+        """The cost model if measured or given (no probe runs to answer)."""
+        return self._cost
+
+    def use_cost_model(self, cost: tuple[float, float]) -> None:
+        """A cost model measured before on this machine (``stages/upscale_time.py`` remembers them)."""
+        self._cost = (max(float(cost[0]), 0.0), max(float(cost[1]), 0.0))
+
+    def learn(self, sizes: list[tuple[int, int]], tile: int | None, overlap: int | None, seconds: float) -> None:
+        """Correct the cost per pixel from a real upscale of pictures of these sizes that took ``seconds``
+        (the probes ran on another load, or another shape): the next estimate of the same work is about
+        ``seconds``.
+        Nothing to correct before the cost model is known."""
+        windows, pixels = self._work(sizes, tile, overlap)
+        if self._cost is None or not pixels or seconds <= 0:
+            return
+        per_window = self._cost[0]
+        self._cost = (per_window, max(seconds - windows * per_window, 0.25 * seconds) / pixels)
+
+    def _work(self, sizes, tile, overlap) -> tuple[int, int]:
+        """(windows, input pixels computed) of upscaling images of these (width, height)."""
         from pipeline.engines.tiling import window_count, window_pixels
 
         pixels = windows = 0
@@ -226,6 +245,12 @@ class Upscaler:
             settings = self.settings(tile, overlap, (w, h))
             pixels += window_pixels(w, h, *settings)
             windows += window_count(w, h, *settings)
+        return windows, pixels
+
+    def estimate_seconds(self, sizes: list[tuple[int, int]], tile: int | None = None,
+                         overlap: int | None = None) -> float:
+        """Seconds to upscale images of these (width, height) here, from ``cost_model``."""
+        windows, pixels = self._work(sizes, tile, overlap)
         if not pixels:
             return 0.0
         per_window, per_pixel = self.cost_model()

@@ -24,7 +24,8 @@ from ..runs import load_run, place, record_pictures, resolve_run, stage_pictures
 from ..store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
-from .upscale_time import OnProgress, TileProgress, describe_estimate, image_size, warn_if_long
+from .upscale_time import (OnProgress, TileProgress, describe_estimate, image_size, recall_cost, remember_cost,
+                           warn_if_long)
 
 log = logging.getLogger("pipeline")
 
@@ -187,7 +188,9 @@ def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, s
     if not sizes:
         return 0.0
     engine = _load(session, resolved.path, precision, jobs[0].precision)
-    return engine.estimate_seconds(sizes, tile, overlap)
+    seconds = engine.estimate_seconds(sizes, tile, overlap)
+    remember_cost(session.store.root, engine)
+    return seconds
 
 
 def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, scale: float | None = None,
@@ -218,6 +221,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         if todo and session.progress:  # the CLI's text mode: how long it would take (loads the upscaler)
             engine = _load(session, resolved.path, precision, jobs[0].precision)
             seconds = engine.estimate_seconds([image_size(item.path) for item, _ in todo], tile, overlap)
+            remember_cost(store.root, engine)
             logging.getLogger("pipeline.status").info(describe_estimate(seconds, len(todo), engine, will=False))
         return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo), computed=len(todo),
                            dry_run=True)
@@ -232,6 +236,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         sizes = {job.key: image_size(item.path) for item, job in mine}
         if session.progress and distributed.is_main_process():
             warn_if_long(engine.estimate_seconds(list(sizes.values()), tile, overlap), len(mine), engine)
+            remember_cost(store.root, engine)
         total = sum(engine.windows(*sizes[job.key], tile, overlap) for _, job in mine)
         progress = TileProgress(total, bar=session.progress and distributed.is_main_process(),
                                 on_progress=on_progress)
@@ -252,6 +257,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
                     started = time.perf_counter()
                     data = _upscale_one(engine, item.path, job, tile, overlap, progress.picture_callback)
                     seconds = time.perf_counter() - started
+                    engine.learn([sizes[job.key]], tile, overlap, seconds)  # the next estimate starts from it
                     artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(seconds, 4),
                                                          "device": str(engine.device),
                                                          "precision": engine.precision,
@@ -270,6 +276,8 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     finally:
         if progress is not None:
             progress.close()
+    if engine is not None and any(not item.cached for item in items):
+        remember_cost(store.root, engine)
     distributed.wait_for_everyone()
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
@@ -309,6 +317,7 @@ def _load(session, weights_path: Path, precision: str, concrete: str):
     if key not in cache:
         cache.clear()  # one upscaler in memory at a time
         engine = load_upscaler(weights_path, device=session.device or "auto", precision=precision)
+        recall_cost(session.store.root, engine)  # measured before on this machine: no probes this time
         if engine.precision != concrete:
             log.info("upscaler runs in %s (asked for %s)", engine.precision, concrete)
         cache[key] = engine
