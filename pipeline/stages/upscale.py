@@ -236,7 +236,6 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         sizes = {job.key: image_size(item.path) for item, job in mine}
         if session.progress and distributed.is_main_process():
             warn_if_long(engine.estimate_seconds(list(sizes.values()), tile, overlap), len(mine), engine)
-            remember_cost(store.root, engine)
         total = sum(engine.windows(*sizes[job.key], tile, overlap) for _, job in mine)
         progress = TileProgress(total, bar=session.progress and distributed.is_main_process(),
                                 on_progress=on_progress)
@@ -276,8 +275,8 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     finally:
         if progress is not None:
             progress.close()
-    if engine is not None and any(not item.cached for item in items):
-        remember_cost(store.root, engine)
+        if engine is not None:  # what the probes measured and the real upscales taught, for the next process
+            remember_cost(store.root, engine)
     distributed.wait_for_everyone()
     if elsewhere:
         items = _with_shares(store, inputs, jobs, items, elsewhere)
