@@ -231,3 +231,18 @@ def test_a_stored_lora_picture_loads_no_torch(folders):
     proc = subprocess.run([sys.executable, "-c", code, "explore", PROMPT, "--seeds", "3", "--lora", "style:0.8",
                            "--out", str(out), *map(str, BASE)], capture_output=True, text=True, env=env, timeout=300)
     assert "0 computed, 1 reused" in proc.stdout and proc.stdout.strip().endswith("False False"), proc.stderr
+
+
+def test_refining_an_a1111_picture_made_with_loras_says_they_are_not_applied(tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a red fox\nNegative prompt: blur\nSteps: 20, Sampler: Euler, CFG scale: 7, "
+                                'Seed: 123, Size: 64x64, Lora hashes: "style: abc123def456"')
+    picture = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64), "gray").save(picture, pnginfo=info)
+    proc = run_cli("refine", "--from", picture, "--model", "tiny-random", "--out", tmp_path / "out", "--dry-run")
+    assert "made with LoRAs (style: abc123def456) for another program's model; they are not applied" in proc.stderr
+    quiet = run_cli("refine", "--from", picture, "--model", "tiny-random", "--out", tmp_path / "out", "--dry-run",
+                    "--no-lora")
+    assert "another program's model" not in quiet.stderr  # the user said: no LoRA

@@ -151,16 +151,58 @@ def run_variance(data: dict, pick):
 
 
 def candidate_loras(session, data: dict, candidate: dict, what: str) -> list:
-    """The LoRAs a run's candidate was made with (its own entry's, else the run's), found again by digest
-    in the known folders; a missing file is one sentence naming it when a picture needs computing."""
+    """The LoRAs a run's candidate was made with (its own entry's, else the run's)."""
+    records = candidate["loras"] if isinstance(candidate.get("loras"), list) else data.get("loras")
+    return recorded_loras(session, records, what)
+
+
+def recorded_loras(session, records, what: str) -> list:
+    """The LoRAs a record lists, found again by digest in the known folders; a missing file is one sentence
+    naming it (and ``what`` needs it) when a picture needs computing."""
+    if not isinstance(records, list) or not records:
+        return []
     from ..engines.lora import from_records
 
-    records = candidate["loras"] if isinstance(candidate.get("loras"), list) else data.get("loras")
-    if not records:
-        return []
     loras = from_records(records, session.model, session.lora_paths)
     session.register_loras(loras, what)
     return loras
+
+
+def our_record(info: dict) -> dict | None:
+    """A picture's record of ours (``images.read_info``), when it says how the picture was made (a prompt)."""
+    record = info["pipeline"]
+    return record if isinstance(record, dict) and isinstance(record.get("prompt"), str) and \
+        record["prompt"].strip() else None
+
+
+def recorded_meta(info: dict) -> dict:
+    """How a picture was made, from its metadata (``images.read_info``): prompt, negative, seed, guidance,
+    variance and LoRAs from our record; else prompt, negative, seed and variance from A1111's text (its Steps
+    and CFG scale belong to another sampler and model: on Turbo they would burn the picture), with its
+    ``Lora hashes`` as ``lora_hashes`` (another program's LoRAs: never applied); else nothing."""
+    from ..images import parse_a1111
+
+    record = our_record(info)
+    if record is not None:
+        return {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance", "loras") if k in record}
+    if not info["parameters"]:
+        return {}
+    parsed = parse_a1111(info["parameters"])
+    meta = {k: parsed[k] for k in ("prompt", "negative", "seed", "variance") if parsed.get(k) not in (None, "")}
+    if parsed["settings"].get("Lora hashes"):
+        meta["lora_hashes"] = parsed["settings"]["Lora hashes"]
+    return meta
+
+
+def recorded_seed(value) -> int:
+    """A seed from a picture's metadata; 0 when absent or not one of ours (A1111 writes -1 for random)."""
+    from ..seeds import MAX_SEED
+
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return seed if 0 <= seed <= MAX_SEED else 0
 
 
 def check_loras(engine, jobs) -> None:

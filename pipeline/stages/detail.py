@@ -17,15 +17,14 @@ from pathlib import Path
 
 from .. import __version__, distributed
 from ..errors import UserError
-from ..images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, parse_a1111, quote, read_info
+from ..images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, quote, read_info
 from ..jobs import DetailJob, variance_from_record
-from ..seeds import MAX_SEED
 from ..models import display_name
 from ..runs import place
 from ..specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..web.gallery import write_gallery
 from . import upscale
-from .common import Item, StageResult
+from .common import Item, StageResult, recorded_loras, recorded_meta, recorded_seed
 from .upscale_time import TileProgress, image_size
 
 log = logging.getLogger("pipeline")
@@ -53,35 +52,13 @@ def check_detail(strength, tile) -> None:
 
 def picture_meta(path: Path, prompt: str | None) -> dict:
     """Prompt, negative, seed, variance and LoRAs of a picture, from its record (or A1111 text); --prompt wins."""
-    info = read_info(path)
-    record = info["pipeline"] if isinstance(info["pipeline"], dict) else {}
-    meta: dict = {}
-    if isinstance(record.get("prompt"), str) and record["prompt"].strip():
-        meta = {k: record[k] for k in ("prompt", "negative", "seed", "guidance", "variance", "loras") if k in record}
-    elif info["parameters"]:
-        parsed = parse_a1111(info["parameters"])
-        meta = {k: parsed[k] for k in ("prompt", "negative", "seed", "variance") if parsed.get(k) not in (None, "")}
+    meta = recorded_meta(read_info(path))
     if prompt is not None:
         meta["prompt"] = prompt
     if not meta.get("prompt"):
         raise UserError(f"{path} carries no prompt: give --prompt to add detail to it")
-    try:
-        seed = int(meta.get("seed", 0))
-    except (TypeError, ValueError):
-        seed = 0
-    meta["seed"] = seed if 0 <= seed <= MAX_SEED else 0
+    meta["seed"] = recorded_seed(meta.get("seed"))
     return meta
-
-
-def picture_loras(session, records, path: Path) -> list:
-    """The LoRAs the picture was made with (its record's ``loras``), found again by digest, as refine does."""
-    if not isinstance(records, list) or not records:
-        return []
-    from ..engines.lora import from_records
-
-    loras = from_records(records, session.model, session.lora_paths)
-    session.register_loras(loras, str(path))
-    return loras
 
 
 def output_size(path: Path, scale: float) -> tuple[int, int]:
@@ -103,7 +80,7 @@ def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> li
                               width=width, height=height, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
                               seed=meta["seed"], dtype=session.dtype, strength=float(settings.strength),
                               tile=settings.tile, overlap=detail_overlap(settings.tile), variance=variance,
-                              loras=make_loras(picture_loras(session, meta.get("loras"), item.path))))
+                              loras=make_loras(recorded_loras(session, meta.get("loras"), str(item.path)))))
     return jobs
 
 
