@@ -141,8 +141,8 @@ class Pipeline:
                          overlap: int | None = None, precision: str = "auto", detail: float = 0.0,
                          detail_tile: int = 1024, prompt: str | None = None, model: str | None = None) -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
-        picture is in the store).  Loads the upscaler and times two small probes (64² and
-        128²); the upscale that follows reuses the loaded model.  With ``detail``
+        picture is in the store).  Loads the upscaler; the first time on this machine it times two small
+        probes (64² and 128², remembered in the store); the upscale that follows reuses the loaded model.  With ``detail``
         the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
         from .stages import upscale as stage
 

@@ -176,12 +176,7 @@ def estimate(session, inputs: list[UpscaleInput], *, model: str | None = None, s
     """Seconds the upscale of ``inputs`` would take here (0 for pictures already in the store),
     from a throughput measured now on this machine (loads the model)."""
     if detail is not None and detail.strength > 0:
-        from . import detail as detail_stage
-
-        scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
-        resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
-                              precision=precision)
-        sr = detail_stage.SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        detail_stage, sr, scale = _detail_sr(session, inputs, model, scale, tile, overlap, precision)
         return detail_stage.estimate(session, inputs, sr=sr, settings=detail, scale=scale)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     sizes = [image_size(item.path) for item, job in zip(inputs, jobs) if not session.store.has(job.key)]
@@ -205,12 +200,7 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
     Ctrl-C (KeyboardInterrupt) stops after the tile under way: the pictures finished before it are
     stored, in place and recorded in the run."""
     if detail is not None and detail.strength > 0:
-        from . import detail as detail_stage
-
-        scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
-        resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap,
-                              precision=precision)
-        sr = detail_stage.SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision)
+        detail_stage, sr, scale = _detail_sr(session, inputs, model, scale, tile, overlap, precision)
         return detail_stage.run(session, inputs, sr=sr, settings=detail, scale=scale, run_dir=run_dir,
                                 dry_run=dry_run, on_progress=on_progress)
     resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
@@ -305,6 +295,15 @@ def _with_shares(store, inputs, jobs, items: list[Item], elsewhere: set) -> list
         merged.append(Item(item.seed, item.dest, job.key, False, artifact.record.get("seconds", 0.0),
                            name=item.path.name))
     return merged
+
+
+def _detail_sr(session, inputs, model, scale, tile, overlap, precision):
+    """An upscale with detail: the detail stage, its super-resolution step and the scale (default 2)."""
+    from . import detail as detail_stage
+
+    scale = detail_stage.DEFAULT_DETAIL_SCALE if scale is None else scale
+    resolved, jobs = plan(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
+    return detail_stage, detail_stage.SuperResolution(session, resolved, jobs, inputs, tile, overlap, precision), scale
 
 
 def _load(session, weights_path: Path, precision: str, concrete: str):
