@@ -282,3 +282,26 @@ def test_upscale_says_how_long_before_it_starts_then_counts_tiles(tmp_path, monk
     assert estimate < tiles < len(statuses) - 1, statuses
     assert statuses[-1].startswith("upscaled 1 of 1 · 1 computed")
     assert updates[-1][-1]["computed"] == 1 and Path(updates[-1][-1]["files"][0]).is_file()
+
+
+def test_a_picture_from_disk_is_upscaled_into_the_upscaled_folder(tmp_path):
+    """The page's "Upscale it": a picture from disk, not a run's; the result lands in OUT/upscaled/."""
+    from PIL import Image
+
+    from pipeline import Pipeline
+    from pipeline.web.app import upscale_panel
+    from pipeline.web.app.state import AppState
+
+    out = tmp_path / "outputs"
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (48, 32), "teal").save(picture)
+    with Pipeline(model="tiny-random", out=out, progress=False) as p:
+        updates = list(upscale_panel._upscale(AppState(p, out), "tab", None, None, "realesr-animevideov3",
+                                              files=[str(picture)], out_dir=str(out / "upscaled")))
+    result = updates[-1][-1]
+    assert result["computed"] == 1 and result["seeds"] == ["photo.png"]
+    (made,) = map(Path, result["files"])
+    assert made.parent == out / "upscaled" and made.is_file()
+    with Image.open(made) as image:
+        assert image.size == (192, 128)
+    assert not [p for p in out.iterdir() if (p / "run.json").is_file()]  # no run made for it

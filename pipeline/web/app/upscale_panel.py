@@ -109,7 +109,7 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
 
     def work(ticket, report):
         done = {"computed": 0, "stored": 0, "files": [], "seeds": [], "stopped": False}
-        where = {"run": str(run_dir)} if run_dir else {"out_dir": out_dir}
+        place = {} if run_dir is not None else {"out_dir": out_dir}  # a run's pictures go to the run
         with app.device() as pipeline:  # how long, before it starts (a probe timed on this machine)
             expected = pipeline.estimate_upscale(**_what(run_dir, chosen), upscaler=model or None, **extra)
         report(("estimate", expected))
@@ -125,11 +125,8 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
 
             try:
                 with app.device() as pipeline:
-                    if run_dir is not None:
-                        result = pipeline.upscale(seeds=[one], upscaler=model or None, on_progress=tiles, **where,
-                                                  **extra)
-                    else:
-                        result = pipeline.upscale([one], upscaler=model or None, on_progress=tiles, **where, **extra)
+                    result = pipeline.upscale(**_what(run_dir, [one]), **place, upscaler=model or None,
+                                              on_progress=tiles, **extra)
             except flow.Stopped:
                 done["stopped"] = True
                 break
