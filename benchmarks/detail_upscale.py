@@ -58,7 +58,7 @@ def cpu(args) -> None:
 
     from pipeline import Pipeline
     from pipeline.engines.detail import add_detail
-    from pipeline.jobs import DetailJob
+    from pipeline.core.jobs import DetailJob
 
     print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} cores")
     print("| input | output | detail tile | tiles | estimate (s) | real, whole call (s) | real / estimate |"
@@ -107,7 +107,7 @@ def gpu(args) -> None:
     from pipeline.engines.detail import add_detail
     from pipeline.engines.tiling import detail_overlap, detail_rects
     from pipeline.engines.zimage import ZImageEngine
-    from pipeline.jobs import DetailJob
+    from pipeline.core.jobs import DetailJob
 
     device = "cpu" if args.smoke else "cuda"  # --smoke: the same code path on the CPU with tiny configs
     configs = tiny_configs() if args.smoke else (FULL_TRANSFORMER, FULL_TEXT_ENCODER, FULL_VAE)

@@ -37,7 +37,7 @@ def wall(cmd, repeats) -> float:
 
 PLAIN_LOOP = r"""
 import sys, time, json, torch
-from pipeline.engines.tiny import build_tiny_pipeline
+from pipeline.models.tiny import build_tiny_pipeline
 size, seeds = int(sys.argv[1]), [int(s) for s in sys.argv[2].split(",")]
 pipe = build_tiny_pipeline(torch.float32); pipe.set_progress_bar_config(disable=True)
 pipe(prompt=["warm up"], width=size, height=size, num_inference_steps=8, guidance_scale=0.0)

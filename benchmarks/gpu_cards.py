@@ -169,7 +169,7 @@ def run_weights(folder: Path, weights: str, args, smoke: bool) -> list[dict]:
     """Load from disk as users do, then every card size from the largest down, ``auto`` each time."""
     import torch
 
-    from benchmarks.gpu_profiles import Builder, jobs_for, timed, tiny_configs, FULL_TEXT_ENCODER, FULL_VAE, \
+    from benchmarks.gpu_build import Builder, jobs_for, timed, tiny_configs, FULL_TEXT_ENCODER, FULL_VAE, \
         FULL_TRANSFORMER
     from pipeline.engines import memory as mem
     from pipeline.engines.zimage import ZImageEngine, load_pipeline_without_text_encoder
@@ -228,7 +228,7 @@ def run_baselines(folder: Path, args, smoke: bool) -> list[dict]:
     import torch
     from diffusers import ZImagePipeline
 
-    from benchmarks.gpu_profiles import Builder, PROMPT, timed, tiny_configs, FULL_TEXT_ENCODER, FULL_VAE, \
+    from benchmarks.gpu_build import Builder, PROMPT, timed, tiny_configs, FULL_TEXT_ENCODER, FULL_VAE, \
         FULL_TRANSFORMER
 
     device = "cpu" if smoke else "cuda"
@@ -307,7 +307,7 @@ def cold_start(folder: Path, args, smoke: bool) -> dict:
     t0 = float(os.environ["PIPELINE_BENCH_T0"])
     import torch
 
-    from benchmarks.gpu_profiles import PROMPT, jobs_for
+    from benchmarks.gpu_build import PROMPT, jobs_for
     from pipeline.engines import memory as mem
     from pipeline.engines.zimage import ZImageEngine, load_pipeline_without_text_encoder
 
@@ -370,7 +370,7 @@ def main(args) -> list[dict]:
 
     import torch
 
-    from benchmarks.gpu_profiles import Builder, FULL_TEXT_ENCODER, FULL_TRANSFORMER, FULL_VAE, tiny_configs
+    from benchmarks.gpu_build import Builder, FULL_TEXT_ENCODER, FULL_TRANSFORMER, FULL_VAE, tiny_configs
 
     smoke = args.cpu_smoke
     started = time.perf_counter()

@@ -43,7 +43,7 @@ def build_transformer(full_size: bool, device: str, dtype):
         from gpu_profiles import FULL_TRANSFORMER
 
         return random_model(ZImageTransformer2DModel, FULL_TRANSFORMER, dtype).to(device)
-    from pipeline.engines.tiny import build_tiny_transformer
+    from pipeline.models.tiny import build_tiny_transformer
 
     return build_tiny_transformer().to(device, dtype).eval()
 
@@ -86,9 +86,9 @@ def timed(fn, device: str) -> float:
 def main() -> None:
     import torch
 
-    from pipeline.engines.lora import digests
+    from pipeline.models.loras import digests
     from pipeline.engines.lora_weights import LoraSet, merge_by_hand
-    from pipeline.jobs import LoraUse
+    from pipeline.core.jobs import LoraUse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="Z-Image-Turbo's transformer shape (GPU)")

@@ -131,7 +131,7 @@ def cast_call(call, dtype):
 def make_pipe(transformer):
     from diffusers import ZImagePipeline
 
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     pipe = ZImagePipeline(transformer=transformer, vae=tiny.build_tiny_vae().float(),
                           scheduler=tiny.build_tiny_scheduler(), text_encoder=None, tokenizer=None)
@@ -162,7 +162,7 @@ def decode(latent):
     import numpy as np
     import torch
 
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     vae = tiny.build_tiny_vae().float()
     with torch.inference_mode():

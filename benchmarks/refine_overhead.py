@@ -43,7 +43,7 @@ def main() -> None:
     from PIL import Image
 
     from pipeline import Pipeline
-    from pipeline.engines.tiny import build_tiny_components
+    from pipeline.models.tiny import build_tiny_components
 
     torch.set_num_threads(args.threads)
 

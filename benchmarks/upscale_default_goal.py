@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAIN = r"""
 import sys, numpy as np, torch, spandrel
 from PIL import Image
-from pipeline.engines.weights import load_state_dict
+from pipeline.models.upscaler_weights import load_state_dict
 model = spandrel.ModelLoader().load_from_state_dict(load_state_dict(sys.argv[1])).model.eval()
 x = torch.from_numpy(np.asarray(Image.open(sys.argv[2]).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
 with torch.inference_mode():
@@ -52,7 +52,7 @@ def goal(args, photo_fn, psnr_fn) -> None:
     import numpy as np
     from PIL import Image
 
-    from pipeline.engines.weights import resolve_weights
+    from pipeline.models.upscaler_weights import resolve_weights
 
     weights = str(resolve_weights("realesrgan-x4plus").path)
     python = sys.executable

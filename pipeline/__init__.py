@@ -14,7 +14,7 @@ def __getattr__(name):  # lazy: `pipeline --help` must stay fast
 
         return Pipeline
     if name == "UserError":
-        from .errors import UserError
+        from .core.errors import UserError
 
         return UserError
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .session import Session
-from .specs import ExploreSpec, build
+from .stages.specs import ExploreSpec, build
 from .stages.common import StageResult
 
 
@@ -54,8 +54,8 @@ class Pipeline:
         ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
         the finished ones (``result.items`` holds only those).
         """
-        from .specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
-        from .seeds import seeds_from_count
+        from .stages.specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
+        from .core.seeds import seeds_from_count
         from .stages.explore import explore
 
         if seeds is None:
@@ -90,7 +90,7 @@ class Pipeline:
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
         ``p.refine(p.explore(...), seeds=[3, 7])``.
         """
-        from .specs import DEFAULT_REFINE_STRENGTH, RefineSpec
+        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
         from .stages.refine import refine
 
         if isinstance(picks, StageResult):
@@ -157,7 +157,7 @@ class Pipeline:
         import contextlib
         import dataclasses
 
-        from .models import check_model
+        from .models.names import check_model
 
         if model is None or check_model(model) == self.session.model:
             return contextlib.nullcontext(self.session)
@@ -166,7 +166,7 @@ class Pipeline:
         return contextlib.closing(other)
 
     def _upscale_inputs(self, images, run, seeds, scale, out_dir, detail=0.0):
-        from .seeds import parse_seeds
+        from .core.seeds import parse_seeds
         from .stages import upscale as stage
 
         run_dir = None
@@ -199,7 +199,7 @@ class Pipeline:
         The variations join the run's candidates as ``42v1``, ``42v2``, …
         ``loras``: None = each candidate's own LoRAs; ``[]`` = none; a list like ``explore``'s replaces them.
         """
-        from .specs import VarySpec
+        from .stages.specs import VarySpec
         from .stages.vary import vary
 
         run, seeds = _run_and_seeds(run, seeds)
@@ -210,7 +210,7 @@ class Pipeline:
     def loras(self) -> list[dict]:
         """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
         install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""
-        from .engines.lora import list_loras
+        from .models.loras import list_loras
 
         return [file.to_json() for file in list_loras(self.session.model)]
 
@@ -251,7 +251,7 @@ def _detail_settings(detail: float, detail_tile: int, prompt: str | None, model:
 
 def _refuse_upscaler_as_model(model) -> None:
     """``upscale(model=...)`` names the diffusion model since ``--detail``; an upscaler there is a mistake."""
-    from .engines.weights import PRESETS, WEIGHT_SUFFIXES
+    from .models.upscaler_weights import PRESETS, WEIGHT_SUFFIXES
 
     if model is not None and (str(model).lower() in PRESETS or Path(str(model)).suffix.lower() in WEIGHT_SUFFIXES):
         raise_user(f"{model} is an upscaler: give it as --upscaler {model} (upscaler=...); --model (model=) names "
@@ -272,12 +272,12 @@ def _run_and_seeds(run, seeds):
 def random_base_seed() -> int:
     import secrets
 
-    from .distributed import agree
+    from .scale.distributed import agree
 
     return agree(secrets.randbelow(2**32))  # the same seeds on every process of a multi-GPU run
 
 
 def raise_user(message: str):
-    from .errors import UserError
+    from .core.errors import UserError
 
     raise UserError(message)

@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .errors import UserError
-from .seeds import MAX_SEED
+from .core.errors import UserError
+from .core.seeds import MAX_SEED
 
 _GENERATORS: dict = {}
 
@@ -24,7 +24,7 @@ _GENERATORS: dict = {}
 def get_generator(model: str | None = None, *, output_dir: str | Path = "outputs", device: str | None = None,
                   dtype: str = "auto", memory: str = "auto") -> "Generator":
     """The generator for ``model`` (argument, else ``$PIPELINE_MODEL``, else Z-Image-Turbo), made once and reused."""
-    from .models import check_model, default_model
+    from .models.names import check_model, default_model
 
     model = check_model(model or default_model())
     key = (model, str(output_dir), device, dtype, memory)
@@ -53,7 +53,7 @@ class Generator:
         Returns ``(output_paths, gen_time, metadata)``: the saved files, the seconds this call took,
         and the parameters (with the seeds actually used).
         """
-        from .specs import ExploreSpec, build
+        from .stages.specs import ExploreSpec, build
 
         started = time.perf_counter()
         if not isinstance(num_images, int) or isinstance(num_images, bool) or not 1 <= num_images <= 64:

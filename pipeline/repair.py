@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .models import display_name
-from .seeds import pick_order
-from .runs import RUN_FILE, load_run, new_run_data, record_pictures, run_lock, save_run, stage_pictures
-from .store import Store, default_store, file_digest
+from .core.errors import UserError
+from .models.names import display_name
+from .core.seeds import pick_order
+from .core.runs import RUN_FILE, load_run, new_run_data, record_pictures, run_lock, save_run, stage_pictures
+from .core.store import Store, default_store, file_digest
 
 log = logging.getLogger("pipeline")
 
@@ -232,7 +232,7 @@ def _candidate(run_dir: Path, picture: Path, record: dict) -> dict:
              "seconds": record.get("seconds", 0.0), "cached": True}
     if job.get("kind") == "vary":  # a variation (pipeline vary): its id and its parent, from its PNG
         meta = _png_record(picture)
-        from .seeds import pick_parent
+        from .core.seeds import pick_parent
 
         if isinstance(meta.get("variation"), str):
             entry.update(seed=meta["variation"], parent=pick_parent(meta["variation"]),
@@ -268,7 +268,7 @@ def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:
 
 def _png_record(picture: Path) -> dict:
     try:
-        from .images import read_info
+        from .core.images import read_info
 
         record = read_info(picture).get("pipeline")
     except UserError:

@@ -1,6 +1,6 @@
 """Run a config: each prompt's explore → refine → upscale, through one Pipeline (the model loads once).
 
-    from pipeline.config import load_config
+    from pipeline.config.loader import load_config
     from pipeline.runner import run_config
     result = run_config(load_config("configs/smoke.yaml"))
     result.runs[0].stages["refine"].paths
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, LoadedConfig, PromptRun, RunConfig, Source, size_text
-from .runs import load_run, stage_pictures
+from .config.loader import ConfigError, LoadedConfig, PromptRun, RunConfig, Source, size_text
+from .core.runs import load_run, stage_pictures
 from .stages.common import StageResult
 
 STAGES = ("explore", "vary", "refine", "upscale")
@@ -149,7 +149,7 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
                 missing = [seed for seed in seeds or [] if seed not in candidates
                            and not (section == "refine" and isinstance(seed, str) and config.vary is not None)]
                 if missing:
-                    from .seeds import pick_order, seed_ranges
+                    from .core.seeds import pick_order, seed_ranges
 
                     known = seed_ranges(sorted(candidates, key=pick_order)) or "none"
                     problems.append(loaded.error((section, "picks"), f"seed {missing[0]} is not a candidate of run "

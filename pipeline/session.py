@@ -5,8 +5,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import check_model, default_model, loading_message, model_fingerprint
-from .store import Store, default_store
+from .models.names import check_model, default_model, loading_message, model_fingerprint
+from .core.store import Store, default_store
 
 log = logging.getLogger("pipeline")
 status = logging.getLogger("pipeline.status")  # what a long wait is for; the CLI shows it on stderr
@@ -30,19 +30,19 @@ class Session:
     def __post_init__(self):
         self.model = check_model(self.model)
         self.out = Path(self.out)
-        from .hardware import check_device
+        from .core.hardware import check_device
 
         check_device(self.device)  # a wrong device is refused before anything loads
         if self.device in (None, "auto"):
-            from .distributed import default_device
+            from .scale.distributed import default_device
 
             self.device = default_device() or self.device  # cuda:<local rank> under accelerate launch / torchrun
         if self.dtype in (None, "auto"):
-            from .hardware import default_dtype
+            from .core.hardware import default_dtype
 
             self.dtype = default_dtype(self.device)
         if self.dtype not in ("bf16", "fp16", "fp32"):
-            from .errors import UserError
+            from .core.errors import UserError
 
             raise UserError(f"dtype {self.dtype!r} is not one of bf16, fp16, fp32")
         self.store: Store = Store(self.store_path) if self.store_path else default_store(self.out)
@@ -81,7 +81,7 @@ class Session:
     def resolve_loras(self, specs) -> list:
         """``--lora`` values as ``engines.lora.Lora`` (digests computed, weight 0 dropped); the engine
         finds their files through ``lora_paths``."""
-        from .engines.lora import resolve
+        from .models.loras import resolve
 
         loras = resolve(specs, self.model)
         self.register_loras(loras)
@@ -90,7 +90,7 @@ class Session:
     def register_loras(self, loras, what: str = "the picture") -> None:
         """Make the LoRAs' files known to the engine; one whose file was not found (``path`` None) is
         remembered with the sentence ``require_lora_files`` says if a picture needs it computed."""
-        from .engines.lora import missing_message
+        from .models.loras import missing_message
 
         for lora in loras:
             if lora.path is not None:
@@ -100,7 +100,7 @@ class Session:
 
     def require_lora_files(self, jobs) -> None:
         """Before computing: every LoRA these jobs use has its file (else one sentence naming it)."""
-        from .errors import UserError
+        from .core.errors import UserError
 
         for job in jobs:
             for use in getattr(job, "loras", None) or ():

@@ -2,7 +2,7 @@
 
 Random VAE weights turn every latent into pixel noise, so tests could not check that
 a refine keeps a picture's composition. This trains the tiny ``AutoencoderKL`` (the
-class and config of ``pipeline/engines/tiny.py``) for a couple of CPU minutes on a few
+class and config of ``pipeline/models/tiny.py``) for a couple of CPU minutes on a few
 public-domain / CC0 photos bundled with scikit-image, then measures the latents'
 mean and std so that ``(z - shift_factor) * scaling_factor`` has unit variance, as the
 Flux VAE's config does (the img2img path adds unit noise to scaled latents).
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.engines.tiny import TINY_VAE_CONFIG, VAE_WEIGHTS_PATH, build_tiny_vae  # noqa: E402
+from pipeline.models.tiny import TINY_VAE_CONFIG, VAE_WEIGHTS_PATH, build_tiny_vae  # noqa: E402
 
 # scikit-image's bundled photos and their licenses (skimage/data/_fetchers.py docstrings).
 TRAIN_PHOTOS = {

@@ -21,13 +21,13 @@ import shutil
 from pathlib import Path
 
 REPO = "Tongyi-MAI/Z-Image-Turbo"
-PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "pipeline" / "engines" / "zimage_configs"
+PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "pipeline" / "models" / "zimage_configs"
 
 
 def _tokenizer_files(folder: Path) -> None:
     """The tiny tokenizer under the real repo's file names: tokenizer.json, vocab.json, merges.txt and a
     tokenizer_config.json naming ``Qwen2Tokenizer`` (its special tokens live in tokenizer.json)."""
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     folder.mkdir(parents=True, exist_ok=True)
     text = tiny._tokenizer_json()
@@ -47,7 +47,7 @@ def save_tiny_diffusers(folder: Path) -> Path:
     """tiny-random saved as a diffusers folder laid out like Z-Image-Turbo's repo (sharded, real configs)."""
     import torch
 
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     components = tiny.build_tiny_components(torch.float32)
     folder.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def save_comfy_files(models: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     components = tiny.build_tiny_components(torch.float32)
     files = {"transformer": models / "diffusion_models" / "z_image_turbo_bf16.safetensors",

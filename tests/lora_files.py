@@ -14,7 +14,7 @@ def lora_tensors(rank: int = 4, seed: int = 0, scale: float = 0.2, targets=TARGE
     """{module: (A rank×in, B out×rank)} for the tiny transformer's layers (dim 64, feed-forward 170)."""
     import torch
 
-    from pipeline.engines.tiny import build_tiny_transformer
+    from pipeline.models.tiny import build_tiny_transformer
 
     shapes = {name: (m.in_features, m.out_features) for name, m in build_tiny_transformer().named_modules()
               if name in targets}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from conftest import run_cli, run_json
-from pipeline.images import a1111_parameters, parse_a1111
+from pipeline.core.images import a1111_parameters, parse_a1111
 
 # ---- A1111 (modules/infotext_utils.py)
 re_param = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -199,7 +199,7 @@ def test_cfg_scale_is_guidance_plus_one():
 def test_hires_steps_is_what_diffusers_img2img_runs():
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImageImg2ImgPipeline
 
-    from pipeline.images import img2img_steps_run
+    from pipeline.core.images import img2img_steps_run
 
     class Pipe:
         scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
@@ -272,7 +272,7 @@ def test_refine_writes_hires_fix_and_refine_from_reads_it(tmp_path):
 
 
 def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
-    from pipeline.images import img2img_steps_run
+    from pipeline.core.images import img2img_steps_run
 
     out = tmp_path / "outputs"
     prompt, negative = "a lighthouse, at dusk", "blurry, dark"
@@ -364,7 +364,7 @@ def test_hires_to_another_aspect_starts_from_the_crop_a1111_makes(tmp_path):
     (as A1111's hires fix); an img2img (here: an image without our record) from the image stretched to the
     target (as A1111's img2img "Just resize")."""
     from pipeline.session import Session
-    from pipeline.specs import RefineSpec
+    from pipeline.stages.specs import RefineSpec
     from pipeline.stages import hires, refine
 
     out = tmp_path / "outputs"

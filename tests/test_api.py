@@ -85,7 +85,7 @@ def test_model_loads_once_across_explore_and_refine(tmp_path, engine_loads):
 
 
 def test_a_config_with_several_prompts_loads_the_model_once(tmp_path, engine_loads):
-    from pipeline.config import RunConfig
+    from pipeline.config.loader import RunConfig
     from pipeline.runner import run_config
 
     config = RunConfig.model_validate({

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import ROOT, cli_env, run_cli
 
 from pipeline.cli import main
-from pipeline.config import RunConfig, load_config, parse_yaml
+from pipeline.config.loader import RunConfig, load_config, parse_yaml
 
 BASE = """\
 model: tiny-random
@@ -498,7 +498,7 @@ def test_adding_picks_later_reuses_the_run(smoke, tmp_path_factory):
 
 def test_dry_run_loads_no_model_and_waits_for_explore(tmp_path):
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    code = ("import sys, json; from pipeline.config import load_config; from pipeline.runner import run_config; "
+    code = ("import sys, json; from pipeline.config.loader import load_config; from pipeline.runner import run_config; "
             "r = run_config(load_config('configs/smoke.yaml'), dry_run=True); "
             "print(json.dumps([r.to_json(), 'torch' in sys.modules, 'diffusers' in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,

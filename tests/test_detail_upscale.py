@@ -92,7 +92,7 @@ def test_no_step_at_tile_edges(tmp_path):
     band instead of the cross-fade (the control below) puts that average at 1.4-4.5x (measured: 3 seeds,
     2 pictures, strengths 0.1-0.4), the cross-fade at 0.9-1.3x."""
     from pipeline.engines.detail import add_detail
-    from pipeline.jobs import DetailJob
+    from pipeline.core.jobs import DetailJob
     from pipeline.session import Session
 
     picture = _smooth_picture(tmp_path / "smooth.png")

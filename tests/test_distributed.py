@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import Store
+from pipeline.core.store import Store
 
 from conftest import cli_env, run_cli
 

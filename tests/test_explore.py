@@ -207,7 +207,7 @@ def test_python_api_returns_typed_results(tmp_path):
 
 def test_explore_keeps_what_another_process_recorded_meanwhile(tmp_path):
     """explore holds run.json in memory for a whole run; a refine finishing meanwhile must survive its saves."""
-    from pipeline.runs import load_run, save_run, update_run
+    from pipeline.core.runs import load_run, save_run, update_run
     from pipeline.stages.explore import _save
 
     run_dir = tmp_path / "r"

@@ -219,7 +219,7 @@ def test_failed_run_json_write_keeps_the_old_one(chain, monkeypatch):
     """A write that fails (ENOSPC, in-process) leaves the previous run.json whole and no temp file."""
     from click.testing import CliRunner
 
-    import pipeline.store
+    import pipeline.core.store
     from pipeline.cli import main
 
     out, run = chain["out"], chain["run"]
@@ -228,7 +228,7 @@ def test_failed_run_json_write_keeps_the_old_one(chain, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline.store.os, "fsync", full)
+    monkeypatch.setattr(pipeline.core.store.os, "fsync", full)
     result = CliRunner().invoke(main, ["explore", PROMPT, *TINY, "--size", "64", "--seeds", SEEDS, "--run", "r",
                                        "--out", str(out)])
     monkeypatch.undo()
@@ -263,11 +263,11 @@ def test_two_processes_on_one_run_compute_each_picture_once(tmp_path):
 
 
 def test_a_lock_held_by_a_killed_process_is_taken_over(tmp_path):
-    from pipeline.store import Store
+    from pipeline.core.store import Store
 
     key = "ab" * 32
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pipeline.store import Store\n"
+        "import sys, time; from pipeline.core.store import Store\n"
         f"with Store({str(tmp_path)!r}).lock({key!r}):\n"
         "    print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

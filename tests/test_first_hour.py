@@ -79,7 +79,7 @@ def test_the_wait_before_the_first_picture_says_what_is_loading(tmp_path):
 
 
 def test_loading_message_names_where_the_model_comes_from(tmp_path, monkeypatch):
-    from pipeline.models import loading_message
+    from pipeline.models.names import loading_message
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -142,7 +142,7 @@ def test_the_api_refuses_an_upscaler_as_model(tmp_path):
     import pytest
 
     from pipeline import Pipeline
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
 
     picture = _picture(tmp_path)
     with Pipeline(out=tmp_path / "o") as p:

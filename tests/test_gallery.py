@@ -209,7 +209,7 @@ def test_page_write_is_atomic(run_copy, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(gallery, "atomic_write", boom)
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
 
     (run_copy / "thumbs").rename(run_copy / "old-thumbs")  # force thumbnail writes too
     with pytest.raises(UserError, match="disk is full"):

@@ -1,10 +1,10 @@
 """Seed specs, sizes and job keys: what users type and what decides a re-render."""
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.jobs import RenderJob, render_fields
-from pipeline.seeds import parse_seeds, seeds_from_count
-from pipeline.sizes import parse_size
+from pipeline.core.errors import UserError
+from pipeline.core.jobs import RenderJob, render_fields
+from pipeline.core.seeds import parse_seeds, seeds_from_count
+from pipeline.core.sizes import parse_size
 
 
 def test_seed_specs_ranges_and_duplicates():

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from lora_files import LAYOUTS, lora_tensors, scale_of, write_lora  # noqa: E402
 
 from pipeline import Pipeline  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
+from pipeline.core.errors import UserError  # noqa: E402
 
 PROMPT = "a red fox in the snow"
 SIZE = (128, 128)
@@ -124,7 +124,7 @@ def _engine(profile: str, weights_dtype: str | None = None):
     the transformer block by block through diffusers' group offload, as on a GPU)."""
     from diffusers import ZImagePipeline
 
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
     from pipeline.engines.memory import EngineOptions
     from pipeline.engines.zimage import ZImageEngine
 
@@ -141,9 +141,9 @@ def test_the_lora_changes_pictures_alike_under_every_profile_and_int8(tmp_path, 
     balanced the delta equals full's to 1/255 per pixel; under int8 weights (the LoRA added to the
     Int8Linear's output, nothing re-quantized) it stays within 10 % of full's mean delta, while the
     delta itself is far larger than that."""
-    from pipeline.engines.lora import digests
+    from pipeline.models.loras import digests
     from pipeline.engines.quantize import is_quantized
-    from pipeline.jobs import LoraUse, RenderJob, render_fields
+    from pipeline.core.jobs import LoraUse, RenderJob, render_fields
 
     path = write_lora(tmp_path / "style.safetensors", "kohya", tensors, alpha=ALPHA)
     sha = digests(path)[0]

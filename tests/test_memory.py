@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import ROOT, cli_env, run_cli
 from pipeline.engines import memory as mem
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 GiB = mem.GiB
 PROMPT = "a red fox in snow"
@@ -162,7 +162,7 @@ def test_cli_rejects_a_missing_transformer_file_in_one_sentence(tmp_path):
 @pytest.fixture(scope="module")
 def counted_text_encoder():
     """Counts (and remembers weakly) every tiny text encoder built."""
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     built: list = []
     original = tiny.build_tiny_text_encoder
@@ -249,7 +249,7 @@ def test_records_carry_device_profile_memory_and_seconds(explored):
 def test_out_of_memory_becomes_one_sentence_with_the_next_profile(explored, monkeypatch):
     import torch
 
-    from pipeline.jobs import RenderJob, render_fields
+    from pipeline.core.jobs import RenderJob, render_fields
 
     *_, engine = explored
     job = RenderJob(**render_fields(model=engine.fingerprint, prompt=PROMPT, negative="", width=128, height=128,
@@ -271,8 +271,8 @@ def test_fp8_weights_on_the_tiny_model(explored):
     from diffusers import ZImagePipeline
 
     from pipeline.engines.zimage import ZImageEngine
-    from pipeline.engines import tiny
-    from pipeline.jobs import RenderJob, render_fields
+    from pipeline.models import tiny
+    from pipeline.core.jobs import RenderJob, render_fields
 
     *_, engine = explored
     pipe = ZImagePipeline(transformer=tiny.build_tiny_transformer(), vae=engine.pipe.vae, scheduler=engine.pipe.scheduler,

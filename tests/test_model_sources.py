@@ -167,7 +167,7 @@ def test_comfyui_missing_pieces_are_one_sentence(comfy, tmp_path):
 
 
 def test_a_config_model_section_names_the_files(comfy, tmp_path):
-    from pipeline.config import RunConfig
+    from pipeline.config.loader import RunConfig
 
     models = comfy / "models"
     config = RunConfig.model_validate({"prompts": "a cat", "model": {

@@ -79,7 +79,7 @@ def test_int8_enters_the_key_and_the_metadata(tiny_pair):
 
 
 def _save_tiny_transformer(folder, shard="60KB"):
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
 
     model = tiny.build_tiny_transformer()
     model.save_pretrained(folder, max_shard_size=shard)
@@ -167,7 +167,7 @@ def test_a_diffusers_folder_loads_int8_through_the_streaming_loader(tmp_path):
     import torch
     from diffusers import ZImagePipeline
 
-    from pipeline.engines import tiny
+    from pipeline.models import tiny
     from pipeline.engines.quantize import Int8Linear
     from pipeline.engines.zimage import load_pipeline_without_text_encoder
 

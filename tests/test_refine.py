@@ -18,7 +18,7 @@ from PIL import Image, PngImagePlugin
 from conftest import DATA, ROOT, cli_env, run_cli
 
 from pipeline.cli import main
-from pipeline.engines import tiny
+from pipeline.models import tiny
 
 TINY = ["--model", "tiny-random"]
 PROMPT = "a red fox in snow"

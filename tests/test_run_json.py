@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from pipeline import Pipeline
-from pipeline.runs import RUN_VERSION, load_run
+from pipeline.core.runs import RUN_VERSION, load_run
 
 PROMPT = "a red fox in snow"
 V1_NAMES = {"explore": "candidates", "refine": "pictures", "upscale": "items"}

@@ -136,7 +136,7 @@ def test_explores_started_together_without_run_get_their_own_folders(tmp_path):
 
 
 def test_a_folder_is_claimed_even_within_one_second(tmp_path):
-    from pipeline.runs import new_run_dir, release_run_dir
+    from pipeline.core.runs import new_run_dir, release_run_dir
 
     claimed = [new_run_dir(tmp_path, PROMPT, claim=True) for _ in range(3)]
     assert len(set(claimed)) == 3 and all(p.is_dir() for p in claimed)  # 2 of them share a second at least

@@ -22,7 +22,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from pipeline.engines import tiny  # noqa: E402
+from pipeline.models import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = Path(__file__).resolve().parent / "data" / "rocket.jpg"
@@ -68,7 +68,7 @@ def _generate(pipe, **kwargs) -> Image.Image:
 
 def test_fingerprint_imports_no_torch():
     code = (
-        "import sys, json; from pipeline.engines.tiny import tiny_fingerprint, TINY_MODEL_ID; "
+        "import sys, json; from pipeline.models.tiny import tiny_fingerprint, TINY_MODEL_ID; "
         "fp = tiny_fingerprint(); "
         "print(json.dumps([fp, TINY_MODEL_ID, 'torch' in sys.modules, 'diffusers' in sys.modules]))"
     )

@@ -268,7 +268,7 @@ def test_vary_from_the_page(browser, server):
 def test_a_lora_picked_on_the_page_is_recorded_with_its_strength(browser, tmp_path):
     from lora_files import lora_tensors, write_lora
 
-    pytest.importorskip("pipeline.engines.lora", reason="no LoRA support on this branch")
+    pytest.importorskip("pipeline.models.loras", reason="no LoRA support on this branch")
     folder = tmp_path / "loras"
     write_lora(folder / "style.safetensors", "kohya", lora_tensors(rank=4, seed=7), alpha=4.0)
     srv = Server(tmp_path / "outputs", env={"PIPELINE_LORAS": str(folder)})

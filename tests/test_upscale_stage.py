@@ -53,7 +53,7 @@ def test_run_json_records_the_upscaler_as_upscaler_takes_it(tmp_path):
     (`pipeline upscale --upscaler NAME`) finds the same weights and computes nothing."""
     import shutil
 
-    from pipeline.engines.weights import resolve_weights
+    from pipeline.models.upscaler_weights import resolve_weights
 
     out = tmp_path / "outputs"
     run_dir = Path(run_json("explore", "a lighthouse", "--model", "tiny-random", "--size", "64", "--seeds", "3",
@@ -183,7 +183,7 @@ def test_cached_upscale_draws_no_bar_and_names_the_gallery(run):
 
 
 def test_postprocessing_text_quotes_values_as_a1111_does():
-    from pipeline.images import a1111_postprocessing
+    from pipeline.core.images import a1111_postprocessing
 
     text = a1111_postprocessing({"Postprocess upscale by": 2.0, "Postprocess upscaler": "C:/w, new.pth",
                                  "Postprocess upscaler 2": None})

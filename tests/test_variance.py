@@ -39,7 +39,7 @@ def engine(tmp_path_factory):
 
 
 def render_job(session, seed, variance=0.0, steps=0.25, share=0.5, width=64):
-    from pipeline.jobs import RenderJob, make_variance, render_fields
+    from pipeline.core.jobs import RenderJob, make_variance, render_fields
 
     return RenderJob(**render_fields(model=session.fingerprint, prompt=PROMPT, negative="", width=width,
                                      height=width, steps=8, guidance=0.0, seed=seed, dtype=session.dtype,
@@ -161,7 +161,7 @@ def test_variance_is_in_the_record_the_infotext_and_show(varied):
     assert run["variance"] == {"strength": 0.3, "share": 0.5, "steps": 0.2}
     assert "variance" in (out / "varied" / "index.html").read_text()
 
-    from pipeline.images import parse_a1111
+    from pipeline.core.images import parse_a1111
 
     assert parse_a1111(parameters)["variance"] == record["variance"]
 

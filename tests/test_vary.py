@@ -109,10 +109,10 @@ def test_contact_sheet_shows_the_variations(varied):
 
 
 def test_variation_ids_are_read_everywhere_a_seed_spec_is():
-    from pipeline.config_schema import Pick, VarySection
-    from pipeline.errors import UserError
-    from pipeline.seeds import parse_seeds, pick_parent, seed_ranges
-    from pipeline.specs import RefineSpec, VarySpec
+    from pipeline.config.schema import Pick, VarySection
+    from pipeline.core.errors import UserError
+    from pipeline.core.seeds import parse_seeds, pick_parent, seed_ranges
+    from pipeline.stages.specs import RefineSpec, VarySpec
 
     assert parse_seeds("42v3,42V1-2, 7,42v3v1", variations=True) == ["42v3", "42v1", "42v2", 7, "42v3v1"]
     assert pick_parent("42v3v1") == "42v3" and pick_parent("42v3") == 42 and pick_parent(42) is None

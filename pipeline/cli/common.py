@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger("pipeline")
 
@@ -79,7 +79,7 @@ def user_errors(func):
             click.echo("error: out of memory; try a smaller --batch or --size, or a lower --memory profile", err=True)
             sys.exit(2)
         except OSError as err:  # unexpected file-system trouble, e.g. a disk that filled up
-            from ..store import write_error
+            from ..core.store import write_error
 
             click.echo(f"error: {write_error(Path(err.filename or '?'), err)}", err=True)
             sys.exit(2)

@@ -18,7 +18,7 @@ def config_group():
 @user_errors
 def schema():
     """Print the JSON Schema of config files (for editors' completion and checking)."""
-    from ..config import json_schema
+    from ..config.loader import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 
@@ -32,7 +32,7 @@ def show(config, overrides, as_json):
     """Print CONFIG as it will run: checked, overrides applied, defaults filled in."""
     import yaml
 
-    from ..config import load_config
+    from ..config.loader import load_config
 
     data = load_config(config, overrides).config.resolved()
     if as_json:

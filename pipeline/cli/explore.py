@@ -34,7 +34,7 @@ from .common import (log, lora_option, make_pipeline, next_hint, parse_batch, re
 def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_name, batch, variance, variance_share,
             variance_steps, lora, dry_run, as_json, model, out, device, dtype, memory):
     """Render many candidates of PROMPT across seeds, to pick from."""
-    from ..sizes import parse_size
+    from ..core.sizes import parse_size
 
     if seeds is None and count is None:
         count = 16

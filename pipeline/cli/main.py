@@ -68,7 +68,7 @@ def main(verbose):
       pipeline upscale
     """
     setup_logging(verbose)
-    from ..distributed import quiet_other_processes
+    from ..scale.distributed import quiet_other_processes
 
     quiet_other_processes()  # under accelerate launch / torchrun only the main process prints results
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .common import (chosen_loras, log, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch,
                      report, resolve_out, session_options, user_errors)
 
@@ -50,13 +50,13 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
 
     The candidate's LoRAs are used again (found by their digest); --lora replaces them, --no-lora drops them.
     """
-    from ..sizes import parse_size
+    from ..core.sizes import parse_size
 
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
     out_given, out = out, resolve_out(out, run)
     if seeds is None and source is None:  # the picks saved with the run (by `pipeline ui`)
-        from ..runs import load_picks, resolve_run
+        from ..core.runs import load_picks, resolve_run
 
         try:
             seeds = load_picks(resolve_run(Path(out), run)) or None

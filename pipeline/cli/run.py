@@ -22,7 +22,7 @@ def run(config, overrides, dry_run, as_json):
       pipeline run configs/fox.yaml --set refine.picks=42,97 --set upscale.scale=2
       pipeline run configs/fox.yaml --dry-run
     """
-    from ..config import load_config
+    from ..config.loader import load_config
     from ..runner import run_config
 
     loaded = load_config(config, overrides)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .common import print_json, user_errors
 
 
@@ -41,7 +41,7 @@ def safe(value) -> str:
 @user_errors
 def show(image, as_json):
     """Print the parameters stored in IMAGE (ours or A1111's)."""
-    from ..images import read_info
+    from ..core.images import read_info
 
     info = read_info(image)
     if as_json:

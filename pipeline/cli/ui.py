@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .common import make_pipeline, resolve_out, session_options, user_errors
 
 log = logging.getLogger("pipeline")
@@ -37,7 +37,7 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
 
     credentials = parse_auth(auth, auth_file)
     check_host(host, credentials)  # before the slow imports
-    from ..hardware import check_device
+    from ..core.hardware import check_device
 
     check_device(device)  # `--device gpu`: one sentence now, not after Gradio's import
     out = resolve_out(out)

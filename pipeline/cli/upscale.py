@@ -8,7 +8,7 @@ import logging
 
 import click
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .common import make_pipeline, report, resolve_out, session_options, user_errors
 
 log = logging.getLogger("pipeline")

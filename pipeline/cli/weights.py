@@ -12,8 +12,8 @@ def weights():
     """List the upscaler weights and the LoRAs available, and where they came from."""
     import os
 
-    from ..engines.lora import list_loras, lora_folders
-    from ..engines.weights import list_weights, weights_dir
+    from ..models.loras import list_loras, lora_folders
+    from ..models.upscaler_weights import list_weights, weights_dir
 
     click.echo(f"weights folder: {weights_dir()}  (set PIPELINE_WEIGHTS to change)")
     for info in list_weights():

@@ -1,4 +1,6 @@
-"""Engines: the code that imports torch and runs models (loaded only when a job misses the store)."""
+"""Engines: the code that imports torch and runs models (loaded only when a job misses the store): the Z-Image
+engine and its memory profiles, int8, LoRA weights, seed variance, prompt embeddings, the detail pass and the
+Real-ESRGAN upscaler. May import models (where files come from) and core; never stages or anything above."""
 from __future__ import annotations
 
 import logging

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..jobs import RenderJob
+from ..core.jobs import RenderJob
 from .tiling import detail_tiles, detail_weights, padded
 
 

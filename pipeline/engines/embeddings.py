@@ -17,7 +17,7 @@ import time
 from types import SimpleNamespace
 from typing import Callable
 
-from ..jobs import canonical_json
+from ..core.jobs import canonical_json
 
 log = logging.getLogger("pipeline")
 

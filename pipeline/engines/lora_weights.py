@@ -1,6 +1,6 @@
 """LoRA weights on the Z-Image transformer: read, convert, check, apply. Torch lives here.
 
-Reading: ``.safetensors`` only (``engines/lora.py`` refuses pickles before we get here). The layouts
+Reading: ``.safetensors`` only (``models/loras.py`` refuses pickles before we get here). The layouts
 are converted by diffusers' own Z-Image conversion (``ZImageLoraLoaderMixin.lora_state_dict``):
 diffusers/PEFT (``transformer.<module>.lora_A/B``), ComfyUI/ai-toolkit (``diffusion_model.<module>.
 lora_A/B`` or ``lora_down/up`` + ``alpha``) and Kohya (``lora_unet_<module_with_underscores>.
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger("pipeline")
 

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger("pipeline")
 
@@ -214,7 +214,7 @@ class EngineOptions:
     text_encoder: str | None = None  # single-file Qwen3-4B (.safetensors, ComfyUI's keys or transformers')
     vae: str | None = None  # single-file VAE (.safetensors, the Flux ae layout or diffusers')
 
-    # single-file components: option name -> accepted suffixes (see engines/single_file.py)
+    # single-file components: option name -> accepted suffixes (see models/single_file.py)
     FILES = {"transformer": (".safetensors", ".gguf"), "text_encoder": (".safetensors",), "vae": (".safetensors",)}
 
     def __post_init__(self):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 
 def load_image(path: str | Path) -> Image.Image:

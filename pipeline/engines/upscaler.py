@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.engines import weights as weights_mod
+from pipeline.models import upscaler_weights as weights_mod
 from pipeline.engines.upscale_images import from_planes, to_planes
 from pipeline.engines.tiling import DEFAULT_OVERLAP, axis_plan, default_overlap, tile_starts  # noqa: F401
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_TILE = 256
@@ -60,7 +60,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX512-BF16) and oneDNN may use it."""
-    from pipeline.hardware import onednn_limits_bf16
+    from pipeline.core.hardware import onednn_limits_bf16
 
     if onednn_limits_bf16():
         return False
@@ -358,7 +358,7 @@ def _looks_broken(x: torch.Tensor, out: torch.Tensor) -> bool:
 
 def load_upscaler(name_or_path: str | Path | None = None, device: str | torch.device | None = "auto",
                   precision: str = "auto", *, weights_dir: Path | None = None, batch: int = 8) -> Upscaler:
-    """Resolve weights (see ``pipeline.engines.weights.resolve_weights``),
+    """Resolve weights (see ``pipeline.models.upscaler_weights.resolve_weights``),
     load them with spandrel (strict) onto ``device`` in ``precision``.
 
     Raises ``UserError`` for unknown/unsafe/unsupported weights."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..jobs import Variance
+from ..core.jobs import Variance
 
 # A generator of its own, seeded from the picture's seed but not replaying the random numbers
 # that drew the picture's starting noise (the seed itself seeds that generator).

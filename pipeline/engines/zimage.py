@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from ..errors import UserError
-from ..jobs import RenderJob
-from ..models import display_name, model_fingerprint
+from ..core.errors import UserError
+from ..core.jobs import RenderJob
+from ..models.names import display_name, model_fingerprint
 from . import memory as mem
-from . import sources
+from ..models import components as sources
 from .embeddings import PromptEmbeddings
 
 log = logging.getLogger("pipeline")

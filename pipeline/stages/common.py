@@ -5,10 +5,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__, distributed
-from ..images import encode_png
-from ..models import display_name
-from ..store import Artifact
+from .. import __version__
+from ..scale import distributed
+from ..core.images import encode_png
+from ..models.names import display_name
+from ..core.store import Artifact
 
 
 @dataclass
@@ -141,8 +142,8 @@ class LineProgress:
 def run_variance(data: dict, pick):
     """The --variance of a run's candidate ``pick`` (a seed or variation id): the run's settings, seeded
     by the seed it descends from, so refine and vary use the conditioning the candidate was made with."""
-    from ..jobs import variance_from_record
-    from ..seeds import pick_root
+    from ..core.jobs import variance_from_record
+    from ..core.seeds import pick_root
 
     settings = data.get("variance")
     if not isinstance(settings, dict):
@@ -161,7 +162,7 @@ def recorded_loras(session, records, what: str) -> list:
     naming it (and ``what`` needs it) when a picture needs computing."""
     if not isinstance(records, list) or not records:
         return []
-    from ..engines.lora import from_records
+    from ..models.loras import from_records
 
     loras = from_records(records, session.model, session.lora_paths)
     session.register_loras(loras, what)
@@ -180,7 +181,7 @@ def recorded_meta(info: dict) -> dict:
     variance and LoRAs from our record; else prompt, negative, seed and variance from A1111's text (its Steps
     and CFG scale belong to another sampler and model: on Turbo they would burn the picture), with its
     ``Lora hashes`` as ``lora_hashes`` (another program's LoRAs: never applied); else nothing."""
-    from ..images import parse_a1111
+    from ..core.images import parse_a1111
 
     record = our_record(info)
     if record is not None:
@@ -196,7 +197,7 @@ def recorded_meta(info: dict) -> dict:
 
 def recorded_seed(value) -> int:
     """A seed from a picture's metadata; 0 when absent or not one of ours (A1111 writes -1 for random)."""
-    from ..seeds import MAX_SEED
+    from ..core.seeds import MAX_SEED
 
     try:
         seed = int(value)

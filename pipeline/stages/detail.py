@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, distributed
-from ..errors import UserError
-from ..images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, quote, read_info
-from ..jobs import DetailJob, variance_from_record
-from ..models import display_name
-from ..runs import place
-from ..specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .. import __version__
+from ..scale import distributed
+from ..core.errors import UserError
+from ..core.images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, quote, read_info
+from ..core.jobs import DetailJob, variance_from_record
+from ..models.names import display_name
+from ..core.runs import place
+from .specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..web.gallery import write_gallery
 from . import upscale
 from .common import Item, StageResult, recorded_loras, recorded_meta, recorded_seed
@@ -69,7 +70,7 @@ def output_size(path: Path, scale: float) -> tuple[int, int]:
 
 def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> list[DetailJob]:
     from ..engines.tiling import detail_overlap
-    from ..jobs import make_loras
+    from ..core.jobs import make_loras
 
     jobs = []
     for item, sr_job in zip(inputs, sr_jobs):

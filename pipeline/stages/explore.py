@@ -7,17 +7,17 @@ import logging
 import time
 from pathlib import Path
 
-from .. import distributed
-from ..errors import UserError
+from ..scale import distributed
+from ..core.errors import UserError
 from ..web.gallery import write_gallery
-from ..images import contact_sheet, lora_label
-from ..jobs import RenderJob, digest_bytes, make_variance, render_fields
-from ..seeds import pick_order
-from ..models import display_name
-from ..runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
+from ..core.images import contact_sheet, lora_label
+from ..core.jobs import RenderJob, digest_bytes, make_variance, render_fields
+from ..core.seeds import pick_order
+from ..models.names import display_name
+from ..core.runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
                     set_latest, stage_pictures, update_run, write_error)
-from ..store import atomic_write, check_writable
-from ..specs import ExploreSpec
+from ..core.store import atomic_write, check_writable
+from .specs import ExploreSpec
 from .common import Item, StageResult, batches, check_loras, progress_bar, store_picture
 
 log = logging.getLogger("pipeline")

@@ -13,7 +13,7 @@ import dataclasses
 import io
 from pathlib import Path
 
-from ..jobs import RefineJob, variance_from_record
+from ..core.jobs import RefineJob, variance_from_record
 
 
 def as_hires_fix(job: RefineJob, parent: dict | None) -> tuple[RefineJob, dict | None]:
@@ -22,7 +22,7 @@ def as_hires_fix(job: RefineJob, parent: dict | None) -> tuple[RefineJob, dict |
     is A1111's hires fix of it: returns the job, cropped as A1111 crops when the aspect changes, and the
     first pass's settings for its text. Anything else (a LoRA candidate refined without its LoRA too) is
     an img2img (None), resized as A1111's img2img does."""
-    from ..images import a1111_hires_crop, a1111_hires_scale
+    from ..core.images import a1111_hires_crop, a1111_hires_scale
 
     if job.mode != "hires" or not isinstance(parent, dict) or parent.get("kind") != "explore" or "upscale" in parent:
         return job, None

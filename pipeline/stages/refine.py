@@ -19,15 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import distributed
-from ..errors import UserError
-from ..jobs import RefineJob, render_fields
-from ..models import TINY
-from ..runs import load_run, new_run_data, place, record_pictures, resolve_run, set_latest, stage_pictures
-from ..seeds import pick_order, seed_ranges
-from ..sizes import check_size
+from ..scale import distributed
+from ..core.errors import UserError
+from ..core.jobs import RefineJob, render_fields
+from ..models.names import TINY
+from ..core.runs import load_run, new_run_data, place, record_pictures, resolve_run, set_latest, stage_pictures
+from ..core.seeds import pick_order, seed_ranges
+from ..core.sizes import check_size
 from ..web.gallery import write_gallery
-from ..specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
+from .specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
                      store_picture)
 from .hires import as_hires_fix, enlarge_parents, parent_size
@@ -75,7 +75,7 @@ def default_model(out: Path, run: str | None, source: str | Path | None = None) 
             return load_run(resolve_run(out, run)).get("model") or None
         except UserError:
             return None
-    from ..images import read_info
+    from ..core.images import read_info
 
     try:
         record = read_info(Path(source)).get("pipeline")
@@ -155,7 +155,7 @@ def enlarge_name(spec: RefineSpec) -> str:
     """How hires enlarges the parent, as it enters the key: ``lanczos`` or ``<weights>@<sha256[:16]>``."""
     if spec.mode != "hires" or spec.upscaler.lower() == LANCZOS:
         return LANCZOS if spec.mode == "hires" else ""
-    from ..engines import weights  # no torch: resolving and hashing a weights file
+    from ..models import upscaler_weights as weights  # no torch: resolving and hashing a weights file
 
     resolved = weights.resolve_weights(spec.upscaler)
     return f"{resolved.name}@{weights.weights_digest(resolved.path)[:16]}"
@@ -174,7 +174,7 @@ def candidate_name(seed: int) -> str:
 
 def _missing_candidate(run_dir: Path, data: dict, seed) -> str:
     if isinstance(seed, str):
-        from ..seeds import pick_parent, pick_path
+        from ..core.seeds import pick_parent, pick_path
 
         entry = {c.get("seed"): c for c in stage_pictures(data, "explore")}.get(seed, {})
         command = ["pipeline", "vary", "--run", str(run_dir), "--seeds", str(pick_parent(seed)),

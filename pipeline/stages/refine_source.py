@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import UserError
-from ..jobs import digest_bytes, variance_from_record
-from ..models import display_name
-from ..runs import check_run_name, resolve_run, slugify
-from ..specs import DEFAULT_GUIDANCE, RefineSpec
+from ..core.errors import UserError
+from ..core.jobs import digest_bytes, variance_from_record
+from ..models.names import display_name
+from ..core.runs import check_run_name, resolve_run, slugify
+from .specs import DEFAULT_GUIDANCE, RefineSpec
 from .common import our_record, recorded_loras, recorded_meta, recorded_seed
 from .hires import as_hires_fix, image_size
 from .refine import Pick, Plan, candidate_name, enlarge_name, refine_job, scaled_size
@@ -21,7 +21,7 @@ log = logging.getLogger("pipeline")
 def plan_source(session, spec: RefineSpec, run: str | None) -> Plan:
     """The one job of `refine --from IMAGE`: its prompt, seed, negative, guidance, variance and LoRAs from
     the image's own record, else from A1111 text (prompt and seed only), else from --prompt/--seed."""
-    from ..images import read_info
+    from ..core.images import read_info
 
     path = Path(spec.source).expanduser()
     info = read_info(path)  # a missing or unreadable image is a UserError

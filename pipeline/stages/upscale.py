@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, distributed
-from ..errors import UserError
-from ..hardware import cpu_has_native_bf16, gpu_likely_present
-from ..images import (
+from .. import __version__
+from ..scale import distributed
+from ..core.errors import UserError
+from ..core.hardware import cpu_has_native_bf16, gpu_likely_present
+from ..core.images import (
     A1111_CHUNK,
     EXTRAS_CHUNK,
     JSON_CHUNK,
@@ -18,10 +19,10 @@ from ..images import (
     a1111_postprocessing,
     a1111_upscaler_name,
 )
-from ..jobs import UpscaleJob
-from ..seeds import pick_order
-from ..runs import load_run, place, record_pictures, resolve_run, stage_pictures
-from ..store import file_digest
+from ..core.jobs import UpscaleJob
+from ..core.seeds import pick_order
+from ..core.runs import load_run, place, record_pictures, resolve_run, stage_pictures
+from ..core.store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
 from .upscale_time import (OnProgress, TileProgress, describe_estimate, image_size, recall_cost, remember_cost,
@@ -153,7 +154,7 @@ def _check(scale, tile, overlap, precision) -> None:
 
 def plan(session, inputs: list[UpscaleInput], *, model, scale, tile, overlap, precision):
     """The weights to use and one job per input (pure: no torch)."""
-    from ..engines import weights as weights_mod
+    from ..models import upscaler_weights as weights_mod
 
     _check(scale, tile, overlap, precision)
     resolved = weights_mod.resolve_weights(model)
@@ -377,7 +378,7 @@ def _run_fields(jobs: list[UpscaleJob]) -> dict:
 
 def upscaler_name(resolved) -> str:
     """The weights as `--upscaler` takes them: a preset's or weights folder file's name, else the file's path."""
-    from ..engines.weights import SOURCE_FILE, weights_dir
+    from ..models.upscaler_weights import SOURCE_FILE, weights_dir
 
     if resolved.source != SOURCE_FILE or resolved.path.parent == weights_dir():
         return resolved.name

@@ -71,7 +71,7 @@ def recall_cost(store_root: Path, engine) -> bool:
 
 def remember_cost(store_root: Path, engine) -> None:
     """Keep ``engine``'s cost model for the next process (best effort: a read-only store just forgets)."""
-    from ..store import atomic_write
+    from ..core.store import atomic_write
 
     if engine.known_cost is None:
         return

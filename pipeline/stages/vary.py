@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import distributed
-from ..errors import UserError
-from ..jobs import VaryJob, render_fields, variation_seed
-from ..seeds import MAX_SEED, pick_order, pick_parent, pick_path, seed_ranges, variation_id
-from ..runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
-from ..specs import DEFAULT_GUIDANCE, VarySpec
+from ..scale import distributed
+from ..core.errors import UserError
+from ..core.jobs import VaryJob, render_fields, variation_seed
+from ..core.seeds import MAX_SEED, pick_order, pick_parent, pick_path, seed_ranges, variation_id
+from ..core.runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
+from .specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
                      store_picture)

@@ -23,8 +23,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from ..runs import PICKS_FILE, load_picks, load_run, resolve_run, stage_pictures
-from ..store import atomic_write, write_error
+from ..core.runs import PICKS_FILE, load_picks, load_run, resolve_run, stage_pictures
+from ..core.store import atomic_write, write_error
 from .thumbs import THUMB_SIZE, Thumbs
 
 log = logging.getLogger("pipeline")
@@ -117,7 +117,7 @@ def stage_items(data: dict, stage: str) -> list[dict]:
 
 def _seed_of(item: dict) -> int | str | None:
     """The picture's seed, or its variation id (42v3, made by `pipeline vary`); None when it has neither."""
-    from ..seeds import pick_order
+    from ..core.seeds import pick_order
 
     seed = item.get("seed")
     if isinstance(seed, str):
@@ -237,7 +237,7 @@ def render_page(run_dir: Path, data: dict, groups: list[dict], others: list[Pict
 
 def _lora_param(data: dict) -> dict:
     """The run's LoRAs as one shown value (``style 0.8, ink 1``); nothing when it has none."""
-    from ..images import lora_label
+    from ..core.images import lora_label
 
     label = lora_label(data.get("loras")) if isinstance(data.get("loras"), list) else ""
     return {"loras": label} if label else {}

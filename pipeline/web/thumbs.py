@@ -10,7 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..store import atomic_write, write_error
+from ..core.store import atomic_write, write_error
 
 log = logging.getLogger("pipeline")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ...errors import UserError
+from ...core.errors import UserError
 from . import flow, refine_panel, upscale_panel
 
 UPLOAD_CAP = 30 * 2**20  # bytes: as the server's upload guard (guard.IMAGE_BYTES)
@@ -106,7 +106,7 @@ def checked(path) -> str:
 
 
 def _has_parameters(path: str) -> bool:
-    from ...images import read_info
+    from ...core.images import read_info
 
     try:
         info = read_info(Path(path))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ...errors import UserError
+from ...core.errors import UserError
 
 OOM_HINT = "out of memory; try a smaller size or batch, or start `pipeline ui` with a lower --memory profile"
 
@@ -34,7 +34,7 @@ def message(err: BaseException) -> str | None:
     if isinstance(err, MemoryError) or err.__class__.__name__ == "OutOfMemoryError":
         return str(err) if "profile" in str(err) else OOM_HINT
     if isinstance(err, OSError):
-        from ...store import write_error
+        from ...core.store import write_error
         from pathlib import Path
 
         return str(write_error(Path(err.filename or "?"), err))

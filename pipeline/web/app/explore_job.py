@@ -28,8 +28,8 @@ class Update:
 def request_of(app, prompt, negative, width, height, count, seeds, steps, guidance, seed=form.RANDOM,
                batch="auto", variance=0.0, loras=None) -> dict:
     """The form's values as an explore request (what the journal keeps to continue it)."""
-    from ...errors import UserError
-    from ...sizes import check_size
+    from ...core.errors import UserError
+    from ...core.sizes import check_size
 
     if not prompt or not str(prompt).strip():
         raise UserError("write a prompt first")
@@ -222,7 +222,7 @@ def form_of_request(found):
     """The form as the interrupted explore had it (the notice goes)."""
     if not found:
         return [gr.update(visible=False)] + [gr.skip()] * 8
-    from ...seeds import seed_ranges
+    from ...core.seeds import seed_ranges
 
     r = found["request"]
     return (gr.update(visible=False), r["prompt"], r["negative"], r["size"][0], r["size"][1],

@@ -8,9 +8,9 @@ import json
 
 import gradio as gr
 
-from ...seeds import MAX_SEED
-from ...sizes import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
-from ...specs import MAX_VARIANCE
+from ...core.seeds import MAX_SEED
+from ...core.sizes import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
+from ...stages.specs import MAX_VARIANCE
 
 # Aspect presets: the 1024-pixel-area sizes of SDXL-era models (each side a multiple of 64), halved for
 # exploring at 512; refining them ×2 lands on the 1024 size exactly (16:9: 672×384 → 1344×768).
@@ -159,7 +159,7 @@ def lora_choices(app) -> list[str] | None:
 
 def loras_of(app, pairs) -> list[tuple[str, float]] | None:
     """The picked (name, weight) pairs, checked against the listed files (no paths from the page)."""
-    from ...errors import UserError
+    from ...core.errors import UserError
 
     try:
         picked = [(str(name), float(weight)) for name, weight in pairs if name and name != "none"]
@@ -213,8 +213,8 @@ def _negative_state(guidance):
 
 def seeds_of(count, seeds_text, base=RANDOM):
     """{"seeds": [...]} from the seeds field, else Count seeds from the base seed (random when -1)."""
-    from ...errors import UserError
-    from ...seeds import parse_seeds, seeds_from_count
+    from ...core.errors import UserError
+    from ...core.seeds import parse_seeds, seeds_from_count
 
     if seeds_text and seeds_text.strip():
         return {"seeds": parse_seeds(seeds_text.strip())}

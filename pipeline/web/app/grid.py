@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from ...errors import UserError
-from ...runs import load_picks, run_lock, save_picks
+from ...core.errors import UserError
+from ...core.runs import load_picks, run_lock, save_picks
 from . import pictures
 
 STAGES = ("explore", "refine", "upscale")

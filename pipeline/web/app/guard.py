@@ -26,7 +26,7 @@ import time
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from .server import is_loopback
+from .hosts import is_loopback
 
 IMAGE_BYTES = 30 * 2**20  # one dropped image
 BODY_BYTES = 4 * 2**20  # an API call's JSON (a 256-picture gallery value is ~150 KB)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from ...runs import load_picks, load_run
+from ...core.runs import load_picks, load_run
 from ..gallery import collect
 from ..thumbs import Thumbs
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ...errors import UserError
-from ...runs import load_picks
+from ...core.errors import UserError
+from ...core.runs import load_picks
 from . import flow, grid, pictures
 from .candidates import bar
 from .errors import on_page
@@ -51,8 +51,8 @@ def refined_value(view, paths=None):
 
 def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prompt=None):
     """One refine per picture, so Stop ends it between pictures; ``source``: a picture from disk."""
-    from ...seeds import parse_seeds
-    from ...sizes import parse_size
+    from ...core.seeds import parse_seeds
+    from ...core.sizes import parse_size
 
     with on_page():
         target = parse_size(size.strip()) if size and size.strip() else None

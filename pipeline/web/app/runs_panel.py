@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from ...runs import LATEST, RUN_FILE, load_picks, load_run
-from ...runs import stage_pictures as stage_items
+from ...core.runs import LATEST, RUN_FILE, load_picks, load_run
+from ...core.runs import stage_pictures as stage_items
 from . import pictures
 from .errors import on_page
 
@@ -158,7 +158,7 @@ def wire(app, ui, opened) -> None:
 
 def count_and_seeds(view):
     """The form's Count and Seeds as the run has them (its candidates' seeds; variations left out)."""
-    from ...seeds import seed_ranges
+    from ...core.seeds import seed_ranges
 
     seeds = [c.seed for c in view.candidates if isinstance(c.seed, int) and not isinstance(c.seed, bool)]
     return (len(seeds) or gr.skip()), (seed_ranges(sorted(seeds)) if seeds else "")
@@ -166,7 +166,7 @@ def count_and_seeds(view):
 
 def trash(app, name: str) -> Path:
     """Move run ``name`` to OUT/.trash/NAME (NAME-2, … when taken); refused while it is being written."""
-    from ...errors import UserError
+    from ...core.errors import UserError
 
     run_dir = app.run_dir(name)
     if run_dir.name in app.running_runs():
@@ -184,7 +184,7 @@ def trash(app, name: str) -> Path:
 
 def _repoint_latest(out: Path) -> None:
     """OUT/latest named the run just moved: point it at the newest run left (or remove it)."""
-    from ...runs import set_latest
+    from ...core.runs import set_latest
 
     latest = out / LATEST
     try:

@@ -2,13 +2,13 @@
 nothing fetched from the network (no analytics, no share tunnel, no proxying of URLs)."""
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
-from ...errors import UserError
+from ...core.errors import UserError
+from .guard import IMAGE_BYTES, Guard, LoginLimiter
+from .hosts import is_loopback
 
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 def offline_environment() -> None:
@@ -16,15 +16,6 @@ def offline_environment() -> None:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_auth(auth: str | None, auth_file: str | Path | None) -> list[tuple[str, str]]:
@@ -199,7 +190,6 @@ def launch(state, *, host: str = "127.0.0.1", port: int = 7860, auth: list | Non
     offline_environment()
     check_host(host, auth or [])
     from .cache import Cache
-    from .guard import IMAGE_BYTES, Guard, LoginLimiter
 
     if cache is None:
         cache = Cache()

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import UserError
+from ...core.errors import UserError
 
 JOURNAL = ".ui-jobs"
 
@@ -96,7 +96,7 @@ class AppState:
 
     def run_dir(self, run: str | None) -> Path:
         """A run of this server's output folder, by name; never a path outside it."""
-        from ...runs import RUN_FILE, check_run_name
+        from ...core.runs import RUN_FILE, check_run_name
 
         if not run:
             raise UserError("no run is open: explore first, or open one under Runs")
@@ -131,7 +131,7 @@ class AppState:
     def interrupted(self) -> list[dict]:
         """Explores of an earlier server that ended without finishing (killed, crashed): the run,
         the pictures it holds, the number asked for, and the request; newest first."""
-        from ...runs import RUN_FILE
+        from ...core.runs import RUN_FILE
 
         found = []
         try:

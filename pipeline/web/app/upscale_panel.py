@@ -5,15 +5,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from ...errors import UserError
-from ...runs import load_run
+from ...core.errors import UserError
+from ...core.runs import load_run
 from . import flow, grid, pictures
 from .candidates import bar
 from .errors import on_page
 
 
 def model_choices() -> list[str]:
-    from ...engines.weights import PRESETS, WEIGHT_SUFFIXES, weights_dir
+    from ...models.upscaler_weights import PRESETS, WEIGHT_SUFFIXES, weights_dir
 
     choices = list(PRESETS)
     try:
@@ -56,7 +56,7 @@ def upscaled_value(view):
 
 
 def _refined_seeds(run_dir) -> list:
-    from ...runs import stage_pictures
+    from ...core.runs import stage_pictures
 
     seeds = [item.get("seed") for item in stage_pictures(load_run(run_dir), "refine")]
     return list(dict.fromkeys(s for s in seeds if isinstance(s, (int, str)) and not isinstance(s, bool)))
@@ -92,7 +92,7 @@ def check_model(model) -> None:
 def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
     """One upscale per picture; Stop ends it between tiles (the tile under way is dropped, the
     finished pictures are stored and recorded). ``files``: pictures from disk (to ``out_dir``)."""
-    from ...seeds import parse_seeds
+    from ...core.seeds import parse_seeds
 
     with on_page():
         check_model(model)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ...errors import UserError
-from ...runs import load_picks
+from ...core.errors import UserError
+from ...core.runs import load_picks
 from . import candidates, flow, grid, pictures
 from .errors import on_page
 
@@ -53,7 +53,7 @@ def _handler(app, strength: str):
 
 
 def _vary(app, tab, run, seeds, count, strength):
-    from ...seeds import parse_seeds
+    from ...core.seeds import parse_seeds
 
     with on_page():
         run_dir = app.run_dir(run)

@@ -6,8 +6,8 @@ import difflib
 
 from pydantic import ValidationError
 
-from .config_schema import ExploreSection, Pick, PromptEntry, RefineSection, UpscaleSection, VarySection
-from .config_source import Source, error_message, key_path, walk
+from .schema import ExploreSection, Pick, PromptEntry, RefineSection, UpscaleSection, VarySection
+from .source import Source, error_message, key_path, walk
 
 # ---------------------------------------------------------------- unknown keys
 

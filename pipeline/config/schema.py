@@ -14,10 +14,10 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from .errors import UserError
-from .seeds import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
-from .runs import check_run_name
-from .specs import (DEFAULT_REFINE_SCALE, DEFAULT_STEPS, DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS, MAX_VARIANCE,
+from ..core.errors import UserError
+from ..core.seeds import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
+from ..core.runs import check_run_name
+from ..stages.specs import (DEFAULT_REFINE_SCALE, DEFAULT_STEPS, DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS, MAX_VARIANCE,
                     ExploreSpec, RefineSpec, VarySpec, _loras, _prompt_text, _seeds, _size, vary_strength)
 
 DEFAULT_COUNT = 16
@@ -276,7 +276,7 @@ class UpscaleSection(Section):
     def _weights(cls, value):
         if value is None:
             return value
-        from .engines.weights import PRESETS, WEIGHT_SUFFIXES
+        from ..models.upscaler_weights import PRESETS, WEIGHT_SUFFIXES
 
         if value in PRESETS:
             return value

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

@@ -8,7 +8,7 @@ Found here (names as ComfyUI's own Z-Image workflow downloads them; older folder
     comfy/text_encoders/qwen25_tokenizer/    the Qwen tokenizer ComfyUI ships with its code
 
 Finding imports nothing heavy; the files are converted to diffusers' layout on load
-(``engines/single_file.py``). The fingerprint is the files' identities (name, size, mtime), as
+(``models/single_file.py``). The fingerprint is the files' identities (name, size, mtime), as
 for a local diffusers folder.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 TRANSFORMER_FOLDERS = ("diffusion_models", "unet")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")

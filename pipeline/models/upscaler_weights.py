@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 DEFAULT_WEIGHTS = "realesrgan-x4plus"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
@@ -243,7 +243,7 @@ def convert_ncnn_weights(preset: Preset, directory: Path) -> Path | None:
     Returns None when the package or its files are not installed."""
     from safetensors.numpy import save_file
 
-    from pipeline.engines import ncnn
+    from pipeline.models import ncnn
 
     models = ncnn.ncnn_models_dir()
     if models is None:

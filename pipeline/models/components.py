@@ -1,12 +1,12 @@
 """Where each component of a model is loaded from, for every kind of model a user can name.
 
-- ``tiny-random``: built in code (``engines/tiny.py``);
+- ``tiny-random``: built in code (``models/tiny.py``);
 - a Hugging Face repo id (``org/name[@revision]``): its snapshot in the local cache, resolved once
-  (``engines/hub.py``), then loaded from that folder like a local one: nothing asks the network
+  (``models/hub.py``), then loaded from that folder like a local one: nothing asks the network
   for a file the folder lacks;
 - a local diffusers folder: ``from_pretrained`` on it and its ``tokenizer/``, ``text_encoder/``;
-- a ComfyUI install or models folder: its single files (``engines/comfy.py``), converted on load
-  (``engines/single_file.py``).
+- a ComfyUI install or models folder: its single files (``models/comfy.py``), converted on load
+  (``models/single_file.py``).
 
 ``--transformer``, ``--vae`` and ``--text-encoder`` replace one component of any of these.
 """
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from ..models import TINY, is_hub_id
+from ..core.errors import UserError
+from .names import TINY, is_hub_id
 from . import single_file
 
 
 def _is_offline() -> bool:
-    from .weights import is_offline
+    from .upscaler_weights import is_offline
 
     return is_offline()
 

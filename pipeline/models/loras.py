@@ -1,6 +1,6 @@
 """LoRA files: where they are found, what they are called, and their identity. Imports no torch.
 
-Names resolve in ``weights/loras/`` (under the weights folder, see ``engines/weights.py``), the
+Names resolve in ``weights/loras/`` (under the weights folder, see ``models/upscaler_weights.py``), the
 folders in ``$PIPELINE_LORAS`` (``os.pathsep``-separated) and, when ``--model`` is a ComfyUI install,
 its ``models/loras/``. A job carries each LoRA's content digest (sha256 of the file) and weight,
 never its name or path: renaming a file keeps the key, changing its content re-keys. Digests are
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
@@ -48,7 +48,7 @@ class Lora:
     a1111_hash: str = ""  # the 12 hex A1111 writes in ``Lora hashes`` (see ``digests``)
 
     def use(self):
-        from ..jobs import LoraUse
+        from ..core.jobs import LoraUse
 
         return LoraUse(sha256=self.sha256, weight=self.weight)
 
@@ -62,7 +62,7 @@ class Lora:
 
 def lora_folders(model: str | None = None) -> list[Path]:
     """Where LoRA names are looked up, in order (folders that do not exist are listed too)."""
-    from .weights import weights_dir
+    from .upscaler_weights import weights_dir
 
     folders = [weights_dir() / "loras"]
     for part in os.environ.get("PIPELINE_LORAS", "").split(os.pathsep):
@@ -238,7 +238,7 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, cache: dict) -> None:
     """Best effort: a read-only folder only costs a re-read next time."""
-    from ..store import atomic_write
+    from ..core.store import atomic_write
 
     try:
         atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode())

@@ -8,9 +8,9 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import UserError
-from .seeds import JS_SAFE_SEEDS, parse_seeds
-from .sizes import check_size
+from ..core.errors import UserError
+from ..core.seeds import JS_SAFE_SEEDS, parse_seeds
+from ..core.sizes import check_size
 
 DEFAULT_STEPS = 8  # Z-Image-Turbo: 8 transformer calls
 DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
@@ -83,7 +83,7 @@ def _loras(value):
     None stays None (refine/vary: the candidate's own LoRAs)."""
     if value is None:
         return None
-    from .engines.lora import parse_lora
+    from ..models.loras import parse_lora
 
     if isinstance(value, (str, dict)):
         value = [value]
@@ -114,7 +114,7 @@ def _size(value):
             raise ValueError(f"size {list(value)!r} must be two whole numbers, like [512, 768]") from None
         check_size(width, height)
         return (width, height)
-    from .sizes import parse_size
+    from ..core.sizes import parse_size
 
     return parse_size(value)
 
@@ -258,7 +258,7 @@ def _field_message(err: ValidationError, spec_class) -> str | None:
 
 def _out_of_range(err: ValidationError, spec_class) -> str | None:
     """A number outside its field's bounds, named as its option: `--strength must be between 0 and 1, not 1.5`."""
-    from .config_source import error_message
+    from ..core.validation import error_message
 
     first = err.errors()[0]
     loc = first.get("loc", ())

@@ -14,7 +14,7 @@ Key layouts, and how each becomes the diffusers/transformers one:
   ``comfy/sd.py: detect_te_model``), so it loads as a ``Qwen3Model`` after the ``model.`` prefix.
 
 The files carry no configs. They come from the package: the real Z-Image-Turbo configs in
-``zimage_configs/``, or tiny-random's (``engines/tiny.py``), whichever the file's tensor shapes
+``zimage_configs/``, or tiny-random's (``models/tiny.py``), whichever the file's tensor shapes
 match (read from the safetensors header, without loading the weights).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 CONFIGS = Path(__file__).with_name("zimage_configs")
 _TRANSFORMER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")

@@ -22,15 +22,15 @@ from typing import Any, Literal, Optional
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .config_errors import describe_errors, unknown_keys
-from .config_schema import (DEFAULT_COUNT, ExploreSection, Loras, Pick, PromptEntry, RefineSection, VarySection,  # noqa: F401
+from .errors import describe_errors, unknown_keys
+from .schema import (DEFAULT_COUNT, ExploreSection, Loras, Pick, PromptEntry, RefineSection, VarySection,  # noqa: F401
                             Section, UpscaleSection, _prompts_schema, _user_errors_as_value_errors)
-from .config_source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
+from .source import (ConfigError, Source, apply_override, error_message, key_path,  # noqa: F401
                             parse_override, parse_yaml, problem, read_yaml, walk)
-from .errors import UserError
-from .seeds import pick_root, seed_ranges
-from .runs import slugify
-from .specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, VarySpec, build
+from ..core.errors import UserError
+from ..core.seeds import pick_root, seed_ranges
+from ..core.runs import slugify
+from ..stages.specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, VarySpec, build
 
 
 MODEL_FILES = ("transformer", "text_encoder", "vae")  # single files a config's model: section may name
@@ -97,7 +97,7 @@ class RunConfig(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value):
-        from .hardware import check_device
+        from ..core.hardware import check_device
 
         return _user_errors_as_value_errors(check_device)(value)
 
@@ -106,7 +106,7 @@ class RunConfig(Section):
     def _model(cls, value):
         if value is None:
             return value
-        from .models import check_model
+        from ..models.names import check_model
 
         return _user_errors_as_value_errors(check_model)(value)
 
@@ -215,7 +215,7 @@ class RunConfig(Section):
 
     def resolved(self) -> dict:
         """The config with defaults filled in, as plain data (``pipeline config show``)."""
-        from .models import default_model
+        from ..models.names import default_model
 
         names = self.run_names()
         data: dict[str, Any] = {
@@ -251,7 +251,7 @@ class RunConfig(Section):
             }
         if self.upscale is not None:
             u = self.upscale
-            from .engines.weights import DEFAULT_WEIGHTS
+            from ..models.upscaler_weights import DEFAULT_WEIGHTS
 
             data["upscale"] = {"upscaler": u.upscaler or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
                                "overlap": u.overlap, "precision": u.precision,

@@ -1,8 +1,8 @@
 """Which model a user means, and its fingerprint for store keys. Imports no torch.
 
 A model is a Hugging Face repo id (default ``Tongyi-MAI/Z-Image-Turbo``, optionally ``@revision``)
-resolved in the local Hugging Face cache (``engines/hub.py``), a local diffusers folder, a ComfyUI
-install or its ``models/`` folder (``engines/comfy.py``), or ``tiny-random`` (the offline test model
+resolved in the local Hugging Face cache (``models/hub.py``), a local diffusers folder, a ComfyUI
+install or its ``models/`` folder (``models/comfy.py``), or ``tiny-random`` (the offline test model
 built in code).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UserError
+from ..core.errors import UserError
 
 DEFAULT_REPO = "Tongyi-MAI/Z-Image-Turbo"
 TINY = "tiny-random"
@@ -32,7 +32,7 @@ def check_model(model: str) -> str:
     if path.is_dir():
         if (path / "model_index.json").is_file():
             return str(path.resolve())
-        from .engines import comfy
+        from . import comfy
 
         if comfy.models_folder(path) is not None:
             comfy.find(path)  # every piece present, or one sentence naming the missing one
@@ -76,7 +76,7 @@ def loading_message(model: str) -> str | None:
     if path.is_dir():
         kind = "folder" if (path / "model_index.json").is_file() else "ComfyUI folder"
         return f"loading {display_name(model)} from the {kind} {model}"
-    from .engines import hub
+    from . import hub
 
     snapshot = hub.find_snapshot(model)
     if snapshot is not None:
@@ -103,16 +103,16 @@ def _folder_fingerprint(folder: Path) -> str:
 def model_fingerprint(model: str) -> str:
     """Identity of the weights, cheap to compute: changes when the weights change."""
     if model == TINY:
-        from .engines.tiny import tiny_fingerprint
+        from .tiny import tiny_fingerprint
 
         return tiny_fingerprint()
     path = Path(model)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            from .engines import comfy
+            from . import comfy
 
             return comfy.fingerprint(comfy.find(path))
         return f"local:{path.name}:{_folder_fingerprint(path)}"
-    from .engines import hub
+    from . import hub
 
     return hub.fingerprint(model)

@@ -1,0 +1,3 @@
+"""Run configs: YAML files that say what to explore, refine and upscale (``loader``), their schema (``schema``),
+where each key comes from (``source``, for ``file:line: key:`` errors) and how problems are told (``errors``).
+May import the stages (their specs), models and core; never the CLI, the API or the web app."""
