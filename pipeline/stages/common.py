@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__, distributed
-from ..images import encode_png
+from ..metadata import encode_png
 from ..models import display_name
 from ..store import Artifact
 
