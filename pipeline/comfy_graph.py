@@ -13,10 +13,8 @@ decoded image (``@image_step("upscale")``). Each is a pure function of the recor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-
-from . import comfy_nodes
 
 SHIFT = 3.0  # Z-Image-Turbo's scheduler shift (diffusers' scheduler config; the template's ModelSamplingAuraFlow)
 TEMPLATE_FILES = {"unet": "z_image_turbo_bf16.safetensors", "clip": "qwen_3_4b.safetensors", "vae": "ae.safetensors"}

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import cli_env, run_cli, run_json  # noqa: E402
-from lora_files import lora_tensors, write_lora  # noqa: E402
-from test_a1111_metadata import a1111_parse  # noqa: E402
+from conftest import cli_env, run_cli, run_json
+from lora_files import lora_tensors, write_lora
+from test_a1111_metadata import a1111_parse
 
 DEFINITIONS = json.loads((Path(__file__).parent / "data" / "comfyui_nodes.json").read_text())
 NODES = DEFINITIONS["nodes"]
@@ -147,7 +147,7 @@ def made(tmp_path_factory):
 def test_every_picture_carries_a_graph_comfyui_accepts(made):
     pictures, _, _ = made
     for kind, path in pictures.items():
-        prompt, workflow, record, _ = chunks(path)
+        prompt, workflow, _, _ = chunks(path)
         check_graph(prompt)
         check_workflow(workflow, prompt)
         loras = by_class(prompt, "LoraLoaderModelOnly")
