@@ -208,7 +208,9 @@ def a1111_parameters(params: dict) -> str:
     else:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
-    settings += _variance_entries(params)
+    for name, entries in A1111_ENTRIES:  # an optional part of the record: its own settings
+        if params.get(name) not in (None, "", [], {}):
+            settings += entries(params)
     settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
                  ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
@@ -224,6 +226,18 @@ def _variance_entries(params: dict) -> list:
     return [("Variance", variance.get("strength")), ("Variance share", variance.get("share")),
             ("Variance steps", variance.get("steps")),
             ("Variance seed", seed if seed != params.get("seed") else None)]  # a variation keeps its parent's
+
+
+# Settings an optional record field adds to the A1111 text, as (field, fn(record) -> [(name, value)]); a new
+# knob (ControlNet, inpaint) registers its own with ``a1111_entries("control")`` instead of editing the writer.
+A1111_ENTRIES: list = [("variance", _variance_entries)]
+
+
+def a1111_entries(field_name: str):
+    def register(fn):
+        A1111_ENTRIES.append((field_name, fn))
+        return fn
+    return register
 
 
 def _parse_variance(result: dict, parsed: dict) -> None:

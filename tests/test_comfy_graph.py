@@ -279,3 +279,21 @@ def test_lora_tags_in_the_text_and_refine_from_applies_the_lora_once(made):
     _, _, refined, refined_text = chunks(again["items"][0]["path"])
     assert refined["prompt"] == PROMPT and [(r["name"], r["weight"]) for r in refined["loras"]] == [("style", 0.8)]
     assert refined_text.count("<lora:") == 1
+
+
+def test_a_new_record_field_adds_its_a1111_settings_without_editing_the_writer():
+    from pipeline import images
+
+    record = {"kind": "explore", "prompt": "a fox", "steps": 8, "guidance": 0.0, "seed": 1, "width": 64,
+              "height": 64, "control": {"type": "canny", "strength": 0.6}}
+
+    @images.a1111_entries("control")
+    def control(params):
+        return [("ControlNet 0", f"Module: {params['control']['type']}, Weight: {params['control']['strength']}")]
+
+    try:
+        text = images.a1111_parameters(record)
+    finally:
+        images.A1111_ENTRIES.remove(("control", control))
+    assert a1111_parse(text)["ControlNet 0"] == "Module: canny, Weight: 0.6"
+    assert "ControlNet" not in images.a1111_parameters(record)
