@@ -95,6 +95,10 @@ def a1111_paste(text: str, tab: str) -> dict:
               "width": int(res["Size-1"]), "height": int(res["Size-2"])}
     if "Denoising strength" in res:
         fields["denoising_strength"] = float(res["Denoising strength"])
+        if tab == "img2img":  # setup_img2img_steps (img2img_fix_steps off) and the k-diffusion img2img schedule:
+            # t_enc = int(min(strength, 0.999) × steps); it runs sigmas[steps − t_enc − 1:], t_enc + 1 steps
+            t_enc = int(min(fields["denoising_strength"], 0.999) * fields["steps"])
+            fields["img2img_runs"] = (t_enc + 1, fields["steps"] - t_enc - 1)  # steps run, index of the first
     if tab == "txt2img":
         # ui.py: enable_hr when "Denoising strength" and a Hires key are there ("Hires resize-1" is always
         # there after parse_generation_parameters, which defaults it to 0: so any denoising strength)
@@ -271,6 +275,30 @@ def test_refine_writes_hires_fix_and_refine_from_reads_it(tmp_path):
     assert record["parent_size"] == [128, 128]
 
 
+def ran_by_us(record: dict) -> tuple[int, int]:
+    """The steps our img2img ran and the index of the first in the ``steps``-step schedule."""
+    from pipeline.core.images import img2img_steps_run
+
+    ran = img2img_steps_run(record["steps"], record["strength"])
+    return ran, record["steps"] - ran
+
+
+def test_img2img_strength_makes_a1111_run_the_steps_we_ran():
+    """A paste into img2img runs the same steps from the same point of the schedule as we ran: the
+    written strength is ours where A1111 runs that already, else the largest two-decimal value that does."""
+    from pipeline.core.images import img2img_steps_run
+
+    for steps in (4, 6, 8, 9, 12):
+        for strength in (0.1, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.75, 0.85, 1.0):
+            params = base(kind="vary", steps=steps, strength=strength, variation="42v3", parent_seed=7)
+            fields = a1111_paste(a1111_parameters(params), "img2img")
+            ran = img2img_steps_run(steps, strength)
+            assert fields["img2img_runs"] == (ran, steps - ran), (steps, strength, fields)
+            assert abs(fields["denoising_strength"] - strength) < 1 / steps, (steps, strength)
+    assert a1111_paste(a1111_parameters(base(kind="vary", strength=0.5, variation="42v3")), "img2img")[
+        "denoising_strength"] == 0.49  # 8 steps at 0.5: A1111 would run 5 from σ 0.83 where we ran 4 from 0.75
+
+
 def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
     from pipeline.core.images import img2img_steps_run
 
@@ -320,7 +348,8 @@ def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
     text, record = picture(varied["items"][0]["path"])
     texts["vary"] = text
     fields = a1111_paste(text, "img2img")
-    assert (fields["width"], fields["height"], fields["denoising_strength"]) == (64, 64, 0.5)
+    assert (fields["width"], fields["height"], record["strength"]) == (64, 64, 0.5)
+    assert fields["img2img_runs"] == ran_by_us(record) == (2, 2)  # the last 2 of 4 steps, not 3 (strength 0.5)
     assert (fields["steps"], fields["cfg_scale"], fields["seed"]) == (4, 2.5, record["seed"])
     res = a1111_parse(text)
     assert (res["Vary parent"], res["Vary parent seed"]) == ("5", "5")
@@ -331,7 +360,8 @@ def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
     text, record = picture(refined["items"][0]["path"])
     texts["hires 5v1"] = text
     fields = a1111_paste(text, "img2img")
-    assert (fields["width"], fields["height"], fields["denoising_strength"]) == (128, 128, 0.5)
+    assert (fields["width"], fields["height"], record["strength"]) == (128, 128, 0.5)
+    assert fields["img2img_runs"] == ran_by_us(record) == (4, 4)
     assert (fields["steps"], fields["seed"]) == (8, record["seed"])
     assert not any(k.startswith("Hires") for k in a1111_parse(text))
     refined = run_json("refine", "--seeds", "5v1", "--mode", "rerender", "--out", out)
@@ -348,7 +378,8 @@ def test_every_picture_kind_pastes_as_what_was_done(tmp_path):
     text, record = picture(again["items"][0]["path"])
     texts["from upscaled"] = text
     fields = a1111_paste(text, "img2img")
-    assert (fields["width"], fields["height"], fields["denoising_strength"]) == (128, 128, 0.5)
+    assert (fields["width"], fields["height"], record["strength"]) == (128, 128, 0.5)
+    assert fields["img2img_runs"] == ran_by_us(record)
     assert not any(k.startswith("Hires") for k in a1111_parse(text))
 
     # refine --from the candidate's own file: the same hires fix as --seeds 5
@@ -413,5 +444,5 @@ def test_a_lora_candidate_refined_without_its_lora_is_an_img2img(tmp_path):
     assert (with_lora["Size-1"], with_lora["Size-2"], with_lora["Hires upscale"]) == ("64", "64", "2")
     assert "style" in with_lora["Lora hashes"]
     res = a1111_parse(picture(refined.items[0].path)[0])
-    assert (res["Size-1"], res["Size-2"], res["Denoising strength"]) == ("128", "128", "0.5")
+    assert (res["Size-1"], res["Size-2"], res["Denoising strength"]) == ("128", "128", "0.49")  # runs 4 of 8
     assert not any(k.startswith("Hires") for k in res) and "Lora hashes" not in res

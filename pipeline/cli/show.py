@@ -51,26 +51,48 @@ def show(image, as_json):
         raise UserError(f"{image} carries no generation parameters")
     record = dict(info["pipeline"] or {})
     step = record.pop("upscale", None)
+    detail = isinstance(step, dict) and isinstance(step.get("detail"), dict)
     if isinstance(step, dict) or info.get("postprocessing"):
         _show_upscale(info, step if isinstance(step, dict) else {})
+        if detail and info["parameters"]:  # the text is the detail pass's, not the source's
+            click.echo("  detail pass, as A1111's SD upscale writes it:")
+            click.echo(safe(info["parameters"]))
         click.echo("")
         what = f"{record['kind']} picture" if record.get("kind") else "the original picture"
         size = f", {record['width']}x{record['height']}" if record.get("width") and record.get("height") else ""
         key = f", key {record['key'][:12]}" if record.get("key") else ""
         click.echo(safe(f"made from: {what}{size}{key}"))
-    if info["parameters"]:
+    if info["parameters"] and not detail:
         click.echo(safe(info["parameters"]))
     loras = record.pop("loras", None)
     if record:
         click.echo("")
         for name in sorted(record):
             click.echo(safe(f"{name}: {record[name]}"))
+    _show_comfyui(info.get("comfyui"))
     if isinstance(loras, list) and loras:
         click.echo("loras:")
         for lora in loras:
             if isinstance(lora, dict):
                 click.echo(safe(f"  {lora.get('name', '?')}  weight {lora.get('weight', '?')}  "
                                 f"sha256 {lora.get('sha256', '?')}"))
+
+
+def _show_comfyui(chunks) -> None:
+    """Whether the picture carries a ComfyUI graph (ComfyUI loads it when the PNG is dropped on it)."""
+    import json
+
+    if not isinstance(chunks, dict) or "prompt" not in chunks:
+        return
+    try:
+        graph = json.loads(chunks["prompt"])
+    except ValueError:
+        graph = None
+    if not isinstance(graph, dict):
+        return
+    classes = [n.get("class_type") for n in graph.values() if isinstance(n, dict)]
+    ui = " and its workflow (UI graph)" if "workflow" in chunks else ""
+    click.echo(safe(f"ComfyUI graph: {len(classes)} nodes{ui}; drop the picture on ComfyUI to load it"))
 
 
 def _show_upscale(info: dict, step: dict) -> None:

@@ -1,12 +1,18 @@
 """PNG metadata (A1111-style ``parameters`` plus our JSON record) and contact sheets."""
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
 
 from .errors import UserError
+from .lora_text import (  # noqa: F401
+    lora_hashes,
+    lora_label,
+    lora_tags,
+    parse_lora_hashes,
+    split_lora_tags,
+)
 
 JSON_CHUNK = "pipeline"
 A1111_CHUNK = "parameters"
@@ -71,6 +77,25 @@ def img2img_steps_run(steps: int, strength: float) -> int:
     return steps - skipped
 
 
+def a1111_img2img_strength(steps: int, strength: float) -> float:
+    """The ``Denoising strength`` that makes A1111's img2img run what we ran: we run the last
+    ``img2img_steps_run`` steps of the ``steps``-step schedule; A1111 (``setup_img2img_steps``, without
+    "img2img_fix_steps") runs ``int(strength × steps) + 1`` steps from ``sigmas[steps − that]``, so it needs
+    ``int(strength × steps)`` = ran − 1. Our strength when it already gives that, else the largest
+    two-decimal value that does (8 steps at 0.5: 0.49, where 0.5 would run 5 steps from σ 0.83)."""
+    ran = img2img_steps_run(steps, strength)
+    if int(min(strength, 0.999) * steps) == ran - 1:
+        return strength
+    for digits in (2, 3, 4, 6):
+        scale = 10 ** digits
+        value = (int(ran / steps * scale) - 1) / scale
+        while value > 0 and int(min(value, 0.999) * steps) > ran - 1:
+            value = round(value - 1 / scale, digits)
+        if value > 0 and int(min(value, 0.999) * steps) == ran - 1:
+            return round(value, digits)
+    return strength
+
+
 def a1111_hires_scale(first: tuple[int, int], target: tuple[int, int]) -> float | None:
     """The ``Hires upscale`` that takes the first pass exactly to ``target`` in A1111 (it computes
     ``int(side × scale)``, and its slider runs 1–4); None when only ``Hires resize`` can say it."""
@@ -121,7 +146,7 @@ def _img2img_settings(params: dict) -> list[tuple[str, object]]:
     no Hires keys. The init image is the parent, resized to ``Size`` (A1111's default "Just resize")."""
     settings: list[tuple[str, object]] = [("Size", f"{params.get('width')}x{params.get('height')}"),
                                           ("Model", params.get("model_name")),
-                                          ("Denoising strength", params.get("strength"))]
+                                          ("Denoising strength", _img2img_strength(params))]
     if params.get("enlarge"):  # A1111's setting of that name (it writes no infotext for it): ours
         settings.append(("Upscaler for img2img", a1111_upscaler_name(params["enlarge"])))
     if params.get("kind") == "vary":
@@ -131,6 +156,13 @@ def _img2img_settings(params: dict) -> list[tuple[str, object]]:
         settings += [("Vary parent", pick_parent(variation) if isinstance(variation, str) else None),
                      ("Vary parent seed", params.get("parent_seed"))]
     return settings
+
+
+def _img2img_strength(params: dict):
+    strength = params.get("strength")
+    if not isinstance(strength, (int, float)) or not isinstance(params.get("steps"), int):
+        return strength
+    return a1111_img2img_strength(params["steps"], float(strength))
 
 
 def _first_pass(params: dict) -> dict | None:
@@ -158,7 +190,8 @@ def a1111_parameters(params: dict) -> str:
     """
     first = _first_pass(params)
     negative = first.get("negative") if first else params.get("negative")
-    lines = [params.get("prompt", "")]
+    prompt, tags = params.get("prompt", ""), lora_tags(params.get("loras"))
+    lines = [f"{prompt} {tags}" if prompt and tags else (prompt or tags)]
     if negative:
         lines.append(f"Negative prompt: {negative}")
     settings = [
@@ -175,32 +208,13 @@ def a1111_parameters(params: dict) -> str:
     else:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
-    settings += _variance_entries(params)
+    for name, entries in A1111_ENTRIES:  # an optional part of the record: its own settings
+        if params.get(name) not in (None, "", [], {}):
+            settings += entries(params)
     settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
                  ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
-
-
-def lora_hashes(loras) -> str | None:
-    """A1111's ``Lora hashes`` value (extensions-builtin/Lora/extra_networks_lora.py): ``name: hash`` joined
-    by ``, ``, the name without ``:`` and ``,``, the hash the first 12 hex of A1111's LoRA hash (quoted
-    by ``quote`` since it holds a colon)."""
-    entries = [f"{str(r.get('name', '')).replace(':', '').replace(',', '')}: {r['a1111_hash']}"
-               for r in loras or () if isinstance(r, dict) and r.get("a1111_hash") and r.get("name")]
-    return ", ".join(entries) or None
-
-
-def lora_label(loras) -> str:
-    """A run's or picture's LoRAs for people: ``style 0.8, ink 1``."""
-    return ", ".join(f"{r.get('name', '?')} {_fmt_number(r.get('weight', 1.0))}"
-                     for r in loras or () if isinstance(r, dict))
-
-
-def parse_lora_hashes(value: str) -> dict[str, str]:
-    """A ``Lora hashes`` value back as {name: hash}, by A1111's rule (lora_script.py ``infotext_pasted``)."""
-    pairs = [item.strip().split(":", 1) for item in value.split(",")]
-    return {pair[0].strip().replace(",", ""): pair[1].strip() for pair in pairs if len(pair) == 2}
 
 
 def _variance_entries(params: dict) -> list:
@@ -212,6 +226,18 @@ def _variance_entries(params: dict) -> list:
     return [("Variance", variance.get("strength")), ("Variance share", variance.get("share")),
             ("Variance steps", variance.get("steps")),
             ("Variance seed", seed if seed != params.get("seed") else None)]  # a variation keeps its parent's
+
+
+# Settings an optional record field adds to the A1111 text, as (field, fn(record) -> [(name, value)]); a new
+# knob (ControlNet, inpaint) registers its own with ``a1111_entries("control")`` instead of editing the writer.
+A1111_ENTRIES: list = [("variance", _variance_entries)]
+
+
+def a1111_entries(field_name: str):
+    def register(fn):
+        A1111_ENTRIES.append((field_name, fn))
+        return fn
+    return register
 
 
 def _parse_variance(result: dict, parsed: dict) -> None:
@@ -265,7 +291,10 @@ def parse_a1111(text: str) -> dict:
             line = line[len("Negative prompt:"):].strip()
         (negative if done_with_prompt else prompt).append(line)
     settings = {name: unquote(value) for name, value in A1111_PARAM.findall(last)}
-    parsed = {"prompt": "\n".join(prompt), "negative": "\n".join(negative), "settings": settings}
+    text_prompt, tags = split_lora_tags("\n".join(prompt))
+    parsed = {"prompt": text_prompt, "negative": "\n".join(negative), "settings": settings}
+    if tags:
+        parsed["lora_tags"] = tags
     for name, key, kind in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
                             ("Denoising strength", "strength", float), ("Hires steps", "hires_steps", int)):
         if name in settings:
@@ -297,21 +326,6 @@ def a1111_postprocessing(info: dict) -> str:
                      for name, value in info.items() if value is not None)
 
 
-def encode_png(image, params: dict) -> bytes:
-    """PNG bytes with the A1111 ``parameters`` chunk and the full JSON record.
-
-    ``params`` must be deterministic (no timings): equal inputs give equal bytes.
-    """
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text(A1111_CHUNK, a1111_parameters(params))
-    info.add_itxt(JSON_CHUNK, json.dumps(params, sort_keys=True, ensure_ascii=False))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
-    return buffer.getvalue()
-
-
 def read_info(path: Path) -> dict:
     """Metadata of an image: {'parameters': str|None, 'pipeline': dict|None, 'size': (w, h)}."""
     import warnings
@@ -339,7 +353,9 @@ def read_info(path: Path) -> dict:
             record = None
     parameters = text.get(A1111_CHUNK) if isinstance(text.get(A1111_CHUNK), str) else None
     extras = {name: text[name] for name in (POSTPROCESSING_CHUNK, EXTRAS_CHUNK) if isinstance(text.get(name), str)}
-    return {"parameters": parameters, "pipeline": record, "size": size, **extras}
+    comfy = {name: text[name] for name in ("prompt", "workflow") if isinstance(text.get(name), str)}
+    return {"parameters": parameters, "pipeline": record, "size": size, **extras,
+            **({"comfyui": comfy} if comfy else {})}
 
 
 def contact_sheet(items: list[tuple[str, Path]], thumb: int = 160, columns: int | None = None, title: str = ""):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..scale import distributed
-from ..core.images import encode_png
+from ..core.metadata import encode_png
 from ..models.names import display_name
 from ..core.store import Artifact
 

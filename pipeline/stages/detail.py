@@ -8,8 +8,6 @@ settings and the diffusion model's fingerprint. Planning reads the pictures' rec
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 from .. import __version__
 from ..scale import distributed
 from ..core.errors import UserError
-from ..core.images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, quote, read_info
+from ..core.images import read_info
 from ..core.jobs import DetailJob, variance_from_record
 from ..models.names import display_name
 from ..core.runs import place
@@ -301,51 +299,19 @@ class SuperResolution:
 
 # ---------------------------------------------------------------- metadata
 
-def a1111_detail_parameters(job: DetailJob, upscaler: str, model_name: str) -> str:
-    """The text A1111's SD upscale script leaves on its output: the img2img infotext (``Size`` is the tile,
-    as its ``p.width``/``p.height`` are) with ``Denoising strength``, ``SD upscale overlap`` and
-    ``SD upscale upscaler`` (scripts/sd_upscale.py's ``extra_generation_params``)."""
-    from ..engines.tiling import detail_rects
-
-    rects = detail_rects(job.width, job.height, job.tile, job.overlap)
-    tile_w, tile_h = max(r[2] for r in rects), max(r[3] for r in rects)
-    lines = [job.prompt]
-    if job.negative:
-        lines.append(f"Negative prompt: {job.negative}")
-    params = {"seed": job.seed, "variance": dataclasses.asdict(job.variance) if job.variance else None}
-    settings = [("Steps", job.steps), ("Sampler", "Euler"), ("Schedule type", "Simple"), ("CFG scale", job.guidance),
-                ("Seed", job.seed), ("Size", f"{tile_w}x{tile_h}"), ("Model", model_name),
-                ("Denoising strength", job.strength), ("SD upscale overlap", job.overlap),
-                ("SD upscale upscaler", a1111_upscaler_name(upscaler)), *_variance_entries(params),
-                ("Version", f"pipeline {__version__}")]
-    lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
-    return "\n".join(lines)
-
-
 def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
-    """PNG bytes: A1111's SD upscale text in ``parameters``; our JSON record is the upscaled picture's (its
-    source's record plus the ``upscale`` step) with the step's key now the detail job's and a ``detail``
-    entry listing the settings and each tile's rectangle in output pixels."""
-    from PIL import Image, PngImagePlugin
+    """PNG bytes: our JSON record is the upscaled picture's (its source's record plus the ``upscale`` step)
+    with the step's key now the detail job's and a ``detail`` entry listing the settings and each tile's
+    rectangle in output pixels; the other texts are the metadata writer's (A1111's SD upscale text)."""
+    from ..core.metadata import encode_png
 
-    with Image.open(sr_path) as original:
-        text = dict(getattr(original, "text", None) or {})
-    try:
-        record = json.loads(text.get(JSON_CHUNK) or "{}")
-    except ValueError:
-        record = {}
+    record, _ = upscale.source_record(sr_path)
     step = dict(record.get("upscale") or {})
-    model_name = display_name_of(job.model)
     step.update(key=job.key, sr_key=sr_job.key, width=image.width, height=image.height, detail={
         "strength": job.strength, "tile": job.tile, "overlap": job.overlap, "steps": job.steps,
         "guidance": job.guidance, "seed": job.seed, "prompt": job.prompt, "model": job.model,
-        "model_name": model_name, "dtype": job.dtype, "tiles": [list(r) for r in rects],
+        "model_name": display_name_of(job.model), "dtype": job.dtype, "tiles": [list(r) for r in rects],
         **({"variance": dataclasses.asdict(job.variance)} if job.variance else {}),
         **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {})})
     record["upscale"] = step
-    info = PngImagePlugin.PngInfo()
-    info.add_text(A1111_CHUNK, a1111_detail_parameters(job, sr.resolved.name, model_name))
-    info.add_itxt(JSON_CHUNK, json.dumps(record, sort_keys=True, ensure_ascii=False))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
-    return buffer.getvalue()
+    return encode_png(image, record)

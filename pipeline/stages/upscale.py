@@ -11,14 +11,7 @@ from .. import __version__
 from ..scale import distributed
 from ..core.errors import UserError
 from ..core.hardware import cpu_has_native_bf16, gpu_likely_present
-from ..core.images import (
-    A1111_CHUNK,
-    EXTRAS_CHUNK,
-    JSON_CHUNK,
-    POSTPROCESSING_CHUNK,
-    a1111_postprocessing,
-    a1111_upscaler_name,
-)
+from ..core.images import A1111_CHUNK, JSON_CHUNK
 from ..core.jobs import UpscaleJob
 from ..core.seeds import pick_order
 from ..core.runs import load_run, place, record_pictures, resolve_run, stage_pictures
@@ -335,40 +328,37 @@ def _upscale_one(engine, path: Path, job: UpscaleJob, tile, overlap, progress) -
 
 
 def _encode(image, source: Path, engine, job: UpscaleJob, tile: int | None, overlap: int | None) -> bytes:
-    """PNG bytes as A1111's Extras tab writes them: the source's ``parameters`` untouched, the upscale
-    in ``postprocessing`` and ``extras``; our JSON record gains an ``upscale`` step (the file's own key)."""
-    import io
-
-    from PIL import Image, PngImagePlugin
+    """PNG bytes as A1111's Extras tab writes them: the source's ``parameters`` kept, the upscale in
+    ``postprocessing`` and ``extras``; our JSON record gains an ``upscale`` step (the file's own key)."""
+    from ..core.metadata import encode_png
 
     scale = job.scale or engine.scale
     used_tile, used_overlap = engine.settings(tile, overlap, image_size(source))
     step = {"upscaler": engine.name, "weights": job.weights, "scale": scale, "tile": used_tile,
             "overlap": used_overlap if used_tile else 0, "precision": job.precision, "input": job.input,
             "key": job.key, "width": image.width, "height": image.height}
+    record, parameters = source_record(source)
+    record["upscale"] = step
+    return encode_png(image, record, inherited_parameters=parameters)
+
+
+def source_record(source: Path) -> tuple[dict, str | None]:
+    """A source picture's record of ours ({} when it has none) and its own ``parameters`` text."""
+    from PIL import Image
+
     try:
         with Image.open(source) as original:
             text = dict(getattr(original, "text", None) or {})
     except OSError:
         text = {}
-    info = PngImagePlugin.PngInfo()
-    if isinstance(text.get(A1111_CHUNK), str):
-        info.add_text(A1111_CHUNK, text[A1111_CHUNK])
-    extras = a1111_postprocessing({"Postprocess upscale by": scale,
-                                   "Postprocess upscaler": a1111_upscaler_name(engine.name)})
-    info.add_text(POSTPROCESSING_CHUNK, extras)
-    info.add_text(EXTRAS_CHUNK, extras)
     record = {}
     if isinstance(text.get(JSON_CHUNK), str):
         try:
             record = json.loads(text[JSON_CHUNK])
         except ValueError:
             record = {}
-    record["upscale"] = step
-    info.add_itxt(JSON_CHUNK, json.dumps(record, sort_keys=True, ensure_ascii=False))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
-    return buffer.getvalue()
+    parameters = text.get(A1111_CHUNK)
+    return (record if isinstance(record, dict) else {}), (parameters if isinstance(parameters, str) else None)
 
 
 def _run_fields(jobs: list[UpscaleJob]) -> dict:
