@@ -135,8 +135,17 @@ def make_pipeline(model, out, device, dtype, memory, progress=True):
 
     ctx = click.get_current_context(silent=True)
     extra = dict(ctx.meta.get("pipeline.engine_options", {})) if ctx is not None else {}
-    return Pipeline(model=model, out=out or os.environ.get("PIPELINE_OUT", "outputs"), device=device, dtype=dtype,
+    out = check_out(out or os.environ.get("PIPELINE_OUT", "outputs"))
+    return Pipeline(model=model, out=out, device=device, dtype=dtype,
                     memory=memory, progress=progress, **extra)
+
+
+def check_out(out) -> Path:
+    """--out (or $PIPELINE_OUT) must be a folder, or not exist yet: one sentence for every command."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder (it is created if missing)")
+    return out
 
 
 def resolve_out(out: str | None, run: str | None = None) -> Path:
