@@ -68,3 +68,97 @@ def test_a_lora_path_holding_a_colon_is_still_a_path(tmp_path):
     assert parse_lora(f"{folder}/ink.safetensors") == (f"{folder}/ink.safetensors", 1.0)
     assert parse_lora(f"{folder}/ink.safetensors:0.5") == (f"{folder}/ink.safetensors", 0.5)
     assert parse_lora("C:\\loras\\ink.safetensors") == ("C:\\loras\\ink.safetensors", 1.0)
+
+
+# ---------------------------------------------------------------- 2. a config checked whole
+
+
+def _config(tmp_path, text: str):
+    path = tmp_path / "fox.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_lora_a_config_names_is_resolved_before_anything_runs(tmp_path):
+    out = tmp_path / "outputs"
+    config = _config(tmp_path, f"""\
+model: tiny-random
+out: {out}
+loras: [nosuch-top]
+prompts:
+  - name: fox
+    text: a red fox in snow
+explore:
+  seeds: 1-2
+  size: 64
+refine:
+  picks: [1]
+  size: 128
+  loras: [ink:abc, nosuch-refine:0.5]
+upscale:
+  upscaler: {tmp_path / "missing.pth"}
+""")
+    proc = run_cli("run", config, "--set", "vary.picks=[2]", "--set", "vary.loras=[nosuch-vary]", check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert f"{config}:3: loras[0]: LoRA 'nosuch-top' not found" in proc.stderr, proc.stderr
+    assert f"{config}:13: refine.loras: " in proc.stderr and "weight 'abc' for 'ink' is not a number" in proc.stderr
+    assert "--set vary.loras=[nosuch-vary]: vary.loras[0]: LoRA 'nosuch-vary' not found" in proc.stderr
+    assert any(line.startswith(f"{config}:15: upscale.upscaler:") for line in lines), proc.stderr
+    assert not out.exists()  # nothing computed, no run folder, no store
+
+
+def test_a_missing_stage_lora_is_listed_with_the_other_problems(tmp_path):
+    out = tmp_path / "outputs"
+    config = _config(tmp_path, f"""\
+model: tiny-random
+out: {out}
+prompts:
+  - name: fox
+    text: a red fox in snow
+refine:
+  picks: [1]
+  size: 128
+  loras: [nosuch]
+""")
+    proc = run_cli("run", config, "--dry-run", check=False)
+    assert proc.returncode == 2
+    assert f"{config}:9: refine.loras[0]: LoRA 'nosuch' not found" in proc.stderr, proc.stderr
+    assert f"{config}:4: prompts[0]: run {out / 'fox'} does not exist yet" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_single_files_and_an_uncached_model_are_resolved_in_the_check(tmp_path):
+    config = _config(tmp_path, f"""\
+model:
+  source: someone/not-cached
+  vae: {tmp_path / "ae.safetensors"}
+out: {tmp_path / "outputs"}
+prompts: a red fox
+explore:
+  seeds: 1
+""")
+    proc = run_cli("run", config, check=False, env=cli_env(HF_HOME=tmp_path / "hf"))
+    assert proc.returncode == 2
+    assert f"{config}:1: model: model someone/not-cached is not in the local Hugging Face cache" in proc.stderr
+    assert f"{config}:3: model.vae: file {tmp_path / 'ae.safetensors'} does not exist" in proc.stderr
+    assert "--set model=tiny-random" in proc.stderr  # what works in a config
+    assert "downloading" not in proc.stderr
+
+
+def test_the_resolvers_are_a_list_a_new_kind_of_file_joins(tmp_path, monkeypatch):
+    from pipeline import config_resolve
+
+    monkeypatch.setattr(config_resolve, "RESOLVERS", list(config_resolve.RESOLVERS))
+    config_resolve.resolver(lambda config: [(("explore", "size"), "a mask of another size")])
+    config = _config(tmp_path, f"model: tiny-random\nout: {tmp_path / 'o'}\nprompts: a fox\nexplore:\n  size: 64\n")
+    proc = run_cli("run", config, "--dry-run", check=False)
+    assert proc.returncode == 2 and f"{config}:5: explore.size: a mask of another size" in proc.stderr
+
+
+def test_an_unknown_key_from_set_is_blamed_on_the_set(tmp_path):
+    config = _config(tmp_path, "# a comment\n\nmodel: tiny-random\nprompts: a fox\n")
+    proc = run_cli("run", config, "--set", "nosuch.key=1", check=False)
+    assert proc.returncode == 2
+    assert "error: --set nosuch.key=1: nosuch: unknown key" in proc.stderr, proc.stderr
+    assert f"{config}:" not in proc.stderr

@@ -71,17 +71,22 @@ def fingerprint(model: str) -> str:
     return f"hub:{repo}@{snapshot.commit if snapshot else revision}"
 
 
-def not_cached_error(model: str, why: str = "") -> UserError:
+def not_cached_error(model: str, why: str = "", *, config: bool = False) -> UserError:
     """One sentence for a model that is not cached and cannot be downloaded (offline, or no network:
-    ``why``), with the ways on: download it elsewhere, a local folder, or the weightless tiny model."""
+    ``why``), with the ways on: download it elsewhere, a local folder, or the weightless tiny model
+    (said as a config says it with ``config``; else as both the command line and a config say it)."""
     repo, revision = split_revision(model)
     which = f" at revision {revision}" if revision != "main" else ""
+    if config:
+        ways = ("or set model: to a local diffusers folder; to try the workflow without weights, "
+                "--set model=tiny-random")
+    else:
+        ways = ("or pass --model /path/to/a/local/diffusers/folder; to try the workflow without weights, "
+                "use --model tiny-random (with a config: --set model=tiny-random)")
     return UserError(
         f"model {repo}{which} is not in the local Hugging Face cache ({hub_cache_dir()}) and cannot be downloaded "
         f"here{f' ({why})' if why else ''}: download it on a connected machine (`hf download {repo}"
-        f"{' --revision ' + revision if revision != 'main' else ''}`) and point HF_HOME at that cache, "
-        f"or pass --model /path/to/a/local/diffusers/folder; to try the workflow without weights, "
-        f"use --model tiny-random"
+        f"{' --revision ' + revision if revision != 'main' else ''}`) and point HF_HOME at that cache, {ways}"
     )
 
 

@@ -159,6 +159,26 @@ def resolve_weights(name_or_path: str | os.PathLike | None = None, *, directory:
     raise UserError(_how_to_get(preset, directory))
 
 
+def check_weights(name_or_path: str | os.PathLike | None = None, *, directory: Path | None = None) -> None:
+    """What ``resolve_weights`` would find, checked without writing anything: a file that is missing,
+    a name that is unknown, or a preset that can be neither found, converted nor downloaded (offline)
+    is one sentence (``UserError``)."""
+    spec = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_WEIGHTS
+    directory = Path(directory) if directory is not None else weights_dir()
+    preset = PRESETS.get(spec)
+    if preset is None:
+        resolve_weights(spec, directory=directory, download=False, convert=False)
+        return
+    if _find_local(preset, directory) is not None or not is_offline():
+        return
+    from pipeline.engines import ncnn
+
+    models = ncnn.ncnn_models_dir()
+    if models is not None and (models / f"{preset.ncnn_stem}.param").is_file():
+        return
+    raise UserError(_how_to_get(preset, directory))
+
+
 def _find_local(preset: Preset, directory: Path) -> ResolvedWeights | None:
     own = directory / f"{preset.name}.safetensors"
     own_is_converted = own.is_file() and _safetensors_metadata(own).get(_SOURCE_KEY) == SOURCE_CONVERTED
