@@ -82,8 +82,13 @@ def loading_message(model: str) -> str | None:
     if snapshot is not None:
         return (f"loading {model} from the Hugging Face cache {snapshot.folder} "
                 "(the real model takes a minute or more)")
-    if _offline():
-        return None  # not cached and no network: the error says so right away
+    return None  # not cached: the download says so once the Hub answered (download_message), else the error
+
+
+def download_message(model: str) -> str:
+    """Said when a download really starts (the Hub answered), never before an offline error."""
+    from .engines import hub
+
     repo = hub.split_revision(model)[0]
     size = ("; the first download of Z-Image-Turbo is about 33 GB (see the README's 'The real model')"
             if repo == DEFAULT_REPO else "")

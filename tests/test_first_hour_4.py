@@ -162,3 +162,28 @@ def test_an_unknown_key_from_set_is_blamed_on_the_set(tmp_path):
     assert proc.returncode == 2
     assert "error: --set nosuch.key=1: nosuch: unknown key" in proc.stderr, proc.stderr
     assert f"{config}:" not in proc.stderr
+
+
+# ---------------------------------------------------------------- 6. hints that point the right way
+
+
+def test_gallery_without_runs_says_to_give_the_run_as_its_argument(tmp_path):
+    proc = run_cli("gallery", "--out", tmp_path / "empty", check=False)
+    assert proc.returncode == 2
+    assert "pipeline gallery RUN" in proc.stderr and "--run" not in proc.stderr, proc.stderr
+    (tmp_path / "o" / "fox").mkdir(parents=True)
+    (tmp_path / "o" / "fox" / "run.json").write_text("{}")
+    proc = run_cli("gallery", "--out", tmp_path / "o", check=False)
+    assert "e.g. pipeline gallery fox" in proc.stderr and "--run" not in proc.stderr, proc.stderr
+
+
+def test_no_network_says_so_without_first_saying_downloading(tmp_path):
+    """No offline switch set, but the Hub cannot be reached: nothing is said to download."""
+    env = cli_env(HF_HOME=tmp_path / "hf", HF_ENDPOINT="http://127.0.0.1:9")
+    env.pop("HF_HUB_OFFLINE")
+    env.pop("PIPELINE_OFFLINE")
+    proc = run_cli("explore", PROMPT, "--seeds", "1", "--out", tmp_path / "o", env=env, check=False, timeout=300)
+    assert proc.returncode == 2
+    assert "cannot be downloaded here (the Hugging Face Hub cannot be reached" in proc.stderr, proc.stderr
+    assert "downloading" not in proc.stderr and "33 GB" not in proc.stderr
+    assert "with a config: --set model=tiny-random" in proc.stderr

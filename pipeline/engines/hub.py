@@ -13,6 +13,7 @@ downloading a missing snapshot (when not offline) is ``huggingface_hub.snapshot_
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -125,6 +126,12 @@ def _download(model: str) -> Snapshot:
 
     repo, revision = split_revision(model)
     try:
+        from huggingface_hub import HfApi
+
+        from ..models import download_message
+
+        HfApi().model_info(repo, revision=revision)  # one request: no network fails here, before "downloading"
+        logging.getLogger("pipeline.status").info(download_message(model))
         snapshot_download(repo, revision=revision, cache_dir=hub_cache_dir())
     except Exception as err:  # noqa: BLE001 - httpx/requests errors too: one sentence either way
         if isinstance(err, KeyboardInterrupt):
