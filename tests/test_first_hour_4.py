@@ -187,3 +187,71 @@ def test_no_network_says_so_without_first_saying_downloading(tmp_path):
     assert "cannot be downloaded here (the Hugging Face Hub cannot be reached" in proc.stderr, proc.stderr
     assert "downloading" not in proc.stderr and "33 GB" not in proc.stderr
     assert "with a config: --set model=tiny-random" in proc.stderr
+
+
+# ---------------------------------------------------------------- 7. the smaller ones
+
+
+def test_a_negative_seed_names_the_limit_of_new_pictures(tmp_path):
+    for args in (["--seed", "-5"], ["--seeds", "-5"]):
+        proc = run_cli("explore", PROMPT, *TINY, *args, "--out", tmp_path / "o", "--dry-run", check=False)
+        assert proc.returncode == 2 and "9007199254740991 (2^53 - 1)" in proc.stderr, proc.stderr
+        assert "18446744073709551615" not in proc.stderr
+
+
+def test_a_refused_lora_leaves_no_empty_store(tmp_path):
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    bad = tmp_path / "other-model.safetensors"
+    save_file({"lora_unet_foo.lora_down.weight": np.zeros((4, 8), np.float32),
+               "lora_unet_foo.lora_up.weight": np.zeros((8, 4), np.float32)}, str(bad))
+    out = tmp_path / "outputs"
+    proc = run_cli("explore", PROMPT, *TINY, "--seeds", "1", "--out", out, "--lora", bad, check=False)
+    assert proc.returncode == 2 and "matches no layer" in proc.stderr, proc.stderr
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    run_cli("explore", PROMPT, *TINY, "--seeds", "1", "--out", out, "--lora", bad, check=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no empty .store; the user's file kept
+
+
+def test_a_truncated_png_is_refused_before_the_upscaler_loads(tmp_path, monkeypatch):
+    from pipeline.stages import upscale
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the upscaler was loaded for a picture that cannot be read")
+
+    monkeypatch.setattr(upscale, "_load", loaded)
+    whole = tmp_path / "whole.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(whole)
+    data = whole.read_bytes()
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(data[: len(data) // 2])
+    proc = run_cli("upscale", truncated, "--out", tmp_path / "o", "--upscaler", "realesr-animevideov3", check=False)
+    assert proc.returncode == 2 and f"{truncated} is truncated or corrupt" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_converted_weights_are_readable_as_the_umask_says(tmp_path, umask):
+    import os
+
+    from pipeline.engines import weights
+
+    before = os.umask(umask)
+    try:
+        path = weights.convert_ncnn_weights(weights.PRESETS["realesr-animevideov3"], tmp_path)
+    finally:
+        os.umask(before)
+    assert path is not None and (path.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_a_progress_line_says_tiles_in_the_plural(capsys):
+    from pipeline.stages.common import LineProgress
+
+    bar = LineProgress(2, "upscale", "tile")
+    bar.update(2)
+    bar.close()
+    assert "upscale: 2 tiles in " in capsys.readouterr().err

@@ -207,10 +207,17 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         return {}
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it by setting it (there is no getter), then put it back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(directory: Path, final: Path):
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=directory)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: a weights file is readable as any other
     except OSError as error:
         raise UserError(f"cannot write weights into {directory} ({error.strerror}); "
                         f"set PIPELINE_WEIGHTS to a writable folder") from None
@@ -283,6 +290,7 @@ def convert_ncnn_weights(preset: Preset, directory: Path) -> Path | None:
     os.close(fd)
     try:
         save_file(state, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # save_file writes a new file: the mode of mkstemp's (0600) again
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -120,6 +120,7 @@ def check_image_file(path: Path) -> None:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 kind = image.format
+                image.verify()  # a truncated file is refused now, not after the upscaler loaded (cheap: no decode)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise UserError(f"{path} has too many pixels to be safe to decode "
                         f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
