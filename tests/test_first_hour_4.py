@@ -255,3 +255,33 @@ def test_a_progress_line_says_tiles_in_the_plural(capsys):
     bar.update(2)
     bar.close()
     assert "upscale: 2 tiles in " in capsys.readouterr().err
+
+
+def test_the_readme_command_makes_a_lora_that_fits_tiny_random(tmp_path):
+    import sys
+
+    from conftest import ROOT
+
+    folder = tmp_path / "loras"
+    made = subprocess.run([sys.executable, ROOT / "scripts" / "make_tiny_lora.py", folder / "tiny-ink.safetensors"],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "python scripts/make_tiny_lora.py" in readme and "--lora tiny-ink:0.8" in readme
+    env = cli_env(PIPELINE_LORAS=folder)
+    run_cli("explore", PROMPT, *TINY, "--seeds", "1", "--out", tmp_path / "o", "--run", "plain", env=env)
+    inked = run_cli("explore", PROMPT, *TINY, "--seeds", "1", "--out", tmp_path / "o", "--run", "ink",
+                    "--lora", "tiny-ink:0.8", env=env)
+    assert "warning" not in inked.stderr, inked.stderr  # every layer of it matches the tiny model
+    assert (tmp_path / "o" / "ink" / "explore" / "seed-1.png").read_bytes() != \
+        (tmp_path / "o" / "plain" / "explore" / "seed-1.png").read_bytes()
+
+
+def test_the_readme_documents_what_the_user_met(tmp_path):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    assert "`512*768`, `512,768`" in readme
+    assert "python3 -m venv .venv\n.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
+    weights = (ROOT / "weights" / "README.md").read_text()
+    assert weights.index("converted") < weights.index("downloaded")  # the order the code tries, as the README says
