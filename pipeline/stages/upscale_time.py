@@ -157,9 +157,11 @@ def busy_note() -> str | None:
             "so it may take longer")
 
 
-# How far an estimate can be trusted, measured with benchmarks/upscale_estimate.py (README, "upscale"):
-# fresh probes 0.8-3.0x the real time, after a real upscale corrected them 0.8-1.9x (2-core Xeon, load 11).
+# How far an estimate can be trusted, measured with benchmarks/upscale_estimate.py (README, "upscale"), on a
+# 2-core Xeon at load 10-15: the real probes gave 0.47-3.0x the real time, 0.6-1.9x once a real upscale had
+# corrected them; the dry run's short probes 0.66-4.4x (a remembered cost model: as corrected).
 TRUST = "it can be off by up to 3x either way, less once an upscale here has corrected it"
+TRUST_SHORT = "a quick estimate from small probes: it can be off by up to 4x either way"
 
 
 def describe_estimate(seconds: float, count: int, engine, *, will: bool = True) -> str:
@@ -167,9 +169,14 @@ def describe_estimate(seconds: float, count: int, engine, *, will: bool = True) 
     verb = "this will take" if will else "this would take"
     text = (f"upscale: {verb} about {format_duration(seconds)} for {pictures} "
             f"({engine.name}, {engine.precision} on {engine.device.type}, measured on this machine; "
-            f"{TRUST})")
+            f"{TRUST_SHORT if _short(engine) else TRUST})")
     busy = busy_note()
     return f"{text}; {busy}" if busy else text
+
+
+def _short(engine) -> bool:
+    cost = getattr(engine, "known_cost", None)
+    return cost is not None and cost == getattr(engine, "short_probe_cost", None)
 
 
 def warn_if_long(seconds: float, count: int, engine) -> None:
