@@ -108,3 +108,12 @@ def model_files(config) -> list[Problem]:
             problems.append(((key,), f"{value} is not a file" if Path(value).expanduser().exists()
                              else f"file {value} does not exist"))
     return problems
+
+
+@resolver
+def out_folder(config) -> list[Problem]:
+    """``out`` (or $PIPELINE_OUT) is a folder, or does not exist yet."""
+    out = config.out_dir()
+    if out.exists() and not out.is_dir():
+        return [(("out",), f"{out} is a file: give a folder (it is created if missing)")]
+    return []

@@ -142,7 +142,10 @@ def preflight(loaded: LoadedConfig, session, runs: list[PromptRun], problems: li
     config, problems = loaded.config, list(problems or [])
     for run in runs:
         run_dir = session.out / run.name
-        data = load_run(run_dir)
+        try:
+            data = load_run(run_dir)
+        except OSError:  # e.g. out is a file: the resolvers said so
+            data = {}
         here = ("prompts", run.index)
         if run.explore is not None:
             if data:

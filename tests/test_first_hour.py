@@ -197,7 +197,11 @@ def test_an_output_folder_without_latest_names_its_newest_run(tmp_path):
         (outputs / name / "run.json").write_text("{}")
         time.sleep(0.05)
     os.utime(outputs / "older" / "run.json", (1, 1))
-    proc = run_cli("gallery", "--out", outputs, check=False)
+    proc = run_cli("refine", "--seeds", "1", "--model", "tiny-random", "--out", outputs, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: no run found in {outputs}/: it has no latest link; pass --run NAME, " \
                                   "e.g. --run newer (the newest)"
+    proc = run_cli("gallery", "--out", outputs, check=False)  # gallery takes the run as its argument (issue 30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: no run found in {outputs}/: it has no latest link; give the run, " \
+                                  "e.g. pipeline gallery newer (the newest)"

@@ -285,3 +285,14 @@ def test_the_readme_documents_what_the_user_met(tmp_path):
     assert "python3 -m venv .venv\n.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
     weights = (ROOT / "weights" / "README.md").read_text()
     assert weights.index("converted") < weights.index("downloaded")  # the order the code tries, as the README says
+
+
+def test_a_config_whose_out_is_a_file_says_so(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config = _config(tmp_path, f"model: tiny-random\nout: {afile}\nprompts: a fox\nexplore:\n  seeds: 1\n  size: 64\n")
+    try:
+        proc = run_cli("run", config, check=False, process=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a config run into a file did not end")
+    assert proc.returncode == 2 and f"{config}:2: out: {afile} is a file: give a folder" in proc.stderr, proc.stderr
