@@ -26,6 +26,9 @@ from .core.store import Store, default_store, file_digest
 log = logging.getLogger("pipeline")
 
 STAGES = ("explore", "refine", "upscale")
+# the kinds of picture each stage folder holds: variations live among the candidates; a detail upscale
+# (upscale --detail) beside the plain ones
+KINDS = {"explore": ("explore", "vary"), "refine": ("refine",), "upscale": ("upscale", "detail")}
 _SEED_NAME = re.compile(r"^seed-(\d+(?:v\d+)*)\.png$")  # a seed, or a variation id (42v3)
 
 
@@ -156,7 +159,7 @@ def _add_missing(run_dir: Path, store: Store) -> tuple[dict, list[Path]]:
 
 def _record_for(picture: Path, stage: str, by_digest: dict) -> dict | None:
     """A picture's store record (by its sha256), else one made from the record in its PNG."""
-    kinds = (stage, "vary") if stage == "explore" else (stage,)
+    kinds = KINDS[stage]
     try:
         record = by_digest.get(file_digest(picture))
     except OSError:
@@ -166,9 +169,14 @@ def _record_for(picture: Path, stage: str, by_digest: dict) -> dict | None:
     meta = _png_record(picture)
     if stage == "upscale":
         step = meta.get("upscale")
-        if isinstance(step, dict) and isinstance(step.get("key"), str):
-            return {"key": step["key"], "job": {"kind": "upscale"}, "source": str(step.get("input", ""))}
-        return None
+        if not isinstance(step, dict) or not isinstance(step.get("key"), str):
+            return None
+        detail = step.get("detail")
+        if isinstance(detail, dict):  # the detail pass's job, as its PNG tells it
+            job = {"kind": "detail", **{k: detail.get(k) for k in ("strength", "tile", "overlap", "model", "steps")}}
+        else:
+            job = {"kind": "upscale"}  # its scale asked for is unknown here (the PNG holds the scale it got)
+        return {"key": step["key"], "job": job, "source": ""}
     if isinstance(meta.get("key"), str) and meta.get("kind") in kinds:
         return {"key": meta["key"], "job": meta}
     return None
@@ -199,8 +207,7 @@ def _pictures(run_dir: Path, stage: str, by_digest: dict, unknown: list) -> list
             record = by_digest.get(file_digest(picture))
         except OSError:
             record = None
-        kinds = (stage, "vary") if stage == "explore" else (stage,)  # variations live among the candidates
-        if record is None or record["job"].get("kind") not in kinds:
+        if record is None or record["job"].get("kind") not in KINDS[stage]:
             unknown.append(picture)
             log.warning("%s matches no %s picture in the store; left in place, not recorded", picture, stage)
             continue
@@ -259,11 +266,27 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
 
 
 def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:
+    """An upscaled picture's entry as the upscale stage records it: the upscaler and its scale (from the
+    picture's own record), and a detail upscale's settings (from its job)."""
     match = _SEED_NAME.match(picture.name)
     source = Path(record.get("source", "")).name if isinstance(record.get("source"), str) else ""
     seed = (match.group(1) if "v" in match.group(1) else int(match.group(1))) if match else None
-    return {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture),
-            "source": source, "seconds": record.get("seconds", 0.0), "cached": True}
+    job = record["job"]
+    step = _png_record(picture).get("upscale")
+    step = step if isinstance(step, dict) else {}
+    entry = {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture), "source": source,
+             "seconds": record.get("seconds", 0.0), "cached": True}
+    if isinstance(step.get("upscaler"), str):
+        entry["upscaler"] = step["upscaler"]
+    scale = job.get("scale") if job.get("kind") == "upscale" else step.get("scale")
+    if scale:
+        entry["scale"] = scale
+    if job.get("kind") == "detail":
+        model = str(job.get("model") or "")
+        entry.update(detail=job.get("strength"), detail_tile=job.get("tile"), detail_overlap=job.get("overlap"),
+                     detail_model=display_name(model.split("@", 1)[0].removeprefix("hub:")),
+                     detail_steps=job.get("steps"))
+    return entry
 
 
 def _png_record(picture: Path) -> dict:

@@ -1,6 +1,6 @@
 """Run a config: each prompt's explore → refine → upscale, through one Pipeline (the model loads once).
 
-    from pipeline.config.loader import load_config
+    from pipeline.config import load_config
     from pipeline.runner import run_config
     result = run_config(load_config("configs/smoke.yaml"))
     result.runs[0].stages["refine"].paths
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.errors import UserError
 from .config.loader import ConfigError, LoadedConfig, PromptRun, RunConfig, Source, size_text
 from .core.runs import load_run, stage_pictures
 from .stages.common import StageResult
@@ -98,11 +99,17 @@ def run_config(loaded: LoadedConfig | RunConfig, *, dry_run: bool = False, progr
     if isinstance(loaded, RunConfig):
         loaded = LoadedConfig(loaded, Source("<config>"))
     config = loaded.config
+    problems = resolve(loaded)  # everything the config names, before a model or a folder is touched
     owned = pipeline is None
-    p = pipeline if pipeline is not None else pipeline_for(config, progress)
+    try:
+        p = pipeline if pipeline is not None else pipeline_for(config, progress)
+    except UserError:
+        if problems:  # e.g. its model: what the config names says it better, and all at once
+            raise ConfigError(problems) from None
+        raise
     try:
         runs = config.runs()
-        preflight(loaded, p.session, runs)
+        preflight(loaded, p.session, runs, problems)
         step = _plan_one if dry_run else _run_one
         outcomes = [step(config, p, run) for run in runs]
     finally:
@@ -116,12 +123,29 @@ def run_config(loaded: LoadedConfig | RunConfig, *, dry_run: bool = False, progr
 _HEADER = ("prompt", "negative", "model", "width", "height", "steps", "guidance")
 
 
-def preflight(loaded: LoadedConfig, session, runs: list[PromptRun]) -> None:
-    """What the config asks of the run folders on disk, checked before any stage runs."""
-    config, problems = loaded.config, []
+def resolve(loaded: LoadedConfig) -> list[str]:
+    """``file:line: key: sentence`` for each file, LoRA, weights or model the config names that cannot
+    be found (``config_resolve.RESOLVERS``), in the file's order; looked for now unless the config
+    was loaded with ``resolve``."""
+    from .config.loader import resolved_problems
+
+    if loaded.resolved:
+        found = loaded.unresolved
+    else:
+        found = [(loaded.source.order(path), text) for path, text in resolved_problems(loaded.config, loaded.source)]
+    return [text for _, text in sorted(found, key=lambda f: f[0])]
+
+
+def preflight(loaded: LoadedConfig, session, runs: list[PromptRun], problems: list[str] | None = None) -> None:
+    """What the config asks of the run folders on disk, checked before any stage runs; ``problems``
+    (already found, e.g. by ``resolve``) are listed with them."""
+    config, problems = loaded.config, list(problems or [])
     for run in runs:
         run_dir = session.out / run.name
-        data = load_run(run_dir)
+        try:
+            data = load_run(run_dir)
+        except OSError:  # e.g. out is a file: the resolvers said so
+            data = {}
         here = ("prompts", run.index)
         if run.explore is not None:
             if data:

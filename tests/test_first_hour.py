@@ -79,15 +79,16 @@ def test_the_wait_before_the_first_picture_says_what_is_loading(tmp_path):
 
 
 def test_loading_message_names_where_the_model_comes_from(tmp_path, monkeypatch):
-    from pipeline.models.names import loading_message
+    from pipeline.models.names import download_message, loading_message
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("PIPELINE_OFFLINE", raising=False)
     repo = tmp_path / "hf" / "hub" / "models--Tongyi-MAI--Z-Image-Turbo"
-    assert loading_message("Tongyi-MAI/Z-Image-Turbo").startswith(f"downloading Tongyi-MAI/Z-Image-Turbo from "
-                                                                  f"Hugging Face into {repo}")
+    assert loading_message("Tongyi-MAI/Z-Image-Turbo") is None  # not cached: said once the Hub answers (issue 30)
+    assert download_message("Tongyi-MAI/Z-Image-Turbo").startswith(f"downloading Tongyi-MAI/Z-Image-Turbo from "
+                                                                   f"Hugging Face into {repo}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert loading_message("Tongyi-MAI/Z-Image-Turbo") is None  # not cached, offline: the error follows at once
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -196,7 +197,11 @@ def test_an_output_folder_without_latest_names_its_newest_run(tmp_path):
         (outputs / name / "run.json").write_text("{}")
         time.sleep(0.05)
     os.utime(outputs / "older" / "run.json", (1, 1))
-    proc = run_cli("gallery", "--out", outputs, check=False)
+    proc = run_cli("refine", "--seeds", "1", "--model", "tiny-random", "--out", outputs, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: no run found in {outputs}/: it has no latest link; pass --run NAME, " \
                                   "e.g. --run newer (the newest)"
+    proc = run_cli("gallery", "--out", outputs, check=False)  # gallery takes the run as its argument (issue 30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: no run found in {outputs}/: it has no latest link; give the run, " \
+                                  "e.g. pipeline gallery newer (the newest)"

@@ -156,3 +156,29 @@ def test_learning_from_a_real_upscale_makes_its_estimate_that_time(tmp_path):
     assert engine.estimate_seconds([(400, 240)]) > 5.0
     engine.learn([(200, 120)], None, None, 0.0)  # nothing to learn from
     assert engine.estimate_seconds([(200, 120)]) == pytest.approx(5.0)
+
+
+def test_a_dry_run_probes_briefly_forgets_its_probes_and_says_how_far_to_trust_it(tmp_path, monkeypatch):
+    """--dry-run's probes are small (48² at most, a ninth of the real probes' pixels) and not remembered
+    (the first real upscale measures properly); the sentence says how far the estimate can be trusted."""
+    from pipeline.engines import upscaler as U
+    from pipeline.stages.upscale_time import COSTS_FILE
+
+    shapes = []
+    real = U.Upscaler.upscale_arrays
+
+    def watched(self, arrays, **kwargs):
+        shapes.extend(a.shape[:2] for a in arrays)
+        return real(self, arrays, **kwargs)
+
+    monkeypatch.setattr(U.Upscaler, "upscale_arrays", watched)
+    (picture,) = _pictures(tmp_path / "in", [(40, 24)])
+    out = tmp_path / "o"
+    proc = run_cli("upscale", picture, "--upscaler", FAST, "--out", out, "--dry-run")
+    assert shapes and max(max(shape) for shape in shapes) <= 48, shapes
+    assert "this would take about" in proc.stderr and "can be off by" in proc.stderr, proc.stderr
+    assert not (out / ".store" / COSTS_FILE).exists()
+    shapes.clear()
+    run_cli("upscale", picture, "--upscaler", FAST, "--out", out)
+    assert (128, 128) in shapes  # the real upscale's own probes
+    assert (out / ".store" / COSTS_FILE).exists()

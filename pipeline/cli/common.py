@@ -68,6 +68,7 @@ def user_errors(func):
             click.echo("error: an argument holds bytes that are not valid UTF-8; pass UTF-8 text", err=True)
             sys.exit(2)
         except UserError as err:
+            _remove_empty_out()
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -135,8 +136,34 @@ def make_pipeline(model, out, device, dtype, memory, progress=True):
 
     ctx = click.get_current_context(silent=True)
     extra = dict(ctx.meta.get("pipeline.engine_options", {})) if ctx is not None else {}
-    return Pipeline(model=model, out=out or os.environ.get("PIPELINE_OUT", "outputs"), device=device, dtype=dtype,
+    out = check_out(out or os.environ.get("PIPELINE_OUT", "outputs"))
+    new = next((p for p in (out, out / ".store") if not p.exists()), None)
+    if ctx is not None and new is not None:
+        ctx.meta["pipeline.new_out"] = new  # made by this command: left empty by an error, it is removed
+    return Pipeline(model=model, out=out, device=device, dtype=dtype,
                     memory=memory, progress=progress, **extra)
+
+
+def _remove_empty_out() -> None:
+    """A command that failed (a refused LoRA, a model that is not there) leaves no empty OUT/.store
+    behind (nor an empty OUT it created): empty folders are removed, nothing else."""
+    ctx = click.get_current_context(silent=True)
+    out = ctx.meta.get("pipeline.new_out") if ctx is not None else None
+    if out is None or not Path(out).is_dir():
+        return
+    for folder, _, _ in sorted(os.walk(out), key=lambda entry: -len(entry[0])):  # deepest first
+        try:
+            os.rmdir(folder)  # fails on a folder holding anything: that one is kept
+        except OSError:
+            pass
+
+
+def check_out(out) -> Path:
+    """--out (or $PIPELINE_OUT) must be a folder, or not exist yet: one sentence for every command."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder (it is created if missing)")
+    return out
 
 
 def resolve_out(out: str | None, run: str | None = None) -> Path:

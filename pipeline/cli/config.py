@@ -34,7 +34,9 @@ def show(config, overrides, as_json):
 
     from ..config.loader import load_config
 
-    data = load_config(config, overrides).config.resolved()
+    loaded = load_config(config, overrides, resolve=True)
+    loaded.raise_unresolved()
+    data = loaded.config.resolved()
     if as_json:
         print_json(data)
     else:

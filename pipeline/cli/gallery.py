@@ -19,12 +19,22 @@ def gallery(run, out, open_page):
 
     RUN is a run folder or its name in --out; the latest run when left out.
     """
+    from ..core.errors import UserError
     from ..web.gallery import build_gallery
 
-    page = build_gallery(Path(out or os.environ.get("PIPELINE_OUT", "outputs")), run)
+    try:
+        page = build_gallery(Path(out or os.environ.get("PIPELINE_OUT", "outputs")), run)
+    except UserError as err:
+        raise UserError(_as_argument(str(err))) from None
     click.echo(str(page))
     if open_page:
         import webbrowser
 
         if not webbrowser.open(page.resolve().as_uri()):
             click.echo("warning: no web browser found; open the path above yourself", err=True)
+
+
+def _as_argument(sentence: str) -> str:
+    """The hints of the stages name ``--run``; gallery takes the run as its argument."""
+    return (sentence.replace("pass --run NAME, e.g. --run ", "give the run, e.g. pipeline gallery ")
+            .replace("or pass --run", "or give the run: pipeline gallery RUN"))

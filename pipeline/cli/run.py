@@ -25,7 +25,7 @@ def run(config, overrides, dry_run, as_json):
     from ..config.loader import load_config
     from ..runner import run_config
 
-    loaded = load_config(config, overrides)
+    loaded = load_config(config, overrides, resolve=True)
     result = run_config(loaded, dry_run=dry_run, progress=not as_json)
     if as_json:
         print_json(result.to_json())

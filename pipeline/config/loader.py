@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -287,6 +287,14 @@ def json_schema() -> dict:
 class LoadedConfig:
     config: RunConfig
     source: Source
+    resolved: bool = False  # what it names (files, LoRAs, weights, model) was looked for (config_resolve)
+    unresolved: list = field(default_factory=list)  # (order, ``file:line: key: sentence``) of what was not found
+
+    def raise_unresolved(self) -> None:
+        """A config whose files were looked for is refused here when any was not found (``pipeline run``
+        lists them with the run folders' problems instead: see ``runner.preflight``)."""
+        if self.unresolved:
+            raise ConfigError([text for _, text in sorted(self.unresolved, key=lambda p: p[0])])
 
     def where(self, path: tuple) -> str:
         return problem(self.source, path, "").rstrip(": ")
@@ -295,13 +303,14 @@ class LoadedConfig:
         return ConfigError([problem(self.source, path, message)])
 
 
-def load_config(path: str | Path, overrides=()) -> LoadedConfig:
-    """Read, override (``KEY=VALUE`` strings) and validate a config file."""
+def load_config(path: str | Path, overrides=(), *, resolve: bool = False) -> LoadedConfig:
+    """Read, override (``KEY=VALUE`` strings) and validate a config file; with ``resolve``, also find
+    everything it names (LoRAs, weights, model, single files), its problems listed with the others."""
     data, source = read_yaml(path)
-    return parse_config(data, source, overrides)
+    return parse_config(data, source, overrides, resolve=resolve)
 
 
-def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
+def parse_config(data, source: Source, overrides=(), *, resolve: bool = False) -> LoadedConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -324,12 +333,28 @@ def parse_config(data, source: Source, overrides=()) -> LoadedConfig:
         config = _without(data, bad)  # to check the rest too: every problem is reported at once
     if config is not None:
         problems += [(source.order(p), problem(source, p, m)) for p, m in config.check()]
-    texts = [text for _, text in sorted(problems, key=lambda p: p[0])]
+    unresolved = []
+    if config is not None and resolve:
+        unresolved = [(source.order(p), text) for p, text in resolved_problems(config, source)]
+    texts = [text for _, text in sorted(problems + (unresolved if problems else []), key=lambda p: p[0])]
     if config is not None and not texts:
         texts = _spec_problems(config, source)
     if texts:
         raise ConfigError(texts)
-    return LoadedConfig(config, source)
+    return LoadedConfig(config, source, resolved=resolve, unresolved=unresolved)
+
+
+def resolved_problems(config: RunConfig, source: Source) -> list[tuple[tuple, str]]:
+    """(key path, ``file:line: key: sentence``) for each file, LoRA, weights or model the config names
+    that cannot be found (``config_resolve.RESOLVERS``: ControlNets and masks add theirs there)."""
+    from .resolve import resolve_problems
+
+    found = []
+    for path, message in resolve_problems(config):
+        if path and path not in source.lines and ("model", *path) in source.lines:
+            path = ("model", *path)  # a single file given under `model:` (its mapping form)
+        found.append((path, problem(source, path, message)))
+    return found
 
 
 def _spec_problems(config: RunConfig, source: Source) -> list[str]:

@@ -30,6 +30,8 @@ class Source:
 
     def order(self, path: tuple) -> tuple:
         """Sort key: file lines first, in order, then --set overrides."""
+        if self._set_below(path):
+            return (1, 0)
         for n in range(len(path), -1, -1):
             if path[:n] in self.overrides:
                 return (1, 0)
@@ -38,6 +40,9 @@ class Source:
         return (0, 0)
 
     def where(self, path: tuple) -> str:
+        below = self._set_below(path)
+        if below is not None:
+            return below
         for n in range(len(path), -1, -1):
             if path[:n] in self.overrides:
                 return self.overrides[path[:n]]
@@ -45,6 +50,16 @@ class Source:
             if path[:n] in self.lines:
                 return f"{self.label}:{self.lines[path[:n]]}"
         return self.label
+
+    def _set_below(self, path: tuple) -> str | None:
+        """The --set that made ``path`` when the file does not hold it: ``--set nosuch.key=1`` makes
+        the unknown key ``nosuch``, which is that --set's doing, not the file's first line's."""
+        if path in self.lines:
+            return None
+        for parts, text in self.overrides.items():
+            if parts[:len(path)] == path and path:
+                return text
+        return None
 
 
 def key_path(path) -> str:

@@ -53,6 +53,9 @@ def check_run_name(name: str) -> str:
     return name
 
 
+MAX_SAME_SECOND = 1000  # explores of one prompt started in one second: more is a loop gone wrong
+
+
 def new_run_dir(out: Path, prompt: str, name: str | None = None, *, claim: bool = False) -> Path:
     """The run folder of a new explore: ``OUT/NAME``, or ``OUT/<timestamp>-<slug>``.
 
@@ -64,21 +67,30 @@ def new_run_dir(out: Path, prompt: str, name: str | None = None, *, claim: bool 
         return out / check_run_name(name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{slugify(prompt)}"
-    candidate, n = out / base, 2
-    while True:
+    if claim:
+        if out.exists() and not out.is_dir():  # mkdir below would fail with FileExistsError forever
+            raise UserError(f"--out {out} is a file: give a folder (it is created if missing)")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise UserError(f"--out {out}: a file stands where a folder should be in its path") from None
+        except OSError as err:
+            raise write_error(out, err) from err
+    for n in range(1, MAX_SAME_SECOND + 1):  # bounded: an error that repeats must not spin forever
+        candidate = out / (base if n == 1 else f"{base}-{n}")
         if not claim:
             if not candidate.exists():
                 return candidate
-        else:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                candidate.mkdir()
-                return candidate
-            except FileExistsError:
-                pass
-            except OSError as err:
-                raise write_error(candidate, err) from err
-        candidate, n = out / f"{base}-{n}", n + 1
+            continue
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            if not out.is_dir():  # the folder itself went away or was replaced by a file
+                raise UserError(f"--out {out} is not a folder any more") from None
+        except OSError as err:
+            raise write_error(candidate, err) from err
+    raise UserError(f"{MAX_SAME_SECOND} runs named {base}… already exist in {out}: give --run NAME")
 
 
 def release_run_dir(run_dir: Path) -> None:

@@ -39,7 +39,8 @@ def parse_seeds(spec: str | int | list, *, variations: bool = False) -> list:
         if not text:
             raise UserError(f"empty item in seed list {spec!r}: use a form like 1,2,10-20")
         if text.startswith("-") or text.startswith("−"):
-            raise UserError(f"seed {text!r} is negative: seeds are whole numbers from 0 to {MAX_SEED}")
+            raise UserError(f"seed {text!r} is negative: seeds are whole numbers from 0 to {JS_SAFE_SEEDS - 1} "
+                            f"(2^53 - 1) for new pictures")
         match = _SEED_ITEM.match(text)
         if not match:
             hint = " or variation ids like 42v3" if variations else ""
@@ -108,8 +109,10 @@ def seeds_from_count(count: int, base: int) -> list[int]:
         raise UserError(f"--count must be at least 1, not {count}")
     if count > MAX_SEEDS_PER_SPEC:
         raise UserError(f"--count {count} is more than {MAX_SEEDS_PER_SPEC} candidates")
-    if base < 0 or base + count - 1 > MAX_SEED:
-        raise UserError(f"base seed {base} is out of range: seeds go from 0 to {MAX_SEED}")
+    if base < 0 or base + count - 1 >= JS_SAFE_SEEDS:  # the seeds of new pictures
+        raise UserError(f"base seed {base} is out of range: with --count {count}, seeds go from 0 to "
+                        f"{JS_SAFE_SEEDS - 1} (2^53 - 1), the largest that A1111, ComfyUI and other "
+                        f"JavaScript pages read back exactly")
     return list(range(base, base + count))
 
 

@@ -108,8 +108,9 @@ def read_adapter(path: Path, transformer) -> Adapter:
         why = f"it seems made for {made_for}" if made_for else "it was made for another model"
         raise UserError(f"LoRA {path.name} matches no layer of Z-Image's transformer ({why}); use a Z-Image LoRA")
     if unmatched:
-        log.warning("LoRA %s: %d of its %d layers match Z-Image's transformer; the other %d are not applied",
-                    path.name, len(layers), len(layers) + unmatched, unmatched)
+        rest = "the other one is not applied" if unmatched == 1 else f"the other {unmatched} are not applied"
+        log.warning("LoRA %s: %d of its %d layers match Z-Image's transformer; %s",
+                    path.name, len(layers), len(layers) + unmatched, rest)
     if text_keys:
         log.warning("LoRA %s also holds %d text-encoder weights; they are not applied (only the transformer's are)",
                     path.name, len(text_keys))

@@ -13,12 +13,15 @@ downloading a missing snapshot (when not offline) is ``huggingface_hub.snapshot_
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
+
+DEFAULT_REPO = "Tongyi-MAI/Z-Image-Turbo"  # Z-Image-Turbo: the model a user gets when none is named
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -71,17 +74,22 @@ def fingerprint(model: str) -> str:
     return f"hub:{repo}@{snapshot.commit if snapshot else revision}"
 
 
-def not_cached_error(model: str, why: str = "") -> UserError:
+def not_cached_error(model: str, why: str = "", *, config: bool = False) -> UserError:
     """One sentence for a model that is not cached and cannot be downloaded (offline, or no network:
-    ``why``), with the ways on: download it elsewhere, a local folder, or the weightless tiny model."""
+    ``why``), with the ways on: download it elsewhere, a local folder, or the weightless tiny model
+    (said as a config says it with ``config``; else as both the command line and a config say it)."""
     repo, revision = split_revision(model)
     which = f" at revision {revision}" if revision != "main" else ""
+    if config:
+        ways = ("or set model: to a local diffusers folder; to try the workflow without weights, "
+                "--set model=tiny-random")
+    else:
+        ways = ("or pass --model /path/to/a/local/diffusers/folder; to try the workflow without weights, "
+                "use --model tiny-random (with a config: --set model=tiny-random)")
     return UserError(
         f"model {repo}{which} is not in the local Hugging Face cache ({hub_cache_dir()}) and cannot be downloaded "
         f"here{f' ({why})' if why else ''}: download it on a connected machine (`hf download {repo}"
-        f"{' --revision ' + revision if revision != 'main' else ''}`) and point HF_HOME at that cache, "
-        f"or pass --model /path/to/a/local/diffusers/folder; to try the workflow without weights, "
-        f"use --model tiny-random"
+        f"{' --revision ' + revision if revision != 'main' else ''}`) and point HF_HOME at that cache, {ways}"
     )
 
 
@@ -120,6 +128,11 @@ def _download(model: str) -> Snapshot:
 
     repo, revision = split_revision(model)
     try:
+        from huggingface_hub import HfApi
+
+
+        HfApi().model_info(repo, revision=revision)  # one request: no network fails here, before "downloading"
+        logging.getLogger("pipeline.status").info(download_message(model))
         snapshot_download(repo, revision=revision, cache_dir=hub_cache_dir())
     except Exception as err:  # noqa: BLE001 - httpx/requests errors too: one sentence either way
         if isinstance(err, KeyboardInterrupt):
@@ -174,3 +187,11 @@ def _first_problem(folder: Path) -> str | None:
                 if not (sub / shard).is_file():
                     return f"{name}/{shard} is missing (named by {shard_index.name})"
     return None
+
+
+def download_message(model: str) -> str:
+    """Said when a download really starts (the Hub answered), never before an offline error."""
+    repo = split_revision(model)[0]
+    size = ("; the first download of Z-Image-Turbo is about 33 GB (see the README's 'The real model')"
+            if repo == DEFAULT_REPO else "")
+    return f"downloading {model} from Hugging Face into {repo_folder(repo)}{size}"

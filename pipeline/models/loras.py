@@ -123,12 +123,25 @@ def parse_lora(text) -> tuple[str, float]:
         return _checked(str(text[0]), text[1])
     text = str(text).strip()
     name, sep, tail = text.rpartition(":")
-    if sep and name and not (len(name) == 1 and name.isalpha() and tail.startswith(("\\", "/"))):
-        try:
-            return _checked(name, float(tail))
-        except ValueError:
-            pass  # a path holding a colon, without a weight
-    return _checked(text, 1.0)
+    if not sep or (len(name) == 1 and name.isalpha() and tail.startswith(("\\", "/"))):
+        return _checked(text, 1.0)  # no weight (C:\\… is a Windows drive, not a weight)
+    try:
+        return _checked(name, float(tail))
+    except ValueError:
+        pass
+    if Path(text).expanduser().is_file() or _looks_like_a_path(tail):
+        return _checked(text, 1.0)  # a path holding a colon, without a weight
+    if not name.strip():
+        raise UserError(f"LoRA {text!r} has no name before the colon, e.g. style{text}")
+    if not tail.strip():
+        raise UserError(f"LoRA {text!r} has no weight after the colon: give one, e.g. {name}:0.8, "
+                        f"or leave out the colon (weight 1)")
+    raise UserError(f"LoRA weight {tail!r} for {name!r} is not a number, e.g. {name}:0.8")
+
+
+def _looks_like_a_path(tail: str) -> bool:
+    """After the last colon: a path's rest (``dir:x/y.safetensors``), not a weight."""
+    return "/" in tail or "\\" in tail or tail.lower().endswith((SUFFIX, *PICKLE_SUFFIXES))
 
 
 def _checked(name: str, weight) -> tuple[str, float]:
@@ -165,8 +178,17 @@ def find_lora(name: str, model: str | None = None) -> Path:
     if by_stem:
         return by_stem[0]
     looked = ", ".join(str(f) for f in folders)
+    if _is_path(name):
+        raise UserError(f"LoRA file {name} does not exist (a path is read from {Path.cwd()}; "
+                        f"a name without a folder is looked up in {looked})")
     raise UserError(f"LoRA {name!r} not found: looked for {Path(stem).name}{SUFFIX} in {looked} "
                     f"(put it in one, set PIPELINE_LORAS to its folder, or give its path)")
+
+
+def _is_path(name: str) -> bool:
+    """A path rather than a name: absolute, from ~ or ., or a folder and a .safetensors file."""
+    return (name.startswith(("/", "~", "./", "../", ".\\")) or Path(name).is_absolute()
+            or (("/" in name or "\\" in name) and name.lower().endswith(SUFFIX)))
 
 
 def check_file(path: Path) -> None:

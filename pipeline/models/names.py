@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from ..core.errors import UserError
+from .hub import DEFAULT_REPO, download_message  # noqa: F401  (the model a user gets by default)
 
-DEFAULT_REPO = "Tongyi-MAI/Z-Image-Turbo"
 TINY = "tiny-random"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w.-]{1,100})?$")
 
@@ -82,13 +82,7 @@ def loading_message(model: str) -> str | None:
     if snapshot is not None:
         return (f"loading {model} from the Hugging Face cache {snapshot.folder} "
                 "(the real model takes a minute or more)")
-    if _offline():
-        return None  # not cached and no network: the error says so right away
-    repo = hub.split_revision(model)[0]
-    size = ("; the first download of Z-Image-Turbo is about 33 GB (see the README's 'The real model')"
-            if repo == DEFAULT_REPO else "")
-    return f"downloading {model} from Hugging Face into {hub.repo_folder(repo)}{size}"
-
+    return None  # not cached: the download says so once the Hub answered (download_message), else the error
 
 
 def _folder_fingerprint(folder: Path) -> str:

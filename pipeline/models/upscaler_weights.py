@@ -159,6 +159,26 @@ def resolve_weights(name_or_path: str | os.PathLike | None = None, *, directory:
     raise UserError(_how_to_get(preset, directory))
 
 
+def check_weights(name_or_path: str | os.PathLike | None = None, *, directory: Path | None = None) -> None:
+    """What ``resolve_weights`` would find, checked without writing anything: a file that is missing,
+    a name that is unknown, or a preset that can be neither found, converted nor downloaded (offline)
+    is one sentence (``UserError``)."""
+    spec = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_WEIGHTS
+    directory = Path(directory) if directory is not None else weights_dir()
+    preset = PRESETS.get(spec)
+    if preset is None:
+        resolve_weights(spec, directory=directory, download=False, convert=False)
+        return
+    if _find_local(preset, directory) is not None or not is_offline():
+        return
+    from pipeline.models import ncnn
+
+    models = ncnn.ncnn_models_dir()
+    if models is not None and (models / f"{preset.ncnn_stem}.param").is_file():
+        return
+    raise UserError(_how_to_get(preset, directory))
+
+
 def _find_local(preset: Preset, directory: Path) -> ResolvedWeights | None:
     own = directory / f"{preset.name}.safetensors"
     own_is_converted = own.is_file() and _safetensors_metadata(own).get(_SOURCE_KEY) == SOURCE_CONVERTED
@@ -187,10 +207,17 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         return {}
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it by setting it (there is no getter), then put it back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(directory: Path, final: Path):
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=directory)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: a weights file is readable as any other
     except OSError as error:
         raise UserError(f"cannot write weights into {directory} ({error.strerror}); "
                         f"set PIPELINE_WEIGHTS to a writable folder") from None
@@ -263,6 +290,7 @@ def convert_ncnn_weights(preset: Preset, directory: Path) -> Path | None:
     os.close(fd)
     try:
         save_file(state, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # save_file writes a new file: the mode of mkstemp's (0600) again
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

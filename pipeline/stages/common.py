@@ -136,7 +136,8 @@ class LineProgress:
 
         seconds = time.perf_counter() - self.started
         done = f"{self.n} of {self.total}" if self.n != self.total else str(self.n)
-        print(f"{self.desc}: {done} {self.unit} in {seconds:.1f} s", file=sys.stderr, flush=True)
+        unit = self.unit if self.total == 1 or self.unit == "img" else f"{self.unit}s"  # 2 tiles; img stays
+        print(f"{self.desc}: {done} {unit} in {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def run_variance(data: dict, pick):

@@ -184,11 +184,12 @@ def _say_dry_run(sr, todo) -> None:
     that would load the diffusion model; ``Pipeline.estimate_upscale`` does)."""
     from ..engines.detail import steps_run
     from ..engines.tiling import detail_rects
-    from .upscale_time import describe_estimate
+    from .upscale_time import describe_estimate, short_probe
 
     status = logging.getLogger("pipeline.status")
     missing = [(item, sr_job) for item, sr_job, _ in todo if not sr.session.store.has(sr_job.key)]
     if missing:
+        short_probe(sr.engine())  # a remembered cost model, else two small probes: a dry run stays short
         status.info(describe_estimate(sr.estimate_seconds(missing), len(missing), sr.engine(), will=False))
     tiles = sum(len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in todo)
     job = todo[0][2]

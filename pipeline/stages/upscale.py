@@ -19,7 +19,7 @@ from ..core.store import file_digest
 from ..web.gallery import write_gallery
 from .common import Item, StageResult
 from .upscale_time import (OnProgress, TileProgress, describe_estimate, image_size, recall_cost, remember_cost,
-                           warn_if_long)
+                           short_probe, warn_if_long)
 
 log = logging.getLogger("pipeline")
 
@@ -114,6 +114,7 @@ def check_image_file(path: Path) -> None:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 kind = image.format
+                image.verify()  # a truncated file is refused now, not after the upscaler loaded (cheap: no decode)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise UserError(f"{path} has too many pixels to be safe to decode "
                         f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
@@ -204,8 +205,8 @@ def upscale(session, inputs: list[UpscaleInput], *, model: str | None = None, sc
         todo = [(item, job) for item, job in zip(inputs, jobs) if not store.has(job.key)]
         if todo and session.progress:  # the CLI's text mode: how long it would take (loads the upscaler)
             engine = _load(session, resolved.path, precision, jobs[0].precision)
+            short_probe(engine)  # a remembered cost model, else two small probes: a dry run stays short
             seconds = engine.estimate_seconds([image_size(item.path) for item, _ in todo], tile, overlap)
-            remember_cost(store.root, engine)
             logging.getLogger("pipeline.status").info(describe_estimate(seconds, len(todo), engine, will=False))
         return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo), computed=len(todo),
                            dry_run=True)
