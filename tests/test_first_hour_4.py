@@ -147,7 +147,7 @@ explore:
 
 
 def test_the_resolvers_are_a_list_a_new_kind_of_file_joins(tmp_path, monkeypatch):
-    from pipeline import config_resolve
+    from pipeline.config import resolve as config_resolve
 
     monkeypatch.setattr(config_resolve, "RESOLVERS", list(config_resolve.RESOLVERS))
     config_resolve.resolver(lambda config: [(("explore", "size"), "a mask of another size")])
