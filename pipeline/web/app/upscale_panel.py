@@ -144,7 +144,7 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
         if event.kind == "stopping":
-            yield gr.skip(), flow.stopping_text("tile"), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip()
+            yield gr.skip(), "stopping…", gr.skip(), gr.skip(), flow.stop_button(False), gr.skip()
             continue
         if event.kind == "progress":  # what a batch holds is said in order: estimate, tiles, a picture done
             picture, estimated, tiled = None, not event.reports, False
@@ -155,8 +155,7 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
                     _, n, finished, planned = report
                     ahead = expected * (1 - (n + finished / max(planned, 1)) / total) if expected else 0
                     left = f" · about {flow.duration(ahead)} left" if ahead >= 1 else ""
-                    tile_text, tiled = (f"Upscaling {n + 1} of {total}{left}",
-                                        f"tile {finished} of {planned}{left}"), True
+                    tile_text, tiled = (f"Upscaling {n + 1} of {total}{left}", tile_words(finished, planned) + left), True
                 else:
                     picture = summary = report[2]
             if estimated:
@@ -187,6 +186,14 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
             {"stage": "upscale", "run_dir": str(run_dir) if run_dir else None, "seeds": summary["seeds"],
              "computed": summary["computed"], "stored": summary["stored"], "files": summary["files"],
              **({"stopped": True} if stopped else {})}
+
+
+def tile_words(finished: float, planned: int) -> str:
+    """'tile 2 of 4 · 35%': the tile under way and how far it is (the engine reports inside a tile)."""
+    if finished >= planned:
+        return f"tile {planned} of {planned} · 100%"
+    under_way = int(finished) + 1
+    return f"tile {under_way} of {planned} · {int((finished - int(finished)) * 100)}%"
 
 
 def _what(run_dir, chosen) -> dict:
