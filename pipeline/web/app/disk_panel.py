@@ -36,7 +36,8 @@ def wire(app, ui) -> None:
             if not own and not (prompt and prompt.strip()):
                 raise UserError("this picture carries no generation parameters: write its prompt in Prompt first")
             yield from refine_panel._refine(app, flow.tab_of(request), None, None, mode, strength, scale, size,
-                                            source=source, prompt=None if own else prompt)
+                                            source=source, prompt=None if own else prompt,
+                                            label="Refine it")
         except UserError as err:
             raise gr.Error(str(err), print_exception=False) from None
         finally:
@@ -55,7 +56,8 @@ def wire(app, ui) -> None:
         try:
             source = checked(path)
             yield from upscale_panel._upscale(app, flow.tab_of(request), None, None, model, files=[source],
-                                              out_dir=str(app.out / "upscaled"), detail=detail)
+                                              out_dir=str(app.out / "upscaled"), detail=detail,
+                                              label="Upscale it")
         except UserError as err:
             raise gr.Error(str(err), print_exception=False) from None
         finally:

@@ -77,6 +77,9 @@ def events(app, tab: str, request: dict, run: str | None = None):
             if event.kind == "waiting":
                 text = flow.waiting_text(event.ahead)
                 yield Update("waiting", text, f"Waiting · {event.ahead} ahead")
+            elif event.kind == "failed":
+                yield Update("failed", event.result, "", done=done, total=total)
+                return
             elif event.kind == "stopping":
                 yield Update("stopping", f"{done} of {total} candidates · {flow.stopping_text()}", "",
                              done=done, total=total)
@@ -123,6 +126,10 @@ def _outputs(app, tab, request, run=None):
                    flow.stop_button(True), gr.skip())
         elif update.kind == "stopping":
             yield (gr.skip(), update.text, gr.skip(), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip())
+        elif update.kind == "failed":
+            text, label, stop = flow.failed(form.LABELS["explore"], update.text)
+            yield (stream.value() if stream.run_dir else gr.skip(), text, "", gr.skip(), label, stop,
+                   {"error": update.text})
         elif update.kind == "progress":
             stream.add(update.items)
             if stream.run_dir is None:

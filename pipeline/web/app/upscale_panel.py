@@ -89,7 +89,7 @@ def check_model(model) -> None:
         raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
 
 
-def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
+def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0, label="Upscale refined"):
     """One upscale per picture; Stop ends it between tiles (the tile under way is dropped, the
     finished pictures are stored and recorded). ``files``: pictures from disk (to ``out_dir``)."""
     from ...seeds import parse_seeds
@@ -139,6 +139,10 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
 
     clock, summary, expected, tile_text = flow.Clock(), None, 0.0, ("", "")
     for event in flow.run(app, tab, "upscale", work):
+        if event.kind == "failed":
+            text, label, stop = flow.failed(label, event.result)
+            yield gr.skip(), text, "", label, stop, {"error": event.result}
+            return
         if event.kind == "waiting":
             yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
