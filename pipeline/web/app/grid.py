@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ...errors import UserError
-from ...runs import load_picks, run_lock, save_picks
+from ...runs import toggle_pick
 from . import pictures
 
 STAGES = ("explore", "refine", "upscale")
@@ -55,7 +55,7 @@ def _rel(run_dir: Path, path: Path) -> str:
 def item(run_dir: Path, shown: pictures.Shown, before: Path | None = None) -> dict:
     """One card: short keys and paths relative to the run, since every streamed candidate carries one.
     s: seed (a string: JavaScript numbers lose digits), p: the PNG, t: its thumbnail, z: size, c: caption,
-    b: the candidate a refined picture was made from."""
+    b: the candidate a refined picture was made from, v: the PNG's version (mtime and size)."""
     run_dir = Path(run_dir)
     size = list(shown.size) if shown.size else None
     label = str(shown.seed) if shown.seed is not None else "picture"
@@ -65,6 +65,11 @@ def item(run_dir: Path, shown: pictures.Shown, before: Path | None = None) -> di
              "t": _rel(run_dir, shown.thumb or shown.path), "z": size, "c": label}
     if before is not None:
         entry["b"] = _rel(run_dir, before)
+    try:  # v: the file's version, so a picture re-made at the same path is a new card (and not a cached image)
+        stat = Path(shown.path).stat()
+        entry["v"] = f"{stat.st_mtime_ns:x}{stat.st_size:x}"
+    except OSError:
+        pass
     return entry
 
 
@@ -114,14 +119,7 @@ def server_functions(app):
         from ..gallery import write_gallery
 
         run_dir = app.run_dir(data.get("run"))
-        seed = _seed(data.get("seed"))
-        with run_lock(run_dir):  # read, change, write under the run's lock: two tabs keep both picks
-            picks = load_picks(run_dir)
-            if data.get("on"):
-                picks = picks if seed in picks else [*picks, seed]
-            else:
-                picks = [s for s in picks if s != seed]
-            picks = save_picks(run_dir, picks)
+        picks = toggle_pick(run_dir, data.get("seed"), on=bool(data.get("on")))  # 42 or 42v3, under the run's lock
         write_gallery(run_dir)  # the static page shows the same picks
         return {"picks": [str(s) for s in picks]}
 
@@ -176,13 +174,6 @@ def write_zip(path: Path, run_dir: Path, chosen) -> Path:
             archive.write(shown.path, arcname)
     tmp.replace(path)
     return path
-
-
-def _seed(value) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        raise UserError(f"only candidates with a seed can be picked, not {value!r}") from None
 
 
 def _find(view, stage: str, rel: str):

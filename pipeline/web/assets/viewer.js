@@ -13,6 +13,10 @@ var ZIP = { explore: ["picked", "⬇ Picked (zip)"], refine: ["refine", "⬇ All
             upscale: ["upscale", "⬇ All upscaled (zip)"] }[stage];
 
 function src(path) { return /^gradio_api\//.test(path) ? path : state.base + path; }
+// a picture re-made at the same path (a second refine) is another file: its version (mtime, size) keys
+// the card and busts the browser's cache of its thumbnail and PNG
+function vsrc(path, item) { return src(path) + (item && item.v ? "?v=" + encodeURIComponent(item.v) : ""); }
+function ident(item) { return item ? item.p + "#" + (item.v || "") : ""; }
 function el(tag, cls, text) {
   var node = document.createElement(tag);
   if (cls) node.className = cls;
@@ -70,9 +74,9 @@ function card(item, index) {
   img.loading = "lazy";
   img.decoding = "async";
   img.alt = item.c;
-  img.src = src(item.t);
+  img.src = vsrc(item.t, item);
   img.addEventListener("error", function () {
-    if (!img.dataset.fallback) { img.dataset.fallback = "1"; img.src = src(item.p); }
+    if (!img.dataset.fallback) { img.dataset.fallback = "1"; img.src = vsrc(item.p, item); }
   });
   frame.appendChild(img);
   node.appendChild(frame);
@@ -108,7 +112,7 @@ function render() {
   var items = Array.isArray(value.items) ? value.items : [];
   // the same run, grown at the end (explore streaming): draw only the new cards
   var same = value.run === state.run && items.length >= state.drawn;
-  for (var k = 0; same && k < state.drawn; k++) same = !!items[k] && items[k].p === state.paths[k];
+  for (var k = 0; same && k < state.drawn; k++) same = !!items[k] && ident(items[k]) === state.paths[k];
   state.items = items;
   if (!same) {
     state.run = value.run || null;
@@ -126,7 +130,7 @@ function render() {
   var fragment = document.createDocumentFragment();
   for (var i = state.drawn; i < items.length; i++) {
     fragment.appendChild(card(items[i], i));
-    state.paths.push(items[i].p);
+    state.paths.push(ident(items[i]));
   }
   list.appendChild(fragment);  // only the cards not drawn yet
   state.drawn = items.length;
@@ -205,6 +209,7 @@ var api = {
   items: function () { return state.items; },
   run: function () { return state.run; },
   src: src,
+  vsrc: vsrc,
   picked: function (item) { return item.s !== null && state.picks.has(item.s); },
   toggle: toggle,
   describe: function (item) { return server.describe({ run: state.run, stage: stage, p: item.p }); },
@@ -270,7 +275,7 @@ function makeViewer() {
     var item = current();
     if (!item) { if (v.grid) v.close(); return; }
     var grid = v.grid;
-    var full = grid.src(v.before && item.b ? item.b : item.p);
+    var full = v.before && item.b ? grid.src(item.b) : grid.vsrc(item.p, item);
     if (img.getAttribute("src") !== full) {
       loading.hidden = false;
       loading.textContent = "loading the full picture…";
@@ -289,7 +294,7 @@ function makeViewer() {
       pickBtn.textContent = on ? "✓ Picked (Space to un-pick)" : "Pick (Space)";
       pickBtn.classList.toggle("on", on);
     }
-    download.href = grid.src(item.p);
+    download.href = grid.vsrc(item.p, item);
     download.download = (grid.run() || "run") + "-" + grid.stage + "-" + item.p.split("/").pop();
     beforeBtn.hidden = !item.b;
     beforeBtn.textContent = v.before ? "Show after" : "Show before";
