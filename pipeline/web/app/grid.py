@@ -58,7 +58,7 @@ def item(run_dir: Path, shown: pictures.Shown, before: Path | None = None) -> di
     b: the candidate a refined picture was made from, v: the PNG's version (mtime and size)."""
     run_dir = Path(run_dir)
     size = list(shown.size) if shown.size else None
-    label = str(shown.seed) if shown.seed is not None else "picture"
+    label = str(shown.seed) if shown.seed is not None else Path(shown.path).stem
     if shown.stage != "explore" and size:
         label += f" · {size[0]}×{size[1]}"
     entry = {"s": None if shown.seed is None else str(shown.seed), "p": _rel(run_dir, shown.path),

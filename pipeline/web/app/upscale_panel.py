@@ -55,6 +55,25 @@ def upscaled_value(view):
     return grid.view_value(view, "upscale")
 
 
+def files_value(files: list[str]):
+    """The Upscaled grid showing pictures from disk, upscaled into OUT/upscaled/ (no run): each card
+    opens the large view with Download."""
+    from PIL import Image
+
+    shown = []
+    for file in files:
+        path = Path(file)
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except OSError:
+            continue
+        shown.append(pictures.Shown("upscale", None, path, None, size, {}))
+    if not shown:
+        return gr.skip()
+    return grid.value(shown[0].path.parent, "upscale", shown)
+
+
 def _refined_seeds(run_dir) -> list:
     from ...runs import stage_pictures
 
@@ -184,7 +203,7 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0, 
             return
         n = len(summary["seeds"])
         stopped = " (stopped)" if summary.get("stopped") and n < total else ""
-        yield upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip(), \
+        yield upscaled_value(pictures.view(run_dir)) if run_dir else files_value(summary["files"]), \
             f"upscaled {n} of {total}{stopped} · {summary['computed']} computed, {summary['stored']} from the store " \
             f"· {clock.elapsed():.1f} s", bar(n, total), gr.skip(), gr.skip(), \
             {"stage": "upscale", "run_dir": str(run_dir) if run_dir else None, "seeds": summary["seeds"],
