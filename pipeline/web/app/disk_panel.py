@@ -13,6 +13,7 @@ import gradio as gr
 
 from ...errors import UserError
 from . import flow, refine_panel, upscale_panel
+from .errors import as_text
 
 UPLOAD_CAP = 30 * 2**20  # bytes: as the server's upload guard (guard.IMAGE_BYTES)
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -59,7 +60,7 @@ def wire(app, ui) -> None:
                                             source=source, prompt=None if own else prompt,
                                             label="Refine it")
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(as_text(str(err)), print_exception=False) from None
 
     refine_out = [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.disk_refine_btn, ui.stop_btn,
                   ui.result]
@@ -77,7 +78,7 @@ def wire(app, ui) -> None:
                                               out_dir=str(app.out / "upscaled"), detail=detail,
                                               label="Upscale it")
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(as_text(str(err)), print_exception=False) from None
 
     upscale_out = [ui.upscaled, ui.status, ui.bar, ui.disk_upscale_btn, ui.stop_btn, ui.result]
     event = ui.disk_upscale_btn.click(upscale, [ui.from_disk, ui.upscale_model, ui.detail], upscale_out,
