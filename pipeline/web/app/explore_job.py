@@ -93,7 +93,10 @@ def events(app, tab: str, request: dict, run: str | None = None):
                 done += len(event.reports)
                 left = clock.left(total - done)
                 stopping = f" · {flow.stopping_text()}" if ticket.stop.is_set() else ""
-                yield Update("progress", f"{done} of {total} candidates{left} · {clock.elapsed():.0f} s{stopping}",
+                loading = " · the model is loading (the first explore after start)" \
+                    if not done and not stopping and not app.model_loaded() else ""  # 14 s of "0 of 8" said nothing
+                yield Update("progress",
+                             f"{done} of {total} candidates{left}{loading} · {clock.elapsed():.0f} s{stopping}",
                              f"Exploring {done} of {total}{left}", event.reports, run_dir, done=done, total=total,
                              stopping=bool(stopping))
             else:

@@ -136,24 +136,32 @@ def wire(app, ui, opened) -> None:
 
     ui.runs_table.select(row_click, ui.runs_table, outputs, api_visibility="private", concurrency_limit=None)
 
+    # a refusal is the status line's sentence, not an error event (Gradio's red "Error" pills would
+    # cover the run picker, the table and the status line)
     def ask(name):
-        with on_page():
-            run_dir = app.run_dir(run_name(name or ""))
-        return gr.update(visible=True), f"Move run **{run_dir.name}** to `{app.out / TRASH}`? (not erased)"
+        try:
+            with on_page():
+                run_dir = app.run_dir(run_name(name or ""))
+        except gr.Error as err:
+            return gr.update(visible=False), gr.skip(), f"not deleted: {err.message}"
+        return gr.update(visible=True), f"Move run **{run_dir.name}** to `{app.out / TRASH}`? (not erased)", gr.skip()
 
-    ui.delete_btn.click(ask, ui.run_choice, [ui.delete_confirm, ui.delete_text], api_visibility="private",
-                        queue=False)
+    ui.delete_btn.click(ask, ui.run_choice, [ui.delete_confirm, ui.delete_text, ui.status], api_visibility="private",
+                        queue=False, show_progress="hidden")
     ui.delete_no.click(lambda: gr.update(visible=False), None, ui.delete_confirm, api_visibility="private",
                        queue=False)
 
     def delete(name):
-        with on_page():
-            where = trash(app, run_name(name or ""))
+        try:
+            with on_page():
+                where = trash(app, run_name(name or ""))
+        except gr.Error as err:
+            return gr.update(visible=False), gr.skip(), gr.skip(), f"not deleted: {err.message}"
         rows, choice = runs()
         return gr.update(visible=False), rows, choice, f"moved run {run_name(name)} to {where}"
 
     ui.delete_yes.click(delete, ui.run_choice, [ui.delete_confirm, ui.runs_table, ui.run_choice, ui.status],
-                        api_visibility="private", concurrency_limit=None)
+                        api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
 
 def count_and_seeds(view):

@@ -33,7 +33,9 @@ def build(app, ui) -> None:
     # Detail: after Real-ESRGAN, the diffusion model re-draws fine detail tile by tile (the `detail` branch);
     # shown only where Pipeline.upscale takes detail=
     ui.detail = gr.Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
-                          info="0: off; 0.2–0.4 re-draws fine detail with the diffusion model (slower)")
+                          info="0: off (×4). Above 0 the diffusion model re-draws fine detail (0.2–0.4; slower) "
+                               "and the upscale is ×2; it replaces the seed's earlier upscale in the run "
+                               "(zip that first to keep both)")
     ui.upscaled = grid.build(app, "upscaled", "upscale", "Upscaled")
 
 
