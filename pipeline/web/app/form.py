@@ -105,15 +105,15 @@ def build(app, ui) -> None:
         ui.height = bounded(SIDE, label="Height", value=512, precision=0, step=SIZE_MULTIPLE,
                             minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="height", min_width=80)
     with gr.Row(equal_height=True):
-        # Count and the base seed wide enough for 10000 and a 16-digit seed at 1400×900; the seeds list below
         ui.count = bounded(COUNT, label="Count", value=8, precision=0, minimum=1, maximum=MAX_COUNT,
-                           elem_id="count", min_width=100, scale=2)
+                           elem_id="count", min_width=70, scale=2)
         ui.seed = bounded(BASE, label="from seed", value=RANDOM, precision=0, minimum=RANDOM, maximum=MAX_SEED,
-                          elem_id="seed", scale=4, min_width=170, info="-1: random")
+                          elem_id="seed", scale=3, min_width=100, info="-1: random")
         with gr.Column(scale=0, min_width=44, elem_id="seed-buttons"):
             ui.seed_random = gr.Button("🎲", size="sm", min_width=40, elem_id="seed-random")
             ui.seed_reuse = gr.Button("♻️", size="sm", min_width=40, elem_id="seed-reuse")
-    ui.seeds = gr.Textbox(label="or seeds (instead of Count)", placeholder="e.g. 1,2,10-20", elem_id="seeds")
+        ui.seeds = gr.Textbox(label="or seeds", placeholder="e.g. 1,2,10-20", elem_id="seeds", scale=3,
+                              min_width=100)
     ui.steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
     with gr.Accordion("Advanced: guidance, negative, batch, variance", open=False, elem_id="advanced"):
         with gr.Row():
