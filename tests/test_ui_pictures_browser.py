@@ -124,9 +124,17 @@ def test_variations_are_picked_and_every_picture_is_made_again_from_the_cli(brow
     commands = [lora_candidate, variation, command_of(page, "refined", "11v2"), command_of(page, "upscaled", "11v2")]
     for command in commands:
         runs_as_shown_and_computes_nothing(command, loras)
+    # the run's LoRA is said in the grid's header, and kept in the pickers when the run is opened again
+    assert "LoRA style 0.7" in page.locator("#candidates .pgrid-count").inner_text()
+    fresh = open_tab(browser, server.url)
+    open_from_runs(fresh, run_dir.name)
+    fresh.locator("#lora").get_by_text("LoRA").first.click()  # the closed accordion
+    fresh.locator("#lora-0 input").wait_for(state="visible", timeout=WAIT)
+    wait_until(fresh, "() => document.querySelector('#lora-0 input').value === 'style'", timeout=WAIT)
+    assert fresh.locator("#lora-weight-0 input[type=number]").input_value() == "0.7"
     # the LoRA is shown in the large view of its candidate
     card(page, "11").locator(".pthumb").click()
-    assert "style" in page.locator("#viewer-params").inner_text()
+    wait_until(page, "() => /style 0\\.7/.test(document.querySelector('#viewer-params').innerText)", timeout=WAIT)
     page.keyboard.press("Escape")
 
 

@@ -80,7 +80,24 @@ def value(run_dir: Path | None, stage: str, shown=(), picks=(), candidates=()) -
     before = {c.seed: c.path for c in candidates} if stage == "refine" else {}
     return {"run": Path(run_dir).name, "base": url(run_dir) + "/", "stage": stage,
             "items": [item(run_dir, s, before.get(s.seed)) for s in shown],
-            "picks": [str(p) for p in picks] if stage == "explore" else []}
+            "picks": [str(p) for p in picks] if stage == "explore" else [], **_loras(run_dir)}
+
+
+def _loras(run_dir: Path) -> dict:
+    text = loras_text(run_dir)
+    return {"loras": text} if text else {}
+
+
+def loras_text(run_dir: Path) -> str:
+    """'LoRA style 0.7, ink 0.5' for a run made with LoRAs (the grid's header says it), else ''."""
+    from ...runs import load_run
+
+    try:
+        records = load_run(Path(run_dir)).get("loras") or []
+    except Exception:  # noqa: BLE001 - a run without a readable run.json: nothing to say
+        return ""
+    names = [f"{r['name']} {float(r.get('weight', 1.0)):g}" for r in records if isinstance(r, dict) and r.get("name")]
+    return ("LoRA " + ", ".join(names)) if names else ""
 
 
 def view_value(view: pictures.RunView, stage: str, paths=None) -> dict:

@@ -139,6 +139,10 @@ def params(shown: Shown, data: dict) -> dict:
     """What the picture panel lists (shown as JSON text, never as HTML)."""
     base = {k: data.get(k) for k in ("prompt", "negative", "model_name", "width", "height", "steps", "guidance")
             if data.get(k) not in (None, "")}
+    records = shown.params.get("loras") if isinstance(shown.params.get("loras"), list) else data.get("loras")
+    names = [f"{r['name']} {float(r.get('weight', 1.0)):g}" for r in records or [] if isinstance(r, dict) and r.get("name")]
+    if names:  # the large view says which LoRAs made the picture
+        base["loras"] = ", ".join(names)
     return {"stage": shown.stage, "seed": shown.seed, "file": str(shown.path),
             "size": f"{shown.size[0]}×{shown.size[1]}" if shown.size else None, **base,
             **{k: v for k, v in shown.params.items() if k not in ("path", "key", "seed")}}

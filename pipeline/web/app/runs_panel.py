@@ -109,14 +109,15 @@ def wire(app, ui, opened) -> None:
     ui.runs_refresh.click(runs, None, [ui.runs_table, ui.run_choice], api_name="runs", concurrency_limit=None)
     ui.demo.load(runs, None, [ui.runs_table, ui.run_choice], api_visibility="private", concurrency_limit=None)
     ui.tabs.change(runs, None, [ui.runs_table, ui.run_choice], api_visibility="private", concurrency_limit=None)
-    outputs = [*ui.open_outputs, ui.count, ui.seeds]
+    lora_outputs = [*ui.lora_files, *ui.lora_weights, *ui.lora_rows]  # none where LoRAs are not supported
+    outputs = [*ui.open_outputs, *lora_outputs, ui.count, ui.seeds]
 
     def open_run(name):
         """Open run NAME: its candidates, picks, refined and upscaled pictures, and its settings."""
         with on_page():
             run_dir = app.run_dir(run_name(name or ""))
             view = pictures.view(run_dir)
-            return (*opened(view), *count_and_seeds(view))
+            return (*opened(view), *lora_pickers(app, ui, view), *count_and_seeds(view))
 
     # a text input, not a dropdown: Gradio checks a dropdown's value against the choices the server
     # was started with (none), so API clients could not name a run; app.run_dir validates the name
@@ -162,6 +163,25 @@ def wire(app, ui, opened) -> None:
 
     ui.delete_yes.click(delete, ui.run_choice, [ui.delete_confirm, ui.runs_table, ui.run_choice, ui.status],
                         api_visibility="private", concurrency_limit=None, show_progress="hidden")
+
+
+def lora_pickers(app, ui, view) -> list:
+    """The LoRA rows as the run was made (its files and strengths), so the next Explore keeps them
+    (a LoRA whose file is no longer found is left out)."""
+    if not ui.lora_files:
+        return []
+    from .form import lora_choices
+
+    known = set(lora_choices(app) or [])
+    records = [r for r in (view.data.get("loras") or []) if isinstance(r, dict) and str(r.get("name")) in known]
+    records = records[:len(ui.lora_files)]
+    files, weights, rows = [], [], []
+    for n in range(len(ui.lora_files)):
+        record = records[n] if n < len(records) else None
+        files.append(gr.update(value=str(record["name"])) if record else gr.update(value="none"))
+        weights.append(gr.update(value=float(record.get("weight", 1.0))) if record else gr.update(value=1.0))
+        rows.append(gr.update(visible=n <= len(records)))
+    return [*files, *weights, *rows]
 
 
 def count_and_seeds(view):

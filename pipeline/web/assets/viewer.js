@@ -42,6 +42,7 @@ function header() {
   var n = state.items.length;
   var text = n ? n + (n === 1 ? " picture" : " pictures") : "";
   if (stage === "explore" && n) text = state.picks.size + " of " + n + " picked";
+  if (state.loras) text += (text ? " · " : "") + state.loras;  // the run's LoRAs: "LoRA style 0.7"
   countEl.textContent = text;
   root.setAttribute("data-empty", n ? "0" : "1");
   zipBtn.disabled = !n || (stage === "explore" && !state.picks.size);
@@ -127,6 +128,7 @@ function render() {
     state.picks = new Set(value.picks);  // the server sent the run's picks anew (none of ours on its way)
   }
   state.sentPicks = JSON.stringify(value.picks || []);
+  state.loras = typeof value.loras === "string" ? value.loras : "";
   var fragment = document.createDocumentFragment();
   for (var i = state.drawn; i < items.length; i++) {
     fragment.appendChild(card(items[i], i));
