@@ -8,11 +8,17 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from browser_wait import wait_until
-from test_ui_flow_browser import WAIT, api_run, browser, fill_form, open_from_runs, open_tab  # noqa: F401
-from ui_server import Server
 from conftest import ROOT
+from test_ui_flow_browser import (  # noqa: F401
+    WAIT,
+    api_run,
+    browser,
+    fill_form,
+    open_from_runs,
+    open_tab,
+)
+from ui_server import Server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 ARTIFACTS = ROOT / "test-artifacts"

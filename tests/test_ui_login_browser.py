@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 from ui_server import Server
 
@@ -60,17 +59,17 @@ def expect(locator):
 
 
 def log_in(page, user: str, password: str) -> None:
-    page.get_by_label(re.compile("username", re.I)).fill(user)
-    page.get_by_label(re.compile("password", re.I)).fill(password)
-    page.get_by_role("button", name=re.compile("login", re.I)).click()
+    page.get_by_label(re.compile("username", re.IGNORECASE)).fill(user)
+    page.get_by_label(re.compile("password", re.IGNORECASE)).fill(password)
+    page.get_by_role("button", name=re.compile("login", re.IGNORECASE)).click()
 
 
 def test_a_person_logs_in_through_the_page(login_page):
     page = login_page
-    expect(page.get_by_role("button", name=re.compile("login", re.I))).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("login", re.IGNORECASE))).to_be_visible()
     expect(page.get_by_text(re.compile("user name and password"))).to_be_visible()  # what to give, said
     log_in(page, "alice", "wrong")
-    expect(page.get_by_text(re.compile("incorrect credentials", re.I))).to_be_visible()
+    expect(page.get_by_text(re.compile("incorrect credentials", re.IGNORECASE))).to_be_visible()
     assert [status for status, _ in page.answers] == [400]  # Gradio's answer, not the guard's 415
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-login-wrong.png"))

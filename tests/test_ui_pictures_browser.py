@@ -11,7 +11,6 @@ import re
 import shlex
 
 import pytest
-
 from browser_wait import wait_until
 from conftest import ROOT, cli_env, run_cli
 from test_ui_flow_browser import WAIT, browser, open_from_runs, open_tab  # noqa: F401

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ui_server import Server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
