@@ -119,12 +119,14 @@ def test_stop_during_upscale_keeps_files_and_run_json_in_agreement(browser, serv
     model.fill("realesrgan-x4plus")  # the slow one: seconds per 384² picture on a CPU
     model.press("Enter")
     page.locator("#upscale").click()
-    wait_status(page, r"^upscaling: tile [1-9]\d* of \d+")
+    # progress moves inside the first (whole-picture) tile: Stop is honoured between model calls, so this
+    # test waits for a block of the model, never for a whole tile (117 s at load 4-7 before)
+    wait_status(page, r"^upscaling: tile 1 of \d+ · [1-9]\d*%")
     assert button_text(page, "upscale").startswith("Upscaling 1 of 2"), button_text(page, "upscale")
     assert page.locator("#upscale").is_disabled() and page.locator("#stop").is_enabled()
     shot(page, "1-upscaling")
     page.locator("#stop").click()
-    final = wait_status(page, r"^upscaled \d of 2 \(stopped\)")
+    final = wait_status(page, r"^upscaled 0 of 2 \(stopped\)")  # inside the first picture's only tile
     wait_until(page, "() => document.querySelector('#upscale').innerText.trim() === 'Upscale refined'",
                timeout=WAIT)
     assert page.locator("#stop").is_disabled()
@@ -210,17 +212,20 @@ def upload_folders() -> list[Path]:
     return [base / "gradio", *base.glob("pipeline-ui-*")]
 
 
-def test_a_picture_dropped_from_disk_is_refined_and_its_upload_removed(browser, server, tmp_path):
+def test_a_picture_dropped_from_disk_is_refined_upscaled_and_kept_while_shown(browser, server, tmp_path):
     from PIL import Image
 
     name = f"dropped-{uuid.uuid4().hex[:8]}"
     picture = tmp_path / f"{name}.png"
     Image.new("RGB", (SIZE, SIZE), (200, 90, 40)).save(picture)  # no generation parameters in it
     page = open_tab(browser, server.url)
-    page.locator("#prompt textarea").fill("an orange square")
+    page.locator("#prompt textarea").fill("")
     page.locator("#from-disk input[type=file]").set_input_files(str(picture))
     page.locator("#from-disk img").first.wait_for(timeout=WAIT)
     shot(page, "6-dropped")
+    page.locator("#disk-refine").click()  # refused: no prompt; doing what it says then works
+    page.locator(".toast-body").filter(has_text="write its prompt").first.wait_for(timeout=WAIT)
+    page.locator("#prompt textarea").fill("an orange square")
     page.locator("#disk-refine").click()
     wait_status(page, r"^refined 1 of 1 · 1 computed")
     wait_until(page, "() => document.querySelector('#run textarea, #run input').value.startsWith('from-')",
@@ -231,9 +236,34 @@ def test_a_picture_dropped_from_disk_is_refined_and_its_upload_removed(browser, 
     with Image.open(refined[0]) as image:
         assert image.size == (2 * SIZE, 2 * SIZE)
     assert json.loads((run_dir / "run.json").read_text())["prompt"] == "an orange square"
+    assert page.locator("#from-disk img").count() >= 1  # still shown, so still there to upscale
     shot(page, "7-dropped-refined")
+
+    model = page.locator("#upscale-model input")
+    model.fill("realesr-animevideov3")
+    model.press("Enter")
+    page.locator("#disk-upscale").click()
+    wait_status(page, r"^upscaled 1 of 1 · 1 computed")
+    card = page.locator("#upscaled .pcard").filter(has_text=name)
+    card.wait_for(timeout=WAIT)  # the result is on the page, in the Upscaled grid
+    card.click()
+    expect_src = page.locator("#viewer-download").get_attribute("href")
+    assert "upscaled" in expect_src and name in expect_src, expect_src
+    page.keyboard.press("Escape")
+    shot(page, "7b-dropped-upscaled")
+    kept = [p for folder in upload_folders() for p in folder.rglob(f"{name}*")]
+    assert kept, "the upload was deleted while the page shows it"
+
+    # another picture replaces it: the first upload is deleted
+    other = tmp_path / f"other-{uuid.uuid4().hex[:8]}.png"
+    Image.new("RGB", (SIZE, SIZE), (40, 90, 200)).save(other)
+    page.locator("#from-disk input[type=file]").set_input_files(str(other))
+    for _ in range(WAIT // 200):
+        if not [p for folder in upload_folders() for p in folder.rglob(f"{name}*")]:
+            break
+        page.wait_for_timeout(200)
     left = [p for folder in upload_folders() for p in folder.rglob(f"{name}*")]
-    assert left == []  # the upload is deleted once used
+    assert left == [], left
 
 
 def test_a_runs_row_click_opens_the_run_with_its_count_and_seeds(browser, server):

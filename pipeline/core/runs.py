@@ -297,8 +297,32 @@ def place(src: Path, dest: Path) -> None:
 PICKS_FILE = "picks.json"
 
 
-def load_picks(run_dir: Path) -> list[int]:
-    """The seeds picked in a run (RUN/picks.json, written by the browser app), in pick order; [] when none."""
+_VARIATION_ID = re.compile(r"(?:0|[1-9]\d*)(?:v[1-9]\d*)+")  # 42v3, 42v3v1
+
+
+def pick_id(value) -> int | str:
+    """A picture id as picks hold it: 42 (a candidate's seed) or "42v3" (a variation, as run.json and
+    the CLI name it); a UserError (one sentence) for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if text.isdigit() and (text == "0" or not text.startswith("0")):
+        return int(text)
+    if _VARIATION_ID.fullmatch(text):
+        return text
+    raise UserError(f"only candidates can be picked (a seed such as 42 or a variation such as 42v3), not {value!r}")
+
+
+def _is_pick(value) -> bool:
+    try:
+        return pick_id(value) == value
+    except UserError:
+        return False
+
+
+def load_picks(run_dir: Path) -> list:
+    """The pictures picked in a run (RUN/picks.json, written by the browser app), in pick order: seeds
+    (42) and variations ("42v3"); [] when none."""
     path = Path(run_dir) / PICKS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -307,12 +331,12 @@ def load_picks(run_dir: Path) -> list[int]:
     seeds = data.get("seeds") if isinstance(data, dict) else None
     if not isinstance(seeds, list):
         return []
-    return [s for s in seeds if isinstance(s, int) and not isinstance(s, bool)]
+    return [s for s in seeds if _is_pick(s)]
 
 
-def save_picks(run_dir: Path, seeds) -> list[int]:
+def save_picks(run_dir: Path, seeds) -> list:
     """Record the run's picks (RUN/picks.json), the same ones the gallery shows and `pipeline refine` uses."""
-    picks = list(dict.fromkeys(int(s) for s in seeds))
+    picks = list(dict.fromkeys(pick_id(s) for s in seeds))
     path = Path(run_dir) / PICKS_FILE
     try:
         atomic_write(path, (json.dumps({"seeds": picks}) + "\n").encode("utf-8"))
@@ -321,10 +345,18 @@ def save_picks(run_dir: Path, seeds) -> list[int]:
     return picks
 
 
-def toggle_pick(run_dir: Path, seed) -> list:
-    """Pick ``seed`` in a run, or unpick it when it is picked: read, change and write picks.json
-    under the run's lock, so two tabs picking at once keep both picks. Returns the picks."""
+def toggle_pick(run_dir: Path, seed, on: bool | None = None) -> list:
+    """Pick ``seed`` (42 or "42v3") in a run, or unpick it when it is picked (``on``: pick or unpick
+    whatever it was): read, change and write picks.json under the run's lock, so two tabs picking at
+    once keep both picks. Returns the picks. The one pick path of the app and the API."""
+    seed = pick_id(seed)
     with run_lock(run_dir):
         picks = load_picks(run_dir)
-        picks = [s for s in picks if s != seed] if seed in picks else [*picks, seed]
+        picked = seed in picks
+        if on is None:
+            on = not picked
+        if on and not picked:
+            picks = [*picks, seed]
+        elif not on:
+            picks = [s for s in picks if s != seed]
         return save_picks(run_dir, picks)

@@ -84,10 +84,13 @@ def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
         pipe.tile_noise = torch.cat([noise[:, :, y // factor:(y + h) // factor, x // factor:(x + w) // factor]
                                      for x, y, w, h in chunk])
         crops = [Image.fromarray(rgb[y:y + h, x:x + w]) for x, y, w, h in chunk]
+        hook = _step_progress(pipe, progress, first, len(chunk), len(tiles), steps_run(job.steps, job.strength))
         try:
             outputs = engine.render_with(pipe, [render] * len(chunk), image=crops, strength=job.strength)
         finally:
             pipe.tile_noise = None
+            if hook is not None:
+                hook.remove()
         for rect, out in zip(chunk, outputs):
             x, y, w, h = rect
             weights = detail_weights(rect, full_w, full_h, tiles, blend)
@@ -99,6 +102,22 @@ def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
     result = np.clip(np.rint(canvas[:height, :width]), 0, 255).astype(np.uint8)
     return Image.fromarray(result)
 
+
+
+def _step_progress(pipe, progress, first: int, count: int, total: int, steps: int):
+    """A hook on the transformer that calls ``progress(first + count * fraction, total)`` after each of its
+    calls for this batch of tiles (so Stop, raised from ``progress``, is honoured between model calls, and a
+    long tile shows progress); None without ``progress``."""
+    transformer = getattr(pipe, "transformer", None)
+    if progress is None or transformer is None or steps <= 0:
+        return None
+    calls = [0]
+
+    def after_call(module, args, output):
+        calls[0] += 1
+        progress(first + count * min(calls[0] / (steps + 1), 0.99), total)  # the VAE decode is still to come
+
+    return transformer.register_forward_hook(after_call)
 
 
 def steps_run(steps: int, strength: float) -> int:

@@ -12,6 +12,11 @@ shares with its neighbours, so every kept pixel has context on all sides and
 no seam is visible.  ``tile=0`` runs the whole image at once.  Windows all have
 one shape, so several run in one batch.
 
+Progress inside a window.  On a CPU one window of x4plus takes minutes on a loaded machine, so
+``progress(done, total)`` is also called after each block of the model's trunk (RRDBNet's 23
+RRDBs, SRVGGNet's convolutions) with a fractional ``done``: a caller that raises from it (Stop)
+is honoured between model calls, not after a whole window.
+
 Image modes.  RGB in, RGB out.  RGBA/LA/PA: the colour goes through the model
 and so does the alpha, as a 3-channel gray image (as Real-ESRGAN does); a
 constant alpha is just stretched.  L: run as gray RGB, returned as L.  16-bit
@@ -44,7 +49,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_TILE = 256
 MIN_TILE = 16
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-Progress = Callable[[int, int], None]
+Progress = Callable[[float, int], None]
 
 
 # ---------------------------------------------------------------- devices
@@ -263,7 +268,8 @@ class Upscaler:
         ``tile``: core tile size in input pixels (None = default for the
         device, 0 = whole image).  ``overlap``: pixels shared by neighbouring
         tiles (None = ``tiling.default_overlap(tile)``: 64, 96 under 128-px tiles).  ``progress(done, total)`` counts windows
-        and is called after each batch."""
+        and is called after each batch, and with fractions of a batch after each block of the model's trunk
+        (an exception raised from it stops the upscale there)."""
         color, alpha, mode = to_planes(image)
         alpha_varies = alpha is not None and float(alpha.max() - alpha.min()) > 0
         planes = [color] + ([np.repeat(alpha[..., None], 3, axis=2)] if alpha_varies else [])
@@ -309,9 +315,11 @@ class Upscaler:
         sources = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for a in arrays]
         canvases = [np.zeros((height * s, width * s, 3), np.float32) for _ in arrays]
         weight_sum = np.zeros((height * s, width * s), np.float32)
-        with torch.inference_mode():
+        within = [None]  # the batch under way: (windows before it, its windows)
+        with torch.inference_mode(), _trunk_hooks(self.descriptor.model, within, progress, len(jobs)):
             for first in range(0, len(jobs), batch_size):
                 chunk = jobs[first : first + batch_size]
+                within[0] = (first, len(chunk))
                 batch = torch.stack([sources[k][:, y : y + win_h, x : x + win_w] for k, y, _, x, _ in chunk])
                 out = self._forward(batch).float().cpu().numpy().transpose(0, 2, 3, 1)
                 for (k, y, wy, x, wx), tile_out in zip(chunk, out):
@@ -347,6 +355,46 @@ class Upscaler:
     def _set_precision(self, precision: str) -> None:
         self.precision = precision
         self.descriptor.model.to(dtype=_DTYPES[precision], memory_format=torch.channels_last)
+
+
+def _trunk(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's longest list of blocks (RRDBNet's body of 23 RRDBs, SRVGGNet's body of convolutions),
+    or none when no module has 4 children or more."""
+    best: list[torch.nn.Module] = []
+    for module in model.modules():
+        children = list(module.children())
+        if len(children) > len(best):
+            best = children
+    return best if len(best) >= 4 else []
+
+
+class _trunk_hooks:
+    """While active: after each trunk block of a forward pass, ``progress(before + windows * fraction,
+    total)`` for the batch ``within[0]`` = (before, windows) under way; the fraction stops short of 1 (the
+    upsampling layers after the trunk are still to run)."""
+
+    def __init__(self, model, within: list, progress: Progress | None, total: int):
+        self.model, self.within, self.progress, self.total = model, within, progress, total
+        self.handles: list = []
+
+    def __enter__(self):
+        blocks = _trunk(self.model) if self.progress is not None else []
+        for i, block in enumerate(blocks):
+            self.handles.append(block.register_forward_hook(self._hook((i + 1) / (len(blocks) + 1))))
+        return self
+
+    def _hook(self, fraction: float):
+        def after_block(module, args, output):
+            if self.within[0] is not None:
+                before, windows = self.within[0]
+                self.progress(before + windows * fraction, self.total)
+        return after_block
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        return False
 
 
 def _looks_broken(x: torch.Tensor, out: torch.Tensor) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 log = logging.getLogger("pipeline")
 
 WARN_SECONDS = 60.0
-OnProgress = Callable[[int, int], None]
+OnProgress = Callable[[float, int], None]  # done may be a fraction of a tile
 
 
 def warn_threshold() -> float:
@@ -225,11 +225,13 @@ class TileProgress:
             self.bar.total = total
             self.bar.refresh()
 
-    def _advance(self, done: int) -> None:
+    def _advance(self, done: float) -> None:
+        """``done`` may be a fraction inside a long tile: the bar moves by whole tiles, ``on_progress``
+        hears the fraction (the app's progress and Stop inside a tile)."""
         if done <= self.done:
             return
-        if self.bar is not None:
-            self.bar.update(done - self.done)
+        if self.bar is not None and int(done) > int(self.done):
+            self.bar.update(int(done) - int(self.done))
         self.done = done
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)

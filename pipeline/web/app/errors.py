@@ -47,7 +47,15 @@ def as_page_error(err: BaseException):
     text = message(err)
     if text is None:
         raise err
-    raise gr.Error(text, print_exception=False) from err
+    raise gr.Error(as_text(text), print_exception=False) from err
+
+
+def as_text(text: str) -> str:
+    """A sentence for a toast, which Gradio renders as HTML: the user's own input (a prompt, a run name)
+    shows as the text it is (<img>, <b> stay text), never as markup."""
+    import html
+
+    return html.escape(text, quote=False)
 
 
 @contextmanager

@@ -77,6 +77,9 @@ def events(app, tab: str, request: dict, run: str | None = None):
             if event.kind == "waiting":
                 text = flow.waiting_text(event.ahead)
                 yield Update("waiting", text, f"Waiting · {event.ahead} ahead")
+            elif event.kind == "failed":
+                yield Update("failed", event.result, "", done=done, total=total)
+                return
             elif event.kind == "stopping":
                 yield Update("stopping", f"{done} of {total} candidates · {flow.stopping_text()}", "",
                              done=done, total=total)
@@ -90,7 +93,10 @@ def events(app, tab: str, request: dict, run: str | None = None):
                 done += len(event.reports)
                 left = clock.left(total - done)
                 stopping = f" · {flow.stopping_text()}" if ticket.stop.is_set() else ""
-                yield Update("progress", f"{done} of {total} candidates{left} · {clock.elapsed():.0f} s{stopping}",
+                loading = " · the model is loading (the first explore after start)" \
+                    if not done and not stopping and not app.model_loaded() else ""  # 14 s of "0 of 8" said nothing
+                yield Update("progress",
+                             f"{done} of {total} candidates{left}{loading} · {clock.elapsed():.0f} s{stopping}",
                              f"Exploring {done} of {total}{left}", event.reports, run_dir, done=done, total=total,
                              stopping=bool(stopping))
             else:
@@ -123,6 +129,10 @@ def _outputs(app, tab, request, run=None):
                    flow.stop_button(True), gr.skip())
         elif update.kind == "stopping":
             yield (gr.skip(), update.text, gr.skip(), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip())
+        elif update.kind == "failed":
+            text, label, stop = flow.failed(form.LABELS["explore"], update.text)
+            yield (stream.value() if stream.run_dir else gr.skip(), text, "", gr.skip(), label, stop,
+                   {"error": update.text})
         elif update.kind == "progress":
             stream.add(update.items)
             if stream.run_dir is None:

@@ -4,7 +4,8 @@ Stop between pictures (upscale: between tiles), and the running button's own tex
 
     for event in flow.run(app, tab, "refine", work):   # work(ticket, report) -> result
         event.kind: "waiting" (event.ahead), "progress" (event.reports: what report() was given since),
-                    "stopping" (Stop was pressed while it runs), "done" (event.result)
+                    "stopping" (Stop was pressed while it runs), "done" (event.result),
+                    "failed" (event.result: the sentence; the job ended with an error)
 
 Every status line of a job comes from its own events, in order: the Stop button's handler writes no
 status, so a late answer to it cannot overwrite "stopped while waiting" or "(stopped)" (it did, on a
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from .errors import as_page_error
+from .errors import message
 
 UPDATE_EVERY = 0.3  # s: the most updates a second a job sends to its tab (the last report wins)
 _DONE = object()
@@ -47,8 +48,8 @@ class Event:
 
 
 def run(app, tab: str, what: str, work, *, on_start=None):
-    """Events of one job (see the module's doc). A user error raised by ``work`` becomes one
-    sentence on the page; a Stop while waiting ends it with ``done`` and ``result`` None."""
+    """Events of one job (see the module's doc). An error raised by ``work`` ends it with ``failed``
+    and its sentence; a Stop while waiting ends it with ``done`` and ``result`` None."""
     ticket = app.join(tab, what)
     worker = None
     try:
@@ -96,14 +97,32 @@ def run(app, tab: str, what: str, work, *, on_start=None):
                 last = time.monotonic()
                 yield Event("progress", reports=got, ticket=ticket)
         worker.join()
-        if "error" in outcome:
-            as_page_error(outcome["error"])
+        if "error" in outcome:  # the job ends here: its button's label back, Stop off, the sentence once
+            yield Event("failed", result=failure_text(outcome["error"]), ticket=ticket)
+            return
         yield Event("done", result=outcome.get("result"), ticket=ticket)
     finally:
         ticket.stop.set()  # a closed tab (GeneratorExit) ends the job after the current picture
         if worker is not None:
             worker.join()
         app.leave(ticket)
+
+
+def failure_text(err: BaseException) -> str:
+    """The one sentence a failed job leaves in the status line (a bug's traceback goes to the log)."""
+    text = message(err)
+    if text is None:
+        import sys
+        import traceback
+
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+        text = f"something went wrong ({err.__class__.__name__}): the server's log has the details"
+    return text
+
+
+def failed(label: str, text: str) -> tuple:
+    """(status line, running button, Stop) of a failed job: the button's ``label`` back, Stop off."""
+    return f"failed: {text}", button(label, busy=False), stop_button(False)
 
 
 def check_stop(ticket) -> None:

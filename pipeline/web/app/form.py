@@ -51,6 +51,17 @@ class Bounded(gr.Number):
 
     sentence = "{num:g} is out of range"  # set per field by bounded()
 
+    def preprocess(self, payload):
+        """A whole-number field refuses 2.5 by name (Gradio would round it to 2 without a word)."""
+        if self.precision == 0 and payload is not None:
+            try:
+                number = float(payload)
+            except (TypeError, ValueError):
+                number = None
+            if number is not None and number != int(number):
+                raise gr.Error(f"{self.label} takes a whole number, not {number:g}", print_exception=False)
+        return super().preprocess(payload)
+
     def raise_if_out_of_bounds(self, num, minimum, maximum):  # Gradio calls it as self.raise_if_…
         if (minimum is not None and num < minimum) or (maximum is not None and num > maximum):
             raise gr.Error(self.sentence.format(num=num), print_exception=False)
@@ -218,8 +229,11 @@ def seeds_of(count, seeds_text, base=RANDOM):
 
     if seeds_text and seeds_text.strip():
         return {"seeds": parse_seeds(seeds_text.strip())}
-    if count is None or int(count) < 1:
+    if count is None or float(count) < 1:
         raise UserError("give a count of at least 1, or seeds like 1,2,10-20")
+    if float(count) != int(float(count)):
+        raise UserError(f"Count is a whole number of candidates (1 to {MAX_COUNT}), not {float(count):g}")
+    count = int(float(count))
     if base is None or int(base) < 0:
         from ...api import random_base_seed
 

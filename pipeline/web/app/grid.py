@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ...core.errors import UserError
-from ...core.runs import load_picks, run_lock, save_picks
+from ...core.runs import toggle_pick
 from . import pictures
 
 STAGES = ("explore", "refine", "upscale")
@@ -55,16 +55,21 @@ def _rel(run_dir: Path, path: Path) -> str:
 def item(run_dir: Path, shown: pictures.Shown, before: Path | None = None) -> dict:
     """One card: short keys and paths relative to the run, since every streamed candidate carries one.
     s: seed (a string: JavaScript numbers lose digits), p: the PNG, t: its thumbnail, z: size, c: caption,
-    b: the candidate a refined picture was made from."""
+    b: the candidate a refined picture was made from, v: the PNG's version (mtime and size)."""
     run_dir = Path(run_dir)
     size = list(shown.size) if shown.size else None
-    label = str(shown.seed) if shown.seed is not None else "picture"
+    label = str(shown.seed) if shown.seed is not None else Path(shown.path).stem
     if shown.stage != "explore" and size:
         label += f" · {size[0]}×{size[1]}"
     entry = {"s": None if shown.seed is None else str(shown.seed), "p": _rel(run_dir, shown.path),
              "t": _rel(run_dir, shown.thumb or shown.path), "z": size, "c": label}
     if before is not None:
         entry["b"] = _rel(run_dir, before)
+    try:  # v: the file's version, so a picture re-made at the same path is a new card (and not a cached image)
+        stat = Path(shown.path).stat()
+        entry["v"] = f"{stat.st_mtime_ns:x}{stat.st_size:x}"
+    except OSError:
+        pass
     return entry
 
 
@@ -75,7 +80,24 @@ def value(run_dir: Path | None, stage: str, shown=(), picks=(), candidates=()) -
     before = {c.seed: c.path for c in candidates} if stage == "refine" else {}
     return {"run": Path(run_dir).name, "base": url(run_dir) + "/", "stage": stage,
             "items": [item(run_dir, s, before.get(s.seed)) for s in shown],
-            "picks": [str(p) for p in picks] if stage == "explore" else []}
+            "picks": [str(p) for p in picks] if stage == "explore" else [], **_loras(run_dir)}
+
+
+def _loras(run_dir: Path) -> dict:
+    text = loras_text(run_dir)
+    return {"loras": text} if text else {}
+
+
+def loras_text(run_dir: Path) -> str:
+    """'LoRA style 0.7, ink 0.5' for a run made with LoRAs (the grid's header says it), else ''."""
+    from ...core.runs import load_run
+
+    try:
+        records = load_run(Path(run_dir)).get("loras") or []
+    except Exception:  # noqa: BLE001 - a run without a readable run.json: nothing to say
+        return ""
+    names = [f"{r['name']} {float(r.get('weight', 1.0)):g}" for r in records if isinstance(r, dict) and r.get("name")]
+    return ("LoRA " + ", ".join(names)) if names else ""
 
 
 def view_value(view: pictures.RunView, stage: str, paths=None) -> dict:
@@ -114,14 +136,7 @@ def server_functions(app):
         from ..gallery import write_gallery
 
         run_dir = app.run_dir(data.get("run"))
-        seed = _seed(data.get("seed"))
-        with run_lock(run_dir):  # read, change, write under the run's lock: two tabs keep both picks
-            picks = load_picks(run_dir)
-            if data.get("on"):
-                picks = picks if seed in picks else [*picks, seed]
-            else:
-                picks = [s for s in picks if s != seed]
-            picks = save_picks(run_dir, picks)
+        picks = toggle_pick(run_dir, data.get("seed"), on=bool(data.get("on")))  # 42 or 42v3, under the run's lock
         write_gallery(run_dir)  # the static page shows the same picks
         return {"picks": [str(s) for s in picks]}
 
@@ -176,13 +191,6 @@ def write_zip(path: Path, run_dir: Path, chosen) -> Path:
             archive.write(shown.path, arcname)
     tmp.replace(path)
     return path
-
-
-def _seed(value) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        raise UserError(f"only candidates with a seed can be picked, not {value!r}") from None
 
 
 def _find(view, stage: str, rel: str):

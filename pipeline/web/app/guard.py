@@ -8,8 +8,9 @@
   password, 64 KB (a login form) until the client has logged in, and no upload.
 - Uploads: only ``/gradio_api/upload``, only image files (an image extension and an image's first
   bytes: PNG, JPEG, WebP, BMP, TIFF), at most ``upload_files`` of them and ``upload_bytes`` in all;
-  multipart bodies anywhere else are refused; at most 4 uploads are read at once. The cache
-  (cache.py) deletes them after a while.
+  multipart bodies anywhere else are refused, except Gradio's own login form (POST /login: a small
+  multipart body of fields, no file); at most 4 uploads are read at once. The cache (cache.py)
+  deletes them after a while.
 - Login: after ``free`` failures in a row a client (by IP) gets 429 for a time that doubles with
   each further failure (LoginLimiter); a success resets it.
 - Gradio routes the app does not use answer 404: run history, MCP, recordings, streaming inputs,
@@ -247,7 +248,11 @@ class Guard:
             if upload:
                 raise Refused(401, "log in first")
             cap = min(cap, STRANGER_BYTES)
-        if not upload and headers.get("content-type", "").lower().startswith("multipart/"):
+        login_form = method == "POST" and path.rstrip("/").endswith("/login")
+        multipart = headers.get("content-type", "").lower().startswith("multipart/")
+        if login_form:
+            cap = min(cap, STRANGER_BYTES)  # Gradio's login page posts its two fields as multipart/form-data
+        elif not upload and multipart:
             raise Refused(415, "files can be uploaded only to /gradio_api/upload")
         size = f"{cap // 2**20} MB" if cap >= 2**20 else f"{cap // 2**10} KB"
         too_big = Refused(413, f"request body over {size}", [(b"connection", b"close")])
@@ -263,6 +268,8 @@ class Guard:
                 self.uploads_in_flight -= 1
         else:
             body = await _read_body(receive, cap, too_big)
+        if login_form and multipart and _multipart_files(body, headers.get("content-type", "")):
+            raise Refused(415, "the login form holds a user name and a password, no file")
         if upload:  # parsing 30 MB and sweeping the cache: off the event loop
             await asyncio.to_thread(check_upload, body, headers.get("content-type", ""), self.upload_files)
             if self.cache is not None and not await asyncio.to_thread(self.cache.make_room, len(body)):

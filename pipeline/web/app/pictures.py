@@ -70,13 +70,16 @@ def caption(seed, picks=(), label: str = "") -> str:
 def command(out: Path, run_dir: Path, shown: Shown, data: dict) -> str:
     """The CLI command that makes this picture again (from the store, so instantly)."""
     q = shlex.quote
-    if shown.stage == "explore":
+    if shown.stage == "explore" and isinstance(shown.seed, str) and shown.params.get("parent") is not None:
+        parts = _vary_command(run_dir, shown, data) + ["--out", q(str(out))]
+    elif shown.stage == "explore":
         size = f"{data.get('width')}x{data.get('height')}"
         parts = ["pipeline", "explore", q(str(data.get("prompt", ""))), "--seeds", str(shown.seed), "--size", size,
                  "--steps", str(data.get("steps")), "--guidance", f"{data.get('guidance', 0):g}"]
         if data.get("negative"):
             parts += ["--negative", q(str(data["negative"]))]
-        parts += ["--model", q(str(data.get("model", ""))), "--out", q(str(out)), "--run", q(run_dir.name)]
+        parts += [*_lora_options(data), "--model", q(str(data.get("model", ""))), "--out", q(str(out)),
+                  "--run", q(run_dir.name)]
     elif shown.stage == "refine":
         params = shown.params
         parts = ["pipeline", "refine", "--run", q(str(run_dir)), "--seeds", str(shown.seed)]
@@ -99,10 +102,47 @@ def command(out: Path, run_dir: Path, shown: Shown, data: dict) -> str:
     return " ".join(parts)
 
 
+def _lora_options(data: dict, records=None) -> list[str]:
+    """--lora NAME:WEIGHT for each LoRA the run (or a picture) was made with."""
+    records = data.get("loras") if records is None else records
+    parts = []
+    for record in records if isinstance(records, list) else []:
+        if isinstance(record, dict) and record.get("name"):
+            parts += ["--lora", shlex.quote(f"{record['name']}:{float(record.get('weight', 1.0)):g}")]
+    return parts
+
+
+def _vary_command(run_dir: Path, shown: Shown, data: dict) -> list[str]:
+    """`pipeline vary` making this variation again: its parent, as many of the parent's variations with
+    the same settings as it takes to reach this one (those are in the store too), strength and steps."""
+    from ...stages.specs import VARY_STRENGTHS
+
+    params = shown.params
+    parent, strength, steps = params.get("parent"), params.get("strength"), params.get("steps")
+    pictures = (data.get("explore") or {}).get("pictures") or []
+    prefix = f"{parent}v"
+    same = sorted(int(p["seed"][len(prefix):]) for p in pictures
+                  if isinstance(p, dict) and isinstance(p.get("seed"), str) and p["seed"].startswith(prefix)
+                  and p["seed"][len(prefix):].isdigit() and p.get("strength") == strength and p.get("steps") == steps)
+    number = int(str(shown.seed)[len(prefix):]) if str(shown.seed)[len(prefix):].isdigit() else None
+    count = same.index(number) + 1 if number in same else 1
+    words = {v: k for k, v in VARY_STRENGTHS.items()}
+    parts = ["pipeline", "vary", "--run", shlex.quote(str(run_dir)), "--seeds", str(parent), "--count", str(count)]
+    if strength is not None:
+        parts += ["--strength", words.get(strength, f"{float(strength):g}")]
+    if steps is not None:
+        parts += ["--steps", str(steps)]
+    return parts
+
+
 def params(shown: Shown, data: dict) -> dict:
     """What the picture panel lists (shown as JSON text, never as HTML)."""
     base = {k: data.get(k) for k in ("prompt", "negative", "model_name", "width", "height", "steps", "guidance")
             if data.get(k) not in (None, "")}
+    records = shown.params.get("loras") if isinstance(shown.params.get("loras"), list) else data.get("loras")
+    names = [f"{r['name']} {float(r.get('weight', 1.0)):g}" for r in records or [] if isinstance(r, dict) and r.get("name")]
+    if names:  # the large view says which LoRAs made the picture
+        base["loras"] = ", ".join(names)
     return {"stage": shown.stage, "seed": shown.seed, "file": str(shown.path),
             "size": f"{shown.size[0]}×{shown.size[1]}" if shown.size else None, **base,
             **{k: v for k, v in shown.params.items() if k not in ("path", "key", "seed")}}

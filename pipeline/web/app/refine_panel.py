@@ -49,7 +49,7 @@ def refined_value(view, paths=None):
     return grid.view_value(view, "refine", order), order
 
 
-def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prompt=None):
+def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prompt=None, label="Refine picked"):
     """One refine per picture, so Stop ends it between pictures; ``source``: a picture from disk."""
     from ...core.seeds import parse_seeds
     from ...core.sizes import parse_size
@@ -88,6 +88,10 @@ def _refine(app, tab, run, seeds, mode, strength, scale, size, source=None, prom
     total = len(chosen)
     summary = None
     for event in flow.run(app, tab, "refine", work):
+        if event.kind == "failed":
+            text, label, stop = flow.failed(label, event.result)
+            yield gr.skip(), gr.skip(), text, "", gr.skip(), label, stop, {"error": event.result}
+            return
         if event.kind == "waiting":
             yield gr.skip(), gr.skip(), flow.waiting_text(event.ahead), gr.skip(), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()

@@ -109,14 +109,15 @@ def wire(app, ui, opened) -> None:
     ui.runs_refresh.click(runs, None, [ui.runs_table, ui.run_choice], api_name="runs", concurrency_limit=None)
     ui.demo.load(runs, None, [ui.runs_table, ui.run_choice], api_visibility="private", concurrency_limit=None)
     ui.tabs.change(runs, None, [ui.runs_table, ui.run_choice], api_visibility="private", concurrency_limit=None)
-    outputs = [*ui.open_outputs, ui.count, ui.seeds]
+    lora_outputs = [*ui.lora_files, *ui.lora_weights, *ui.lora_rows]  # none where LoRAs are not supported
+    outputs = [*ui.open_outputs, *lora_outputs, ui.count, ui.seeds]
 
     def open_run(name):
         """Open run NAME: its candidates, picks, refined and upscaled pictures, and its settings."""
         with on_page():
             run_dir = app.run_dir(run_name(name or ""))
             view = pictures.view(run_dir)
-            return (*opened(view), *count_and_seeds(view))
+            return (*opened(view), *lora_pickers(app, ui, view), *count_and_seeds(view))
 
     # a text input, not a dropdown: Gradio checks a dropdown's value against the choices the server
     # was started with (none), so API clients could not name a run; app.run_dir validates the name
@@ -136,24 +137,51 @@ def wire(app, ui, opened) -> None:
 
     ui.runs_table.select(row_click, ui.runs_table, outputs, api_visibility="private", concurrency_limit=None)
 
+    # a refusal is the status line's sentence, not an error event (Gradio's red "Error" pills would
+    # cover the run picker, the table and the status line)
     def ask(name):
-        with on_page():
-            run_dir = app.run_dir(run_name(name or ""))
-        return gr.update(visible=True), f"Move run **{run_dir.name}** to `{app.out / TRASH}`? (not erased)"
+        try:
+            with on_page():
+                run_dir = app.run_dir(run_name(name or ""))
+        except gr.Error as err:
+            return gr.update(visible=False), gr.skip(), f"not deleted: {err.message}"
+        return gr.update(visible=True), f"Move run **{run_dir.name}** to `{app.out / TRASH}`? (not erased)", gr.skip()
 
-    ui.delete_btn.click(ask, ui.run_choice, [ui.delete_confirm, ui.delete_text], api_visibility="private",
-                        queue=False)
+    ui.delete_btn.click(ask, ui.run_choice, [ui.delete_confirm, ui.delete_text, ui.status], api_visibility="private",
+                        queue=False, show_progress="hidden")
     ui.delete_no.click(lambda: gr.update(visible=False), None, ui.delete_confirm, api_visibility="private",
                        queue=False)
 
     def delete(name):
-        with on_page():
-            where = trash(app, run_name(name or ""))
+        try:
+            with on_page():
+                where = trash(app, run_name(name or ""))
+        except gr.Error as err:
+            return gr.update(visible=False), gr.skip(), gr.skip(), f"not deleted: {err.message}"
         rows, choice = runs()
         return gr.update(visible=False), rows, choice, f"moved run {run_name(name)} to {where}"
 
     ui.delete_yes.click(delete, ui.run_choice, [ui.delete_confirm, ui.runs_table, ui.run_choice, ui.status],
-                        api_visibility="private", concurrency_limit=None)
+                        api_visibility="private", concurrency_limit=None, show_progress="hidden")
+
+
+def lora_pickers(app, ui, view) -> list:
+    """The LoRA rows as the run was made (its files and strengths), so the next Explore keeps them
+    (a LoRA whose file is no longer found is left out)."""
+    if not ui.lora_files:
+        return []
+    from .form import lora_choices
+
+    known = set(lora_choices(app) or [])
+    records = [r for r in (view.data.get("loras") or []) if isinstance(r, dict) and str(r.get("name")) in known]
+    records = records[:len(ui.lora_files)]
+    files, weights, rows = [], [], []
+    for n in range(len(ui.lora_files)):
+        record = records[n] if n < len(records) else None
+        files.append(gr.update(value=str(record["name"])) if record else gr.update(value="none"))
+        weights.append(gr.update(value=float(record.get("weight", 1.0))) if record else gr.update(value=1.0))
+        rows.append(gr.update(visible=n <= len(records)))
+    return [*files, *weights, *rows]
 
 
 def count_and_seeds(view):

@@ -9,6 +9,8 @@ from ...core.errors import UserError
 from .guard import IMAGE_BYTES, Guard, LoginLimiter
 from .hosts import is_loopback
 
+AUTH_MESSAGE = ("Log in with a user name and password given to <code>pipeline ui</code> "
+                "(<code>--auth</code> or <code>--auth-file</code>).")
 
 
 def offline_environment() -> None:
@@ -205,7 +207,7 @@ def launch(state, *, host: str = "127.0.0.1", port: int = 7860, auth: list | Non
     demo.delete_cache = None  # the Cache sweeps (by age and size) and removes its folder at exit
     guard = Middleware(Guard, local_only=is_loopback(host) and not auth, limiter=LoginLimiter(), cache=cache)
     try:
-        demo.launch(server_name=host, server_port=port, auth=auth or None, share=False, inbrowser=open_browser,
+        demo.launch(server_name=host, server_port=port, auth=auth or None, auth_message=AUTH_MESSAGE, share=False, inbrowser=open_browser,
                     allowed_paths=[str(Path(state.out).resolve())], prevent_thread_lock=True, quiet=quiet,
                     ssr_mode=False, enable_monitoring=False, show_error=True, css=_css(),
                     max_file_size=IMAGE_BYTES, run_history=False,

@@ -38,6 +38,12 @@ class AppState:
         self._numbers = itertools.count(1)
         self.last_base_seed: dict[str, int] = {}  # per tab: the base seed of its last Count explore (♻️)
 
+    def model_loaded(self) -> bool:
+        """Whether the diffusion model is in memory (the first explore after start builds it first)."""
+        session = getattr(self.pipeline, "session", None)
+        loaded = getattr(session, "engine_loaded", None)
+        return bool(loaded() if callable(loaded) else loaded) if loaded is not None else True
+
     @contextmanager
     def device(self):
         with self._device:

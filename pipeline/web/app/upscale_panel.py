@@ -33,7 +33,9 @@ def build(app, ui) -> None:
     # Detail: after Real-ESRGAN, the diffusion model re-draws fine detail tile by tile (the `detail` branch);
     # shown only where Pipeline.upscale takes detail=
     ui.detail = gr.Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
-                          info="0: off; 0.2–0.4 re-draws fine detail with the diffusion model (slower)")
+                          info="0: off (×4). Above 0 the diffusion model re-draws fine detail (0.2–0.4; slower) "
+                               "and the upscale is ×2; it replaces the seed's earlier upscale in the run "
+                               "(zip that first to keep both)")
     ui.upscaled = grid.build(app, "upscaled", "upscale", "Upscaled")
 
 
@@ -53,6 +55,25 @@ def wire(app, ui) -> None:
 
 def upscaled_value(view):
     return grid.view_value(view, "upscale")
+
+
+def files_value(files: list[str]):
+    """The Upscaled grid showing pictures from disk, upscaled into OUT/upscaled/ (no run): each card
+    opens the large view with Download."""
+    from PIL import Image
+
+    shown = []
+    for file in files:
+        path = Path(file)
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except OSError:
+            continue
+        shown.append(pictures.Shown("upscale", None, path, None, size, {}))
+    if not shown:
+        return gr.skip()
+    return grid.value(shown[0].path.parent, "upscale", shown)
 
 
 def _refined_seeds(run_dir) -> list:
@@ -89,7 +110,7 @@ def check_model(model) -> None:
         raise UserError(f"unknown upscaler weights {model!r}: use one of {', '.join(choices)}")
 
 
-def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
+def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0, label="Upscale refined"):
     """One upscale per picture; Stop ends it between tiles (the tile under way is dropped, the
     finished pictures are stored and recorded). ``files``: pictures from disk (to ``out_dir``)."""
     from ...core.seeds import parse_seeds
@@ -139,12 +160,16 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
 
     clock, summary, expected, tile_text = flow.Clock(), None, 0.0, ("", "")
     for event in flow.run(app, tab, "upscale", work):
+        if event.kind == "failed":
+            text, label, stop = flow.failed(label, event.result)
+            yield gr.skip(), text, "", label, stop, {"error": event.result}
+            return
         if event.kind == "waiting":
             yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()
             continue
         if event.kind == "stopping":
-            yield gr.skip(), flow.stopping_text("tile"), gr.skip(), gr.skip(), flow.stop_button(False), gr.skip()
+            yield gr.skip(), "stopping…", gr.skip(), gr.skip(), flow.stop_button(False), gr.skip()
             continue
         if event.kind == "progress":  # what a batch holds is said in order: estimate, tiles, a picture done
             picture, estimated, tiled = None, not event.reports, False
@@ -155,8 +180,7 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
                     _, n, finished, planned = report
                     ahead = expected * (1 - (n + finished / max(planned, 1)) / total) if expected else 0
                     left = f" · about {flow.duration(ahead)} left" if ahead >= 1 else ""
-                    tile_text, tiled = (f"Upscaling {n + 1} of {total}{left}",
-                                        f"tile {finished} of {planned}{left}"), True
+                    tile_text, tiled = (f"Upscaling {n + 1} of {total}{left}", tile_words(finished, planned) + left), True
                 else:
                     picture = summary = report[2]
             if estimated:
@@ -181,12 +205,20 @@ def _upscale(app, tab, run, seeds, model, files=None, out_dir=None, detail=0.0):
             return
         n = len(summary["seeds"])
         stopped = " (stopped)" if summary.get("stopped") and n < total else ""
-        yield upscaled_value(pictures.view(run_dir)) if run_dir else gr.skip(), \
+        yield upscaled_value(pictures.view(run_dir)) if run_dir else files_value(summary["files"]), \
             f"upscaled {n} of {total}{stopped} · {summary['computed']} computed, {summary['stored']} from the store " \
             f"· {clock.elapsed():.1f} s", bar(n, total), gr.skip(), gr.skip(), \
             {"stage": "upscale", "run_dir": str(run_dir) if run_dir else None, "seeds": summary["seeds"],
              "computed": summary["computed"], "stored": summary["stored"], "files": summary["files"],
              **({"stopped": True} if stopped else {})}
+
+
+def tile_words(finished: float, planned: int) -> str:
+    """'tile 2 of 4 · 35%': the tile under way and how far it is (the engine reports inside a tile)."""
+    if finished >= planned:
+        return f"tile {planned} of {planned} · 100%"
+    under_way = int(finished) + 1
+    return f"tile {under_way} of {planned} · {int((finished - int(finished)) * 100)}%"
 
 
 def _what(run_dir, chosen) -> dict:

@@ -81,6 +81,10 @@ def _vary(app, tab, run, seeds, count, strength):
     clock, done, made = flow.Clock(), 0, None
     label = f"Vary {strength}"
     for event in flow.run(app, tab, f"vary_{strength}", work):
+        if event.kind == "failed":
+            text, label, stop = flow.failed(label, event.result)
+            yield grid.view_value(pictures.view(run_dir), "explore"), text, "", label, stop, {"error": event.result}
+            return
         if event.kind == "waiting":
             yield gr.skip(), flow.waiting_text(event.ahead), gr.skip(), \
                 flow.button(f"Waiting · {event.ahead} ahead", busy=True), flow.stop_button(True), gr.skip()

@@ -13,6 +13,10 @@ var ZIP = { explore: ["picked", "⬇ Picked (zip)"], refine: ["refine", "⬇ All
             upscale: ["upscale", "⬇ All upscaled (zip)"] }[stage];
 
 function src(path) { return /^gradio_api\//.test(path) ? path : state.base + path; }
+// a picture re-made at the same path (a second refine) is another file: its version (mtime, size) keys
+// the card and busts the browser's cache of its thumbnail and PNG
+function vsrc(path, item) { return src(path) + (item && item.v ? "?v=" + encodeURIComponent(item.v) : ""); }
+function ident(item) { return item ? item.p + "#" + (item.v || "") : ""; }
 function el(tag, cls, text) {
   var node = document.createElement(tag);
   if (cls) node.className = cls;
@@ -38,6 +42,7 @@ function header() {
   var n = state.items.length;
   var text = n ? n + (n === 1 ? " picture" : " pictures") : "";
   if (stage === "explore" && n) text = state.picks.size + " of " + n + " picked";
+  if (state.loras) text += (text ? " · " : "") + state.loras;  // the run's LoRAs: "LoRA style 0.7"
   countEl.textContent = text;
   root.setAttribute("data-empty", n ? "0" : "1");
   zipBtn.disabled = !n || (stage === "explore" && !state.picks.size);
@@ -70,9 +75,9 @@ function card(item, index) {
   img.loading = "lazy";
   img.decoding = "async";
   img.alt = item.c;
-  img.src = src(item.t);
+  img.src = vsrc(item.t, item);
   img.addEventListener("error", function () {
-    if (!img.dataset.fallback) { img.dataset.fallback = "1"; img.src = src(item.p); }
+    if (!img.dataset.fallback) { img.dataset.fallback = "1"; img.src = vsrc(item.p, item); }
   });
   frame.appendChild(img);
   node.appendChild(frame);
@@ -108,7 +113,7 @@ function render() {
   var items = Array.isArray(value.items) ? value.items : [];
   // the same run, grown at the end (explore streaming): draw only the new cards
   var same = value.run === state.run && items.length >= state.drawn;
-  for (var k = 0; same && k < state.drawn; k++) same = !!items[k] && items[k].p === state.paths[k];
+  for (var k = 0; same && k < state.drawn; k++) same = !!items[k] && ident(items[k]) === state.paths[k];
   state.items = items;
   if (!same) {
     state.run = value.run || null;
@@ -123,10 +128,11 @@ function render() {
     state.picks = new Set(value.picks);  // the server sent the run's picks anew (none of ours on its way)
   }
   state.sentPicks = JSON.stringify(value.picks || []);
+  state.loras = typeof value.loras === "string" ? value.loras : "";
   var fragment = document.createDocumentFragment();
   for (var i = state.drawn; i < items.length; i++) {
     fragment.appendChild(card(items[i], i));
-    state.paths.push(items[i].p);
+    state.paths.push(ident(items[i]));
   }
   list.appendChild(fragment);  // only the cards not drawn yet
   state.drawn = items.length;
@@ -205,6 +211,7 @@ var api = {
   items: function () { return state.items; },
   run: function () { return state.run; },
   src: src,
+  vsrc: vsrc,
   picked: function (item) { return item.s !== null && state.picks.has(item.s); },
   toggle: toggle,
   describe: function (item) { return server.describe({ run: state.run, stage: stage, p: item.p }); },
@@ -270,7 +277,7 @@ function makeViewer() {
     var item = current();
     if (!item) { if (v.grid) v.close(); return; }
     var grid = v.grid;
-    var full = grid.src(v.before && item.b ? item.b : item.p);
+    var full = v.before && item.b ? grid.src(item.b) : grid.vsrc(item.p, item);
     if (img.getAttribute("src") !== full) {
       loading.hidden = false;
       loading.textContent = "loading the full picture…";
@@ -289,7 +296,7 @@ function makeViewer() {
       pickBtn.textContent = on ? "✓ Picked (Space to un-pick)" : "Pick (Space)";
       pickBtn.classList.toggle("on", on);
     }
-    download.href = grid.src(item.p);
+    download.href = grid.vsrc(item.p, item);
     download.download = (grid.run() || "run") + "-" + grid.stage + "-" + item.p.split("/").pop();
     beforeBtn.hidden = !item.b;
     beforeBtn.textContent = v.before ? "Show after" : "Show before";
