@@ -116,7 +116,7 @@ def upscale(session, inputs, *, settings: DetailSettings, model=None, scale=None
             _say_dry_run(sr, todo)
         return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo),
                            computed=len(todo), dry_run=True)
-    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress), works, stop=stop)
+    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress, stop), works, stop=stop)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
@@ -127,9 +127,10 @@ class DetailWork(StageWork):
 
     name = "detail"
 
-    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress):
+    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress, stop=None):
         super().__init__(session)
         self.sr, self.run_dir, self.on_progress = sr, run_dir, on_progress
+        self.stop = stop  # checked between tiles too: a picture is many model calls
         self.fields = _run_fields(jobs, sr)
 
     def dest(self, work):
@@ -166,7 +167,7 @@ class DetailWork(StageWork):
     def render(self, engine, works, progress) -> list:
         from PIL import Image
 
-        from ..engines.detail import add_detail
+        from ..engines.detail import Stopped, add_detail
         from ..engines.tiling import detail_rects
 
         outputs = []
@@ -182,7 +183,10 @@ class DetailWork(StageWork):
                 canvas = canvas.resize((job.width, job.height), Image.Resampling.LANCZOS)
             rects = detail_rects(job.width, job.height, job.tile, job.overlap)
             progress.start_picture(len(rects))
-            image = add_detail(engine, canvas, job, progress=progress.picture_callback)
+            try:
+                image = add_detail(engine, canvas, job, progress=progress.picture_callback, stop=self.stop)
+            except Stopped:
+                break  # the pictures finished before it are kept; the executor stops before the next
             progress.finish_picture()
             outputs.append((image, sr_artifact.path, rects))
         return outputs
