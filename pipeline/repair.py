@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core import registry
 from .core.errors import UserError
 from .models.names import display_name
 from .core.seeds import pick_order
@@ -25,10 +26,7 @@ from .core.store import Store, default_store, file_digest
 
 log = logging.getLogger("pipeline")
 
-STAGES = ("explore", "refine", "upscale")
-# the kinds of picture each stage folder holds: variations live among the candidates; a detail upscale
-# (upscale --detail) beside the plain ones
-KINDS = {"explore": ("explore", "vary"), "refine": ("refine",), "upscale": ("upscale", "detail")}
+STAGES = registry.sections()
 _SEED_NAME = re.compile(r"^seed-(\d+(?:v\d+)*)\.png$")  # a seed, or a variation id (42v3)
 
 
@@ -159,7 +157,7 @@ def _add_missing(run_dir: Path, store: Store) -> tuple[dict, list[Path]]:
 
 def _record_for(picture: Path, stage: str, by_digest: dict) -> dict | None:
     """A picture's store record (by its sha256), else one made from the record in its PNG."""
-    kinds = KINDS[stage]
+    kinds = registry.kinds(stage)
     try:
         record = by_digest.get(file_digest(picture))
     except OSError:
@@ -207,7 +205,7 @@ def _pictures(run_dir: Path, stage: str, by_digest: dict, unknown: list) -> list
             record = by_digest.get(file_digest(picture))
         except OSError:
             record = None
-        if record is None or record["job"].get("kind") not in KINDS[stage]:
+        if record is None or record["job"].get("kind") not in registry.kinds(stage):
             unknown.append(picture)
             log.warning("%s matches no %s picture in the store; left in place, not recorded", picture, stage)
             continue
