@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test soak bench install clean ui
+.PHONY: demo test check soak bench install clean ui docs
 
 # -qq: pip prints errors only (-q still shows setuptools' "Editable installation" warning box)
 $(BIN)/pipeline: pyproject.toml
@@ -25,6 +25,15 @@ ui: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the quick loop: every test that needs no browser, app server, Ray or child process (tests/conftest.py sorts them)
+check: install
+	$(BIN)/python -m pytest -q -m "not process"
+
+# the manual as a site (docs/, mkdocs.yml): `make docs` checks it builds with no broken link or anchor
+docs: install
+	$(BIN)/pip install -qq -e '.[docs]'
+	$(BIN)/mkdocs build --strict
 
 # the fault and fuzz tests at full count: >= 20 kill -9 at random moments, 10x the fuzz cases
 soak: install

@@ -97,3 +97,21 @@ def run_json(*args, **kwargs) -> dict:
 @pytest.fixture
 def out(tmp_path) -> Path:
     return tmp_path / "outputs"
+
+
+# `make check`, the developer's quick loop, runs the tests that need no browser, app server, Ray or child process.
+# A module that starts any of those (found in its source, so a new test file is sorted without a list to keep) is
+# marked `process` as a whole; `make test` (what CI runs) runs everything.
+_HEAVY = ("subprocess", "Popen", "playwright", "ui_server", "browser_wait", "import ray", "process=True",
+          "torch.distributed")
+
+
+def pytest_collection_modifyitems(config, items):
+    heavy: dict[str, bool] = {}
+    for item in items:
+        path = str(item.fspath)
+        if path not in heavy:
+            source = Path(path).read_text(encoding="utf-8")
+            heavy[path] = any(word in source for word in _HEAVY)
+        if heavy[path]:
+            item.add_marker(pytest.mark.process)
