@@ -207,6 +207,30 @@ class Pipeline:
                      loras=loras)
         return vary(self.session, spec, run=run, dry_run=dry_run)
 
+    def inpaint(self, image=None, *, run: str | Path | StageResult | None = None, seeds=None, source: str = "explore",
+                mask=None, prompt: str | None = None, strength: float | None = None, mask_blur: int = 4,
+                area: str = "masked", padding: int = 32, work: int = 1024, extend: str | None = None,
+                faces: bool = False, hands: bool = False, face_prompt: str | None = None,
+                face_confidence: float = 0.3, crop_factor: float = 2.5, seed: int | None = None,
+                steps: int | None = None, loras=None, dry_run: bool = False) -> StageResult:
+        """Fix part of a picture: ``seeds`` of ``run`` (``source``: which stage's pictures; ids like ``"42i1"``)
+        or ``image`` (a file), re-drawn under ``mask`` (white = re-draw, or an RGBA picture's transparent
+        pixels), on each face (``faces``, at ``strength`` 0.35 unless given), or on a new border (``extend``,
+        ``"left:256,bottom:128"``). ``area="masked"`` renders the mask's box + ``padding`` at about ``work``²
+        px and pastes it back through the mask blurred by ``mask_blur`` px; ``"whole"`` the whole picture.
+        Pixels outside the blurred mask stay the parent's. Fixes join the run as ``42i1``, ``42i2``, …
+        """
+        from .stages.inpaint import inpaint
+        from .stages.inpaint_spec import InpaintSpec
+
+        run, seeds = _run_and_seeds(run, seeds)
+        spec = build(InpaintSpec, seeds=seeds, image=str(image) if image is not None else None, source=source,
+                     mask=str(mask) if mask is not None else None, prompt=prompt, strength=strength,
+                     mask_blur=mask_blur, area=area, padding=padding, work=work, extend=extend, faces=faces,
+                     hands=hands, face_prompt=face_prompt, face_confidence=face_confidence, crop_factor=crop_factor,
+                     seed=seed, steps=steps, loras=loras)
+        return inpaint(self.session, spec, run=run, dry_run=dry_run)
+
     def loras(self) -> list[dict]:
         """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
         install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""

@@ -170,11 +170,12 @@ def a1111_parameters(params: dict) -> str:
     ]
     if first:
         settings += _hires_settings(params, first)
-    elif params.get("mode") == "hires" or params.get("kind") == "vary":
+    elif params.get("mode") == "hires" or params.get("kind") in ("vary", "inpaint"):
         settings += _img2img_settings(params)
     else:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
+    settings += [tuple(pair) for pair in params.get("a1111") or () if isinstance(pair, list) and len(pair) == 2]
     settings += _variance_entries(params)
     settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
                  ("Version", params.get("version"))]
