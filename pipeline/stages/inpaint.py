@@ -176,7 +176,7 @@ def _fix(session, spec: InpaintSpec, source: Source, name_of, out_dir: Path) -> 
                            dtype=session.dtype, variance=variance_from_record(source.meta.get("variance")),
                            loras=loras)
     job = InpaintJob(**fields, strength=spec.chosen_strength, parent=source.digest, mask=masks.mask_digest(mask),
-                     area=spec.area, padding=spec.padding, blur=spec.mask_blur, work=spec.work,
+                     area=spec.area, padding=0 if spec.faces else spec.padding, blur=spec.mask_blur, work=spec.work,
                      extend=spec.extend or "", detector=detector)
     ident = name_of(job)
     dest = out_dir / (f"seed-{ident}.png" if out_dir.name == STAGE else f"{ident}.png")
@@ -243,7 +243,7 @@ def _compute(session, fix: Fix):
     seconds = time.perf_counter() - started
     extra = {"inpaint": fix.id, "parent_key": fix.source.key, "parent_name": fix.source.name,
              "renders": [{"box": list(c.box), "size": list(c.size)} for c in crops],
-             "a1111": a1111_keys(job, fix.faces)}
+             "a1111": a1111_keys(job, fix.faces, [r.padding for r in fix.regions])}
     if fix.faces:
         extra["faces"] = [{"box": list(face.box), "score": face.score} for face in fix.faces]
     if job.loras:

@@ -6,8 +6,9 @@ from __future__ import annotations
 ADETAILER_VERSION = "pipeline"  # what was run is ours, written with ADetailer's names
 
 
-def a1111_keys(job, faces=()) -> list[list]:
-    """``[[name, value], ...]`` in A1111's order for ``job`` (an ``InpaintJob``)."""
+def a1111_keys(job, faces=(), paddings=()) -> list[list]:
+    """``[[name, value], ...]`` in A1111's order for ``job`` (an ``InpaintJob``); ``paddings``: each region's
+    padding in px (the detail pass: the crop factor's, per face)."""
     if job.detector:
         model, _, settings = job.detector.partition(" ")
         words = settings.split()
@@ -15,7 +16,7 @@ def a1111_keys(job, faces=()) -> list[list]:
         keys = [["ADetailer model", model.split("@")[0]], ["ADetailer confidence", _number(confidence)],
                 ["ADetailer dilate erode", 0], ["ADetailer mask blur", job.blur],
                 ["ADetailer denoising strength", job.strength], ["ADetailer inpaint only masked", job.area == "masked"],
-                ["ADetailer inpaint padding", job.padding if job.area == "masked" else None],
+                ["ADetailer inpaint padding", max(paddings, default=0) if job.area == "masked" else None],
                 ["ADetailer faces", len(faces)], ["ADetailer version", ADETAILER_VERSION]]
         return [[name, value] for name, value in keys if value is not None]
     keys = [["Mask blur", job.blur],
