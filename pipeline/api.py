@@ -78,7 +78,8 @@ class Pipeline:
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
-               loras=None, dry_run: bool = False) -> StageResult:
+               loras=None, dry_run: bool = False, detail_faces: float = 0.0, face_prompt: str | None = None,
+               face_confidence: float = 0.3, face_size: int = 1024) -> StageResult:
         """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
         (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
 
@@ -89,6 +90,8 @@ class Pipeline:
         ``[]`` = none; a list like ``explore``'s replaces them.
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
         ``p.refine(p.explore(...), seeds=[3, 7])``.
+        ``detail_faces`` (0 = off, 0.3-0.4 typical): then re-draw each face found at that strength (``inpaint``'s
+        face pass: ``42i1`` beside the refined 42, in the result's ``fixes``).
         """
         from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
         from .stages.refine import refine
@@ -107,13 +110,16 @@ class Pipeline:
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
                      loras=loras)
-        return refine(self.session, spec, run=run, dry_run=dry_run)
+        _check_detail_faces(detail_faces, face_confidence, face_size)
+        result = refine(self.session, spec, run=run, dry_run=dry_run)
+        return self._detail_faces(result, "refine", detail_faces, face_prompt, face_confidence, face_size)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
                 detail: float = 0.0, detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                on_progress=None) -> StageResult:
+                on_progress=None, detail_faces: float = 0.0, face_prompt: str | None = None,
+                face_confidence: float = 0.3, face_size: int = 1024) -> StageResult:
         """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
@@ -126,15 +132,19 @@ class Pipeline:
         diffusion model re-draws the picture image-to-image at that strength over tiles of at most
         ``detail_tile`` output pixels, with the picture's prompt and seed (``prompt`` for a file that
         carries none).  ``model``: the diffusion model (default: this Pipeline's).
+        ``detail_faces`` (0 = off): then re-draw each face found at that strength (``inpaint``'s face pass,
+        in the result's ``fixes``), with this Pipeline's model.
         """
         from .stages import upscale as stage
 
         settings = _detail_settings(detail, detail_tile, prompt, model)
+        _check_detail_faces(detail_faces, face_confidence, face_size)
         run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir, detail)
         with self._session_for(model if settings else None) as session:
-            return stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
-                                 precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress,
-                                 detail=settings)
+            result = stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
+                                   precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress,
+                                   detail=settings)
+        return self._detail_faces(result, "upscale", detail_faces, face_prompt, face_confidence, face_size)
 
     def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None,
                          upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
@@ -229,7 +239,26 @@ class Pipeline:
                      mask_blur=mask_blur, area=area, padding=padding, work=work, extend=extend, faces=faces,
                      hands=hands, face_prompt=face_prompt, face_confidence=face_confidence, crop_factor=crop_factor,
                      seed=seed, steps=steps, loras=loras)
-        return inpaint(self.session, spec, run=run, dry_run=dry_run)
+        result = inpaint(self.session, spec, run=run, dry_run=dry_run)
+        if result.run_dir is not None and not dry_run:
+            from .web.gallery import write_gallery
+
+            write_gallery(result.run_dir)  # the fixes beside their parents
+        return result
+
+    def _detail_faces(self, result: StageResult, source: str, strength: float, face_prompt, confidence, size):
+        """``--detail-faces``: the face pass over what a stage made, its pictures in ``result.fixes``."""
+        if not strength or result.dry_run or not result.items:
+            return result
+        from .stages.inpaint import detail_faces
+
+        result.fixes = detail_faces(self.session, result, source, strength, face_prompt=face_prompt,
+                                    confidence=confidence, work=size)
+        if result.run_dir is not None and result.fixes:
+            from .web.gallery import write_gallery
+
+            write_gallery(result.run_dir)
+        return result
 
     def loras(self) -> list[dict]:
         """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
@@ -271,6 +300,21 @@ def _detail_settings(detail: float, detail_tile: int, prompt: str | None, model:
     check_detail(detail, detail_tile)
     _refuse_upscaler_as_model(model)
     return DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
+
+
+def _check_detail_faces(strength: float, confidence: float, size: int = 1024) -> None:
+    """--detail-faces refused before anything is written: out of range, or no detector installed."""
+    if not strength:
+        return
+    if not 0 < float(strength) <= 1:
+        raise_user(f"--detail-faces must be above 0 and at most 1 (0.3 to 0.4 are typical), not {strength:g}")
+    if not 0 <= float(confidence) <= 10:
+        raise_user(f"--face-confidence must be between 0 and 10, not {confidence:g}")
+    if not 64 <= int(size) <= 4096:
+        raise_user(f"--face-size must be between 64 and 4096, not {size}")
+    from .engines.faces import detector_id
+
+    detector_id()  # no detector: one sentence, before the stage runs
 
 
 def _refuse_upscaler_as_model(model) -> None:

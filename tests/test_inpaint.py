@@ -77,7 +77,8 @@ def test_a_rerun_computes_nothing_and_a_changed_mask_is_a_new_fix(fixed):
     chain = run_json("inpaint", "--seeds", "1i1", "--from", "inpaint", "--mask", other, *FAST, "--out", out)
     assert chain["items"][0]["seed"] == "1i1i1"
     assert inpaint_entries(run_dir)["1i1i1"]["parent"] == "1i1"
-    assert 'inpaint' in (run_dir / "index.html").read_text()
+    page = (run_dir / "index.html").read_text()
+    assert "fixed 1i1i1" in page and "fixed 1i2" in page  # the chain, next to candidate 1
 
 
 def test_outpaint_keeps_the_original_pixels_in_their_place(fixed):

@@ -67,3 +67,31 @@ def test_faces_without_the_detector_installed_is_one_sentence(astronaut, tmp_pat
     assert proc.returncode == 2
     assert "--faces needs the face detector, which is not installed: pip install 'pipeline[faces]'" in proc.stderr
     assert not (tmp_path / "o" / "inpainted").exists()
+
+
+def test_upscale_detail_faces_redraws_the_face_of_the_upscaled_picture(astronaut, tmp_path):
+    with Image.open(astronaut) as image:
+        image.crop((100, 20, 356, 276)).save(tmp_path / "crop.png")  # her face, 256²
+    out = tmp_path / "out"
+    proc = run_cli("upscale", tmp_path / "crop.png", "--scale", "2", "--detail-faces", "0.35", "--face-prompt",
+                   "a smiling woman", "--face-size", "128", "--model", "tiny-random", "--out", out, "--json")
+    result = json.loads(proc.stdout)
+    (upscaled,), (fixed,) = result["items"], result["fixes"]
+    with Image.open(fixed["path"]) as image:
+        record, after = json.loads(image.text["pipeline"]), np.asarray(image.convert("RGB"))
+    with Image.open(upscaled["path"]) as image:
+        before = np.asarray(image.convert("RGB"))
+    assert Path(fixed["path"]).parent == out / "inpainted" and record["strength"] == 0.35
+    assert record["prompt"] == "a smiling woman" and len(record["faces"]) == 1
+    weight = masks.feather(masks.box_mask((512, 512), tuple(record["faces"][0]["box"])), 4)
+    assert np.array_equal(after[weight == 0], before[weight == 0])
+
+
+def test_detail_faces_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.png")
+    proc = run_cli("upscale", tmp_path / "x.png", "--detail-faces", "1.5", "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 2 and "--detail-faces must be above 0 and at most 1" in proc.stderr
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    proc = run_cli("upscale", tmp_path / "x.png", "--detail-faces", "0.3", "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 2 and "pip install 'pipeline[faces]'" in proc.stderr
+    assert not (tmp_path / "o").exists()

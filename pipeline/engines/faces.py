@@ -29,6 +29,10 @@ HANDS_NOT_OFFERED = ("--hands is not offered: no package on PyPI ships a hand de
                      "TensorFlow or JAX; mask hands yourself with --mask")
 
 
+class NoFace(UserError):
+    """No face scored the confidence asked for (``inpaint --faces`` refuses; ``--detail-faces`` says and goes on)."""
+
+
 @dataclass(frozen=True)
 class Face:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive), inside the picture

@@ -154,7 +154,7 @@ def _fix(session, spec: InpaintSpec, source: Source, name_of, out_dir: Path) -> 
 
         found = finder.find_faces(pixels, spec.face_confidence)
         if not found:
-            raise UserError(f"{source.name}: {finder.no_face_sentence(spec.face_confidence)}")
+            raise finder.NoFace(f"{source.name}: {finder.no_face_sentence(spec.face_confidence)}")
         faces = found
         regions = finder.face_regions((pixels.shape[1], pixels.shape[0]), found, spec.crop_factor)
         for region in regions:
@@ -213,7 +213,6 @@ def inpaint(session, spec: InpaintSpec, *, run: str | None = None, dry_run: bool
             _record(the_plan.run_dir, spec, fix, item)
     if the_plan.run_dir is not None:
         set_latest(session.out, the_plan.run_dir)
-        _refresh_gallery(the_plan.run_dir)
     computed = sum(not item.cached for item in items)
     return StageResult(STAGE, the_plan.run_dir, items, planned=len(items), stored=len(items) - computed,
                        computed=computed)
@@ -275,7 +274,21 @@ def _record(run_dir: Path, spec: InpaintSpec, fix: Fix, item: Item) -> None:
     record_pictures(run_dir, STAGE, [entry])
 
 
-def _refresh_gallery(run_dir: Path) -> None:
-    from ..web.gallery import write_gallery
+def detail_faces(session, result: StageResult, source: str, strength: float, *, face_prompt: str | None = None,
+                 confidence: float = 0.3, work: int = 1024, loras=None) -> list[Item]:
+    """``refine --detail-faces S`` / ``upscale --detail-faces S``: the face pass on each picture ``result``
+    made (a run's picture by its id, a file by its path). A picture without a face is said and left as it is."""
+    from ..engines.faces import NoFace
+    from .specs import build
 
-    write_gallery(run_dir)
+    fixes = []
+    for item in result.items:
+        where = {"seeds": [str(item.seed)], "source": source} if result.run_dir is not None and item.seed is not None \
+            else {"image": str(item.path)}
+        spec = build(InpaintSpec, **where, faces=True, strength=strength, face_prompt=face_prompt,
+                     face_confidence=confidence, work=work, loras=loras)
+        try:
+            fixes += inpaint(session, spec, run=str(result.run_dir) if "seeds" in where else None).items
+        except NoFace as err:
+            log.warning("%s; it is left as it is", err)
+    return fixes

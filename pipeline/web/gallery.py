@@ -30,7 +30,7 @@ from .thumbs import THUMB_SIZE, Thumbs
 log = logging.getLogger("pipeline")
 
 PAGE = "index.html"
-STAGE_LABELS = {"explore": "candidate", "refine": "refined", "upscale": "upscaled"}
+STAGE_LABELS = {"explore": "candidate", "refine": "refined", "upscale": "upscaled", "inpaint": "fixed"}
 RUN_FIELDS = ("prompt", "negative", "model", "model_name", "width", "height", "steps", "guidance", "dtype",
               "model_fingerprint", "created")
 
@@ -49,6 +49,8 @@ class Picture:
     @property
     def label(self) -> str:
         text = STAGE_LABELS.get(self.stage, self.stage)
+        if self.stage == "inpaint" and self.seed is not None:
+            text += f" {self.seed}"  # 42i1, 42i1i1: the chain of fixes
         scale = self.params.get("scale")
         if self.stage == "upscale" and scale:
             text += f" ×{scale:g}" if isinstance(scale, (int, float)) else f" ×{scale}"
@@ -136,15 +138,21 @@ def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], li
         if seed is not None:
             by_seed.setdefault(seed, group)
     others: list[Picture] = []
-    for stage in ("refine", "upscale"):
+    for stage in ("refine", "upscale", "inpaint"):
         for item in stage_items(data, stage):
             picture = _picture(run_dir, stage, item, _scalars(item), thumbs)
-            seed = _seed_of(item)
+            seed = _seed_of(item) if stage != "inpaint" else _fixed_root(item.get("seed"))
             if seed is not None and seed in by_seed:
                 by_seed[seed]["results"].append(picture)
             else:
                 others.append(picture)
     return groups, others
+
+
+def _fixed_root(fix) -> int | str | None:
+    """The candidate a fix descends from: 42 for 42i1 and 42i1i2, 42v3 for 42v3i1."""
+    root = str(fix).split("i")[0]
+    return int(root) if root.isdigit() else _seed_of({"seed": root})
 
 
 def _scalars(item: dict) -> dict:
@@ -155,8 +163,9 @@ def _picture(run_dir: Path, stage: str, item: dict, params: dict, thumbs: "Thumb
     source = Path(item["path"])
     if not source.is_absolute():
         source = run_dir / source
-    thumb, size = thumbs.get(source, stage, _seed_of(item), item.get("key"))
-    return Picture(stage, _seed_of(item), page_url(run_dir, source), thumb, size, params)
+    seed = str(item.get("seed")) if stage == "inpaint" else _seed_of(item)  # a fix's id: 42i1
+    thumb, size = thumbs.get(source, stage, seed, item.get("key"))
+    return Picture(stage, seed, page_url(run_dir, source), thumb, size, params)
 
 
 def page_url(run_dir: Path, path: Path) -> str:
@@ -299,7 +308,7 @@ def _grid(groups: list[dict]) -> str:
             for n, p in enumerate(group["results"])
         )
         badges = "".join(f'<span class="badge {_e(stage)}">{_e(STAGE_LABELS[stage])}</span>'
-                         for stage in ("refine", "upscale") if any(p.stage == stage for p in group["results"]))
+                         for stage in ("refine", "upscale", "inpaint") if any(p.stage == stage for p in group["results"]))
         cards.append(
             f'<div class="card" role="checkbox" aria-checked="false" tabindex="{0 if index == 0 else -1}" '
             f'data-index="{index}" data-seed="{_e(seed)}" aria-label="{_e(label)}">'
