@@ -8,8 +8,8 @@
         picture = composite(picture, out resized back into its box, weight)
 
 Where the weight is 0 the result is the parent's pixel byte for byte: the diffusion model's VAE round trip
-never reaches those pixels. The pipeline is built once from the engine's loaded components (no second
-load). Imports no torch at module level.
+never reaches those pixels. The render is the engine's task ``inpaint`` (``engines.tasks``): diffusers'
+``ZImageInpaintPipeline`` built once from the loaded components. Imports no torch at module level.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ..core import masks
+from . import tasks
+from .request import Picture, RenderRequest
 
 
 @dataclass(frozen=True)
@@ -84,28 +86,32 @@ def inpaint_pixels(pixels: np.ndarray, regions: list[masks.Region], render: Call
 # ---------------------------------------------------------------- the diffusion model
 
 
-def inpaint_pipeline(engine):
-    """``ZImageInpaintPipeline`` over the engine's loaded components (built once)."""
-    pipe = getattr(engine, "_inpaint_pipe", None)
-    if pipe is None:
-        from diffusers import ZImageInpaintPipeline
+@dataclass(frozen=True)
+class InpaintMask:
+    """What an inpaint request re-draws: one mask (white = re-draw) per picture, at the request's size."""
 
-        pipe = ZImageInpaintPipeline(**engine.pipe.components)
-        pipe.set_progress_bar_config(disable=True)
-        engine._inpaint_pipe = pipe
-    return pipe
+    images: tuple
+
+
+def _build(pipe):
+    from diffusers import ZImageInpaintPipeline
+
+    return ZImageInpaintPipeline(**pipe.components)  # the loaded components: no second load
+
+
+def _call_args(request) -> dict:
+    return {"image": list(request.init_images), "mask_image": list(request.mask.images), "strength": request.strength}
+
+
+TASK = tasks.register(tasks.Task("inpaint", build=_build, call_args=_call_args,
+                                 needs=("init_images", "mask", "strength")))
 
 
 def render_crop(engine, job, crop: Crop, seed: int) -> Image.Image:
     """One crop re-drawn by the model at the job's strength (the crop's size, the given seed)."""
-    import dataclasses
-
-    from ..core.jobs import RenderJob
-
     width, height = crop.size
-    render = RenderJob(model=job.model, prompt=job.prompt, negative=job.negative, width=width, height=height,
-                       steps=job.steps, guidance=job.guidance, seed=seed, dtype=job.dtype,
-                       variance=dataclasses.replace(job.variance, seed=seed) if job.variance else None,
-                       loras=job.loras)
-    return engine.render_with(inpaint_pipeline(engine), [render], image=[crop.image], mask_image=[crop.mask],
-                              strength=job.strength)[0]
+    variance = job.variance  # the picture's own conditioning, whatever the region
+    request = RenderRequest((Picture(job.prompt, job.negative, seed, variance),), width=width, height=height,
+                            steps=job.steps, guidance=job.guidance, loras=job.loras, init_images=(crop.image,),
+                            strength=job.strength, mask=InpaintMask((crop.mask,)))
+    return engine.render(request, TASK.name)[0]

@@ -176,11 +176,21 @@ def _fix(session, spec: InpaintSpec, source: Source, name_of, out_dir: Path) -> 
                            dtype=session.dtype, variance=variance_from_record(source.meta.get("variance")),
                            loras=loras)
     job = InpaintJob(**fields, strength=spec.chosen_strength, parent=source.digest, mask=masks.mask_digest(mask),
-                     area=spec.area, padding=0 if spec.faces else spec.padding, blur=spec.mask_blur, work=spec.work,
+                     area=spec.area, blur=spec.mask_blur, padding=_padding(spec), work=_work(spec),
                      extend=spec.extend or "", detector=detector)
     ident = name_of(job)
     dest = out_dir / (f"seed-{ident}.png" if out_dir.name == STAGE else f"{ident}.png")
     return Fix(ident, job, source, mask, regions, dest, notes, faces, loras)
+
+
+def _padding(spec: InpaintSpec) -> int | None:
+    if spec.area == "whole":
+        return None  # the whole picture is rendered: no crop
+    return 0 if spec.faces else spec.padding  # faces: each face's crop factor (in ``detector``)
+
+
+def _work(spec: InpaintSpec) -> int | None:
+    return None if spec.area == "whole" else spec.work
 
 
 # ---------------------------------------------------------------- executing
@@ -238,7 +248,7 @@ def _compute(session, fix: Fix):
     engine.reset_peak_memory()
     started = time.perf_counter()
     result, crops = inpaint_pixels(pixels, fix.regions, lambda crop, i: render_crop(engine, job, crop, job.seed + i),
-                                   area=job.area, work=job.work, blur=job.blur)
+                                   area=job.area, work=job.work or 0, blur=job.blur)
     seconds = time.perf_counter() - started
     extra = {"inpaint": fix.id, "parent_key": fix.source.key, "parent_name": fix.source.name,
              "renders": [{"box": list(c.box), "size": list(c.size)} for c in crops],

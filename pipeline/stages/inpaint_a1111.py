@@ -21,7 +21,7 @@ def a1111_keys(job, faces=(), paddings=()) -> list[list]:
         return [[name, value] for name, value in keys if value is not None]
     keys = [["Mask blur", job.blur],
             ["Inpaint area", "Only masked" if job.area == "masked" else "Whole picture"],
-            ["Masked area padding", job.padding if job.area == "masked" else None],
+            ["Masked area padding", job.padding],
             ["Outpaint", job.extend or None]]
     return [[name, value] for name, value in keys if value is not None]
 
