@@ -134,3 +134,19 @@ def test_refusals_are_one_sentence_and_write_nothing(fixed, tmp_path, make, args
     assert proc.returncode == 2, proc.stderr
     assert sentence in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert snapshot(out) == before
+
+
+def test_a_stored_fix_imports_neither_torch_nor_diffusers(fixed):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    root, out, run_dir, _ = fixed
+    code = ("import json, sys\nfrom pipeline import Pipeline\n"
+            f"r = Pipeline(model='tiny-random', out={str(out)!r}).inpaint(\n"
+            f"    seeds=['1'], mask={str(root / 'corner.png')!r}, steps=2, work=128)\n"
+            "print(json.dumps([r.computed, r.stored, 'torch' in sys.modules, 'diffusers' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=ROOT,
+                          timeout=300)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, 1, False, False], proc.stderr
