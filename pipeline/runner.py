@@ -19,7 +19,7 @@ from .config.loader import ConfigError, LoadedConfig, PromptRun, RunConfig, Sour
 from .core.runs import load_run, stage_pictures
 from .stages.common import StageResult
 
-STAGES = ("explore", "vary", "refine", "upscale")
+STAGES = ("explore", "vary", "refine", "inpaint", "upscale")
 
 
 @dataclass
@@ -192,14 +192,22 @@ def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageR
     r = config.refine
     return p.refine(seeds=seeds, run=str(run_dir), size=r.size, scale=r.scale, mode=r.mode, strength=r.strength,
                     steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras,
-                    dry_run=dry_run)
+                    dry_run=dry_run, detail_faces=r.detail_faces)
+
+
+def _inpaint(p, config: RunConfig, run_dir: Path, dry_run=False) -> StageResult:
+    i = config.inpaint
+    return p.inpaint(run=str(run_dir), seeds=[str(pick) for pick in i.picks], source=i.source, mask=i.mask,
+                     prompt=i.prompt, strength=i.strength, mask_blur=i.mask_blur, area=i.area, padding=i.padding,
+                     work=i.work, extend=i.extend, faces=i.faces, face_prompt=i.face_prompt,
+                     face_confidence=i.face_confidence, crop_factor=i.crop_factor, dry_run=dry_run)
 
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
     u = config.upscale
     return p.upscale(images, run=str(run_dir) if images is None else None, upscaler=u.upscaler, scale=u.scale,
                      tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run, detail=u.detail,
-                     detail_tile=u.detail_tile)
+                     detail_tile=u.detail_tile, detail_faces=u.detail_faces)
 
 
 def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
@@ -212,6 +220,8 @@ def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         outcome.stages["vary"] = _vary(p, config, run.vary_seeds, outcome.run_dir)
     if config.refine is not None and run.refine_seeds:
         previous = outcome.stages["refine"] = _refine(p, config, run.refine_seeds, outcome.run_dir)
+    if config.inpaint is not None:
+        outcome.stages["inpaint"] = _inpaint(p, config, outcome.run_dir)
     if config.upscale is not None and (config.refine is None or run.refine_seeds):
         outcome.stages["upscale"] = _upscale(p, config, previous, outcome.run_dir)
     return outcome
@@ -243,6 +253,8 @@ def _plan_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         else:
             outcome.stages["refine"] = PendingStage("refine", len(run.refine_seeds), "explore")
             inputs, pending = None, "explore"
+    if config.inpaint is not None:
+        outcome.stages["inpaint"] = _plan_inpaint(p, config, outcome.run_dir, pending)
     if config.upscale is not None and (config.refine is None or run.refine_seeds):
         count = len(run.refine_seeds) if run.refine_seeds else len(run.explore.seeds) if run.explore else 0
         if inputs is not None and pending is None:
@@ -252,6 +264,18 @@ def _plan_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         else:
             outcome.stages["upscale"] = PendingStage("upscale", count, pending or "refine")
     return outcome
+
+
+def _plan_inpaint(p, config: RunConfig, run_dir: Path, pending: str | None):
+    """The fixes' counts when their pictures are recorded already, else pending on the stage that makes them."""
+    i = config.inpaint
+    waits_for = pending
+    if waits_for is None:
+        recorded = {str(c.get("seed")).lower() for c in stage_pictures(load_run(run_dir), i.source)}
+        if {str(pick).lower() for pick in i.picks} <= recorded:
+            return _inpaint(p, config, run_dir, dry_run=True)
+        waits_for = i.source
+    return PendingStage("inpaint", len(i.picks), waits_for)
 
 
 def _stored_explore(session, spec, seeds) -> list[Path] | None:
