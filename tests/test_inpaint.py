@@ -2,6 +2,7 @@
 42i1 next to its parent with its mask beside it, is found again in the store, and bad input is one sentence."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -150,3 +151,17 @@ def test_a_stored_fix_imports_neither_torch_nor_diffusers(fixed):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), cwd=ROOT,
                           timeout=300)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, 1, False, False], proc.stderr
+
+
+def test_a_fix_is_refined_and_upscaled_like_any_picture(fixed):
+    root, out, run_dir, _ = fixed
+    refined = run_json("refine", "--seeds", "1i1", "--scale", "1.5", "--steps", "2", *TINY, "--out", out)
+    assert [item["seed"] for item in refined["items"]] == ["1i1"]
+    assert Path(refined["items"][0]["path"]) == run_dir / "refine" / "seed-1i1.png"
+    with Image.open(refined["items"][0]["path"]) as image:
+        assert image.size == (192, 192)
+        parent = json.loads(image.text["pipeline"])["parent"]
+    assert parent == hashlib.sha256((run_dir / "inpaint" / "seed-1i1.png").read_bytes()).hexdigest()  # from the fix
+    upscaled = run_json("upscale", "--seeds", "1i1", "--upscaler", "realesr-animevideov3", "--out", out)
+    assert Path(upscaled["items"][0]["path"]).name == "seed-1i1.png"
+    assert "1i1" in (run_dir / "index.html").read_text()

@@ -278,7 +278,7 @@ def _record(run_dir: Path, spec: InpaintSpec, fix: Fix, item: Item) -> None:
     entry = {"seed": fix.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
              "mask": str(fix.mask_dest.relative_to(run_dir)), "parent": fix.source.name, "from": spec.source,
              "parent_key": fix.source.key, "seconds": item.seconds, "cached": item.cached,
-             "strength": job.strength, "area": job.area, "steps": job.steps, "seed_used": job.seed,
+             "strength": job.strength, "area": job.area, "steps": job.steps, "noise_seed": job.seed,
              **({"extend": job.extend} if job.extend else {}), **({"faces": len(fix.faces)} if fix.faces else {}),
              **({"loras": [lora.record() for lora in fix.loras]} if fix.loras else {})}
     record_pictures(run_dir, STAGE, [entry])

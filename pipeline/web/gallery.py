@@ -123,7 +123,7 @@ def _seed_of(item: dict) -> int | str | None:
 
     seed = item.get("seed")
     if isinstance(seed, str):
-        return seed if pick_order(seed)[0] == 0 and "v" in seed else None
+        return seed if pick_order(seed)[0] == 0 and ("v" in seed or "i" in seed) else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
@@ -142,6 +142,8 @@ def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], li
         for item in stage_items(data, stage):
             picture = _picture(run_dir, stage, item, _scalars(item), thumbs)
             seed = _seed_of(item) if stage != "inpaint" else _fixed_root(item.get("seed"))
+            if isinstance(seed, str) and seed not in by_seed:
+                seed = _fixed_root(seed)  # a refined or upscaled fix (42i1): beside its candidate
             if seed is not None and seed in by_seed:
                 by_seed[seed]["results"].append(picture)
             else:
@@ -152,7 +154,7 @@ def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], li
 def _fixed_root(fix) -> int | str | None:
     """The candidate a fix descends from: 42 for 42i1 and 42i1i2, 42v3 for 42v3i1."""
     root = str(fix).split("i")[0]
-    return int(root) if root.isdigit() else _seed_of({"seed": root})
+    return int(root) if root.isdigit() else root if root else None
 
 
 def _scalars(item: dict) -> dict:
