@@ -165,3 +165,23 @@ def test_a_fix_is_refined_and_upscaled_like_any_picture(fixed):
     upscaled = run_json("upscale", "--seeds", "1i1", "--upscaler", "realesr-animevideov3", "--out", out)
     assert Path(upscaled["items"][0]["path"]).name == "seed-1i1.png"
     assert "1i1" in (run_dir / "index.html").read_text()
+
+
+def test_a_lora_and_int8_weights_change_the_fix_and_its_key_and_not_the_rest(fixed, tmp_path):
+    from lora_files import lora_tensors, write_lora
+
+    root, out, run_dir, plain = fixed
+    lora = write_lora(tmp_path / "style.safetensors", "kohya", lora_tensors(seed=7, scale=2.0), alpha=2.0)
+    with_lora = run_json("inpaint", "--seeds", "1", "--mask", root / "corner.png", "--lora", lora, *FAST, "--out", out)
+    int8 = run_json("inpaint", "--seeds", "1", "--mask", root / "corner.png", "--weights-dtype", "int8", *FAST,
+                    "--out", out)
+    keys = {plain["items"][0]["key"], with_lora["items"][0]["key"], int8["items"][0]["key"]}
+    assert len(keys) == 3 and with_lora["computed"] == int8["computed"] == 1
+    parent = pixels(run_dir / "explore" / "seed-1.png")
+    weight = masks.feather(masks.box_mask((128, 128), (88, 8, 120, 40)), 4)
+    for result in (with_lora, int8):
+        fix = pixels(result["items"][0]["path"])
+        assert np.array_equal(fix[weight == 0], parent[weight == 0])
+    assert not np.array_equal(pixels(with_lora["items"][0]["path"]), pixels(plain["items"][0]["path"]))
+    with Image.open(with_lora["items"][0]["path"]) as image:
+        assert json.loads(image.text["pipeline"])["loras"][0]["weight"] == 1.0

@@ -310,7 +310,8 @@ def _grid(groups: list[dict]) -> str:
             for n, p in enumerate(group["results"])
         )
         badges = "".join(f'<span class="badge {_e(stage)}">{_e(STAGE_LABELS[stage])}</span>'
-                         for stage in ("refine", "upscale", "inpaint") if any(p.stage == stage for p in group["results"]))
+                         for stage in ("refine", "upscale", "inpaint")
+                         if any(p.stage == stage for p in group["results"]))
         cards.append(
             f'<div class="card" role="checkbox" aria-checked="false" tabindex="{0 if index == 0 else -1}" '
             f'data-index="{index}" data-seed="{_e(seed)}" aria-label="{_e(label)}">'
