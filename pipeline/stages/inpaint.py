@@ -8,9 +8,7 @@ a re-run finds it in the store and a changed mask makes a new one. Planning impo
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +18,10 @@ from ..core import masks
 from ..core.errors import UserError
 from ..core.inpaint_job import InpaintJob
 from ..core.jobs import digest_bytes, render_fields, variance_from_record
-from ..core.runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures
+from ..core.runs import load_run, record_pictures, resolve_run, set_latest, stage_pictures
 from ..core.store import atomic_write, write_error
 from .common import Item, StageResult, our_record, recorded_loras, recorded_meta, recorded_seed, store_picture
+from .executor import Executor, StageWork, Work
 from .inpaint_a1111 import a1111_keys
 from .inpaint_spec import InpaintSpec
 from .specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
@@ -196,69 +195,82 @@ def _work(spec: InpaintSpec) -> int | None:
 # ---------------------------------------------------------------- executing
 
 
-def inpaint(session, spec: InpaintSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+def inpaint(session, spec: InpaintSpec, *, run: str | None = None, dry_run: bool = False, on_picture=None,
+            stop=None) -> StageResult:
     the_plan = plan(session, spec, run)
     for fix in the_plan.fixes:
         for note in fix.notes:
             log.warning("%s", note)
-    store = session.store
+    works = [Work(fix.id, fix.job, fix) for fix in the_plan.fixes]
+    executor = Executor(session)
     if dry_run:
-        stored = sum(store.has(fix.job.key) for fix in the_plan.fixes)
-        total = len(the_plan.fixes)
-        return StageResult(STAGE, the_plan.run_dir, planned=total, stored=stored, computed=total - stored,
-                           dry_run=True)
-    items = []
-    for fix in the_plan.fixes:
-        artifact = store.get(fix.job.key)
-        cached = artifact is not None
-        if not cached:
-            with store.lock_all([fix.job.key]):
-                artifact = store.get(fix.job.key) or _compute(session, fix)
-        _place_mask(fix)
-        place(artifact.path, fix.dest)
-        item = Item(fix.id, fix.dest, fix.job.key, cached, round(artifact.record.get("seconds", 0.0), 4),
-                    name=fix.source.name)
-        items.append(item)
-        if the_plan.run_dir is not None:
-            _record(the_plan.run_dir, spec, fix, item)
-    if the_plan.run_dir is not None:
+        stored = executor.dry_run(works)
+        return StageResult(STAGE, the_plan.run_dir, planned=len(works), stored=stored,
+                           computed=len(works) - stored, dry_run=True)
+    items = executor.run(InpaintWork(session, spec, the_plan.run_dir), works, stop=stop, on_picture=on_picture)
+    if the_plan.run_dir is not None and executor.main:
         set_latest(session.out, the_plan.run_dir)
     computed = sum(not item.cached for item in items)
-    return StageResult(STAGE, the_plan.run_dir, items, planned=len(items), stored=len(items) - computed,
+    return StageResult(STAGE, the_plan.run_dir, items, planned=len(works), stored=len(items) - computed,
                        computed=computed)
 
 
-def _compute(session, fix: Fix):
-    from PIL import Image
+class InpaintWork(StageWork):
+    """Inpaint's part: each fix rendered region by region and pasted through its mask, the mask kept beside it."""
 
-    from ..engines.inpaint import inpaint_pixels, render_crop
-    from .common import check_loras
+    name = STAGE
 
-    session.require_lora_files([fix.job])
-    engine = session.engine()
-    check_loras(engine, [fix.job])
-    job = fix.job
-    if engine.fingerprint != job.model:  # the model's identity became known on load
-        job = fix.job = dataclasses.replace(job, model=engine.fingerprint)
-    with Image.open(fix.source.path) as opened:
-        pixels = np.asarray(opened.convert("RGB"))
-    sides = masks.parse_extend(job.extend)
-    if sides:
-        pixels, _ = masks.extend_canvas(pixels, sides)
-    engine.reset_peak_memory()
-    started = time.perf_counter()
-    result, crops = inpaint_pixels(pixels, fix.regions, lambda crop, i: render_crop(engine, job, crop, job.seed + i),
-                                   area=job.area, work=job.work or 0, blur=job.blur)
-    seconds = time.perf_counter() - started
-    extra = {"inpaint": fix.id, "parent_key": fix.source.key, "parent_name": fix.source.name,
-             "renders": [{"box": list(c.box), "size": list(c.size)} for c in crops],
-             "a1111": a1111_keys(job, fix.faces, [r.padding for r in fix.regions])}
-    if fix.faces:
-        extra["faces"] = [{"box": list(face.box), "score": face.score} for face in fix.faces]
-    if job.loras:
-        extra["loras"] = [lora.record() for lora in fix.loras]
-    return store_picture(session.store, job, Image.fromarray(result), session.model, seconds=seconds, engine=engine,
-                         stage=STAGE, **extra)
+    def __init__(self, session, spec: InpaintSpec, run_dir: Path | None):
+        super().__init__(session)
+        self.spec, self.run_dir = spec, run_dir
+
+    def dest(self, work: Work) -> Path:
+        return work.part.dest
+
+    def item_name(self, work: Work) -> str:
+        return work.part.source.name
+
+    def place(self, work: Work, artifact, cached: bool, seconds: float | None = None, put: bool = True) -> Item:
+        if put:
+            _place_mask(work.part)
+        return super().place(work, artifact, cached, seconds, put)
+
+    def render(self, engine, works: list[Work], progress) -> list:
+        from PIL import Image
+
+        from ..engines.inpaint import inpaint_pixels, render_crop
+
+        outputs = []
+        for work in works:
+            job = work.job
+            with Image.open(work.part.source.path) as opened:
+                pixels = np.asarray(opened.convert("RGB"))
+            sides = masks.parse_extend(job.extend)
+            if sides:
+                pixels, _ = masks.extend_canvas(pixels, sides)
+            result, crops = inpaint_pixels(pixels, work.part.regions,
+                                           lambda crop, i, job=job: render_crop(engine, job, crop, job.seed + i),
+                                           area=job.area, work=job.work or 0, blur=job.blur)
+            outputs.append((Image.fromarray(result), crops))
+        return outputs
+
+    def store(self, engine, work: Work, output, seconds: float, provenance: dict):
+        image, crops = output
+        fix, job = work.part, work.job
+        extra = {"inpaint": fix.id, "parent_key": fix.source.key, "parent_name": fix.source.name,
+                 "renders": [{"box": list(c.box), "size": list(c.size)} for c in crops],
+                 "a1111": a1111_keys(job, fix.faces, [r.padding for r in fix.regions])}
+        if fix.faces:
+            extra["faces"] = [{"box": list(face.box), "score": face.score} for face in fix.faces]
+        if job.loras:
+            extra["loras"] = [lora.record() for lora in fix.loras]
+        return store_picture(self.session.store, job, image, self.session.model, seconds=seconds, engine=engine,
+                             provenance=provenance, stage=STAGE, **extra)
+
+    def record(self, done) -> None:
+        if self.run_dir is not None:
+            for work, item in done:
+                _record(self.run_dir, self.spec, work.part, work.job, item)
 
 
 def _place_mask(fix: Fix) -> None:
@@ -273,9 +285,8 @@ def _place_mask(fix: Fix) -> None:
         raise write_error(fix.mask_dest, err) from err
 
 
-def _record(run_dir: Path, spec: InpaintSpec, fix: Fix, item: Item) -> None:
-    job = fix.job
-    entry = {"seed": fix.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+def _record(run_dir: Path, spec: InpaintSpec, fix: Fix, job: InpaintJob, item: Item) -> None:
+    entry = {"seed": fix.id, "key": item.key, "path": str(item.path.relative_to(run_dir)),
              "mask": str(fix.mask_dest.relative_to(run_dir)), "parent": fix.source.name, "from": spec.source,
              "parent_key": fix.source.key, "seconds": item.seconds, "cached": item.cached,
              "strength": job.strength, "area": job.area, "steps": job.steps, "noise_seed": job.seed,
