@@ -144,6 +144,8 @@ def _add_missing(run_dir: Path, store: Store) -> tuple[dict, list[Path]]:
             elif stage == "refine":
                 parents = {c.get("key"): c.get("path") for c in stage_pictures(data, "explore")}
                 entries.append(_refined(run_dir, picture, record, parents))
+            elif stage == "inpaint":
+                entries.append(_fixed(run_dir, picture, record))
             else:
                 entries.append(_upscaled(run_dir, picture, record))
         if not entries:
@@ -194,7 +196,8 @@ def _pictures(run_dir: Path, stage: str, by_digest: dict, unknown: list) -> list
     folder = run_dir / stage
     found = []
     for picture in sorted(folder.glob("*.png")) if folder.is_dir() else ():
-        if picture.name.startswith(".") or picture.name == "contact.png" or not picture.is_file():
+        if picture.name.startswith(".") or picture.name == "contact.png" or picture.name.endswith("-mask.png") \
+                or not picture.is_file():  # a fix's mask sits beside it: not a picture of the run
             continue
         try:
             record = by_digest.get(file_digest(picture))
@@ -257,6 +260,19 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
         if job.get("crop"):
             entry["crop"] = job["crop"]
     return entry
+
+
+def _fixed(run_dir: Path, picture: Path, record: dict) -> dict:
+    """A fix (`pipeline inpaint`): its id, parent and settings from its PNG and job, its mask beside it."""
+    job, meta = record["job"], _png_record(picture)
+    ident = meta.get("inpaint") if isinstance(meta.get("inpaint"), str) else picture.stem.removeprefix("seed-")
+    mask = picture.with_name(picture.stem + "-mask.png")
+    return {"seed": ident, "key": record["key"], "path": _rel(run_dir, picture),
+            **({"mask": _rel(run_dir, mask)} if mask.is_file() else {}), "parent": meta.get("parent_name"),
+            "from": meta.get("parent_stage", "explore"),
+            "parent_key": meta.get("parent_key", ""), "strength": job.get("strength"), "area": job.get("area"),
+            "steps": job.get("steps"), "noise_seed": job.get("seed"), "seconds": record.get("seconds", 0.0),
+            "cached": True}
 
 
 def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:

@@ -185,3 +185,15 @@ def test_a_lora_and_int8_weights_change_the_fix_and_its_key_and_not_the_rest(fix
     assert not np.array_equal(pixels(with_lora["items"][0]["path"]), pixels(plain["items"][0]["path"]))
     with Image.open(with_lora["items"][0]["path"]) as image:
         assert json.loads(image.text["pipeline"])["loras"][0]["weight"] == 1.0
+
+
+def test_repair_rebuilds_the_fixes_from_the_store(fixed):
+    root, out, run_dir, _ = fixed
+    before = inpaint_entries(run_dir)
+    (run_dir / "run.json").unlink()
+    run_cli("repair", run_dir, "--out", out)
+    after = inpaint_entries(run_dir)
+    assert set(after) == set(before)
+    for ident in before:
+        for key in ("key", "path", "mask", "parent", "from", "strength", "noise_seed"):
+            assert after[ident].get(key) == before[ident].get(key), (ident, key)

@@ -258,6 +258,7 @@ class InpaintWork(StageWork):
         image, crops = output
         fix, job = work.part, work.job
         extra = {"inpaint": fix.id, "parent_key": fix.source.key, "parent_name": fix.source.name,
+                 "parent_stage": self.spec.source if self.run_dir is not None else "file",
                  "renders": [{"box": list(c.box), "size": list(c.size)} for c in crops],
                  "a1111": a1111_keys(job, fix.faces, [r.padding for r in fix.regions])}
         if fix.faces:
