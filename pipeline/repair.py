@@ -27,7 +27,7 @@ from .core.store import Store, default_store, file_digest
 log = logging.getLogger("pipeline")
 
 STAGES = registry.sections()
-_SEED_NAME = re.compile(r"^seed-(\d+(?:v\d+)*)\.png$")  # a seed, or a variation id (42v3)
+_SEED_NAME = re.compile(r"^seed-(\d+(?:[vi]\d+)*)\.png$")  # a seed, a variation id (42v3) or a fix's (42i1)
 
 
 @dataclass
@@ -87,6 +87,8 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
     if pictures["refine"]:
         parents = {c["key"]: c["path"] for c in stage_pictures(data, "explore")}
         data["refine"] = {"pictures": [_refined(run_dir, p, r, parents) for p, r in pictures["refine"]]}
+    if pictures["inpaint"]:
+        data["inpaint"] = {"pictures": [_fixed(run_dir, p, r) for p, r in pictures["inpaint"]]}
     if pictures["upscale"]:
         data["upscale"] = {"pictures": [_upscaled(run_dir, p, r) for p, r in pictures["upscale"]]}
     for stage in STAGES:
@@ -250,7 +252,7 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
     meta = _png_record(picture)
     parent_key = meta.get("parent_key", "") if isinstance(meta.get("parent_key"), str) else ""
     match = _SEED_NAME.match(picture.name)
-    seed = match.group(1) if match and "v" in match.group(1) else job.get("seed")  # a refined variation: its id
+    seed = match.group(1) if match and not match.group(1).isdigit() else job.get("seed")  # a variation, a fix: its id
     entry = {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture), "mode": job.get("mode"),
              "width": job.get("width"), "height": job.get("height"), "steps": job.get("steps"),
              "guidance": job.get("guidance"), "parent_key": parent_key, "source": parents.get(parent_key, ""),
@@ -278,7 +280,7 @@ def _fixed(run_dir: Path, picture: Path, record: dict) -> dict:
 def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:
     match = _SEED_NAME.match(picture.name)
     source = Path(record.get("source", "")).name if isinstance(record.get("source"), str) else ""
-    seed = (match.group(1) if "v" in match.group(1) else int(match.group(1))) if match else None
+    seed = (match.group(1) if not match.group(1).isdigit() else int(match.group(1))) if match else None
     return {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture),
             "source": source, "seconds": record.get("seconds", 0.0), "cached": True}
 
