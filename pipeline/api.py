@@ -95,7 +95,8 @@ class Pipeline:
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
-               loras=None, dry_run: bool = False, on_picture=None, stop=None) -> StageResult:
+               loras=None, dry_run: bool = False, on_picture=None, stop=None, detail_faces: float = 0.0,
+               face_prompt: str | None = None, face_confidence: float = 0.3, face_size: int = 1024) -> StageResult:
         """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
         (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
 
@@ -106,14 +107,18 @@ class Pipeline:
         ``[]`` = none; a list like ``explore``'s replaces them.
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
         ``p.refine(p.explore(...), seeds=[3, 7])``, or a ``RefineSpec`` (then only ``run`` and ``dry_run``).
+        ``detail_faces`` (0 = off, 0.3-0.4 typical): then re-draw each face found at that strength (``inpaint``'s
+        face pass: ``42i1`` beside the refined 42, in the result's ``fixes``).
         """
         from .stages.refine import refine
         from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
 
+        faces = (detail_faces, face_prompt, face_confidence, face_size)
+        _check_detail_faces(*faces)
         if isinstance(picks, RefineSpec):
             run, _ = _run_and_seeds(run, None)
-            return self._refreshed(refine(self.session, picks, run=run, dry_run=dry_run, on_picture=on_picture,
-                                          stop=stop))
+            return self._refreshed(self._detail_faces(refine(self.session, picks, run=run, dry_run=dry_run,
+                                                             on_picture=on_picture, stop=stop), "refine", *faces))
         if isinstance(picks, StageResult):
             if run is not None:
                 raise_user("give the run once: as the first argument or as run=, not both")
@@ -128,13 +133,15 @@ class Pipeline:
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
                      loras=loras)
-        return self._refreshed(refine(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
+        return self._refreshed(self._detail_faces(refine(self.session, spec, run=run, dry_run=dry_run,
+                                                         on_picture=on_picture, stop=stop), "refine", *faces))
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
                 detail: float = 0.0, detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                on_progress=None, spec=None, stop=None) -> StageResult:
+                on_progress=None, spec=None, stop=None, detail_faces: float = 0.0, face_prompt: str | None = None,
+                face_confidence: float = 0.3, face_size: int = 1024) -> StageResult:
         """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
@@ -149,8 +156,12 @@ class Pipeline:
         carries none).  ``model``: the diffusion model (default: this Pipeline's).
         ``spec``: an ``UpscaleSpec`` holding those settings (then the keywords for them are not given);
         ``stop`` (a threading.Event) ends after the picture under way.
+        ``detail_faces`` (0 = off): then re-draw each face found at that strength (``inpaint``'s face pass,
+        in the result's ``fixes``), with this Pipeline's model.
         """
         spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model)
+        faces = (detail_faces, face_prompt, face_confidence, face_size)
+        _check_detail_faces(*faces)
         run_dir, inputs = self._upscale_inputs(images, run, seeds, spec.scale, out_dir, spec.detail)
         with self._session_for(spec.model if spec.with_detail else None) as session:
             if spec.with_detail:  # the detail pass draws on the super-resolution step; else the plain upscale
@@ -169,7 +180,7 @@ class Pipeline:
                 if run_dir is not None and not dry_run:
                     self._refresh_views(run_dir)  # the pictures finished before it are in run.json already
                 raise
-            return self._refreshed(result)
+        return self._refreshed(self._detail_faces(result, "upscale", *faces))
 
     def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None,
                          upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
@@ -262,6 +273,42 @@ class Pipeline:
                                                                 steps=steps, batch=batch, loras=loras)
         return self._refreshed(vary(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
 
+    def inpaint(self, image=None, *, run: str | Path | StageResult | None = None, seeds=None, source: str = "explore",
+                mask=None, prompt: str | None = None, strength: float | None = None, mask_blur: int = 4,
+                area: str = "masked", padding: int = 32, work: int = 1024, extend: str | None = None,
+                faces: bool = False, hands: bool = False, face_prompt: str | None = None,
+                face_confidence: float = 0.3, crop_factor: float = 2.5, seed: int | None = None,
+                steps: int | None = None, loras=None, dry_run: bool = False, spec=None) -> StageResult:
+        """Fix part of a picture: ``seeds`` of ``run`` (``source``: which stage's pictures; ids like ``"42i1"``)
+        or ``image`` (a file), re-drawn under ``mask`` (white = re-draw, or an RGBA picture's transparent
+        pixels), on each face (``faces``, at ``strength`` 0.35 unless given), or on a new border (``extend``,
+        ``"left:256,bottom:128"``). ``area="masked"`` renders the mask's box + ``padding`` at about ``work``²
+        px and pastes it back through the mask blurred by ``mask_blur`` px; ``"whole"`` the whole picture.
+        Pixels outside the blurred mask stay the parent's. Fixes join the run as ``42i1``, ``42i2``, …
+        ``spec``: an ``InpaintSpec`` instead of the keywords (a config's).
+        """
+        from .stages.inpaint import inpaint
+        from .stages.inpaint_spec import InpaintSpec
+
+        run, seeds = _run_and_seeds(run, seeds)
+        if spec is None:
+            spec = build(InpaintSpec, seeds=seeds, image=str(image) if image is not None else None, source=source,
+                         mask=str(mask) if mask is not None else None, prompt=prompt, strength=strength,
+                         mask_blur=mask_blur, area=area, padding=padding, work=work, extend=extend, faces=faces,
+                         hands=hands, face_prompt=face_prompt, face_confidence=face_confidence,
+                         crop_factor=crop_factor, seed=seed, steps=steps, loras=loras)
+        return self._refreshed(inpaint(self.session, spec, run=run, dry_run=dry_run))
+
+    def _detail_faces(self, result: StageResult, source: str, strength: float, face_prompt, confidence, size):
+        """``--detail-faces``: the face pass over what a stage made, its pictures in ``result.fixes``."""
+        if not strength or result.dry_run or not result.items:
+            return result
+        from .stages.inpaint import detail_faces
+
+        result.fixes = detail_faces(self.session, result, source, strength, face_prompt=face_prompt,
+                                    confidence=confidence, work=size)
+        return result
+
     def loras(self) -> list[dict]:
         """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
         install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""
@@ -293,6 +340,21 @@ class Pipeline:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_detail_faces(strength: float, face_prompt=None, confidence: float = 0.3, size: int = 1024) -> None:
+    """--detail-faces refused before anything is written: out of range, or no detector installed."""
+    if not strength:
+        return
+    if not 0 < float(strength) <= 1:
+        raise_user(f"--detail-faces must be above 0 and at most 1 (0.3 to 0.4 are typical), not {strength:g}")
+    if not 0 <= float(confidence) <= 10:
+        raise_user(f"--face-confidence must be between 0 and 10, not {confidence:g}")
+    if not 64 <= int(size) <= 4096:
+        raise_user(f"--face-size must be between 64 and 4096, not {size}")
+    from .engines.faces import detector_id
+
+    detector_id()  # no detector: one sentence, before the stage runs
 
 
 def _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model):

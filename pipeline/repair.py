@@ -27,7 +27,7 @@ from .core.store import Store, default_store, file_digest
 log = logging.getLogger("pipeline")
 
 STAGES = registry.sections()
-_SEED_NAME = re.compile(r"^seed-(\d+(?:v\d+)*)\.png$")  # a seed, or a variation id (42v3)
+_SEED_NAME = re.compile(r"^seed-(\d+(?:[vi]\d+)*)\.png$")  # a seed, a variation id (42v3) or a fix's (42i1)
 
 
 @dataclass
@@ -87,6 +87,8 @@ def repair(run_dir: Path, store: Store | None = None, *, force: bool = False) ->
     if pictures["refine"]:
         parents = {c["key"]: c["path"] for c in stage_pictures(data, "explore")}
         data["refine"] = {"pictures": [_refined(run_dir, p, r, parents) for p, r in pictures["refine"]]}
+    if pictures["inpaint"]:
+        data["inpaint"] = {"pictures": [_fixed(run_dir, p, r) for p, r in pictures["inpaint"]]}
     if pictures["upscale"]:
         data["upscale"] = {"pictures": [_upscaled(run_dir, p, r) for p, r in pictures["upscale"]]}
     for stage in STAGES:
@@ -144,6 +146,8 @@ def _add_missing(run_dir: Path, store: Store) -> tuple[dict, list[Path]]:
             elif stage == "refine":
                 parents = {c.get("key"): c.get("path") for c in stage_pictures(data, "explore")}
                 entries.append(_refined(run_dir, picture, record, parents))
+            elif stage == "inpaint":
+                entries.append(_fixed(run_dir, picture, record))
             else:
                 entries.append(_upscaled(run_dir, picture, record))
         if not entries:
@@ -199,7 +203,8 @@ def _pictures(run_dir: Path, stage: str, by_digest: dict, unknown: list) -> list
     folder = run_dir / stage
     found = []
     for picture in sorted(folder.glob("*.png")) if folder.is_dir() else ():
-        if picture.name.startswith(".") or picture.name == "contact.png" or not picture.is_file():
+        if picture.name.startswith(".") or picture.name == "contact.png" or picture.name.endswith("-mask.png") \
+                or not picture.is_file():  # a fix's mask sits beside it: not a picture of the run
             continue
         try:
             record = by_digest.get(file_digest(picture))
@@ -251,7 +256,7 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
     meta = _png_record(picture)
     parent_key = meta.get("parent_key", "") if isinstance(meta.get("parent_key"), str) else ""
     match = _SEED_NAME.match(picture.name)
-    seed = match.group(1) if match and "v" in match.group(1) else job.get("seed")  # a refined variation: its id
+    seed = match.group(1) if match and not match.group(1).isdigit() else job.get("seed")  # a variation, a fix: its id
     entry = {"seed": seed, "key": record["key"], "path": _rel(run_dir, picture), "mode": job.get("mode"),
              "width": job.get("width"), "height": job.get("height"), "steps": job.get("steps"),
              "guidance": job.get("guidance"), "parent_key": parent_key, "source": parents.get(parent_key, ""),
@@ -263,12 +268,25 @@ def _refined(run_dir: Path, picture: Path, record: dict, parents: dict) -> dict:
     return entry
 
 
+def _fixed(run_dir: Path, picture: Path, record: dict) -> dict:
+    """A fix (`pipeline inpaint`): its id, parent and settings from its PNG and job, its mask beside it."""
+    job, meta = record["job"], _png_record(picture)
+    ident = meta.get("inpaint") if isinstance(meta.get("inpaint"), str) else picture.stem.removeprefix("seed-")
+    mask = picture.with_name(picture.stem + "-mask.png")
+    return {"seed": ident, "key": record["key"], "path": _rel(run_dir, picture),
+            **({"mask": _rel(run_dir, mask)} if mask.is_file() else {}), "parent": meta.get("parent_name"),
+            "from": meta.get("parent_stage", "explore"),
+            "parent_key": meta.get("parent_key", ""), "strength": job.get("strength"), "area": job.get("area"),
+            "steps": job.get("steps"), "noise_seed": job.get("seed"), "seconds": record.get("seconds", 0.0),
+            "cached": True}
+
+
 def _upscaled(run_dir: Path, picture: Path, record: dict) -> dict:
     """An upscaled picture's entry as the upscale stage records it: the upscaler and its scale (from the
     picture's own record), and a detail upscale's settings (from its job)."""
     match = _SEED_NAME.match(picture.name)
     source = Path(record.get("source", "")).name if isinstance(record.get("source"), str) else ""
-    seed = (match.group(1) if "v" in match.group(1) else int(match.group(1))) if match else None
+    seed = (match.group(1) if not match.group(1).isdigit() else int(match.group(1))) if match else None
     job = record["job"]
     step = _png_record(picture).get("upscale")
     step = step if isinstance(step, dict) else {}

@@ -209,7 +209,12 @@ def _vary(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageRes
 
 
 def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
-    return p.refine(config.refine_spec(seeds), run=str(run_dir), dry_run=dry_run)
+    return p.refine(config.refine_spec(seeds), run=str(run_dir), dry_run=dry_run,
+                    detail_faces=config.refine.detail_faces)
+
+
+def _inpaint(p, config: RunConfig, run_dir: Path, dry_run=False) -> StageResult:
+    return p.inpaint(run=str(run_dir), spec=config.inpaint.spec(), dry_run=dry_run)
 
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
@@ -218,7 +223,8 @@ def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) 
     u = config.upscale
     spec = build(UpscaleSpec, upscaler=u.upscaler, scale=u.scale, tile=u.tile, overlap=u.overlap,
                  precision=u.precision, detail=u.detail, detail_tile=u.detail_tile)
-    return p.upscale(images, run=str(run_dir) if images is None else None, spec=spec, dry_run=dry_run)
+    return p.upscale(images, run=str(run_dir) if images is None else None, spec=spec, dry_run=dry_run,
+                     detail_faces=u.detail_faces)
 
 
 def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
@@ -231,6 +237,8 @@ def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         outcome.stages["vary"] = _vary(p, config, run.vary_seeds, outcome.run_dir)
     if config.refine is not None and run.refine_seeds:
         previous = outcome.stages["refine"] = _refine(p, config, run.refine_seeds, outcome.run_dir)
+    if config.inpaint is not None:
+        outcome.stages["inpaint"] = _inpaint(p, config, outcome.run_dir)
     if config.upscale is not None and (config.refine is None or run.refine_seeds):
         outcome.stages["upscale"] = _upscale(p, config, previous, outcome.run_dir)
     return outcome
@@ -262,6 +270,8 @@ def _plan_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         else:
             outcome.stages["refine"] = PendingStage("refine", len(run.refine_seeds), "explore")
             inputs, pending = None, "explore"
+    if config.inpaint is not None:
+        outcome.stages["inpaint"] = _plan_inpaint(p, config, outcome.run_dir, pending)
     if config.upscale is not None and (config.refine is None or run.refine_seeds):
         count = len(run.refine_seeds) if run.refine_seeds else len(run.explore.seeds) if run.explore else 0
         if inputs is not None and pending is None:
@@ -271,6 +281,18 @@ def _plan_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
         else:
             outcome.stages["upscale"] = PendingStage("upscale", count, pending or "refine")
     return outcome
+
+
+def _plan_inpaint(p, config: RunConfig, run_dir: Path, pending: str | None):
+    """The fixes' counts when their pictures are recorded already, else pending on the stage that makes them."""
+    i = config.inpaint
+    waits_for = pending
+    if waits_for is None:
+        recorded = {str(c.get("seed")).lower() for c in stage_pictures(load_run(run_dir), i.source)}
+        if {str(pick).lower() for pick in i.picks} <= recorded:
+            return _inpaint(p, config, run_dir, dry_run=True)
+        waits_for = i.source
+    return PendingStage("inpaint", len(i.picks), waits_for)
 
 
 def _stored_explore(session, spec, seeds) -> list[Path] | None:

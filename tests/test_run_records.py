@@ -163,6 +163,7 @@ def test_repair_adds_pictures_missing_from_a_sound_run_json(tmp_path):
     data["explore"]["pictures"] = data["explore"]["pictures"][:1]
     run_file.write_text(json.dumps(data))
     shutil.rmtree(out / ".store")
-    assert run_json("repair", "r", "--out", out)["added"] == {"explore": 3, "refine": 0, "upscale": 0}
+    assert run_json("repair", "r", "--out", out)["added"] == {"explore": 3, "refine": 0, "inpaint": 0,
+                                                                 "upscale": 0}
     assert recorded(out / "r") == [1, 2, 3, 4]
     assert "reads fine; nothing to do" in run_cli("repair", "r", "--out", out).stdout

@@ -227,6 +227,19 @@ def lora_option(func):
                              "and a ComfyUI install's models/loras/), weight 1 by default; repeatable")(func)
 
 
+def face_options(func):
+    """--detail-faces S, --face-prompt, --face-confidence, --face-size: the face pass after refine or upscale."""
+    func = click.option("--face-size", type=int, default=1024, show_default=True, metavar="PX",
+                        help="--detail-faces: each face's crop renders at about PX² pixels")(func)
+    func = click.option("--face-confidence", type=float, default=0.3, show_default=True,
+                        help="--detail-faces: the detector's score a face needs")(func)
+    func = click.option("--face-prompt", default=None,
+                        help="--detail-faces: the prompt for the faces [default: the picture's]")(func)
+    return click.option("--detail-faces", type=float, default=0.0, metavar="STRENGTH",
+                        help="then re-draw each face found at this strength (0.3-0.4 typical; needs "
+                             "pip install 'pipeline[faces]'); the fixes join the run as 42i1")(func)
+
+
 def no_lora_option(func):
     return click.option("--no-lora", "no_lora", is_flag=True,
                         help="without the LoRAs the candidate was made with")(func)

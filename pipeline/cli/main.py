@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from . import config, explore, gallery, refine, repair, run, show, ui, upscale, vary, weights
+from . import config, explore, gallery, inpaint, refine, repair, run, show, ui, upscale, vary, weights
 from .common import closed_pipe_exit, setup_logging
 
 
@@ -74,5 +74,5 @@ def main(verbose):
 
 
 for command in (explore.explore, refine.refine, upscale.upscale, weights.weights, show.show, gallery.gallery,
-                run.run, config.config_group, repair.repair, vary.vary, ui.ui):
+                run.run, config.config_group, repair.repair, vary.vary, inpaint.inpaint, ui.ui):
     main.add_command(command)

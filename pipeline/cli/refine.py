@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from ..core.errors import UserError
-from .common import (chosen_loras, log, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch,
-                     report, resolve_out, session_options, user_errors)
+from .common import (chosen_loras, face_options, log, lora_option, make_pipeline, next_hint, no_lora_option,
+                     parse_batch, report, resolve_out, session_options, user_errors)
 
 
 @click.command()
@@ -32,6 +32,7 @@ from .common import (chosen_loras, log, lora_option, make_pipeline, next_hint, n
               help="hires: how to enlarge the candidate: lanczos, or Real-ESRGAN weights "
                    "(realesrgan-x4plus, ... or a file)")
 @click.option("--batch", default="auto", show_default=True, metavar="N", help="pictures denoised together")
+@face_options
 @lora_option
 @no_lora_option
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
@@ -39,7 +40,8 @@ from .common import (chosen_loras, log, lora_option, make_pipeline, next_hint, n
 @session_options
 @user_errors
 def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, negative, prompt, seed, upscaler, batch,
-           lora, no_lora, dry_run, as_json, model, out, device, dtype, memory):
+           detail_faces, face_prompt, face_confidence, face_size, lora, no_lora, dry_run, as_json, model, out, device,
+           dtype, memory):
     """Re-render picked candidates of a run (or any image) larger, keeping their composition.
 
     \b
@@ -72,11 +74,15 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
         result = p.refine(seeds, run=run, source=source, prompt=prompt, seed=seed,
                           size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
                           steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
-                          batch=parse_batch(batch), loras=chosen_loras(lora, no_lora), dry_run=dry_run)
+                          batch=parse_batch(batch), loras=chosen_loras(lora, no_lora), dry_run=dry_run,
+                          detail_faces=detail_faces, face_prompt=face_prompt, face_confidence=face_confidence,
+                          face_size=face_size)
     if report(result, as_json):
         return
     for item in result.items:
         click.echo(f"  seed {item.seed}: {item.path}")
+    for item in result.fixes:
+        click.echo(f"  faces re-drawn, {item.seed}: {item.path}")
     if (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery: {result.run_dir / 'index.html'}")
     run_given = run if run is not None else (result.run_dir.name if source is not None else None)  # --from: its run

@@ -9,7 +9,7 @@ import logging
 import click
 
 from ..core.errors import UserError
-from .common import make_pipeline, report, resolve_out, session_options, user_errors
+from .common import face_options, make_pipeline, report, resolve_out, session_options, user_errors
 
 log = logging.getLogger("pipeline")
 
@@ -36,12 +36,14 @@ log = logging.getLogger("pipeline")
 @click.option("--detail-tile", type=int, default=1024, show_default=True, metavar="PX",
               help="--detail works on tiles of at most PX output pixels (1024: the memory of a 1024² refine)")
 @click.option("--prompt", default=None, help="--detail on a file that carries no prompt: the prompt to use")
+@face_options
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overlap, precision, detail, detail_tile,
-            prompt, dry_run, as_json, model, out, device, dtype, memory):
+            prompt, detail_faces, face_prompt, face_confidence, face_size, dry_run, as_json, model, out, device, dtype,
+            memory):
     """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders).
 
     \b
@@ -56,7 +58,7 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
 
     if upscaler and weights_path:
         raise UserError("give --upscaler or --weights, not both")
-    if detail == 0:
+    if detail == 0 and not detail_faces:
         for given, name in ((model, "--model"), (prompt, "--prompt")):
             if given is not None:
                 log.warning("%s is used by --detail only; without it the picture is upscaled as it is", name)
@@ -64,16 +66,19 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
                  overlap=overlap, precision=precision, detail=detail, detail_tile=detail_tile, prompt=prompt,
                  model=model)  # every setting checked before anything loads
     out = resolve_out(out, run_name)
-    if detail > 0 and model is None:  # the model the run (or the first image) was made with, as refine does
+    if (detail > 0 or detail_faces > 0) and model is None:  # the model the run (or the first image) was made with
         from ..stages.refine import default_model
 
         model = default_model(out, run_name, images[0] if images and Path(images[0]).is_file() else None)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         result = p.upscale(list(images) or None, run=run_name, seeds=seeds, spec=spec.model_copy(update={"model": None}),
-                           dry_run=dry_run)  # the model is the Pipeline's
+                           dry_run=dry_run, detail_faces=detail_faces, face_prompt=face_prompt,
+                           face_confidence=face_confidence, face_size=face_size)  # the model is the Pipeline's
     if report(result, as_json):
         return
     for item in result.items:
         click.echo(f"  {item.path}")
+    for item in result.fixes:
+        click.echo(f"  faces re-drawn: {item.path}")
     if result.run_dir is not None and (result.run_dir / "index.html").is_file():
         click.echo(f"  gallery:       {result.run_dir / 'index.html'}")

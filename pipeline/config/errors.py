@@ -6,6 +6,7 @@ import difflib
 
 from pydantic import ValidationError
 
+from .inpaint_section import InpaintSection
 from .schema import ExploreSection, Pick, PromptEntry, RefineSection, UpscaleSection, VarySection
 from .source import Source, error_message, key_path, walk
 
@@ -13,18 +14,19 @@ from .source import Source, error_message, key_path, walk
 
 _CHILDREN = {
     "RunConfig": {"explore": ExploreSection, "vary": VarySection, "refine": RefineSection,
-                  "upscale": UpscaleSection, "prompts": [PromptEntry]},
+                  "upscale": UpscaleSection, "inpaint": InpaintSection, "prompts": [PromptEntry]},
     "RefineSection": {"picks": [Pick]},
     "VarySection": {"picks": [Pick]},
 }
-_ALIASES = {"RefineSection": {"seeds"}, "VarySection": {"seeds"}, "UpscaleSection": {"model"}}  # other names accepted
+_ALIASES = {"RefineSection": {"seeds"}, "VarySection": {"seeds"}, "UpscaleSection": {"model"},
+            "InpaintSection": {"from"}}  # other names accepted
 
 
 def _all_keys() -> dict[str, str]:
     """{key: section.key} for a hint when a key is in the wrong section."""
     found = {}
     for name, section in (("explore", ExploreSection), ("refine", RefineSection), ("upscale", UpscaleSection),
-                          ("vary", VarySection)):
+                          ("vary", VarySection), ("inpaint", InpaintSection)):
         for key in section.model_fields:
             found.setdefault(key, f"{name}.{key}")
     return found

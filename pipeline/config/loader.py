@@ -30,6 +30,7 @@ from .source import (ConfigError, Source, apply_override, error_message, key_pat
 from ..core.errors import UserError
 from ..core.seeds import pick_root, seed_ranges
 from ..core.runs import slugify
+from .inpaint_section import InpaintSection
 from ..stages.specs import DEFAULT_REFINE_SCALE, DEFAULT_STEPS, ExploreSpec, RefineSpec, VarySpec, build
 
 
@@ -65,6 +66,7 @@ class RunConfig(Section):
     vary: Optional[VarySection] = None
     refine: Optional[RefineSection] = None
     upscale: Optional[UpscaleSection] = None
+    inpaint: Optional[InpaintSection] = None  # after explore and refine, before upscale
 
     @model_validator(mode="before")
     @classmethod
@@ -248,6 +250,7 @@ class RunConfig(Section):
                 "scale": r.scale if r.scale is not None or r.size is not None else DEFAULT_REFINE_SCALE,
                 "mode": r.mode, "strength": r.strength, "steps": r.steps or DEFAULT_STEPS, "guidance": r.guidance,
                 "upscaler": r.upscaler, "batch": r.batch,
+                **({"detail_faces": r.detail_faces} if r.detail_faces else {}),
             }
         if self.upscale is not None:
             u = self.upscale
@@ -255,7 +258,10 @@ class RunConfig(Section):
 
             data["upscale"] = {"upscaler": u.upscaler or DEFAULT_WEIGHTS, "scale": u.scale, "tile": u.tile,
                                "overlap": u.overlap, "precision": u.precision,
-                               **({"detail": u.detail, "detail_tile": u.detail_tile} if u.detail else {})}
+                               **({"detail": u.detail, "detail_tile": u.detail_tile} if u.detail else {}),
+                               **({"detail_faces": u.detail_faces} if u.detail_faces else {})}
+        if self.inpaint is not None:
+            data["inpaint"] = self.inpaint.model_dump()
         return data
 
 

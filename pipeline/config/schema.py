@@ -78,6 +78,10 @@ def _from(spec, name: str, **changes):
     return info
 
 
+DETAIL_FACES = ("then re-draw each face found at this strength (0 = off; 0.3-0.4 typical; needs "
+                "pip install 'pipeline[faces]'); the fixes join the run as 42i1")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -201,6 +205,7 @@ class RefineSection(Section):
     batch: BatchField = _from(RefineSpec, "batch")
     loras: Loras = Field(default=None, description="LoRAs instead of the candidate's own ([] = none) "
                                                    "[default: the candidate's]")
+    detail_faces: float = Field(default=0.0, ge=0.0, le=1.0, description=DETAIL_FACES)
 
     @model_validator(mode="before")
     @classmethod
@@ -254,6 +259,7 @@ class UpscaleSection(Section):
                           description="re-draw detail with the diffusion model at this img2img strength after "
                                       "upscaling (0 = off; 0.2-0.4 typical; the scale defaults to 2 then)")
     detail_tile: int = Field(default=1024, ge=64, le=4096, description="detail tiles: at most this many output pixels")
+    detail_faces: float = Field(default=0.0, ge=0.0, le=1.0, description=DETAIL_FACES)
 
     @field_validator("tile")
     @classmethod

@@ -203,7 +203,7 @@ def a1111_parameters(params: dict) -> str:
     ]
     if first:
         settings += _hires_settings(params, first)
-    elif params.get("mode") == "hires" or params.get("kind") == "vary":
+    elif params.get("mode") == "hires" or params.get("kind") in ("vary", "inpaint"):
         settings += _img2img_settings(params)
     else:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
@@ -211,6 +211,8 @@ def a1111_parameters(params: dict) -> str:
     for name, entries in A1111_ENTRIES:  # an optional part of the record: its own settings
         if params.get(name) not in (None, "", [], {}):
             settings += entries(params)
+    # settings a stage wrote as A1111 pairs itself (inpaint's Mask blur, ADetailer's keys)
+    settings += [tuple(pair) for pair in params.get("a1111") or () if isinstance(pair, list) and len(pair) == 2]
     settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
                  ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))

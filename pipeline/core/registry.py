@@ -23,6 +23,7 @@ STAGES = (
     Stage("explore", "explore"),
     Stage("vary", "explore"),
     Stage("refine", "refine", results=True),
+    Stage("inpaint", "inpaint", results=True),  # fixes (42i1): after refine, before upscale in a config
     Stage("upscale", "upscale", results=True, kinds=("upscale", "detail")),  # a detail upscale beside the plain
 )
 

@@ -11,10 +11,12 @@ MAX_SEED = 2**64 - 1
 JS_SAFE_SEEDS = 2**53  # seeds below this are exact in a JavaScript number (A1111's and ComfyUI's seed boxes)
 MAX_SEEDS_PER_SPEC = 100_000
 
-_SEED_ITEM = re.compile(r"^\s*(\d+)((?:\s*v\s*\d+)*)\s*(?:-\s*(\d+)\s*)?$", re.IGNORECASE)
+_SEED_ITEM = re.compile(r"^\s*(\d+)((?:\s*[vi]\s*\d+)*)\s*(?:-\s*(\d+)\s*)?$", re.IGNORECASE)
+_ID_STEP = re.compile(r"([vi])\s*(\d+)", re.IGNORECASE)
 
 # A picture of a run is named by its seed (42) or, for a variation made by `pipeline vary`, by its
-# parent's name, "v" and the variation's number from 1 (42v3; a variation of that one: 42v3v1).
+# parent's name, "v" and the variation's number from 1 (42v3; a variation of that one: 42v3v1); a fix made
+# by `pipeline inpaint` by its parent's name, "i" and the fix's number (42i1, 42v3i2, 42i1i1).
 # In a seed spec "42v1-4" is 42v1, 42v2, 42v3, 42v4 (the range runs over the last number).
 
 
@@ -48,7 +50,8 @@ def parse_seeds(spec: str | int | list, *, variations: bool = False) -> list:
         first = int(match.group(1))
         if first > MAX_SEED:
             raise UserError(f"seed {first} is too large: seeds go from 0 to {MAX_SEED}")
-        path = [int(n) for n in re.findall(r"\d+", match.group(2))]
+        steps = [(marker.lower(), int(n)) for marker, n in _ID_STEP.findall(match.group(2))]
+        markers, path = [m for m, _ in steps], [n for _, n in steps]
         if path and not variations:
             raise UserError(f"{text!r} names a variation (made by `pipeline vary`); here only plain seeds "
                             f"like 1,2,10-20 can be given")
@@ -58,7 +61,7 @@ def parse_seeds(spec: str | int | list, *, variations: bool = False) -> list:
         if path:
             low = path[-1]
             high = low if last_given is None else last_given
-            names = [variation_id(first, *path[:-1], n) for n in range(low, high + 1)]
+            names = [picture_id(first, markers, [*path[:-1], n]) for n in range(low, high + 1)]
         else:
             high = first if last_given is None else last_given
             low = first
@@ -84,11 +87,17 @@ def variation_id(seed: int, *numbers: int) -> str:
     return str(int(seed)) + "".join(f"v{int(n)}" for n in numbers)
 
 
+def picture_id(seed: int, markers, numbers) -> str:
+    """picture_id(42, ["v", "i"], [3, 1]) -> '42v3i1' (a fix of variation 42v3)."""
+    return str(int(seed)) + "".join(f"{m}{int(n)}" for m, n in zip(markers, numbers))
+
+
 def pick_path(pick) -> tuple[int, ...]:
-    """42 -> (42,); '42v3v1' -> (42, 3, 1): sorting by it puts variations right after their parent."""
+    """42 -> (42,); '42v3v1' -> (42, 3, 1); '42i1' -> (42, 1): sorting by it puts variations (and fixes)
+    right after their parent."""
     if isinstance(pick, int):
         return (pick,)
-    return tuple(int(n) for n in str(pick).lower().split("v"))
+    return tuple(int(n) for n in re.split("[vi]", str(pick).lower()))
 
 
 def pick_parent(pick):

@@ -37,6 +37,7 @@ class StageResult:
     stored: int = 0  # jobs found in the store
     computed: int = 0  # jobs computed now
     dry_run: bool = False
+    fixes: list[Item] = field(default_factory=list)  # --detail-faces: the face pass's pictures (inpaint 42i1, ...)
 
     @property
     def seeds(self) -> list[int]:
@@ -55,6 +56,7 @@ class StageResult:
             "computed": self.computed,
             "dry_run": self.dry_run,
             "items": [item.to_json() for item in self.items],
+            **({"fixes": [item.to_json() for item in self.fixes]} if self.fixes else {}),
         }
 
 

@@ -68,6 +68,7 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
     run_dir = resolve_run(session.out, run)
     data = load_run(run_dir)
     candidates = {c["seed"]: c for c in stage_pictures(data, "explore")}
+    candidates.update({f["seed"]: f for f in stage_pictures(data, "inpaint") if f.get("seed") in spec.seeds})  # 42i1
     unknown = [seed for seed in spec.seeds if seed not in candidates]
     if unknown:
         if not candidates:

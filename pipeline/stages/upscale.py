@@ -33,6 +33,7 @@ def run_inputs(out: Path, run: str | None, seeds: list | None) -> tuple[Path, li
     data = load_run(run_dir)
     refined = {item["seed"]: item for item in stage_pictures(data, "refine")}
     candidates = {c["seed"]: c for c in stage_pictures(data, "explore")}
+    candidates.update({f["seed"]: f for f in stage_pictures(data, "inpaint") if f.get("seed") in (seeds or ())})
     if seeds is None:
         if not refined:
             raise UserError(f"run {run_dir} has no refined pictures yet: run `pipeline refine --seeds …` first, "

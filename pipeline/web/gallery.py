@@ -31,7 +31,7 @@ from .thumbs import THUMB_SIZE, Thumbs
 log = logging.getLogger("pipeline")
 
 PAGE = "index.html"
-STAGE_LABELS = {"explore": "candidate", "refine": "refined", "upscale": "upscaled"}
+STAGE_LABELS = {"explore": "candidate", "refine": "refined", "upscale": "upscaled", "inpaint": "fixed"}
 RUN_FIELDS = ("prompt", "negative", "model", "model_name", "width", "height", "steps", "guidance", "dtype",
               "model_fingerprint", "created")
 
@@ -50,6 +50,8 @@ class Picture:
     @property
     def label(self) -> str:
         text = STAGE_LABELS.get(self.stage, self.stage)
+        if self.stage == "inpaint" and self.seed is not None:
+            text += f" {self.seed}"  # 42i1, 42i1i1: the chain of fixes
         scale = self.params.get("scale")
         if self.stage == "upscale" and scale:
             text += f" ×{scale:g}" if isinstance(scale, (int, float)) else f" ×{scale}"
@@ -122,7 +124,7 @@ def _seed_of(item: dict) -> int | str | None:
 
     seed = item.get("seed")
     if isinstance(seed, str):
-        return seed if pick_order(seed)[0] == 0 and "v" in seed else None
+        return seed if pick_order(seed)[0] == 0 and ("v" in seed or "i" in seed) else None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
@@ -140,12 +142,20 @@ def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], li
     for stage in registry.result_sections():
         for item in stage_items(data, stage):
             picture = _picture(run_dir, stage, item, _scalars(item), thumbs)
-            seed = _seed_of(item)
+            seed = _seed_of(item) if stage != "inpaint" else _fixed_root(item.get("seed"))
+            if isinstance(seed, str) and seed not in by_seed:
+                seed = _fixed_root(seed)  # a refined or upscaled fix (42i1): beside its candidate
             if seed is not None and seed in by_seed:
                 by_seed[seed]["results"].append(picture)
             else:
                 others.append(picture)
     return groups, others
+
+
+def _fixed_root(fix) -> int | str | None:
+    """The candidate a fix descends from: 42 for 42i1 and 42i1i2, 42v3 for 42v3i1."""
+    root = str(fix).split("i")[0]
+    return int(root) if root.isdigit() else root if root else None
 
 
 def _scalars(item: dict) -> dict:
@@ -156,8 +166,9 @@ def _picture(run_dir: Path, stage: str, item: dict, params: dict, thumbs: "Thumb
     source = Path(item["path"])
     if not source.is_absolute():
         source = run_dir / source
-    thumb, size = thumbs.get(source, stage, _seed_of(item), item.get("key"))
-    return Picture(stage, _seed_of(item), page_url(run_dir, source), thumb, size, params)
+    seed = str(item.get("seed")) if stage == "inpaint" else _seed_of(item)  # a fix's id: 42i1
+    thumb, size = thumbs.get(source, stage, seed, item.get("key"))
+    return Picture(stage, seed, page_url(run_dir, source), thumb, size, params)
 
 
 def page_url(run_dir: Path, path: Path) -> str:
@@ -300,7 +311,8 @@ def _grid(groups: list[dict]) -> str:
             for n, p in enumerate(group["results"])
         )
         badges = "".join(f'<span class="badge {_e(stage)}">{_e(STAGE_LABELS[stage])}</span>'
-                         for stage in registry.result_sections() if any(p.stage == stage for p in group["results"]))
+                         for stage in registry.result_sections()
+                         if any(p.stage == stage for p in group["results"]))
         cards.append(
             f'<div class="card" role="checkbox" aria-checked="false" tabindex="{0 if index == 0 else -1}" '
             f'data-index="{index}" data-seed="{_e(seed)}" aria-label="{_e(label)}">'

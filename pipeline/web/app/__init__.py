@@ -3,7 +3,8 @@
     build_app(state) -> gr.Blocks        the page (form, candidates, refine/vary/upscale/disk panels, runs_panel)
     server.serve(...)                    launch with the safety checks (loopback, auth, files, offline)
 
-Named API endpoints for gradio_client: ``explore``, ``refine``, ``upscale``, ``runs``, ``open_run``.
+Named API endpoints for gradio_client: ``explore``, ``refine``, ``upscale``, ``runs``, ``open_run``, ``inpaint``,
+``fix_faces``, ``inpaint_load``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ CSS = css()
 def build_app(state: AppState):
     import gradio as gr
 
-    from . import (candidates, disk_panel, explore_job, form, grid, keep, refine_panel, runs_panel,
+    from . import (candidates, disk_panel, explore_job, form, grid, inpaint_panel, keep, refine_panel, runs_panel,
                    upscale_panel, vary_panel)
 
     ui = SimpleNamespace()
@@ -51,6 +52,7 @@ def build_app(state: AppState):
                         with gr.Accordion("Upscale", open=True, elem_id="upscale-panel"):
                             upscale_panel.build(state, ui)
                             disk_panel.build(state, ui)
+                        inpaint_panel.build(state, ui)
                         with gr.Accordion("Last result", open=False):
                             ui.result = gr.JSON(label="Result", elem_id="result")
             with gr.Tab("Runs", id="runs"):
@@ -84,6 +86,7 @@ def build_app(state: AppState):
         refine_panel.wire(state, ui)
         upscale_panel.wire(state, ui)
         disk_panel.wire(state, ui)
+        inpaint_panel.wire(state, ui)
         runs_panel.wire(state, ui, opened)
         keep.wire(state, ui)
     demo.ui = ui  # for tests and embedding
