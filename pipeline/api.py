@@ -111,7 +111,7 @@ class Pipeline:
         face pass: ``42i1`` beside the refined 42, in the result's ``fixes``).
         """
         from .stages.refine import refine
-        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
+        from .stages.specs import RefineSpec
 
         faces = (detail_faces, face_prompt, face_confidence, face_size)
         _check_detail_faces(*faces)
@@ -128,13 +128,24 @@ class Pipeline:
                 raise_user("give the seeds once: as the first argument or as seeds=, not both")
             seeds = picks
         run, seeds = _run_and_seeds(run, seeds)
-        spec = build(RefineSpec, seeds=seeds, source=str(source) if source is not None else None, prompt=prompt,
-                     seed=seed, size=size, scale=scale, mode=mode,
-                     strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
-                     guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
-                     loras=loras)
+        spec = self.refine_spec(seeds, source=source, prompt=prompt, seed=seed, size=size, scale=scale, mode=mode,
+                                strength=strength, steps=steps, guidance=guidance, negative=negative,
+                                upscaler=upscaler, batch=batch, loras=loras)
         return self._refreshed(self._detail_faces(refine(self.session, spec, run=run, dry_run=dry_run,
                                                          on_picture=on_picture, stop=stop), "refine", *faces))
+
+    @staticmethod
+    def refine_spec(seeds=None, *, source: str | Path | None = None, prompt: str | None = None,
+                    seed: int | None = None, size=None, scale: float | None = None, mode: str = "hires",
+                    strength: float | None = None, steps: int | None = None, guidance: float | None = None,
+                    negative: str | None = None, upscaler: str = "lanczos", batch="auto", loras=None):
+        """The RefineSpec of ``refine``'s keywords."""
+        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
+
+        return build(RefineSpec, seeds=list(seeds) if isinstance(seeds, range) else seeds,
+                     source=str(source) if source is not None else None, prompt=prompt, seed=seed, size=size,
+                     scale=scale, mode=mode, strength=DEFAULT_REFINE_STRENGTH if strength is None else strength,
+                     steps=steps, guidance=guidance, negative=negative, upscaler=upscaler, batch=batch, loras=loras)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
@@ -269,9 +280,17 @@ class Pipeline:
         from .stages.vary import vary
 
         run, seeds = _run_and_seeds(run, seeds)
-        spec = seeds if isinstance(seeds, VarySpec) else build(VarySpec, seeds=seeds, count=count, strength=strength,
-                                                                steps=steps, batch=batch, loras=loras)
+        spec = seeds if isinstance(seeds, VarySpec) else self.vary_spec(seeds, count=count, strength=strength,
+                                                                         steps=steps, batch=batch, loras=loras)
         return self._refreshed(vary(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
+
+    @staticmethod
+    def vary_spec(seeds, *, count: int = 4, strength="subtle", steps: int | None = None, batch="auto", loras=None):
+        """The VarySpec of ``vary``'s keywords."""
+        from .stages.specs import VarySpec
+
+        return build(VarySpec, seeds=list(seeds) if isinstance(seeds, range) else seeds, count=count,
+                     strength=strength, steps=steps, batch=batch, loras=loras)
 
     def inpaint(self, image=None, *, run: str | Path | StageResult | None = None, seeds=None, source: str = "explore",
                 mask=None, prompt: str | None = None, strength: float | None = None, mask_blur: int = 4,

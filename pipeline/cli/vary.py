@@ -38,8 +38,9 @@ def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_j
 
         model = default_model(out, run)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
-        result = p.vary(seeds, count=count, strength=strength, steps=steps, run=run, batch=parse_batch(batch),
-                        loras=chosen_loras(lora, no_lora), dry_run=dry_run)
+        spec = p.vary_spec(seeds, count=count, strength=strength, steps=steps, batch=parse_batch(batch),
+                           loras=chosen_loras(lora, no_lora))
+        result = p.vary(spec, run=run, dry_run=dry_run)
     if report(result, as_json, "variations"):
         return
     for item in result.items:
