@@ -76,6 +76,12 @@ def png_params(job, model: str, **extra) -> dict:
 
 
 def store_picture(store, job, image, model: str, *, seconds: float, engine, **extra) -> Artifact:
+    return store.put(job.key, *encode_picture(job, image, model, seconds=seconds, engine=engine, **extra))
+
+
+def encode_picture(job, image, model: str, *, seconds: float, engine, **extra) -> tuple[bytes, dict]:
+    """(PNG bytes, store record) of a rendered picture: what ``store_picture`` stores, and what a Ray
+    worker sends back for the driver to store."""
     params = png_params(job, model, **extra)
     record = {
         "job": job.describe(),
@@ -88,7 +94,7 @@ def store_picture(store, job, image, model: str, *, seconds: float, engine, **ex
         "version": __version__,
         **distributed.record_fields(),  # which process computed it, under accelerate launch / torchrun
     }
-    return store.put(job.key, encode_png(image, params), record)
+    return encode_png(image, params), record
 
 
 def progress_bar(total: int, enabled: bool, desc: str, unit: str = "img"):

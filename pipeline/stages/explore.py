@@ -199,6 +199,8 @@ def _save(run_dir: Path, data: dict) -> dict:
 
 def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
     check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
+    if session.ray is not None:
+        return _compute_on_ray(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop, loras)
     engine = session.engine()
     check_loras(engine, misses)  # a LoRA for another model fails here, before any picture is written
     if engine.fingerprint != misses[0].model:  # the model's identity became known on load
@@ -216,6 +218,30 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_pict
             if bar:
                 bar.update(len(batch))
             for job in batch if on_picture else ():
+                on_picture(items[job.seed])
+    finally:
+        if bar:
+            bar.close()
+    return misses
+
+
+def _compute_on_ray(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop, loras):
+    """The misses rendered by the Ray pool's workers; this process stores, places and records each."""
+    from . import ray_render
+
+    session.require_lora_files(misses)
+    render = ray_render.TextToImage(session.model, "explore", (("loras", lora_records(loras)),) if loras else ())
+    bar = progress_bar(len(misses), session.progress, "explore")
+    try:
+        for job, artifact in ray_render.compute(session, misses, render, batch=spec.batch, stop=stop):
+            dest = out_dir / candidate_name(job.seed)
+            place(artifact.path, dest)
+            items[job.seed] = Item(job.seed, dest, job.key, False, artifact.record.get("seconds", 0.0))
+            _record_candidates(data, [items[job.seed]], run_dir)
+            save()
+            if bar:
+                bar.update(1)
+            if on_picture:
                 on_picture(items[job.seed])
     finally:
         if bar:

@@ -1,0 +1,448 @@
+"""A pool of render workers on Ray: one actor per GPU (or a few CPU workers), shared by every caller.
+
+The driver (the CLI process or the app) plans the jobs, skips what its store has and hands the misses
+to ``Pool.submit`` as small shards. Workers pull shards as they become idle (a fast GPU does more, a
+slow one less), render them with the engine they loaded once, and send back each picture's PNG bytes
+and record through Ray's object store; the driver stores and records each result as it returns, so the
+store, the run folder and run.json keep one writer and workers need no shared disk.
+
+    pool = pool_for(address)                       # joins (or starts) Ray once per process
+    for result in pool.submit(jobs, engine=recipe, render=render, shard_size=4, stop=stop):
+        store.put(result.job.key, result.png, result.record)
+
+``engine`` is a picklable callable that builds the engine on the worker (its ``key`` names the settings:
+a worker loads an engine once per key); ``render(engine, jobs, batch)`` returns ``(png, record)`` per
+job. Both come from the stages layer: this module imports nothing of ours above ``core``, and Ray only
+when the pool is asked for (``--ray`` / ``PIPELINE_RAY``).
+
+Faults: a worker that dies (kill -9, its node lost) has its shard re-queued, preferably to another
+worker; a worker whose engine does not load (a node without the weights) says so in one sentence naming
+the node and is left out for those settings while the others go on; a shard that runs out of memory is
+retried by the same worker with half the batch, down to 1, and says so.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import queue
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from ..core.errors import UserError
+
+log = logging.getLogger("pipeline")
+
+ENV = "PIPELINE_RAY"
+WORKERS_ENV = "PIPELINE_RAY_WORKERS"
+LOCAL = "local"  # --ray without an address: start a Ray on this machine
+MAX_ATTEMPTS = 3  # a shard whose worker died this often is given up (something kills every worker it meets)
+RESTARTS = 2  # Ray restarts a dead worker (a new process, the engine loaded again) this often
+
+
+def requested(option: str | None) -> str | None:
+    """The Ray address asked for: ``--ray [ADDRESS]`` (``local`` when given bare), else $PIPELINE_RAY
+    (``1``/``local``: a local Ray; ``auto`` or an address: join a cluster), else None (no Ray)."""
+    value = option if option is not None else os.environ.get(ENV, "").strip() or None
+    if value is None or value.lower() in ("0", "no", "off", "false"):
+        return None
+    return LOCAL if value.lower() in ("1", "yes", "on", "true", LOCAL, "") else value
+
+
+def connect(address: str) -> None:
+    """Join the Ray at ``address`` (``auto``: the one ``ray start`` runs here) or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=None if address == LOCAL else address, include_dashboard=False, configure_logging=False,
+                 log_to_driver=False, namespace="pipeline")
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = "a local Ray" if address == LOCAL else f"the Ray cluster at {address!r}"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot reach {where} ({first}); start one with `ray start --head` or leave out --ray") \
+            from None
+
+
+def cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def _is_oom(err: BaseException) -> bool:
+    """Out of device memory, as torch raises it or as the engine says it (its one sentence)."""
+    return isinstance(err, MemoryError) or "OutOfMemory" in type(err).__name__ or "out of memory" in str(err)
+
+
+# ---------------------------------------------------------------- the worker (a Ray actor)
+
+class Worker:
+    """Loads an engine once per settings key and renders the shards it is given; writes nothing."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self.key = None
+        self.engine = None
+        self.rendered = 0  # jobs rendered by this process (tests count computations)
+
+    def where(self) -> dict:
+        import ray
+
+        context = ray.get_runtime_context()
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+        return {"host": socket.gethostname(), "node": context.get_node_id()[:12], "pid": os.getpid(),
+                "gpus": gpus, "actor": context.get_actor_id()[:12]}
+
+    def count(self) -> int:
+        return self.rendered
+
+    def _load(self, key, factory):
+        if self.key != key or self.engine is None:
+            self.engine = None
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)  # equal thread counts, equal bits on a CPU
+            self.engine = factory()
+            self.key = key
+        return self.engine
+
+    def run(self, key, factory, render, jobs: list, batch) -> dict:
+        """``{"results": [(png, record), ...]}``, or ``{"load_error": sentence}`` (this node cannot load the
+        engine), or ``{"error": sentence}`` (the jobs themselves fail); ``notes``: what was retried."""
+        where = self.where()
+        try:
+            engine = self._load(key, factory)
+        except Exception as err:  # noqa: BLE001 - any load failure is this node's, said in one sentence
+            return {"where": where, "load_error": f"the worker on {where['host']} (node {where['node']}) cannot "
+                                                  f"load the model: {_sentence(err)}"}
+        notes = []
+        while True:
+            try:
+                pairs = render(engine, jobs, batch)
+                break
+            except Exception as err:  # noqa: BLE001
+                if not _is_oom(err):
+                    return {"where": where, "error": _sentence(err), "notes": notes}
+                size = len(jobs) if batch == "auto" else int(batch)
+                if size <= 1:
+                    return {"where": where, "error": f"out of memory at batch 1 on {where['host']}: {_sentence(err)}",
+                            "notes": notes}
+                batch = max(1, size // 2)
+                notes.append(f"out of memory on {where['host']}: retrying {len(jobs)} jobs with batch {batch}")
+        self.rendered += len(jobs)
+        worker = {k: where[k] for k in ("host", "node", "pid", "gpus")}
+        return {"where": where, "results": [(png, {**record, "worker": worker}) for png, record in pairs],
+                "notes": notes}
+
+
+def _sentence(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------- the driver
+
+@dataclass
+class Result:
+    job: object
+    png: bytes
+    record: dict
+
+
+@dataclass
+class _Shard:
+    submission: "Submission"
+    jobs: list
+    tried: set = field(default_factory=set)  # workers it was handed to and died on
+
+
+@dataclass
+class _Slot:
+    """One worker actor as the driver sees it."""
+
+    actor: object
+    index: int
+    where: dict = field(default_factory=dict)
+    refused: set = field(default_factory=set)  # engine keys this worker cannot load
+    deaths: int = 0
+    busy: bool = False
+    dead: bool = False  # Ray gave up restarting it
+
+
+class Submission:
+    """The results of one ``Pool.submit``: iterate to get each ``Result`` as its shard returns."""
+
+    def __init__(self, pool: "Pool", key, factory, render, batch, shards: list[list], stop=None):
+        self.pool, self.key, self.factory, self.render, self.batch = pool, key, factory, render, batch
+        self.pending = collections.deque(_Shard(self, jobs) for jobs in shards)
+        self.running = 0
+        self.events: queue.Queue = queue.Queue()
+        self.stop = stop
+        self.cancelled = False
+        self.failed: str | None = None
+        self.load_errors: dict[int, str] = {}
+
+    @property
+    def done(self) -> bool:
+        return (not self.pending or self.cancelled or self.failed is not None) and self.running == 0
+
+    def cancel(self) -> None:
+        """Shards not yet started are dropped; those running finish and are still delivered."""
+        self.pool._cancel(self)
+
+    def __iter__(self):
+        try:
+            while True:
+                kind, value = self.events.get()
+                if kind == "result":
+                    yield value
+                elif kind == "note":
+                    log.warning("%s", value)
+                elif kind == "error":
+                    raise UserError(value)
+                elif kind == "end":
+                    return
+        finally:
+            self.cancel()  # the caller left early (an error, Ctrl+C): nothing more is started for it
+
+
+class Pool:
+    """Worker actors and one dispatcher thread that hands shards of every submission to idle workers,
+    taking turns between submissions (two explores from two tabs both progress)."""
+
+    def __init__(self, address: str, workers: int | None = None):
+        connect(address)
+        self.address = address
+        self.gpus = cluster_gpus()
+        self.size = workers or int(os.environ.get(WORKERS_ENV, 0) or 0) or max(1, self.gpus)
+        self.slots: list[_Slot] = []
+        self.submissions: list[Submission] = []
+        self.inflight: dict = {}  # ObjectRef -> (slot, shard)
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.listeners: list = []  # callables (event, info): "handed" (slot.where, jobs), tests and the app
+        self._turn = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- workers
+
+    def _start_workers(self) -> None:
+        import ray
+
+        if self.slots:
+            return
+        if self.gpus:
+            options = {"num_gpus": 1, "num_cpus": 1}
+            threads = None
+        else:  # CPU-only Ray: declare each worker with its share of the CPUs
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.size)
+            options = {"num_cpus": cpus}
+            threads = cpus
+        actor = ray.remote(Worker).options(max_restarts=RESTARTS, max_task_retries=0, max_concurrency=2, **options)
+        self.slots = [_Slot(actor.remote(threads), index) for index in range(self.size)]
+        for slot, where in zip(self.slots, ray.get([slot.actor.where.remote() for slot in self.slots])):
+            slot.where = where
+        log.info("ray: %d workers: %s", len(self.slots), ", ".join(describe(s.where) for s in self.slots))
+
+    def workers(self) -> list[dict]:
+        """Where each worker runs (host, node, pid, GPUs) and whether it is rendering now."""
+        with self.lock:
+            self._start_workers()
+            return [{**slot.where, "busy": slot.busy} for slot in self.slots]
+
+    def counts(self) -> list[int]:
+        """Jobs each worker has rendered (a restarted worker starts again at 0)."""
+        import ray
+
+        return ray.get([slot.actor.count.remote() for slot in self.slots])
+
+    # ---------------------------------------------------------------- submissions
+
+    def submit(self, jobs: list, *, engine, render, batch="auto", shard_size: int = 1, stop=None) -> Submission:
+        """Hand ``jobs`` out in shards of ``shard_size``; returns the Submission to iterate over."""
+        shards = [jobs[start:start + shard_size] for start in range(0, len(jobs), max(1, shard_size))]
+        submission = Submission(self, engine.key, engine, render, batch, shards, stop)
+        with self.lock:
+            self._start_workers()
+            if submission.done:
+                submission.events.put(("end", None))
+                return submission
+            self.submissions.append(submission)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._dispatch, name="ray-pool", daemon=True)
+                self.thread.start()
+        self.wake.set()
+        return submission
+
+    def _cancel(self, submission: Submission) -> None:
+        with self.lock:
+            submission.cancelled = True
+            submission.pending.clear()
+            self._finish_if_done(submission)
+
+    def _finish_if_done(self, submission: Submission) -> None:
+        if submission.done and submission in self.submissions:
+            self.submissions.remove(submission)
+            submission.events.put(("end", None))
+
+    # ---------------------------------------------------------------- the dispatcher thread
+
+    def _dispatch(self) -> None:
+        import ray
+
+        while True:
+            with self.lock:
+                for submission in list(self.submissions):
+                    if submission.stop is not None and submission.stop.is_set() and not submission.cancelled:
+                        submission.cancelled = True
+                        submission.pending.clear()
+                        self._finish_if_done(submission)
+                self._hand_out()
+                refs = list(self.inflight)
+                if not refs and not self.submissions:
+                    self.thread = None
+                    return
+            if not refs:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.2)
+            for ref in ready:
+                self._returned(ref)
+
+    def _hand_out(self) -> None:
+        """Give each idle worker the next shard, taking turns between submissions."""
+        active = [s for s in self.submissions if s.pending and not s.cancelled]
+        if not active:
+            return
+        start = next(self._turn)
+        for slot in self.slots:
+            if slot.busy or slot.dead:
+                continue
+            for offset in range(len(active)):
+                submission = active[(start + offset) % len(active)]
+                shard = self._next_shard(submission, slot)
+                if shard is not None:
+                    self._send(slot, shard)
+                    start += 1
+                    break
+
+    def _next_shard(self, submission: Submission, slot: _Slot):
+        if not submission.pending or submission.key in slot.refused:
+            return None
+        others_idle = any(not (s.busy or s.dead) and s is not slot and submission.key not in s.refused
+                          for s in self.slots)
+        for shard in submission.pending:  # a shard a worker died on goes to another one when it can
+            if slot.index not in shard.tried or not others_idle:
+                submission.pending.remove(shard)
+                return shard
+        return None
+
+    def _send(self, slot: _Slot, shard: _Shard) -> None:
+        submission = shard.submission
+        ref = slot.actor.run.remote(submission.key, submission.factory, submission.render, shard.jobs,
+                                    submission.batch)
+        slot.busy = True
+        submission.running += 1
+        self.inflight[ref] = (slot, shard)
+        for listener in self.listeners:
+            listener("handed", {"worker": dict(slot.where), "jobs": list(shard.jobs)})
+
+    def _returned(self, ref) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            answer, died = ray.get(ref), None
+        except (RayActorError, RayTaskError, ray.exceptions.ObjectLostError) as err:
+            answer, died = None, err
+        with self.lock:
+            slot, shard = self.inflight.pop(ref)
+            slot.busy = False
+            submission = shard.submission
+            submission.running -= 1
+            if died is not None:
+                self._died(slot, shard, died)
+                self._finish_if_done(submission)
+                return
+            slot.where = answer["where"]  # a restarted worker is a new process
+            if "load_error" in answer:
+                self._refused(slot, shard, answer["load_error"])
+            else:
+                for note in answer.get("notes", ()):
+                    submission.events.put(("note", note))
+                if "error" in answer:
+                    submission.failed = answer["error"]
+                    submission.pending.clear()
+                    submission.events.put(("error", answer["error"]))
+                else:
+                    slot.deaths = 0
+                    for job, (png, record) in zip(shard.jobs, answer["results"]):
+                        submission.events.put(("result", Result(job, png, record)))
+            self._finish_if_done(submission)
+
+    def _died(self, slot: _Slot, shard: _Shard, err) -> None:
+        submission = shard.submission
+        slot.deaths += 1
+        slot.dead = slot.deaths > RESTARTS  # Ray restarts a dead worker this often, then gives up on it
+        shard.tried.add(slot.index)
+        submission.events.put(("note", f"worker on {describe(slot.where)} died ({type(err).__name__}); its "
+                                       f"{len(shard.jobs)} jobs go to another worker"))
+        if len(shard.tried) >= MAX_ATTEMPTS:
+            self._fail(submission, f"{len(shard.jobs)} jobs were lost with {len(shard.tried)} workers in turn; "
+                                   "nothing finished is lost: run the same command again")
+        elif not submission.cancelled and submission.failed is None:
+            submission.pending.appendleft(shard)
+        self._check_workers_left(submission)
+
+    def _refused(self, slot: _Slot, shard: _Shard, sentence: str) -> None:
+        submission = shard.submission
+        slot.refused.add(submission.key)
+        submission.load_errors[slot.index] = sentence
+        submission.events.put(("note", sentence + "; the other workers go on"))
+        if not submission.cancelled and submission.failed is None:
+            submission.pending.appendleft(shard)
+        self._check_workers_left(submission)
+
+    def _check_workers_left(self, submission: Submission) -> None:
+        if submission.failed is None and all(submission.key in s.refused or s.dead for s in self.slots):
+            reasons = "; ".join(dict.fromkeys(submission.load_errors.values())) or "every worker died"
+            self._fail(submission, f"no Ray worker can render these pictures: {reasons}")
+
+    def _fail(self, submission: Submission, sentence: str) -> None:
+        submission.failed = sentence
+        submission.pending.clear()
+        submission.events.put(("error", sentence))
+
+    def describe(self) -> str:
+        """``2 workers: GPU 0 on host-a, GPU 1 on host-b`` (the app's status line)."""
+        return f"{len(self.slots)} Ray workers: " + ", ".join(describe(s.where) for s in self.slots)
+
+
+def describe(where: dict) -> str:
+    gpus = where.get("gpus") or []
+    what = f"GPU {','.join(gpus)}" if gpus else "CPU"
+    return f"{what} on {where.get('host', '?')} (pid {where.get('pid', '?')})"
+
+
+_pools: dict[str, Pool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(address: str) -> Pool:
+    """This process's pool for ``address`` (one per process: the CLI's stages and the app's tabs share it)."""
+    with _pools_lock:
+        if address not in _pools:
+            _pools[address] = Pool(address)
+        return _pools[address]
+
+
+def forget_pools() -> None:
+    """Drop this process's pools (their actors end with the Ray connection); tests that restart Ray use it."""
+    with _pools_lock:
+        _pools.clear()
