@@ -27,11 +27,12 @@ import itertools
 import logging
 import os
 import queue
-import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ..core.errors import UserError
+from .ray_worker import Worker, sentence as _sentence
 
 log = logging.getLogger("pipeline")
 
@@ -40,6 +41,7 @@ WORKERS_ENV = "PIPELINE_RAY_WORKERS"
 LOCAL = "local"  # --ray without an address: start a Ray on this machine
 MAX_ATTEMPTS = 3  # a shard whose worker died this often is given up (something kills every worker it meets)
 RESTARTS = 2  # Ray restarts a dead worker (a new process, the engine loaded again) this often
+PROBE_EVERY = 0.2  # seconds between looks at the workers while none has answered
 
 
 def requested(option: str | None) -> str | None:
@@ -73,78 +75,6 @@ def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _is_oom(err: BaseException) -> bool:
-    """Out of device memory, as torch raises it or as the engine says it (its one sentence)."""
-    return isinstance(err, MemoryError) or "OutOfMemory" in type(err).__name__ or "out of memory" in str(err)
-
-
-# ---------------------------------------------------------------- the worker (a Ray actor)
-
-class Worker:
-    """Loads an engine once per settings key and renders the shards it is given; writes nothing."""
-
-    def __init__(self, threads: int | None = None):
-        self.threads = threads
-        self.key = None
-        self.engine = None
-        self.rendered = 0  # jobs rendered by this process (tests count computations)
-
-    def where(self) -> dict:
-        import ray
-
-        context = ray.get_runtime_context()
-        gpus = [str(g) for g in ray.get_gpu_ids()]
-        return {"host": socket.gethostname(), "node": context.get_node_id()[:12], "pid": os.getpid(),
-                "gpus": gpus, "actor": context.get_actor_id()[:12]}
-
-    def count(self) -> int:
-        return self.rendered
-
-    def _load(self, key, factory):
-        if self.key != key or self.engine is None:
-            self.engine = None
-            if self.threads:
-                import torch
-
-                torch.set_num_threads(self.threads)  # equal thread counts, equal bits on a CPU
-            self.engine = factory()
-            self.key = key
-        return self.engine
-
-    def run(self, key, factory, render, jobs: list, batch) -> dict:
-        """``{"results": [(png, record), ...]}``, or ``{"load_error": sentence}`` (this node cannot load the
-        engine), or ``{"error": sentence}`` (the jobs themselves fail); ``notes``: what was retried."""
-        where = self.where()
-        try:
-            engine = self._load(key, factory)
-        except Exception as err:  # noqa: BLE001 - any load failure is this node's, said in one sentence
-            return {"where": where, "load_error": f"the worker on {where['host']} (node {where['node']}) cannot "
-                                                  f"load the model: {_sentence(err)}"}
-        notes = []
-        while True:
-            try:
-                pairs = render(engine, jobs, batch)
-                break
-            except Exception as err:  # noqa: BLE001
-                if not _is_oom(err):
-                    return {"where": where, "error": _sentence(err), "notes": notes}
-                size = len(jobs) if batch == "auto" else int(batch)
-                if size <= 1:
-                    return {"where": where, "error": f"out of memory at batch 1 on {where['host']}: {_sentence(err)}",
-                            "notes": notes}
-                batch = max(1, size // 2)
-                notes.append(f"out of memory on {where['host']}: retrying {len(jobs)} jobs with batch {batch}")
-        self.rendered += len(jobs)
-        worker = {k: where[k] for k in ("host", "node", "pid", "gpus")}
-        return {"where": where, "results": [(png, {**record, "worker": worker}) for png, record in pairs],
-                "notes": notes}
-
-
-def _sentence(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 # ---------------------------------------------------------------- the driver
 
 @dataclass
@@ -170,8 +100,9 @@ class _Slot:
     where: dict = field(default_factory=dict)
     refused: set = field(default_factory=set)  # engine keys this worker cannot load
     deaths: int = 0
-    busy: bool = False
+    busy: bool = False  # rendering a shard, or being restarted by Ray (then probed until it answers)
     dead: bool = False  # Ray gave up restarting it
+    probe_at: float | None = None  # when to ask a restarting worker again whether it is back
 
 
 class Submission:
@@ -256,10 +187,25 @@ class Pool:
             return [{**slot.where, "busy": slot.busy} for slot in self.slots]
 
     def counts(self) -> list[int]:
-        """Jobs each worker has rendered (a restarted worker starts again at 0)."""
+        """Jobs each live worker has rendered (a restarted worker starts again at 0; one Ray is still
+        restarting is waited for)."""
         import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-        return ray.get([slot.actor.count.remote() for slot in self.slots])
+        counts = []
+        for slot in self.slots:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    counts.append(ray.get(slot.actor.count.remote()))
+                    break
+                except ActorDiedError:
+                    break
+                except ActorUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(PROBE_EVERY)
+        return counts
 
     # ---------------------------------------------------------------- submissions
 
@@ -302,16 +248,17 @@ class Pool:
                         submission.cancelled = True
                         submission.pending.clear()
                         self._finish_if_done(submission)
+                self._probe_restarted()
                 self._hand_out()
                 refs = list(self.inflight)
                 if not refs and not self.submissions:
                     self.thread = None
                     return
             if not refs:
-                self.wake.wait(0.5)
+                self.wake.wait(PROBE_EVERY)
                 self.wake.clear()
                 continue
-            ready, _ = ray.wait(refs, num_returns=1, timeout=0.2)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=PROBE_EVERY)
             for ref in ready:
                 self._returned(ref)
 
@@ -335,10 +282,10 @@ class Pool:
     def _next_shard(self, submission: Submission, slot: _Slot):
         if not submission.pending or submission.key in slot.refused:
             return None
-        others_idle = any(not (s.busy or s.dead) and s is not slot and submission.key not in s.refused
-                          for s in self.slots)
-        for shard in submission.pending:  # a shard a worker died on goes to another one when it can
-            if slot.index not in shard.tried or not others_idle:
+        for shard in submission.pending:  # a shard a worker died on waits for another worker, while one lives
+            others = [s for s in self.slots if s.index not in shard.tried and not s.dead and
+                      submission.key not in s.refused]
+            if slot.index not in shard.tried or not others:
                 submission.pending.remove(shard)
                 return shard
         return None
@@ -353,24 +300,43 @@ class Pool:
         for listener in self.listeners:
             listener("handed", {"worker": dict(slot.where), "jobs": list(shard.jobs)})
 
+    def _probe_restarted(self) -> None:
+        """Ask each worker Ray is restarting whether it is back (calls to it fail until then)."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.probe_at is not None and slot.probe_at <= now and not slot.dead:
+                slot.probe_at = None
+                self.inflight[slot.actor.where.remote()] = (slot, None)
+
     def _returned(self, ref) -> None:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
         try:
             answer, died = ray.get(ref), None
-        except (RayActorError, RayTaskError, ray.exceptions.ObjectLostError) as err:
+        except (RayActorError, ray.exceptions.ObjectLostError) as err:
             answer, died = None, err
+        except RayTaskError as err:  # not the render (the worker catches its errors): e.g. a value it cannot unpickle
+            answer, died = {"where": {}, "error": _sentence(err)}, None
         with self.lock:
             slot, shard = self.inflight.pop(ref)
-            slot.busy = False
+            if isinstance(died, ActorDiedError):
+                slot.dead = True  # Ray will not restart it again
+            if shard is None:  # the answer to a probe: back, or still restarting
+                if died is None:
+                    slot.where, slot.busy = answer, False
+                elif not slot.dead:
+                    slot.probe_at = time.monotonic() + PROBE_EVERY
+                return
             submission = shard.submission
             submission.running -= 1
             if died is not None:
+                slot.probe_at = time.monotonic() + PROBE_EVERY  # busy until the restarted worker answers
                 self._died(slot, shard, died)
                 self._finish_if_done(submission)
                 return
-            slot.where = answer["where"]  # a restarted worker is a new process
+            slot.busy = False
+            slot.where = answer.get("where") or slot.where  # a restarted worker is a new process
             if "load_error" in answer:
                 self._refused(slot, shard, answer["load_error"])
             else:
@@ -381,7 +347,6 @@ class Pool:
                     submission.pending.clear()
                     submission.events.put(("error", answer["error"]))
                 else:
-                    slot.deaths = 0
                     for job, (png, record) in zip(shard.jobs, answer["results"]):
                         submission.events.put(("result", Result(job, png, record)))
             self._finish_if_done(submission)
@@ -389,7 +354,6 @@ class Pool:
     def _died(self, slot: _Slot, shard: _Shard, err) -> None:
         submission = shard.submission
         slot.deaths += 1
-        slot.dead = slot.deaths > RESTARTS  # Ray restarts a dead worker this often, then gives up on it
         shard.tried.add(slot.index)
         submission.events.put(("note", f"worker on {describe(slot.where)} died ({type(err).__name__}); its "
                                        f"{len(shard.jobs)} jobs go to another worker"))
