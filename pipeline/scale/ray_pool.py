@@ -23,7 +23,6 @@ retried by the same worker with half the batch, down to 1, and says so.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import queue
@@ -154,10 +153,9 @@ class Pool:
         self.slots: list[_Slot] = []
         self.submissions: list[Submission] = []
         self.inflight: dict = {}  # ObjectRef -> (slot, shard)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # tests hold it to queue two submissions at once
         self.wake = threading.Event()
         self.listeners: list = []  # callables (event, info): "handed" (slot.where, jobs), tests and the app
-        self._turn = itertools.count()
         self.thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- workers
@@ -263,20 +261,17 @@ class Pool:
                 self._returned(ref)
 
     def _hand_out(self) -> None:
-        """Give each idle worker the next shard, taking turns between submissions."""
-        active = [s for s in self.submissions if s.pending and not s.cancelled]
-        if not active:
-            return
-        start = next(self._turn)
+        """Give each idle worker the next shard, taking turns between submissions: the submission served
+        last goes to the back of the line."""
         for slot in self.slots:
             if slot.busy or slot.dead:
                 continue
-            for offset in range(len(active)):
-                submission = active[(start + offset) % len(active)]
-                shard = self._next_shard(submission, slot)
+            for submission in list(self.submissions):
+                shard = self._next_shard(submission, slot) if not submission.cancelled else None
                 if shard is not None:
                     self._send(slot, shard)
-                    start += 1
+                    self.submissions.remove(submission)
+                    self.submissions.append(submission)
                     break
 
     def _next_shard(self, submission: Submission, slot: _Slot):
