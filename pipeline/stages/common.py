@@ -69,6 +69,16 @@ def batches(jobs: list, size: int):
             yield group[start:start + size]
 
 
+def resolve_batch(batch, engine, size) -> int:
+    if batch != "auto":
+        return int(batch)
+    if engine.device == "cpu":
+        return 1  # on the CPU a batch shares nothing; single images keep the progress bar honest
+    if str(engine.device).startswith("cuda") and hasattr(engine, "auto_batch"):
+        return engine.auto_batch(size[0], size[1])  # from free memory under the chosen profile
+    return 4 if size[0] * size[1] <= 768 * 768 else 1
+
+
 def png_params(job, model: str, **extra) -> dict:
     """The deterministic metadata written into a picture (no timings: equal jobs, equal bytes)."""
     return {**job.describe(), "key": job.key, "model_name": display_name(model), "version": f"pipeline {__version__}",

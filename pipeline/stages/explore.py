@@ -18,7 +18,7 @@ from ..core.runs import (check_run_name, load_run, merge_pictures, new_run_data,
                     set_latest, stage_pictures, update_run, write_error)
 from ..core.store import atomic_write, check_writable
 from .specs import ExploreSpec
-from .common import Item, StageResult, batches, check_loras, progress_bar, store_picture
+from .common import Item, StageResult, batches, check_loras, progress_bar, resolve_batch, store_picture
 
 log = logging.getLogger("pipeline")
 
@@ -291,16 +291,6 @@ def _render_batch(session, engine, batch, out_dir, items, loras=()) -> None:
             dest = out_dir / candidate_name(job.seed)
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, False, round(seconds, 4))
-
-
-def resolve_batch(batch, engine, size) -> int:
-    if batch != "auto":
-        return int(batch)
-    if engine.device == "cpu":
-        return 1  # on the CPU a batch shares nothing; single images keep the progress bar honest
-    if str(engine.device).startswith("cuda") and hasattr(engine, "auto_batch"):
-        return engine.auto_batch(size[0], size[1])  # from free memory under the chosen profile
-    return 4 if size[0] * size[1] <= 768 * 768 else 1
 
 
 def _sheet_label(candidate: dict) -> str:

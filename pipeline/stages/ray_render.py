@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import batches, check_loras, encode_picture
+from .common import batches, check_loras, encode_picture, resolve_batch
 
 log = logging.getLogger("pipeline")
 
@@ -64,8 +64,6 @@ class TextToImage:
     extra: tuple = ()  # (name, value) of the stage's extra metadata, e.g. the LoRAs' records
 
     def __call__(self, engine, jobs: list, batch) -> list[tuple[bytes, dict]]:
-        from .explore import resolve_batch
-
         check_loras(engine, jobs)
         size = resolve_batch(batch, engine, (jobs[0].width, jobs[0].height))
         pictures = []
