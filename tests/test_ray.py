@@ -54,6 +54,7 @@ def one_thread():
 
 
 def pictures(run_dir: Path) -> dict[str, bytes]:
+    """The candidates (explored and varied) by name."""
     return {path.name: path.read_bytes() for path in sorted((run_dir / "explore").glob("seed-*.png"))}
 
 
@@ -62,8 +63,9 @@ def recorded(run_dir: Path) -> dict:
     data = json.loads((run_dir / "run.json").read_text())
     data.pop("created", None)
     data.pop("updated", None)
-    for picture in data["explore"]["pictures"]:
-        picture.pop("seconds", None)
+    for stage in ("explore", "refine"):
+        for picture in data.get(stage, {}).get("pictures", []):
+            picture.pop("seconds", None)
     return data
 
 
@@ -89,6 +91,18 @@ def test_explore_on_ray_equals_the_run_without_it(pool, tmp_path, one_thread):
     again = run_cli(*ARGS, "--ray", env=cli_env(PIPELINE_OUT=tmp_path / "ray"))
     assert "0 computed, 6 reused" in again.stdout
     assert sum(pool.counts()) - before == 6
+    run_cli(*ARGS, env=cli_env(PIPELINE_OUT=tmp_path / "here"))  # the same cached rerun on both sides
+
+    # vary (img2img from each candidate) and refine (hires: img2img from the enlarged candidate) likewise
+    for out, ray_args in ((tmp_path / "here", ()), (tmp_path / "ray", ("--ray",))):
+        env = cli_env(PIPELINE_OUT=out)
+        run_cli("vary", "--seeds", "1,2", "--count", "2", "--steps", "2", "--run", "fox", *ray_args, env=env)
+        run_cli("refine", "--seeds", "1,2v1", "--size", "96", "--steps", "2", "--run", "fox", *ray_args, env=env)
+    assert sum(pool.counts()) - before == 6 + 4 + 2
+    assert pictures(there) == pictures(here) and len(pictures(here)) == 10
+    refined = {p.name: p.read_bytes() for p in (there / "refine").glob("*.png")}
+    assert refined == {p.name: p.read_bytes() for p in (here / "refine").glob("*.png")} and len(refined) == 2
+    assert recorded(there) == recorded(here)
 
 
 def test_a_worker_killed_mid_shard_has_its_shard_finished_by_the_other(pool, tmp_path):

@@ -229,11 +229,12 @@ def _compute_on_ray(session, spec, misses, out_dir, items, data, run_dir, save, 
     """The misses rendered by the Ray pool's workers; this process stores, places and records each."""
     from . import ray_render
 
-    session.require_lora_files(misses)
-    render = ray_render.TextToImage(session.model, "explore", (("loras", lora_records(loras)),) if loras else ())
+    extra = (("stage", "explore"),) + ((("loras", lora_records(loras)),) if loras else ())
+    works = [ray_render.Work(job, None, extra if job.loras else extra[:1]) for job in misses]
     bar = progress_bar(len(misses), session.progress, "explore")
     try:
-        for job, artifact in ray_render.compute(session, misses, render, batch=spec.batch, stop=stop):
+        for work, artifact in ray_render.compute(session, works, batch=spec.batch, stop=stop):
+            job = work.job
             dest = out_dir / candidate_name(job.seed)
             place(artifact.path, dest)
             items[job.seed] = Item(job.seed, dest, job.key, False, artifact.record.get("seconds", 0.0))

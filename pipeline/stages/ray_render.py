@@ -56,27 +56,68 @@ class EngineRecipe:
 
 
 @dataclass(frozen=True)
-class TextToImage:
-    """Render txt2img jobs and encode each picture as its stage stores it."""
+class Work:
+    """One picture for a worker: its job, the picture img2img starts from (PNG bytes; None: from text),
+    and the picture's metadata beyond the job's (``stage`` and what the stage adds)."""
+
+    job: object
+    init: bytes | None = None
+    extra: tuple = ()
+
+
+@dataclass(frozen=True)
+class Render:
+    """Render a shard of ``Work`` and encode each picture as the stage stores it."""
 
     model: str  # the session's model name (for the picture's metadata)
-    stage: str
-    extra: tuple = ()  # (name, value) of the stage's extra metadata, e.g. the LoRAs' records
+    auto_limit: int = 8  # batch "auto" on a GPU: the most the engine's memory model may choose
 
-    def __call__(self, engine, jobs: list, batch) -> list[tuple[bytes, dict]]:
-        check_loras(engine, jobs)
-        size = resolve_batch(batch, engine, (jobs[0].width, jobs[0].height))
-        pictures = []
-        for chunk in batches(jobs, size):
-            engine.reset_peak_memory()
-            started = time.perf_counter()
-            images = engine.txt2img(chunk)
-            seconds = (time.perf_counter() - started) / len(chunk)
-            for job, image in zip(chunk, images):
-                extra = dict(self.extra) if getattr(job, "loras", None) else {}
-                pictures.append(encode_picture(job, image, self.model, seconds=seconds, engine=engine,
-                                               stage=self.stage, **extra))
-        return pictures
+    def __call__(self, engine, works: list, batch) -> list[tuple[bytes, dict]]:
+        check_loras(engine, [w.job for w in works])
+        pictures = {}
+        groups: dict = {}
+        for work in works:  # img2img and txt2img never share a batch
+            groups.setdefault(work.init is None, []).append(work)
+        for group in groups.values():
+            by_job = {id(w.job): w for w in group}
+            first = group[0].job
+            size = self.batch_size(batch, engine, first)
+            for chunk in batches([w.job for w in group], size):
+                chosen = [by_job[id(job)] for job in chunk]
+                engine.reset_peak_memory()
+                started = time.perf_counter()
+                if chosen[0].init is None:
+                    images = engine.txt2img(chunk)
+                else:
+                    images = engine.img2img(chunk, [decode(w.init) for w in chosen], chunk[0].strength)
+                seconds = (time.perf_counter() - started) / len(chunk)
+                for work, image in zip(chosen, images):
+                    pictures[id(work)] = encode_picture(work.job, image, self.model, seconds=seconds, engine=engine,
+                                                        **dict(work.extra))
+        return [pictures[id(work)] for work in works]
+
+    def batch_size(self, batch, engine, job) -> int:
+        if batch != "auto" or not str(engine.device).startswith("cuda"):
+            return resolve_batch(batch, engine, (job.width, job.height))
+        return engine.auto_batch(job.width, job.height, limit=self.auto_limit)
+
+
+def decode(data: bytes):
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def encode(image) -> bytes:
+    """A picture to start from, as lossless PNG bytes for the trip to a worker."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def shard_size(batch) -> int:
@@ -84,14 +125,15 @@ def shard_size(batch) -> int:
     return int(batch) if batch != "auto" else 1
 
 
-def compute(session, jobs: list, render, *, batch="auto", stop=None):
-    """Render ``jobs`` on the session's Ray pool; yields ``(job, artifact)`` as each picture is stored
+def compute(session, works: list[Work], *, batch="auto", auto_limit: int = 8, stop=None):
+    """Render ``works`` on the session's Ray pool; yields ``(work, artifact)`` as each picture is stored
     (by this process: the only writer of the store)."""
     from ..scale.ray_pool import pool_for
 
+    session.require_lora_files([work.job for work in works])
     pool = pool_for(session.ray)
     size = shard_size(batch) if batch != "auto" or not pool.gpus else 4
-    submission = pool.submit(jobs, engine=EngineRecipe.of(session), render=render, batch=batch, shard_size=size,
-                             stop=stop)
+    submission = pool.submit(works, engine=EngineRecipe.of(session), render=Render(session.model, auto_limit),
+                             batch=batch, shard_size=size, stop=stop)
     for result in submission:
-        yield result.job, session.store.put(result.job.key, result.png, result.record)
+        yield result.job, session.store.put(result.job.job.key, result.png, result.record)

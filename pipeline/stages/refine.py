@@ -275,6 +275,8 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
 def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items: dict, the_plan: Plan) -> None:
     session.require_lora_files([p.job for p in misses])
     enlarged = enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
+    if session.ray is not None:
+        return _compute_on_ray(session, spec, misses, enlarged, out_dir, items, the_plan)
     engine = session.engine()
     check_loras(engine, [p.job for p in misses])  # a LoRA for another model fails before any picture
     if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
@@ -327,6 +329,40 @@ def resolve_batch(batch, engine, job) -> int:
     return auto_batch(job.width, job.height, limit=4) if auto_batch else 1
 
 
+def _compute_on_ray(session, spec, misses: list[Pick], enlarged: dict, out_dir: Path, items: dict, the_plan) -> None:
+    """The picks refined by the Ray pool's workers (hires: each sent its enlarged candidate); this process
+    stores, places and records each as it returns."""
+    from . import ray_render
+
+    works = []
+    for pick in misses:
+        extra = {"stage": "refine", "parent_key": pick.parent_key, **_extra(pick)}
+        init = ray_render.encode(enlarged[pick.name]) if pick.job.mode == "hires" else None
+        works.append(ray_render.Work(pick.job, init, tuple(extra.items())))
+    by_work = {id(work): pick for work, pick in zip(works, misses)}
+    bar = progress_bar(len(misses), session.progress, "refine")
+    try:
+        for work, artifact in ray_render.compute(session, works, batch=spec.batch, auto_limit=4):
+            pick = by_work[id(work)]
+            items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=artifact.record.get("seconds"))
+            _record(session, the_plan, [(pick, items[pick.name])])
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+
+
+def _extra(pick: Pick) -> dict:
+    """A refined picture's metadata beyond its job's."""
+    extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}
+    if pick.first_pass:
+        extra["first_pass"] = pick.first_pass
+    if pick.job.loras:
+        extra["loras"] = [lora.record() for lora in pick.loras]
+    return extra
+
+
 def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: Path, items: dict) -> None:
     store = session.store
     with store.lock_all(p.job.key for p in picks):
@@ -348,11 +384,6 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
             images = engine.txt2img(jobs)
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
-            extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}
-            if pick.first_pass:
-                extra["first_pass"] = pick.first_pass
-            if pick.job.loras:
-                extra["loras"] = [lora.record() for lora in pick.loras]
             artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
-                                     stage="refine", parent_key=pick.parent_key, **extra)
+                                     stage="refine", parent_key=pick.parent_key, **_extra(pick))
             items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)

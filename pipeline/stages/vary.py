@@ -196,6 +196,8 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
 def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path) -> None:
     from PIL import Image
 
+    if session.ray is not None:
+        return _compute_on_ray(session, spec, misses, out_dir, items, run_dir)
     session.require_lora_files([v.job for v in misses])
     engine = session.engine()
     check_loras(engine, [v.job for v in misses])  # a LoRA for another model fails before any picture
@@ -235,6 +237,33 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
                 _record(run_dir, [(v, items[v.id]) for v in chosen])
             if bar:
                 bar.update(len(batch))
+    finally:
+        if bar:
+            bar.close()
+
+
+def _compute_on_ray(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict,
+                    run_dir: Path) -> None:
+    """The variations rendered by the Ray pool's workers (each sent its parent picture); this process
+    stores, places and records each as it returns."""
+    from . import ray_render
+
+    works, parents = [], {}
+    for variation in misses:
+        if variation.parent_path not in parents:
+            parents[variation.parent_path] = Path(variation.parent_path).read_bytes()
+        extra = {"stage": "vary", "variation": variation.id, "parent_key": variation.parent_key,
+                 "parent_seed": variation.parent_seed, **_lora_extra(variation)}
+        works.append(ray_render.Work(variation.job, parents[variation.parent_path], tuple(extra.items())))
+    by_work = {id(work): variation for work, variation in zip(works, misses)}
+    bar = progress_bar(len(misses), session.progress, "vary")
+    try:
+        for work, artifact in ray_render.compute(session, works, batch=spec.batch, auto_limit=4):
+            variation = by_work[id(work)]
+            items[variation.id] = _place(artifact.path, variation, out_dir, False, artifact.record.get("seconds", 0.0))
+            _record(run_dir, [(variation, items[variation.id])])
+            if bar:
+                bar.update(1)
     finally:
         if bar:
             bar.close()
