@@ -1,0 +1,123 @@
+"""The Ray pool against the in-process run: jobs per second, the overhead per job, time to the first picture.
+
+    .venv/bin/python benchmarks/scale_ray.py                      # CPU: tiny model, in-process, Ray 1 and 2 workers
+    .venv/bin/python benchmarks/scale_ray.py --gpu                # every GPU here: in-process on one, Ray on 1..N
+    .venv/bin/python benchmarks/scale_ray.py --gpu --model reduced --size 512 --jobs 48
+
+Each row explores ``--jobs`` seeds into an empty store (every job a miss), through the Python API as the CLI
+does. ``first`` is the time from the call to the first picture stored (Ray rows: starting Ray and the
+workers, each loading the model, are inside it); ``jobs/s`` is the steady rate after the first picture
+((jobs - 1) / (last - first)); ``ms/job over in-process`` is 1000 × (1/rate − 1/in-process rate) for one
+worker. On GPUs the goal is N workers ≥ 0.9 × N × one worker.
+
+``--model reduced`` (GPU): a random-weight Z-Image with the real transformer width and ``--layers`` of its 30
+layers and the real VAE, saved once as a diffusers folder (no download; the pictures are noise, the cost
+per step is the real width's).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PIPELINE_OFFLINE", "1")
+
+PROMPT = "a red fox in fresh snow, morning light"
+
+
+def explore_once(model: str, out: Path, jobs: int, size: int, steps: int, ray: str | None, device: str | None):
+    from pipeline.api import Pipeline
+
+    stamps = []
+    started = time.perf_counter()
+    with Pipeline(model=model, out=out, ray=ray, device=device) as p:
+        result = p.explore(PROMPT, seeds=range(1, jobs + 1), size=(size, size), steps=steps, run="bench",
+                           on_picture=lambda item: stamps.append(time.perf_counter()))
+    assert result.computed == jobs, result.computed
+    first = stamps[0] - started
+    rate = (jobs - 1) / (stamps[-1] - stamps[0]) if jobs > 1 else float("nan")
+    return first, rate, stamps[-1] - started
+
+
+def ray_row(model, root, jobs, size, steps, workers: int, cpus: int | None, gpus: int | None):
+    import ray
+
+    from pipeline.scale import ray_pool
+
+    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    os.environ[ray_pool.WORKERS_ENV] = str(workers)
+    try:
+        return explore_once(model, root / f"ray{workers}", jobs, size, steps, "local", None)
+    finally:
+        ray_pool.forget_pools()
+        ray.shutdown()
+
+
+def build_reduced(folder: Path, layers: int) -> str:
+    """A diffusers folder of a random Z-Image at the real width (``layers`` transformer layers), built once."""
+    if (folder / "model_index.json").is_file():
+        return str(folder)
+    import torch
+    from diffusers import ZImagePipeline
+
+    from gpu_build import FULL_TEXT_ENCODER, FULL_TRANSFORMER, FULL_VAE, Builder
+
+    text = dict(FULL_TEXT_ENCODER, num_hidden_layers=2)
+    builder = Builder("cpu", torch.bfloat16, (dict(FULL_TRANSFORMER, n_layers=layers), text, FULL_VAE))
+    pipe = ZImagePipeline(transformer=builder.transformer(), text_encoder=builder.text_encoder(), vae=builder.vae(),
+                          tokenizer=builder.tokenizer(), scheduler=builder.scheduler())
+    pipe.save_pretrained(folder)
+    return str(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="rows on this machine's GPUs")
+    parser.add_argument("--model", default="tiny-random", help="tiny-random, reduced (GPU) or a model")
+    parser.add_argument("--layers", type=int, default=8, help="--model reduced: transformer layers of 30")
+    parser.add_argument("--jobs", type=int, default=None, help="seeds per row [CPU 12, GPU 48]")
+    parser.add_argument("--size", type=int, default=None, help="[CPU 128, GPU 512]")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--workdir", default=None, help="where the reduced model and stores go [a temp folder]")
+    args = parser.parse_args()
+    jobs = args.jobs or (48 if args.gpu else 12)
+    size = args.size or (512 if args.gpu else 128)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="scale-ray-"))
+    model = build_reduced(root / "reduced-model", args.layers) if args.model == "reduced" else args.model
+
+    load = os.getloadavg()[0]
+    rows = []
+    if args.gpu:
+        import torch
+
+        n = torch.cuda.device_count()
+        print(f"{n} × {torch.cuda.get_device_name(0)}; model {args.model}; {jobs} jobs at {size}², {args.steps} steps",
+              flush=True)
+        rows.append(("in-process, 1 GPU", 0, *explore_once(model, root / "here", jobs, size, args.steps, None,
+                                                            "cuda")))
+        for workers in range(1, n + 1):
+            rows.append((f"Ray, {workers} GPU worker{'s' * (workers > 1)}", workers,
+                         *ray_row(model, root, jobs, size, args.steps, workers, None, workers)))
+    else:
+        cpus = os.cpu_count() or 2
+        print(f"CPU ({cpus} cores, load average {load:.1f} at start); model {args.model}; {jobs} jobs at {size}², "
+              f"{args.steps} steps", flush=True)
+        rows.append(("in-process", 0, *explore_once(model, root / "here", jobs, size, args.steps, None, "cpu")))
+        for workers in (1, 2):
+            rows.append((f"Ray, {workers} CPU worker{'s' * (workers > 1)} ({cpus // workers} threads each)", workers,
+                         *ray_row(model, root, jobs, size, args.steps, workers, cpus, 0)))
+    base = rows[0][3]
+    print(f"\n{'':38} {'first picture':>14} {'jobs/s':>8} {'× in-process':>13} {'ms/job over':>12} {'wall':>8}")
+    for name, workers, first, rate, wall in rows:
+        over = f"{1000 * (1 / rate - 1 / base):+.0f}" if workers == 1 else ""
+        print(f"{name:38} {first:13.1f}s {rate:8.2f} {rate / base:12.2f}× {over:>12} {wall:7.1f}s")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
