@@ -17,6 +17,7 @@ from ..models.names import display_name
 from ..core.runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
                     set_latest, stage_pictures, update_run, write_error)
 from ..core.store import atomic_write, check_writable
+from ..engines.request import RenderRequest
 from .specs import ExploreSpec
 from .common import Item, StageResult, batches, check_loras, progress_bar, resolve_batch, store_picture
 
@@ -283,7 +284,7 @@ def _render_batch(session, engine, batch, out_dir, items, loras=()) -> None:
             return
         engine.reset_peak_memory()
         started = time.perf_counter()
-        images = engine.txt2img(todo)
+        images = engine.render(RenderRequest.from_jobs(todo), "txt2img")
         seconds = (time.perf_counter() - started) / len(todo)
         for job, image in zip(todo, images):
             extra = {"loras": lora_records(loras)} if job.loras else {}
