@@ -10,6 +10,10 @@ workers, each loading the model, are inside it); ``jobs/s`` is the steady rate a
 ((jobs - 1) / (last - first)); ``ms/job over in-process`` is 1000 × (1/rate − 1/in-process rate) for one
 worker. On GPUs the goal is N workers ≥ 0.9 × N × one worker.
 
+On a CPU every row uses one torch thread per process (the in-process run, and each worker: Ray is given
+one CPU per worker): on a machine shared with other work, two OpenMP threads per process on two cores
+slowed the in-process run 16× here (0.18 against 2.9 jobs/s at load average 13), which would flatter Ray.
+
 ``--model reduced`` (GPU): a random-weight Z-Image with the real transformer width and ``--layers`` of its 30
 layers and the real VAE, saved once as a diffusers folder (no download; the pictures are noise, the cost
 per step is the real width's).
@@ -104,13 +108,15 @@ def main() -> None:
             rows.append((f"Ray, {workers} GPU worker{'s' * (workers > 1)}", workers,
                          *ray_row(model, root, jobs, size, args.steps, workers, None, workers)))
     else:
-        cpus = os.cpu_count() or 2
-        print(f"CPU ({cpus} cores, load average {load:.1f} at start); model {args.model}; {jobs} jobs at {size}², "
-              f"{args.steps} steps", flush=True)
+        import torch
+
+        torch.set_num_threads(1)  # every row one torch thread per process: see the docstring
+        print(f"CPU ({os.cpu_count()} cores, load average {load:.1f} at start); model {args.model}; {jobs} jobs at "
+              f"{size}², {args.steps} steps; one torch thread per process", flush=True)
         rows.append(("in-process", 0, *explore_once(model, root / "here", jobs, size, args.steps, None, "cpu")))
         for workers in (1, 2):
-            rows.append((f"Ray, {workers} CPU worker{'s' * (workers > 1)} ({cpus // workers} threads each)", workers,
-                         *ray_row(model, root, jobs, size, args.steps, workers, cpus, 0)))
+            rows.append((f"Ray, {workers} CPU worker{'s' * (workers > 1)}", workers,
+                         *ray_row(model, root, jobs, size, args.steps, workers, workers, 0)))
     base = rows[0][3]
     print(f"\n{'':38} {'first picture':>14} {'jobs/s':>8} {'× in-process':>13} {'ms/job over':>12} {'wall':>8}")
     for name, workers, first, rate, wall in rows:

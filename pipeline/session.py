@@ -56,11 +56,11 @@ class Session:
     def _ray_device(self) -> str | None:
         """On a cluster (--ray auto or ADDRESS) the workers' device decides the default dtype: cuda when
         the cluster has GPUs. A local Ray has this machine's devices, so nothing changes then."""
-        from .scale.ray_pool import LOCAL
+        from .scale.ray_cluster import LOCAL
 
         if self.ray in (None, LOCAL) or self.device not in (None, "auto"):
             return None
-        from .scale.ray_pool import cluster_gpus, connect
+        from .scale.ray_cluster import cluster_gpus, connect
 
         connect(self.ray)
         return "cuda" if cluster_gpus() else "cpu"

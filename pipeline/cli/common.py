@@ -158,7 +158,7 @@ def check_ray_address(value: str) -> str:
 
 def requested_ray() -> str | None:
     """The Ray address of this command: --ray, else $PIPELINE_RAY, else None (no Ray)."""
-    from ..scale.ray_pool import requested
+    from ..scale.ray_cluster import requested
 
     ctx = click.get_current_context(silent=True)
     return requested(ctx.meta.get("pipeline.ray") if ctx is not None else None)
