@@ -22,16 +22,15 @@ retried by the same worker with half the batch, down to 1, and says so.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
 
 from ..core.errors import UserError
 from .ray_cluster import LOCAL, WORKERS_ENV, cluster_gpus, connect, requested  # noqa: F401 - the pool's API
+from .ray_submission import Result, Shard, Submission  # noqa: F401 - Result: what a submission yields
 from .ray_worker import Worker, sentence as _sentence
 
 log = logging.getLogger("pipeline")
@@ -39,23 +38,10 @@ log = logging.getLogger("pipeline")
 MAX_ATTEMPTS = 3  # a shard whose worker died this often is given up (something kills every worker it meets)
 RESTARTS = 2  # Ray restarts a dead worker (a new process, the engine loaded again) this often
 PROBE_EVERY = 0.2  # seconds between looks at the workers while none has answered
+START_TIMEOUT = 600  # seconds the workers may take to be placed (a busy cluster) and to start
 
 
 # ---------------------------------------------------------------- the driver
-
-@dataclass
-class Result:
-    job: object
-    png: bytes
-    record: dict
-
-
-@dataclass
-class _Shard:
-    submission: "Submission"
-    jobs: list
-    tried: set = field(default_factory=set)  # workers it was handed to and died on
-
 
 @dataclass
 class _Slot:
@@ -69,43 +55,6 @@ class _Slot:
     busy: bool = False  # rendering a shard, or being restarted by Ray (then probed until it answers)
     dead: bool = False  # Ray gave up restarting it
     probe_at: float | None = None  # when to ask a restarting worker again whether it is back
-
-
-class Submission:
-    """The results of one ``Pool.submit``: iterate to get each ``Result`` as its shard returns."""
-
-    def __init__(self, pool: "Pool", key, factory, render, batch, shards: list[list], stop=None):
-        self.pool, self.key, self.factory, self.render, self.batch = pool, key, factory, render, batch
-        self.pending = collections.deque(_Shard(self, jobs) for jobs in shards)
-        self.running = 0
-        self.events: queue.Queue = queue.Queue()
-        self.stop = stop
-        self.cancelled = False
-        self.failed: str | None = None
-        self.load_errors: dict[int, str] = {}
-
-    @property
-    def done(self) -> bool:
-        return (not self.pending or self.cancelled or self.failed is not None) and self.running == 0
-
-    def cancel(self) -> None:
-        """Shards not yet started are dropped; those running finish and are still delivered."""
-        self.pool._cancel(self)
-
-    def __iter__(self):
-        try:
-            while True:
-                kind, value = self.events.get()
-                if kind == "result":
-                    yield value
-                elif kind == "note":
-                    log.warning("%s", value)
-                elif kind == "error":
-                    raise UserError(value)
-                elif kind == "end":
-                    return
-        finally:
-            self.cancel()  # the caller left early (an error, Ctrl+C): nothing more is started for it
 
 
 class Pool:
@@ -132,16 +81,27 @@ class Pool:
 
         if self.slots:
             return
+        from ray.exceptions import GetTimeoutError
+
+        cpus = int(ray.cluster_resources().get("CPU", 1))
         if self.gpus:
+            self.size = min(self.size, self.gpus)  # more would wait for a GPU for ever
             options = {"num_gpus": 1, "num_cpus": 1}
             threads = None
         else:  # CPU-only Ray: declare each worker with its share of the CPUs
-            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.size)
-            options = {"num_cpus": cpus}
-            threads = cpus
+            self.size = min(self.size, max(1, cpus))
+            options = {"num_cpus": max(1, cpus // self.size)}
+            threads = options["num_cpus"]
         actor = ray.remote(Worker).options(max_restarts=RESTARTS, max_task_retries=0, max_concurrency=2, **options)
         self.slots = [_Slot(actor.remote(threads), index) for index in range(self.size)]
-        for slot, where in zip(self.slots, ray.get([slot.actor.where.remote() for slot in self.slots])):
+        try:
+            places = ray.get([slot.actor.where.remote() for slot in self.slots], timeout=START_TIMEOUT)
+        except GetTimeoutError:
+            self.slots = []
+            raise UserError(f"Ray did not start {self.size} workers within {START_TIMEOUT} s (each needs "
+                            f"{'a GPU' if self.gpus else f'{threads} CPUs'} free); set PIPELINE_RAY_WORKERS lower") \
+                from None
+        for slot, where in zip(self.slots, places):
             slot.where = where
         log.info("ray: %d workers: %s", len(self.slots), ", ".join(describe(s.where) for s in self.slots))
 
@@ -204,6 +164,22 @@ class Pool:
     # ---------------------------------------------------------------- the dispatcher thread
 
     def _dispatch(self) -> None:
+        try:
+            self._dispatch_loop()
+        except Exception as err:  # noqa: BLE001 - never leave a caller waiting for results that will not come
+            log.exception("the Ray pool's dispatcher failed")
+            with self.lock:
+                for submission in list(self.submissions):
+                    self._fail(submission, f"the Ray pool failed ({_sentence(err)}); nothing finished is lost: run "
+                                           "the same command again")
+                    submission.running = 0
+                    self._finish_if_done(submission)
+                self.inflight.clear()
+                for slot in self.slots:
+                    slot.busy = False
+                self.thread = None
+
+    def _dispatch_loop(self) -> None:
         import ray
 
         while True:
@@ -252,7 +228,7 @@ class Pool:
                 return shard
         return None
 
-    def _send(self, slot: _Slot, shard: _Shard) -> None:
+    def _send(self, slot: _Slot, shard: Shard) -> None:
         submission = shard.submission
         ref = slot.actor.run.remote(submission.key, submission.factory, submission.render, shard.jobs,
                                     submission.batch)
@@ -313,7 +289,7 @@ class Pool:
                         submission.events.put(("result", Result(job, png, record)))
             self._finish_if_done(submission)
 
-    def _died(self, slot: _Slot, shard: _Shard, err) -> None:
+    def _died(self, slot: _Slot, shard: Shard, err) -> None:
         submission = shard.submission
         slot.deaths += 1
         shard.tried.add(slot.index)
@@ -326,7 +302,7 @@ class Pool:
             submission.pending.appendleft(shard)
         self._check_workers_left(submission)
 
-    def _refused(self, slot: _Slot, shard: _Shard, sentence: str) -> None:
+    def _refused(self, slot: _Slot, shard: Shard, sentence: str) -> None:
         submission = shard.submission
         slot.refused.add(submission.key)
         submission.load_errors[slot.index] = sentence
