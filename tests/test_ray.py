@@ -110,7 +110,7 @@ def test_a_worker_killed_mid_shard_has_its_shard_finished_by_the_other(pool, tmp
 
     def kill_the_first(event, info):
         if event == "handed" and not killed:
-            killed.update(pid=info["worker"]["pid"], seeds={job.seed for job in info["jobs"]})
+            killed.update(pid=info["worker"]["pid"], seeds={work.job.seed for work in info["jobs"]})
             os.kill(info["worker"]["pid"], signal.SIGKILL)
 
     seen = []
