@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test soak bench install clean ui
+.PHONY: demo test test-ray soak bench install clean ui
 
 # -qq: pip prints errors only (-q still shows setuptools' "Editable installation" warning box)
 $(BIN)/pipeline: pyproject.toml
@@ -25,6 +25,11 @@ ui: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the Ray pool's tests (they skip without Ray, which the test extra leaves out: a local Ray costs seconds per module)
+test-ray: install
+	@$(BIN)/pip install -qq -e '.[test,ray]'
+	$(BIN)/python -m pytest -q tests/test_ray.py tests/test_ray_pool.py tests/test_ray_app.py tests/test_ray_import.py
 
 # the fault and fuzz tests at full count: >= 20 kill -9 at random moments, 10x the fuzz cases
 soak: install
