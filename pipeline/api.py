@@ -133,11 +133,17 @@ class Pipeline:
 
         settings = _detail_settings(detail, detail_tile, prompt, model)
         run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir, detail)
-        if self.session.ray is not None:
+        if self.session.ray is not None and not dry_run:
+            if not settings:  # Real-ESRGAN on the pool's workers
+                from .stages import upscale_ray
+
+                return upscale_ray.upscale(self.session, inputs, model=upscaler, scale=scale, tile=tile,
+                                           overlap=overlap, precision=precision, run_dir=run_dir,
+                                           on_progress=on_progress)
             import logging
 
-            logging.getLogger("pipeline").warning("upscale runs in this process: the Ray pool renders explore, vary "
-                                                  "and refine (upscale on Ray is not built yet)")
+            logging.getLogger("pipeline").warning("upscale --detail runs in this process: the Ray pool renders "
+                                                  "explore, vary, refine and plain upscales")
         with self._session_for(model if settings else None) as session:
             return stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
                                  precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress,

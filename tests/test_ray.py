@@ -1,4 +1,4 @@
-"""Explore on a Ray pool (a local Ray with 2 CPUs, two CPU workers, the tiny model).
+"""Explore, vary, refine and upscale on a Ray pool (a local Ray with 2 CPUs, two CPU workers, the tiny model).
 
 The pictures equal an in-process run's byte for byte and run.json records the same pictures; every
 job is computed once; a worker killed with kill -9 right after a shard is handed to it has that shard
@@ -63,7 +63,7 @@ def recorded(run_dir: Path) -> dict:
     data = json.loads((run_dir / "run.json").read_text())
     data.pop("created", None)
     data.pop("updated", None)
-    for stage in ("explore", "refine"):
+    for stage in ("explore", "refine", "upscale"):
         for picture in data.get(stage, {}).get("pictures", []):
             picture.pop("seconds", None)
     return data
@@ -98,10 +98,13 @@ def test_explore_on_ray_equals_the_run_without_it(pool, tmp_path, one_thread):
         env = cli_env(PIPELINE_OUT=out)
         run_cli("vary", "--seeds", "1,2", "--count", "2", "--steps", "2", "--run", "fox", *ray_args, env=env)
         run_cli("refine", "--seeds", "1,2v1", "--size", "96", "--steps", "2", "--run", "fox", *ray_args, env=env)
-    assert sum(pool.counts()) - before == 6 + 4 + 2
+        run_cli("upscale", "--run", "fox", "--upscaler", "realesr-animevideov3", "--scale", "2", *ray_args, env=env)
+    assert sum(pool.counts()) - before == 6 + 4 + 2 + 2  # explore, vary, refine, upscale: each job once
     assert pictures(there) == pictures(here) and len(pictures(here)) == 10
     refined = {p.name: p.read_bytes() for p in (there / "refine").glob("*.png")}
     assert refined == {p.name: p.read_bytes() for p in (here / "refine").glob("*.png")} and len(refined) == 2
+    upscaled = {p.name: p.read_bytes() for p in (there / "upscale").glob("*.png")}
+    assert upscaled == {p.name: p.read_bytes() for p in (here / "upscale").glob("*.png")} and len(upscaled) == 2
     assert recorded(there) == recorded(here)
 
 

@@ -125,15 +125,17 @@ def shard_size(batch) -> int:
     return int(batch) if batch != "auto" else 1
 
 
-def compute(session, works: list[Work], *, batch="auto", auto_limit: int = 8, stop=None):
+def compute(session, works: list[Work], *, batch="auto", auto_limit: int = 8, stop=None, engine=None, render=None):
     """Render ``works`` on the session's Ray pool; yields ``(work, artifact)`` as each picture is stored
-    (by this process: the only writer of the store)."""
+    (by this process: the only writer of the store). ``engine``/``render``: another model than the session's
+    (e.g. the upscaler) and its render value."""
     from ..scale.ray_pool import pool_for
 
     session.require_lora_files([work.job for work in works])
     pool = pool_for(session.ray)
     size = shard_size(batch) if batch != "auto" or not pool.gpus else 4
-    submission = pool.submit(works, engine=EngineRecipe.of(session), render=Render(session.model, auto_limit),
-                             batch=batch, shard_size=size, stop=stop)
+    submission = pool.submit(works, engine=engine or EngineRecipe.of(session),
+                             render=render or Render(session.model, auto_limit), batch=batch, shard_size=size,
+                             stop=stop)
     for result in submission:
         yield result.job, session.store.put(result.job.job.key, result.png, result.record)
