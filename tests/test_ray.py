@@ -140,3 +140,13 @@ def test_a_worker_killed_mid_shard_has_its_shard_finished_by_the_other(pool, tmp
         rerun = p.explore(PROMPT, seeds=range(1, 7), size=(64, 64), steps=2, run="fox")
     assert rerun.computed == 0 and rerun.stored == 6
     assert sum(pool.counts()) == counts
+
+
+def test_run_config_on_ray(pool, tmp_path):
+    config = tmp_path / "fox.yaml"
+    config.write_text(f"model: tiny-random\nprompts:\n  - text: {PROMPT}\n    name: fox\n"
+                      "explore:\n  seeds: 1-3\n  size: 64\n  steps: 2\nrefine:\n  picks: [1]\n  size: 96\n  steps: 2\n")
+    before = sum(pool.counts())
+    result = run_cli("run", config, "--ray", env=cli_env(PIPELINE_OUT=tmp_path / "out"))
+    assert "done: 4 computed, 0 reused" in result.stdout
+    assert sum(pool.counts()) - before == 4  # the config's explore and refine jobs, all on the workers
