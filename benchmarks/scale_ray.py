@@ -8,7 +8,9 @@ Each row explores ``--jobs`` seeds into an empty store (every job a miss), throu
 does. ``first`` is the time from the call to the first picture stored (Ray rows: starting Ray and the
 workers, each loading the model, are inside it); ``jobs/s`` is the steady rate after the first picture
 ((jobs - 1) / (last - first)); ``ms/job over in-process`` is 1000 × (1/rate − 1/in-process rate) for one
-worker. On GPUs the goal is N workers ≥ 0.9 × N × one worker.
+worker. On GPUs the goal is N workers ≥ 0.9 × N × one worker. ``pool ms/job``: 200 one-job shards through the
+same pool with a stand-in engine that renders nothing (the pool's own cost per job: Ray calls, pickling, the
+dispatcher), after the explore.
 
 On a CPU every row uses one torch thread per process (the in-process run, and each worker: Ray is given
 one CPU per worker): on a machine shared with other work, two OpenMP threads per process on two cores
@@ -48,15 +50,34 @@ def explore_once(model: str, out: Path, jobs: int, size: int, steps: int, ray: s
     return first, rate, stamps[-1] - started
 
 
+class StandIn:
+    """An engine that renders nothing: what is left of a job's time on the pool is the pool's own cost."""
+
+    key = "stand-in"
+
+    def __call__(self):
+        return None
+
+
+def nothing(engine, jobs, batch):
+    return [(b"", {}) for _ in jobs]
+
+
 def ray_row(model, root, jobs, size, steps, workers: int, cpus: int | None, gpus: int | None):
     import ray
 
     from pipeline.scale import ray_pool
 
     ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this script
     os.environ[ray_pool.WORKERS_ENV] = str(workers)
     try:
-        return explore_once(model, root / f"ray{workers}", jobs, size, steps, "local", None)
+        row = explore_once(model, root / f"ray{workers}", jobs, size, steps, "local", None)
+        pool, count = ray_pool.pool_for(ray_pool.LOCAL), 200
+        list(pool.submit(list(range(workers)), engine=StandIn(), render=nothing))  # load the stand-in
+        started = time.perf_counter()
+        list(pool.submit(list(range(count)), engine=StandIn(), render=nothing, shard_size=1))
+        return (*row, 1000 * (time.perf_counter() - started) / count)
     finally:
         ray_pool.forget_pools()
         ray.shutdown()
@@ -103,7 +124,7 @@ def main() -> None:
         print(f"{n} × {torch.cuda.get_device_name(0)}; model {args.model}; {jobs} jobs at {size}², {args.steps} steps",
               flush=True)
         rows.append(("in-process, 1 GPU", 0, *explore_once(model, root / "here", jobs, size, args.steps, None,
-                                                            "cuda")))
+                                                            "cuda"), None))
         for workers in range(1, n + 1):
             rows.append((f"Ray, {workers} GPU worker{'s' * (workers > 1)}", workers,
                          *ray_row(model, root, jobs, size, args.steps, workers, None, workers)))
@@ -113,15 +134,17 @@ def main() -> None:
         torch.set_num_threads(1)  # every row one torch thread per process: see the docstring
         print(f"CPU ({os.cpu_count()} cores, load average {load:.1f} at start); model {args.model}; {jobs} jobs at "
               f"{size}², {args.steps} steps; one torch thread per process", flush=True)
-        rows.append(("in-process", 0, *explore_once(model, root / "here", jobs, size, args.steps, None, "cpu")))
+        rows.append(("in-process", 0, *explore_once(model, root / "here", jobs, size, args.steps, None, "cpu"), None))
         for workers in (1, 2):
             rows.append((f"Ray, {workers} CPU worker{'s' * (workers > 1)}", workers,
                          *ray_row(model, root, jobs, size, args.steps, workers, workers, 0)))
     base = rows[0][3]
-    print(f"\n{'':38} {'first picture':>14} {'jobs/s':>8} {'× in-process':>13} {'ms/job over':>12} {'wall':>8}")
-    for name, workers, first, rate, wall in rows:
+    print(f"\n{'':24} {'first picture':>14} {'jobs/s':>8} {'× in-process':>13} {'ms/job over':>12} {'wall':>8} "
+          f"{'pool ms/job':>12}")
+    for name, workers, first, rate, wall, pool_ms in rows:
         over = f"{1000 * (1 / rate - 1 / base):+.0f}" if workers == 1 else ""
-        print(f"{name:38} {first:13.1f}s {rate:8.2f} {rate / base:12.2f}× {over:>12} {wall:7.1f}s")
+        pool = f"{pool_ms:.1f}" if pool_ms is not None else ""
+        print(f"{name:24} {first:13.1f}s {rate:8.2f} {rate / base:12.2f}× {over:>12} {wall:7.1f}s {pool:>12}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -55,6 +55,7 @@ class _Slot:
     busy: bool = False  # rendering a shard, or being restarted by Ray (then probed until it answers)
     dead: bool = False  # Ray gave up restarting it
     probe_at: float | None = None  # when to ask a restarting worker again whether it is back
+    loaded: object = None  # the engine key of the model it holds (or is loading)
 
 
 class Pool:
@@ -205,11 +206,13 @@ class Pool:
 
     def _hand_out(self) -> None:
         """Give each idle worker the next shard, taking turns between submissions: the submission served
-        last goes to the back of the line."""
+        last goes to the back of the line. A worker takes work for the model it holds first (an explore and
+        an upscale at once: each worker keeps its model rather than swapping it for every shard)."""
         for slot in self.slots:
             if slot.busy or slot.dead:
                 continue
-            for submission in list(self.submissions):
+            line = sorted(self.submissions, key=lambda s: s.key != slot.loaded)  # stable: the turns stay
+            for submission in line:
                 shard = self._next_shard(submission, slot) if not submission.cancelled else None
                 if shard is not None:
                     self._send(slot, shard)
@@ -232,7 +235,7 @@ class Pool:
         submission = shard.submission
         ref = slot.actor.run.remote(submission.key, submission.factory, submission.render, shard.jobs,
                                     submission.batch)
-        slot.busy = True
+        slot.busy, slot.loaded = True, submission.key
         submission.running += 1
         self.inflight[ref] = (slot, shard)
         for listener in self.listeners:
@@ -258,6 +261,7 @@ class Pool:
             answer, died = {"where": {}, "error": _sentence(err)}, None
         with self.lock:
             slot, shard = self.inflight.pop(ref)
+            slot.loaded = None if died is not None else slot.loaded  # a restarted worker holds no model
             if isinstance(died, ActorDiedError):
                 slot.dead = True  # Ray will not restart it again
             if shard is None:  # the answer to a probe: back, or still restarting

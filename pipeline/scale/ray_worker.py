@@ -34,7 +34,9 @@ class Worker:
 
     def _load(self, key, factory):
         if self.key != key or self.engine is None:
-            self.engine = None
+            if self.engine is not None:
+                self.engine = None
+                _release_memory()
             if self.threads:
                 import torch
 
@@ -75,3 +77,14 @@ class Worker:
 def sentence(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _release_memory() -> None:
+    """The previous model's memory back before the next one loads (one model on a GPU at a time)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
