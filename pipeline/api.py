@@ -136,10 +136,14 @@ class Pipeline:
         if self.session.ray is not None and not dry_run:
             if not settings:  # Real-ESRGAN on the pool's workers
                 from .stages import upscale_ray
+                from .web.gallery import write_gallery
 
-                return upscale_ray.upscale(self.session, inputs, model=upscaler, scale=scale, tile=tile,
-                                           overlap=overlap, precision=precision, run_dir=run_dir,
-                                           on_progress=on_progress)
+                result = upscale_ray.upscale(self.session, inputs, model=upscaler, scale=scale, tile=tile,
+                                             overlap=overlap, precision=precision, run_dir=run_dir,
+                                             on_progress=on_progress)
+                if run_dir is not None:
+                    write_gallery(run_dir)
+                return result
             import logging
 
             logging.getLogger("pipeline").warning("upscale --detail runs in this process: the Ray pool renders "

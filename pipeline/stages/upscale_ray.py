@@ -9,7 +9,6 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.runs import place
-from ..web.gallery import write_gallery
 from . import ray_render
 from . import upscale as stage
 from .common import Item, StageResult
@@ -76,8 +75,7 @@ def upscale(session, inputs, *, model=None, scale=None, tile=None, overlap=None,
                               stage._run_fields(jobs))
     items = _items(session, inputs, jobs, computed)
     if run_dir is not None:
-        stage._record(run_dir, items, upscaler, stage._run_fields(jobs))
-        write_gallery(run_dir)
+        stage._record(run_dir, items, upscaler, stage._run_fields(jobs))  # the caller refreshes the run's views
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - len(computed),
                        computed=len(computed))
 
