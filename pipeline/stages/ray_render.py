@@ -1,8 +1,11 @@
-"""What a Ray worker is given: how to load the session's engine, and how to render a stage's jobs.
+"""The Ray pool as a share of the executor (``RayShare``), and what a Ray worker is given.
 
-Both are small picklable values: the worker (``scale.ray_pool.Worker``) loads the engine once per
-``EngineRecipe.key`` and calls the render value on each shard; the pictures come back as PNG bytes
-and store records for the driver to store and record (``compute``).
+With ``--ray`` the session's share is a ``RayShare``: this process is the only one that records, and its
+misses are not rendered here but sent to the pool (``scale.ray_pool``). A stage says what a worker needs for
+each miss (``StageWork.remote``: the job, the picture img2img starts from as PNG bytes, the picture's extra
+metadata); the worker loads the engine once per ``EngineRecipe.key`` (or the stage's own recipe, e.g. the
+upscaler), renders with ``Render`` (or the stage's), and sends back PNG bytes and the store record; this
+process stores, places and records each picture as it returns (``RayShare.compute``).
 """
 from __future__ import annotations
 
@@ -56,13 +59,20 @@ class EngineRecipe:
 
 
 @dataclass(frozen=True)
-class Work:
+class RemoteWork:
     """One picture for a worker: its job, the picture img2img starts from (PNG bytes; None: from text),
     and the picture's metadata beyond the job's (``stage`` and what the stage adds)."""
 
     job: object
     init: bytes | None = None
     extra: tuple = ()
+
+    @classmethod
+    def of(cls, job, init=None, **extra) -> "RemoteWork":
+        """``init``: PNG bytes, or a PIL image (sent as lossless PNG)."""
+        if init is not None and not isinstance(init, bytes):
+            init = encode(init)
+        return cls(job, init, tuple(extra.items()))
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ class Render:
 
     def __call__(self, engine, works: list, batch) -> list[tuple[bytes, dict]]:
         check_loras(engine, [w.job for w in works])
+        from ..engines.request import RenderRequest
+
         pictures = {}
         groups: dict = {}
         for work in works:  # img2img and txt2img never share a batch
@@ -87,9 +99,11 @@ class Render:
                 engine.reset_peak_memory()
                 started = time.perf_counter()
                 if chosen[0].init is None:
-                    images = engine.txt2img(chunk)
+                    images = engine.render(RenderRequest.from_jobs(chunk), "txt2img")
                 else:
-                    images = engine.img2img(chunk, [decode(w.init) for w in chosen], chunk[0].strength)
+                    request = RenderRequest.from_jobs(chunk, init_images=[decode(w.init) for w in chosen],
+                                                      strength=chunk[0].strength)
+                    images = engine.render(request, "img2img")
                 seconds = (time.perf_counter() - started) / len(chunk)
                 for work, image in zip(chosen, images):
                     pictures[id(work)] = encode_picture(work.job, image, self.model, seconds=seconds, engine=engine,
@@ -125,17 +139,115 @@ def shard_size(batch) -> int:
     return int(batch) if batch != "auto" else 1
 
 
-def compute(session, works: list[Work], *, batch="auto", auto_limit: int = 8, stop=None, engine=None, render=None):
-    """Render ``works`` on the session's Ray pool; yields ``(work, artifact)`` as each picture is stored
-    (by this process: the only writer of the store). ``engine``/``render``: another model than the session's
-    (e.g. the upscaler) and its render value."""
-    from ..scale.ray_pool import pool_for
+class RayShare:
+    """The executor's share with ``--ray``: this process plans, stores and records everything (the only writer
+    of the store and the run); ``compute`` sends its misses to the pool instead of rendering them here."""
 
-    session.require_lora_files([work.job for work in works])
-    pool = pool_for(session.ray)
-    size = shard_size(batch) if batch != "auto" or not pool.gpus else 4
-    submission = pool.submit(works, engine=engine or EngineRecipe.of(session),
-                             render=render or Render(session.model, auto_limit), batch=batch, shard_size=size,
-                             stop=stop)
-    for result in submission:
-        yield result.job, session.store.put(result.job.job.key, result.png, result.record)
+    main = True
+
+    def __init__(self, pool):
+        self.pool = pool  # () -> scale.ray_pool.Pool (given by the session: the stages do not import scale)
+
+    def agree(self, value):
+        return value
+
+    def split(self, keys) -> set:
+        return set(keys)
+
+    def gather(self, computed: list) -> list:
+        return []
+
+    def wait(self) -> None:
+        pass
+
+    def record_fields(self) -> dict:
+        return {}
+
+    def compute(self, stage, mine: list, items: dict, stop, on_picture) -> bool:
+        """The executor's ``_compute`` on the pool: True when stopped before the end."""
+        from .common import progress_bar
+
+        session = stage.session  # the stage's (the API may lend a stage a session with another model)
+        stage.check(mine)
+        remote = stage.remote(mine)  # what each worker needs (a refine's enlarged candidate made here)
+        by_remote = {id(r): work for r, work in zip(remote, mine)}
+        bar = progress_bar(len(mine), session.progress, stage.name, stage.unit)
+        try:
+            for sent, artifact in self.render(session, remote, batch=getattr(stage, "remote_batch", "auto"),
+                                              auto_limit=getattr(stage, "remote_auto_limit", 8), stop=stop,
+                                              engine=stage.remote_engine() if hasattr(stage, "remote_engine")
+                                              else None,
+                                              render=stage.remote_render() if hasattr(stage, "remote_render")
+                                              else None):
+                work = by_remote[id(sent)]
+                items[work.id] = stage.place(work, artifact, cached=False, seconds=artifact.record.get("seconds"))
+                stage.record([(work, items[work.id])])
+                if bar is not None:
+                    bar.update(1)
+                if getattr(stage, "on_progress", None):  # the upscale's: pictures, not tiles, on the pool
+                    stage.on_progress(len([w for w in mine if w.id in items]), len(mine))
+                if on_picture:
+                    on_picture(items[work.id])
+        finally:
+            if bar is not None:
+                bar.close()
+        return stop is not None and stop.is_set()
+
+    def render(self, session, works: list[RemoteWork], *, batch="auto", auto_limit: int = 8, stop=None,
+               engine=None, render=None):
+        """Render ``works`` on the pool; yields ``(work, artifact)`` as each picture is stored (by this process:
+        the only writer of the store). ``engine``/``render``: another model than the session's (e.g. the
+        upscaler) and its render value."""
+        pool = self.pool()
+        size = shard_size(batch) if batch != "auto" or not pool.gpus else 4
+        submission = pool.submit(works, engine=engine or EngineRecipe.of(session),
+                                 render=render or Render(session.model, auto_limit), batch=batch, shard_size=size,
+                                 stop=stop)
+        for result in submission:
+            yield result.job, session.store.put(result.job.job.key, result.png, result.record)
+
+
+@dataclass(frozen=True)
+class UpscalerRecipe:
+    """The upscaler a worker loads: the weights (the same path on every node) in the planned precision."""
+
+    weights: str
+    precision: str  # concrete, as in the jobs' keys
+
+    @property
+    def key(self) -> tuple:
+        return ("upscaler", self.weights, self.precision)
+
+    def __call__(self):
+        from ..engines.upscaler import load_upscaler
+
+        return load_upscaler(Path(self.weights), device="auto", precision=self.precision)
+
+
+@dataclass(frozen=True)
+class Upscale:
+    """Upscale each input (its file's bytes in ``init``; ``extra``: its name and source path) as the upscale
+    stage stores it: the PNG bytes and the record."""
+
+    tile: int | None
+    overlap: int | None
+
+    def __call__(self, engine, works: list, batch) -> list[tuple[bytes, dict]]:
+        import tempfile
+
+        from .. import __version__
+        from .superres import upscale_one
+
+        pictures = []
+        for work in works:
+            extra = dict(work.extra)
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / extra["name"]  # the source's metadata is read from the file
+                path.write_bytes(work.init)
+                started = time.perf_counter()
+                data = upscale_one(engine, path, work.job, self.tile, self.overlap, None)
+                seconds = time.perf_counter() - started
+            pictures.append((data, {"job": work.job.describe(), "seconds": round(seconds, 4),
+                                    "device": str(engine.device), "precision": engine.precision,
+                                    "source": extra["source"], "version": __version__}))
+        return pictures
