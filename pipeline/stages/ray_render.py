@@ -163,9 +163,15 @@ class RayShare:
     def record_fields(self) -> dict:
         return {}
 
-    def compute(self, stage, mine: list, items: dict, stop, on_picture) -> bool:
-        """The executor's ``_compute`` on the pool: True when stopped before the end."""
+    def compute(self, stage, mine: list, items: dict, stop, on_picture) -> bool | None:
+        """The executor's ``_compute`` on the pool: True when stopped; None for a stage that does not say what a
+        worker needs (``StageWork.remote``): the executor computes it in this process."""
         from .common import progress_bar
+
+        if not hasattr(stage, "remote"):
+            log.warning("%s runs in this process: the Ray pool renders explore, vary, refine and plain upscales",
+                        "upscale --detail" if stage.name == "detail" else stage.name)
+            return None
 
         session = stage.session  # the stage's (the API may lend a stage a session with another model)
         stage.check(mine)
