@@ -203,7 +203,7 @@ def test_a_single_process_pays_nothing():
     """Without WORLD_SIZE > 1 the helpers are plain pass-throughs and import neither torch nor accelerate."""
     code = """
 import sys
-from pipeline import distributed as d
+from pipeline.scale import distributed as d
 assert not d.launched() and d.is_main_process() and d.state() is None
 assert d.share_of([3, 1, 2], key=str) == [3, 1, 2] and d.others_share(["a"]) == set()
 assert d.agree(5) == 5 and d.computed_elsewhere([(1, "k")]) == [] and d.record_fields() == {}
