@@ -39,3 +39,16 @@ def test_ray_address_that_is_a_prompt_is_one_sentence():
                           text=True, env=cli_env(), timeout=600)
     assert proc.returncode == 2
     assert "--ray took 'a red fox' for a Ray address" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ray_auto_without_a_cluster_is_one_sentence(tmp_path):
+    import pytest
+
+    pytest.importorskip("ray")
+    env = cli_env()
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "explore", "a fox", "--model", "tiny-random", "--seeds",
+                           "1", "--out", str(tmp_path), "--ray", "auto"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: cannot reach the Ray cluster at 'auto'" in proc.stderr and "ray start --head" in proc.stderr

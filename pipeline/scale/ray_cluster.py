@@ -21,8 +21,11 @@ def requested(option: str | None) -> str | None:
 
 def connect(address: str) -> None:
     """Join the Ray at ``address`` (``auto``: the one ``ray start`` runs here) or start a local one."""
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs Ray on this machine and every worker machine: pip install 'pipeline[ray]'") \
+            from None
     if ray.is_initialized():
         return
     try:
