@@ -77,15 +77,16 @@ class RemoteWork:
 
 @dataclass(frozen=True)
 class Render:
-    """Render a shard of ``Work`` and encode each picture as the stage stores it."""
+    """Render a shard of ``RemoteWork`` (txt2img, or img2img from ``init``) and encode each picture as the stage
+    stores it; runs on the worker."""
 
     model: str  # the session's model name (for the picture's metadata)
     auto_limit: int = 8  # batch "auto" on a GPU: the most the engine's memory model may choose
 
     def __call__(self, engine, works: list, batch) -> list[tuple[bytes, dict]]:
-        check_loras(engine, [w.job for w in works])
         from ..engines.request import RenderRequest
 
+        check_loras(engine, [w.job for w in works])
         pictures = {}
         groups: dict = {}
         for work in works:  # img2img and txt2img never share a batch
