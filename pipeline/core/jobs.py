@@ -82,6 +82,39 @@ def make_loras(loras) -> tuple[LoraUse, ...] | None:
 
 
 @dataclass(frozen=True)
+class ControlUse:
+    """A ControlNet as it enters a job's key: the control map's digest (after preprocessing, at the job's size),
+    its type, strength, the fraction of the steps it applies over, and the ControlNet's fingerprint."""
+
+    map: str
+    type: str
+    strength: float
+    start: float
+    end: float
+    model: str
+
+
+def make_control(map_digest: str, type: str, strength, start, end, model: str) -> ControlUse | None:
+    """The job's control, or None at strength 0 (the field then stays out of the key: same key, same pixels)."""
+    strength = float(strength or 0.0)
+    if strength == 0.0 or not map_digest:
+        return None
+    return ControlUse(map=map_digest, type=type, strength=strength, start=float(start), end=float(end), model=model)
+
+
+def _drop_off_fields(data: dict) -> dict:
+    """Optional fields at their off value leave the key (so stores made before them stay valid)."""
+    for name in ("variance", "control"):
+        if data.get(name) is None:
+            data.pop(name, None)
+    if not data.get("loras"):
+        data.pop("loras", None)
+    else:
+        data["loras"] = [dict(use) for use in data["loras"]]
+    return data
+
+
+@dataclass(frozen=True)
 class RenderJob(Job):
     """Text-to-image with Z-Image: everything that determines the picture."""
 
@@ -97,20 +130,16 @@ class RenderJob(Job):
     dtype: str
     variance: Variance | None = None  # None: no noise on the embedding, and no field in the key
     loras: tuple[LoraUse, ...] | None = None  # None: no LoRA, and no field in the key
+    control: ControlUse | None = None  # None: no ControlNet, and no field in the key
 
     def fields(self) -> dict:
-        data = super().fields()
-        if data.get("variance") is None:
-            data.pop("variance", None)  # variance 0 keeps the keys pictures were stored under before it existed
-        if not data.get("loras"):
-            data.pop("loras", None)  # so does "no LoRA"
-        else:
-            data["loras"] = [dict(use) for use in data["loras"]]
-        return data
+        return _drop_off_fields(super().fields())  # variance 0, no LoRA, no control: the keys from before them
 
     def batch_group(self) -> tuple:
         """Jobs with equal groups can be denoised together in one batch."""
-        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras)
+        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras,
+                self.control and (self.control.type, self.control.strength, self.control.start, self.control.end,
+                                  self.control.model))
 
 
 @dataclass(frozen=True)
@@ -195,16 +224,10 @@ class DetailJob(Job):
     overlap: int
     variance: Variance | None = None  # as in refine: the picture's own, None: no field in the key
     loras: tuple[LoraUse, ...] | None = None  # the picture's LoRAs; None: no field in the key
+    control: ControlUse | None = None  # the Tile (or any) ControlNet; its map is at the output size
 
     def fields(self) -> dict:
-        data = super().fields()
-        if data.get("variance") is None:
-            data.pop("variance", None)
-        if not data.get("loras"):
-            data.pop("loras", None)
-        else:
-            data["loras"] = [dict(use) for use in data["loras"]]
-        return data
+        return _drop_off_fields(super().fields())
 
 
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype,

@@ -143,6 +143,7 @@ class ZImageEngine:
         self.profile = self._initial_profile()
         self.lora_paths: dict = {}  # sha256 -> LoRA file; the session shares its own dict here
         self._lora_set = None
+        self._controlnets = None
 
     @property
     def loras(self):
@@ -152,6 +153,15 @@ class ZImageEngine:
 
             self._lora_set = LoraSet(self.pipe.transformer, self.device, self.dtype, compiled=self.options.compile)
         return self._lora_set
+
+    @property
+    def controlnets(self):
+        """The ControlNet loaded for control jobs (``controlnet.ControlNets``), over this engine's components."""
+        if self._controlnets is None:
+            from .controlnet import ControlNets
+
+            self._controlnets = ControlNets(self)
+        return self._controlnets
 
     def check_loras(self, jobs) -> None:
         """Read and check every LoRA the jobs use, before the first picture (a foreign one fails here)."""
@@ -313,7 +323,9 @@ class ZImageEngine:
             schedule = VarianceSchedule(jobs, positive, first.steps, kwargs.get("strength"))
             if schedule.needed:
                 positive = schedule.embeddings()
-                kwargs.update(callback_on_step_end=schedule.callback,
+                from .controlnet import chain_callbacks
+
+                kwargs.update(callback_on_step_end=chain_callbacks(kwargs.get("callback_on_step_end"), schedule.callback),
                               callback_on_step_end_tensor_inputs=["prompt_embeds"])
         try:
             self._ensure_placed(first.width, first.height, len(jobs))
