@@ -96,7 +96,7 @@ def list_controlnets(model: str | None = None) -> list[ControlNetFile]:
 
 
 def _entry(path: Path, fingerprint: str | None = None) -> ControlNetFile:
-    path = path.resolve()
+    path = Path(os.path.abspath(path))  # not resolved: a Hugging Face cache's file is a link to a nameless blob
     name = path.stem if path.is_file() else path.name
     size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return ControlNetFile(name=name, path=path, role=role_of(name), fingerprint=fingerprint or _fingerprint(path),

@@ -119,6 +119,61 @@ def _size(value):
     return parse_size(value)
 
 
+class ControlSpec(Spec):
+    """A ControlNet for a stage (``--control`` and friends, a config's ``control:``). ``type`` None: the stage's
+    default (canny on explore and vary, tile on refine and the detail pass); ``strength`` None: the type's;
+    ``image`` None: only with tile, where the picture being refined or upscaled is its own control."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=4096)
+    type: str | None = None
+    strength: float | None = None
+    start: float = 0.0
+    end: float = 1.0
+    model: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value):
+        return {"image": value} if isinstance(value, str) else value
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value):
+        from ..core.control import check_type
+
+        return None if value is None else check_type(value)
+
+    @field_validator("strength", mode="before")
+    @classmethod
+    def _strength(cls, value):
+        from ..core.control import check_strength
+
+        return None if value is None else check_strength(value, "canny")
+
+    @model_validator(mode="after")
+    def _window(self):
+        from ..core.control import check_window
+
+        check_window(self.start, self.end)
+        return self
+
+    def kind(self, default: str) -> str:
+        return self.type or default
+
+    def strength_for(self, default_type: str) -> float:
+        from ..core.control import check_strength
+
+        return check_strength(self.strength, self.kind(default_type))
+
+    def needs_image(self, default_type: str, stage: str) -> None:
+        if self.image is None and self.kind(default_type) != "tile":
+            raise UserError(f"--control-type {self.kind(default_type)} on {stage} needs --control IMAGE")
+
+
+def _control(value):
+    return None if value is None or value is False else value
+
+
 class ExploreSpec(Spec):
     prompt: str = Field(min_length=1, max_length=20_000)
     negative: str = Field(default="", max_length=20_000)
@@ -131,8 +186,10 @@ class ExploreSpec(Spec):
     variance_share: float = DEFAULT_VARIANCE_SHARE
     variance_steps: float = DEFAULT_VARIANCE_STEPS
     loras: list[tuple[str, float]] = []  # (name or file, weight)
+    control: ControlSpec | None = None
 
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
+    _check_control = field_validator("control", mode="before")(_control)
     _check_loras = field_validator("loras", mode="before")(lambda v: _loras(v) or [])
     _check_size = field_validator("size", mode="before")(_size)
     _check_variance = field_validator("variance", mode="before")(_variance)
@@ -171,9 +228,11 @@ class RefineSpec(Spec):
     upscaler: str = Field(default="lanczos", min_length=1, max_length=4096)
     batch: Batch = "auto"
     loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
+    control: ControlSpec | None = None  # default type: tile, the candidate its own control
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
     _check_loras = field_validator("loras", mode="before")(_loras)
+    _check_control = field_validator("control", mode="before")(_control)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -218,9 +277,11 @@ class VarySpec(Spec):
     steps: int | None = Field(default=None, ge=1, le=200)  # default: the run's
     batch: Batch = "auto"
     loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
+    control: ControlSpec | None = None  # every variation follows it (default type: canny)
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
     _check_loras = field_validator("loras", mode="before")(_loras)
+    _check_control = field_validator("control", mode="before")(_control)
     _check_batch = field_validator("batch")(_batch)
 
     _check_strength = field_validator("strength", mode="before")(vary_strength)
