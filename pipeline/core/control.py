@@ -30,7 +30,8 @@ TYPES = ("canny", "gray", "tile", "map")
 ANNOTATORS = ("depth", "pose", "openpose", "dwpose", "hed", "softedge", "mlsd", "scribble", "lineart", "normal", "seg")
 # from the model cards and what users settle at: Union 0.6-0.8 (full strength blurs Turbo), Tile about 0.85
 DEFAULT_STRENGTH = {"canny": 0.75, "gray": 0.75, "map": 0.75, "tile": 0.85}
-A1111_MODULE = {"canny": "canny", "gray": "none", "tile": "tile_resample", "map": "none"}
+# sd-webui-controlnet's preprocessor ("module") names for what each type does here
+A1111_MODULE = {"canny": "canny", "gray": "recolor_luminance", "tile": "tile_resample", "map": "none"}
 CANNY_LOW, CANNY_HIGH = 100, 200
 _said: set[tuple] = set()
 
@@ -156,3 +157,48 @@ def control_map(image: Image.Image, control_type: str, width: int, height: int,
     """The map a job of width x height uses: ``image`` fitted, then preprocessed for the type."""
     made = preprocess(fit(image, width, height, what), control_type)
     return ControlMap(made, map_digest(made), control_type)
+
+
+def _number(value) -> str:
+    return repr(float(value))
+
+
+def model_name(fingerprint: str) -> str:
+    """A ControlNet's name from its fingerprint (``controlnet:NAME:digest``, ``hub:repo@commit/NAME.safetensors``)."""
+    text = str(fingerprint)
+    if text.startswith("controlnet:"):
+        return text.split(":")[1]
+    tail = text.rsplit("/", 1)[-1]
+    return tail[:-len(".safetensors")] if tail.endswith(".safetensors") else tail
+
+
+def a1111_line(params: dict) -> str | None:
+    """The value of A1111's ``ControlNet 0`` setting as sd-webui-controlnet writes it (its ``ControlNetUnit``
+    infotext), from a picture's record: ``params["control"]`` (the job's) and ``params["control_name"]``."""
+    control = params.get("control")
+    if not isinstance(control, dict) or not control.get("type"):
+        return None
+    kind = control["type"]
+    fields = [("Module", A1111_MODULE.get(kind, "none")),
+              ("Model", params.get("control_name") or model_name(control.get("model", ""))),
+              ("Weight", _number(control.get("strength", 1.0))), ("Resize Mode", "Crop and Resize"),
+              ("Processor Res", min(int(params.get("width") or 512), int(params.get("height") or 512))),
+              *([("Threshold A", _number(CANNY_LOW)), ("Threshold B", _number(CANNY_HIGH))] if kind == "canny" else []),
+              ("Guidance Start", _number(control.get("start", 0.0))), ("Guidance End", _number(control.get("end", 1.0))),
+              ("Pixel Perfect", "False"), ("Control Mode", "Balanced")]
+    return ", ".join(f"{name}: {value}" for name, value in fields)
+
+
+def parse_a1111_line(value: str) -> dict:
+    """``ControlNet 0``'s value back as {module, model, weight, start, end} (what sd-webui-controlnet reads)."""
+    found = {}
+    for part in str(value).split(", "):
+        name, _, text = part.partition(": ")
+        found[name.strip()] = text.strip()
+    result = {"module": found.get("Module"), "model": found.get("Model")}
+    for name, key in (("Weight", "weight"), ("Guidance Start", "start"), ("Guidance End", "end")):
+        try:
+            result[key] = float(found[name])
+        except (KeyError, ValueError):
+            pass
+    return result

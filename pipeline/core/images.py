@@ -176,10 +176,17 @@ def a1111_parameters(params: dict) -> str:
         settings += [("Size", f"{params.get('width')}x{params.get('height')}" if params.get("width") else None),
                      ("Model", params.get("model_name"))]
     settings += _variance_entries(params)
+    settings += [("ControlNet 0", control_line(params))] if params.get("control") else []
     settings += [("Lora hashes", lora_hashes(params.get("loras"))), ("Upscaler", params.get("upscaler")),
                  ("Version", params.get("version"))]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def control_line(params: dict) -> str | None:
+    from .control import a1111_line  # sd-webui-controlnet's unit line (core/control.py)
+
+    return a1111_line(params)
 
 
 def lora_hashes(loras) -> str | None:
