@@ -39,8 +39,8 @@ class Pipeline:
     def explore(self, prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
                 run: str | None = None, variance: float = 0.0, variance_share: float | None = None,
-                variance_steps: float | None = None, loras=None, dry_run: bool = False, on_picture=None,
-                stop=None) -> StageResult:
+                variance_steps: float | None = None, loras=None, control=None, dry_run: bool = False,
+                on_picture=None, stop=None) -> StageResult:
         """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
 
         ``variance`` (0 = off, 0.1–0.5 typical, up to 2) adds seeded noise to the prompt embedding for
@@ -49,6 +49,10 @@ class Pipeline:
 
         ``loras``: ``[("style", 0.8), "other.safetensors"]`` — names (see ``loras()``) or files, with a
         weight (a plain string: 1.0); None or [] = no LoRA.
+
+        ``control``: a ControlNet every candidate follows — the control image's path, or
+        ``{"image", "type" (canny|gray|tile|map; default canny), "strength", "start", "end", "model"}``
+        (see ``controlnets()``); None = none; strength 0 is the same as none (same pictures, same keys).
 
         ``on_picture(item)`` is called as each candidate is in the run folder (stored ones first);
         ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
@@ -70,7 +74,7 @@ class Pipeline:
                      guidance=guidance, batch=batch, variance=variance,
                      variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
                      variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps,
-                     loras=loras or [])
+                     loras=loras or [], control=control)
         return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
@@ -213,6 +217,14 @@ class Pipeline:
         from .models.loras import list_loras
 
         return [file.to_json() for file in list_loras(self.session.model)]
+
+    def controlnets(self) -> list[dict]:
+        """The ControlNets found in weights/controlnet/, $PIPELINE_CONTROLNETS and, when the model is a ComfyUI
+        install, its models/controlnet/ and models/model_patches/: ``[{"name", "path", "role", "size"}]``."""
+        from .models.controlnets import list_controlnets
+
+        return [{"name": e.name, "path": str(e.path), "role": e.role, "size": e.size}
+                for e in list_controlnets(self.session.model)]
 
     def gallery(self, run: str | Path | None = None) -> Path:
         """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""

@@ -19,20 +19,23 @@ from ..core.runs import (check_run_name, load_run, merge_pictures, new_run_data,
 from ..core.store import atomic_write, check_writable
 from .specs import ExploreSpec
 from .common import Item, StageResult, batches, check_loras, progress_bar, store_picture
+from . import control as controls
 
 log = logging.getLogger("pipeline")
 
 STAGE_DIR = "explore"
 
 
-def plan(spec: ExploreSpec, fingerprint: str, dtype: str, loras=()) -> list[RenderJob]:
-    """The jobs of an explore: one per seed. Pure and cheap (``loras``: resolved, ``engines.lora.Lora``)."""
+def plan(spec: ExploreSpec, fingerprint: str, dtype: str, loras=(), control=None) -> list[RenderJob]:
+    """The jobs of an explore: one per seed. Pure and cheap (``loras``: resolved, ``engines.lora.Lora``;
+    ``control``: a ``stages.control.StageControl``, every candidate following the same map)."""
     width, height = spec.size
+    use = control.use(control.map_for(width, height)) if control is not None else None
     return [
         RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
                                   height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype,
                                   variance=make_variance(spec.variance, spec.variance_share, spec.variance_steps,
-                                                         seed), loras=loras))
+                                                         seed), loras=loras), control=use)
         for seed in spec.seeds
     ]
 
@@ -46,9 +49,11 @@ def candidate_name(seed: int) -> str:
     return f"seed-{seed}.png"
 
 
-def run_header(session, spec: ExploreSpec, loras=()) -> dict:
+def run_header(session, spec: ExploreSpec, loras=(), control=None) -> dict:
     variance = spec.variance_settings()  # only when on: runs without it keep today's run.json
+    made = control.map_for(*spec.size) if control is not None else None
     return {**({"variance": variance} if variance else {}), **({"loras": lora_records(loras)} if loras else {}),
+        **({"control": control.record(made)} if control is not None else {}),
         "prompt": spec.prompt,
         "negative": spec.negative,
         "model": session.model,
@@ -62,7 +67,7 @@ def run_header(session, spec: ExploreSpec, loras=()) -> dict:
     }
 
 
-SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance")  # one run, one set
+SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance", "control")  # one run
 
 
 def _lora_settings(records) -> list:
@@ -77,12 +82,12 @@ def _check_settings(run_dir: Path, data: dict, header: dict) -> None:
         raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
 
 
-def _open_run(session, spec: ExploreSpec, run: str | None, loras=()) -> tuple[Path, dict]:
+def _open_run(session, spec: ExploreSpec, run: str | None, loras=(), control=None) -> tuple[Path, dict]:
     # one name for all processes; without --run the main process claims a new folder (mkdir), so
     # two explores started in the same second never share one
     claimed = distributed.is_main_process() and run is None
     run_dir = distributed.agree(new_run_dir(session.out, spec.prompt, run, claim=claimed))
-    header = run_header(session, spec, loras)
+    header = run_header(session, spec, loras, control)
     data = load_run(run_dir)
     if data:
         _check_settings(run_dir, data, header)
@@ -106,7 +111,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     """``on_picture(item)`` is called as each picture is in the run folder (stored ones first);
     ``stop`` (a ``threading.Event``) ends the run after the current picture, keeping the finished ones."""
     loras = session.resolve_loras(spec.loras)
-    jobs = plan(spec, session.fingerprint, session.dtype, loras)
+    control = controls.prepare(session, spec.control, "canny", "explore")
+    jobs = plan(spec, session.fingerprint, session.dtype, loras, control)
     store = session.store
     if run is not None:
         check_run_name(run)  # a dry run refuses what the real one would
@@ -114,15 +120,17 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         stored = sum(store.has(job.key) for job in jobs)
         return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
 
-    run_dir, data = _open_run(session, spec, run, loras)
+    run_dir, data = _open_run(session, spec, run, loras, control)
     try:
-        return _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras)
+        if control is not None:
+            control.keep(run_dir, control.map_for(*spec.size))
+        return _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras, control)
     finally:
         if run is None and distributed.is_main_process():
             release_run_dir(run_dir)  # claimed but still empty: failed or stopped before its first picture
 
 
-def _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras=()) -> StageResult:
+def _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras=(), control=None) -> StageResult:
     store = session.store
     out_dir = run_dir / STAGE_DIR
     items: dict[int, Item] = {}
@@ -156,7 +164,8 @@ def _explore(session, spec, jobs, run_dir, data, on_picture, stop, loras=()) -> 
         on_picture(item)
     misses = distributed.share_of(misses, key=lambda job: job.key)  # all of them in a single process
     if misses:
-        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop, loras)
+        misses = _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture, stop, loras,
+                          control)
     if stop is None or not stop.is_set():
         _collect_shares(session, jobs, items, out_dir)
 
@@ -197,7 +206,8 @@ def _save(run_dir: Path, data: dict) -> dict:
     return update_run(run_dir, merge)
 
 
-def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=()):
+def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_picture=None, stop=None, loras=(),
+             control=None):
     check_writable(session.store.root)  # a read-only OUT fails before the model loads, not after
     engine = session.engine()
     check_loras(engine, misses)  # a LoRA for another model fails here, before any picture is written
@@ -210,7 +220,7 @@ def _compute(session, spec, misses, out_dir, items, data, run_dir, save, on_pict
         for batch in batches(misses, batch_size):
             if stop is not None and stop.is_set():
                 break
-            _render_batch(session, engine, batch, out_dir, items, loras)
+            _render_batch(session, engine, batch, out_dir, items, loras, control)
             _record_candidates(data, [items[job.seed] for job in batch], run_dir)
             save()
             if bar:
@@ -240,7 +250,7 @@ def _collect_shares(session, jobs: list[RenderJob], items: dict, out_dir: Path) 
                                artifact.record.get("seconds", 0.0))
 
 
-def _render_batch(session, engine, batch, out_dir, items, loras=()) -> None:
+def _render_batch(session, engine, batch, out_dir, items, loras=(), control=None) -> None:
     store = session.store
     with store.lock_all(job.key for job in batch):
         todo = []
@@ -256,10 +266,11 @@ def _render_batch(session, engine, batch, out_dir, items, loras=()) -> None:
             return
         engine.reset_peak_memory()
         started = time.perf_counter()
-        images = engine.txt2img(todo)
+        images = control.render(engine, todo) if todo[0].control else engine.txt2img(todo)
         seconds = (time.perf_counter() - started) / len(todo)
         for job, image in zip(todo, images):
             extra = {"loras": lora_records(loras)} if job.loras else {}
+            extra.update(controls.render_fields(job))
             artifact = store_picture(store, job, image, session.model, seconds=seconds, engine=engine, stage="explore",
                                      **extra)
             dest = out_dir / candidate_name(job.seed)
