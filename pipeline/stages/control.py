@@ -75,7 +75,7 @@ def map_name(digest: str) -> str:
     return f"{digest[:16]}.png"
 
 
-def prepare(session, spec, default_type: str, stage: str) -> StageControl | None:
+def prepare(session, spec, default_type: str, stage: str, has_picture: bool = False) -> StageControl | None:
     """The stage's control from its spec (``stages.specs.ControlSpec``); None when there is none or its
     strength is 0. Every refusal happens here, before any model loads: the image, the type, the file."""
     if spec is None:
@@ -83,7 +83,7 @@ def prepare(session, spec, default_type: str, stage: str) -> StageControl | None
     from ..models import controlnets
 
     kind = spec.kind(default_type)
-    spec.needs_image(default_type, stage)
+    spec.needs_image(default_type, stage, has_picture)
     source = load_image(spec.image) if spec.image else None
     strength = spec.strength_for(default_type)
     if strength == 0:

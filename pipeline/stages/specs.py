@@ -165,9 +165,11 @@ class ControlSpec(Spec):
 
         return check_strength(self.strength, self.kind(default_type))
 
-    def needs_image(self, default_type: str, stage: str) -> None:
-        if self.image is None and self.kind(default_type) != "tile":
-            raise UserError(f"--control-type {self.kind(default_type)} on {stage} needs --control IMAGE")
+    def needs_image(self, default_type: str, stage: str, has_picture: bool) -> None:
+        """Only tile on a stage that has a picture (refine, the detail pass) goes without a control image."""
+        if self.image is None and not (has_picture and self.kind(default_type) == "tile"):
+            where = "" if has_picture else " (only refine and upscale --detail use the picture itself as control)"
+            raise UserError(f"--control-type {self.kind(default_type)} on {stage} needs --control IMAGE{where}")
 
 
 def _control(value):
