@@ -25,6 +25,7 @@ class Session:
     lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
     lora_missing: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> why its file is missing
     _engine: object = field(default=None, init=False, repr=False)
+    _upscalers: dict = field(default_factory=dict, init=False, repr=False)  # (weights, device, precision) -> upscaler
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -78,6 +79,24 @@ class Session:
                 self._fingerprint = self._engine.fingerprint
         return self._engine
 
+    def upscaler(self, key: tuple, load):
+        """The super-resolution model for ``key``, loaded by ``load()`` on first use and kept for the session
+        (an estimate and the upscale that follows share it); one upscaler in memory at a time."""
+        if key not in self._upscalers:
+            self._upscalers.clear()
+            self._upscalers[key] = load()
+        return self._upscalers[key]
+
+    def release_upscaler(self) -> bool:
+        """Free the upscaler (before the diffusion model loads: one model on a GPU at a time); True if one was held."""
+        held = bool(self._upscalers)
+        self._upscalers.clear()
+        if held:
+            import gc
+
+            gc.collect()
+        return held
+
     def resolve_loras(self, specs) -> list:
         """``--lora`` values as ``engines.lora.Lora`` (digests computed, weight 0 dropped); the engine
         finds their files through ``lora_paths``."""
@@ -109,7 +128,7 @@ class Session:
 
     def close(self) -> None:
         """Release the model (and its memory)."""
-        self.__dict__.pop("_upscalers", None)  # the upscale stage's loaded upscaler
+        self._upscalers.clear()  # the upscale stage's loaded upscaler
         if self._engine is not None:
             self._engine = None
             try:

@@ -1,5 +1,14 @@
 """Jobs: frozen values that fully determine an output picture, and their keys. Imports no torch.
 (The user's seed specs are parsed in seeds.py, sizes in sizes.py.)
+
+Contract of a job (the seam new capabilities plug into):
+- a job is a frozen dataclass; every field that changes the output pixels is a field, and the key is the
+  sha256 of ``{"kind", "version", **fields()}`` as canonical JSON;
+- one rule for optional parts: a field declared with ``optional(off)`` whose value equals ``off`` is left
+  out of the key (and of the record), so adding an optional part never changes an existing key;
+- optional parts are fields of the render job, not new classes: ``variance``, ``loras``, ``control``
+  (a ControlNet: ``ControlUse``), ``mask`` (an inpaint mask's digest); a stage's job adds only what is its
+  own (refine's mode and parent, vary's strength and parent, detail's canvas key and tiles).
 """
 from __future__ import annotations
 
@@ -20,6 +29,11 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def optional(off=None):
+    """A job field that is left out of the key while it equals ``off`` (its default)."""
+    return dataclasses.field(default=off, metadata={"off": off})
+
+
 @dataclass(frozen=True)
 class Job:
     """Base of all jobs. Subclasses list every field that changes the output pixels."""
@@ -28,7 +42,17 @@ class Job:
     version = 1  # bump in a subclass when its computation changes
 
     def fields(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields that enter the key: all of them, less the optional ones that are off."""
+        data = {}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if "off" in spec.metadata and value == spec.metadata["off"]:
+                continue
+            value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            if isinstance(value, tuple):
+                value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+            data[spec.name] = value
+        return data
 
     @property
     def key(self) -> str:
@@ -102,17 +126,6 @@ def make_control(map_digest: str, type: str, strength, start, end, model: str) -
     return ControlUse(map=map_digest, type=type, strength=strength, start=float(start), end=float(end), model=model)
 
 
-def _drop_off_fields(data: dict) -> dict:
-    """Optional fields at their off value leave the key (so stores made before them stay valid)."""
-    for name in ("variance", "control"):
-        if data.get(name) is None:
-            data.pop(name, None)
-    if not data.get("loras"):
-        data.pop("loras", None)
-    else:
-        data["loras"] = [dict(use) for use in data["loras"]]
-    return data
-
 
 @dataclass(frozen=True)
 class RenderJob(Job):
@@ -128,18 +141,21 @@ class RenderJob(Job):
     guidance: float
     seed: int
     dtype: str
-    variance: Variance | None = None  # None: no noise on the embedding, and no field in the key
-    loras: tuple[LoraUse, ...] | None = None  # None: no LoRA, and no field in the key
-    control: ControlUse | None = None  # None: no ControlNet, and no field in the key
+    variance: Variance | None = optional(None)  # None: no noise on the embedding (keys from before it stay)
+    loras: tuple[LoraUse, ...] | None = optional(None)  # None (or none given): no LoRA
+    control: ControlUse | None = optional(None)  # None: no ControlNet
+    mask: str | None = optional(None)  # sha256 of an inpaint mask; None: no mask
 
-    def fields(self) -> dict:
-        return _drop_off_fields(super().fields())  # variance 0, no LoRA, no control: the keys from before them
+    def __post_init__(self):
+        if self.loras is not None and not self.loras:
+            object.__setattr__(self, "loras", None)  # "no LoRA" is one value
 
     def batch_group(self) -> tuple:
         """Jobs with equal groups can be denoised together in one batch."""
-        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras,
-                self.control and (self.control.type, self.control.strength, self.control.start, self.control.end,
-                                  self.control.model))
+        control = (self.control.model, self.control.type, self.control.strength, self.control.start,
+                   self.control.end) if self.control else None
+        return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras, control,
+                self.mask is not None)
 
 
 @dataclass(frozen=True)
@@ -151,13 +167,7 @@ class RefineJob(RenderJob):
     strength: float = 0.0
     parent: str = ""  # digest of the parent image (hires only)
     enlarge: str = "lanczos"  # how the parent is enlarged before img2img
-    crop: str = ""  # "WxH+X+Y": enlarged to WxH, then the target cut out at X,Y (A1111's hires fix); "": resized
-
-    def fields(self) -> dict:
-        data = super().fields()
-        if not data.get("crop"):
-            data.pop("crop", None)  # no crop keeps the keys refines were stored under before it existed
-        return data
+    crop: str = optional("")  # "WxH+X+Y": enlarged to WxH, then the target cut out at X,Y (A1111's hires fix)
 
     def batch_group(self) -> tuple:
         return super().batch_group() + (self.mode, self.strength)
@@ -204,30 +214,16 @@ class UpscaleJob(Job):
 
 
 @dataclass(frozen=True)
-class DetailJob(Job):
+class DetailJob(RenderJob):
     """``upscale --detail``: the super-resolved picture (``sr``: its UpscaleJob key) re-drawn by the diffusion
-    model image-to-image at ``strength``, over tiles of at most ``tile`` output pixels sharing ``overlap``."""
+    model image-to-image at ``strength``, over tiles of at most ``tile`` output pixels sharing ``overlap``.
+    The render fields are the picture's (its prompt, seed, variance, LoRAs) at the output size."""
 
     kind = "detail"
-    sr: str  # key of the UpscaleJob whose output is the canvas
-    model: str  # diffusion model fingerprint
-    prompt: str
-    negative: str
-    width: int  # output size
-    height: int
-    steps: int
-    guidance: float
-    seed: int
-    dtype: str
-    strength: float
-    tile: int
-    overlap: int
-    variance: Variance | None = None  # as in refine: the picture's own, None: no field in the key
-    loras: tuple[LoraUse, ...] | None = None  # the picture's LoRAs; None: no field in the key
-    control: ControlUse | None = None  # the Tile (or any) ControlNet; its map is at the output size
-
-    def fields(self) -> dict:
-        return _drop_off_fields(super().fields())
+    sr: str = ""  # key of the UpscaleJob whose output is the canvas
+    strength: float = 0.0
+    tile: int = 0
+    overlap: int = 0
 
 
 def render_fields(*, model, prompt, negative, width, height, steps, guidance, seed, dtype,

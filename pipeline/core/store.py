@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import tempfile
 import time
@@ -31,8 +32,6 @@ log = logging.getLogger("pipeline")
 
 STALE_LOCK_SECONDS = 6 * 3600
 FOREIGN_TEMP_SECONDS = 24 * 3600  # a temp file of another host's writer is abandoned after this long
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _HOST = digest_bytes(socket.gethostname().encode("utf-8"))[:8]
 _TEMP = re.compile(r"^\..+\.~([0-9a-f]{8})-(\d+)-[^.]*\.tmp$")
 _SWEPT: set[str] = set()
@@ -100,9 +99,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_temp(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -114,6 +112,17 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path`` with the usual permissions (0666 less the process's umask, applied by
+    the kernel: unlike mkstemp's 0600, and without reading the umask, which only changing it can do)."""
+    while True:
+        tmp = str(path.parent / f"{temp_prefix(path)}{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def check_writable(folder: Path) -> None:

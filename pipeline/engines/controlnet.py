@@ -1,4 +1,8 @@
-"""ControlNet in the Z-Image engine: loading, placing, and rendering with a control map.
+"""ControlNet in the Z-Image engine: loading, placing, and the ``controlnet`` render task.
+
+    request = RenderRequest.from_jobs(jobs, control=ControlInput(entry, maps, strength, start, end)
+                                      [, init_images=pictures, strength=s])
+    images  = engine.render(request, "controlnet")
 
 - Text-to-image is diffusers' ``ZImageControlNetPipeline`` built from the engine's loaded components plus the
   ControlNet (no second load of the transformer or VAE).
@@ -16,12 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 
 from ..core.errors import UserError
 from ..models import controlnets as files
 from ..models.single_file import _first_line, _folder
+from . import tasks
+from .request import RenderRequest
 
 log = logging.getLogger("pipeline")
 OWN_MODULES = ("control_layers", "control_noise_refiner", "control_all_x_embedder")
@@ -79,42 +86,87 @@ def chain_callbacks(first, second):
     return both
 
 
-class ControlNets:
-    """The ControlNets an engine has loaded (by fingerprint), each with its pipeline over the engine's components."""
+@dataclass(frozen=True)
+class ControlInput:
+    """What the ``controlnet`` task conditions on (a ``RenderRequest``'s ``control``): the ControlNet, one map per
+    picture (PIL, at the request's size), the strength and the fraction of the steps it applies over.
+    ``sample``: image-to-image starts from the picture's sampled VAE latent (as ``ZImageImg2ImgPipeline``) or,
+    False, from its mode (the detail pass's tiles, whose noise is the request's ``noise``)."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    entry: object  # models.controlnets.ControlNetFile
+    maps: tuple
+    strength: float
+    start: float = 0.0
+    end: float = 1.0
+    sample: bool = True
+
+
+class ControlNetTask:
+    """The ``controlnet`` task's pipeline: diffusers' ``ZImageControlNetPipeline`` over the engine's loaded
+    components plus the request's ControlNet (loaded on first use, kept while the same one is asked for);
+    image-to-image when the request has init images (``start_latents``)."""
+
+    def __init__(self, base):
+        self.base = base  # the engine's ZImagePipeline: its components are shared, never changed
         self._pipes: dict[str, object] = {}
+        self._progress: dict = {"disable": True}
 
-    def pipeline(self, entry: files.ControlNetFile):
+    def set_progress_bar_config(self, **kwargs) -> None:
+        self._progress = kwargs
+
+    def _device(self):
+        vae = self.base.vae
+        return vae.device if vae.device.type != "cpu" else self.base._execution_device
+
+    def pipeline(self, entry):
         pipe = self._pipes.get(entry.fingerprint)
         if pipe is not None:
             return pipe
         from diffusers import ZImageControlNetPipeline
 
-        engine = self.engine
-        started = time.perf_counter()
-        model = load_controlnet(entry, engine.dtype, engine.pipe.transformer.config.dim)
-        if engine.options.weights_dtype == "int8":
-            from .quantize import quantize_int8_
+        from .quantize import is_quantized, quantize_int8_
 
-            for name in OWN_MODULES:  # the shared embedders/refiners are the transformer's, quantized there
+        started = time.perf_counter()
+        dtype = self.base.vae.dtype
+        model = load_controlnet(entry, dtype, self.base.transformer.config.dim)
+        if is_quantized(self.base.transformer):  # --weights-dtype int8 covers the ControlNet's own blocks too
+            for name in OWN_MODULES:  # (the shared embedders and refiners are the transformer's, quantized there)
                 if getattr(model, name, None) is not None:
-                    quantize_int8_(getattr(model, name), engine.dtype, skip=())
-        components = dict(engine.pipe.components)
-        components.pop("controlnet", None)
-        pipe = ZImageControlNetPipeline(**components, controlnet=model)
-        pipe.set_progress_bar_config(disable=True)
-        self._pipes = {entry.fingerprint: pipe}  # one ControlNet at a time: a second replaces the first
+                    quantize_int8_(getattr(model, name), dtype, skip=())
+        pipe = ZImageControlNetPipeline(**self.base.components, controlnet=model)
+        pipe.set_progress_bar_config(**self._progress)
+        self._pipes = {entry.fingerprint: pipe}  # one ControlNet at a time: another one replaces it
         log.info("loaded the ControlNet %s in %.1f s", entry.name, time.perf_counter() - started)
         return pipe
 
-    def place(self, pipe) -> None:
-        """The ControlNet's own blocks on the engine's device (the shared ones are the transformer's)."""
-        for name in OWN_MODULES:
+    def __call__(self, *, control: ControlInput, init_images=None, strength=None, noise=None, generator,
+                 num_inference_steps: int, width: int, height: int, callback_on_step_end=None, **kwargs):
+        pipe = self.pipeline(control.entry)
+        device = self._device()
+        for name in OWN_MODULES:  # beside the transformer; the shared blocks are placed with it
             module = getattr(pipe.controlnet, name, None)
             if module is not None:
-                module.to(self.engine.device)
+                module.to(device)
+        steps = num_inference_steps
+        if init_images is not None:
+            latents, sigmas = start_latents(pipe, list(init_images), generator, width=width, height=height,
+                                            steps=num_inference_steps, strength=strength, noise=noise,
+                                            sample=control.sample)
+            kwargs.update(latents=latents, sigmas=sigmas)
+            steps = len(sigmas)
+        window = StepWindow(control.strength, control.start, control.end, steps)
+        if not window.whole:
+            callback_on_step_end = chain_callbacks(window.callback, callback_on_step_end)
+        return pipe(control_image=list(control.maps), generator=generator, num_inference_steps=steps, width=width,
+                    height=height, controlnet_conditioning_scale=control.strength if window.whole else window.scale,
+                    callback_on_step_end=callback_on_step_end, **kwargs)
+
+
+TASK = tasks.register(tasks.Task("controlnet", build=ControlNetTask,
+                                 call_args=lambda request: {"control": request.control,
+                                                            "init_images": request.init_images,
+                                                            "strength": request.strength, "noise": request.noise},
+                                 needs=("control",)))
 
 
 def start_latents(pipe, images, generators, *, width: int, height: int, steps: int, strength: float,
@@ -145,7 +197,7 @@ def start_latents(pipe, images, generators, *, width: int, height: int, steps: i
     if first >= steps:
         raise UserError(f"strength {strength} leaves no step of {steps} to run")
     pipe.scheduler.set_begin_index(first)
-    dtype = pipe.transformer.dtype
+    dtype = pipe.vae.dtype  # the compute dtype (an int8 transformer's parameters are not)
     if noise is None:
         noise = randn_tensor(encoded.shape, generator=list(generators), device=device, dtype=dtype)
     latents = pipe.scheduler.scale_noise(encoded.to(dtype), timesteps[first:first + 1].repeat(encoded.shape[0]),
@@ -154,25 +206,12 @@ def start_latents(pipe, images, generators, *, width: int, height: int, steps: i
 
 
 def render(engine, entry, jobs, maps, *, images=None, strength: float | None = None, noise=None,
-           sample: bool = True):
-    """Render ``jobs`` (one batch) with their control maps (PIL, at the jobs' size): text-to-image, or image-to-image
-    from ``images`` at ``strength``. Every job of the batch shares the control settings (its batch group)."""
+           sample: bool = True, width: int | None = None, height: int | None = None):
+    """Render ``jobs`` (one batch, equal control settings) with their maps (PIL, at the jobs' size) through the
+    engine's one door: text-to-image, or image-to-image from ``images`` at ``strength``."""
     control = jobs[0].control
-    pipe = engine.controlnets.pipeline(entry)
-    first = jobs[0]
-    kwargs = {"control_image": list(maps)}
-    steps = first.steps
-    engine._ensure_placed(first.width, first.height, len(jobs))
-    engine.controlnets.place(pipe)
-    if images is not None:
-        with torch.inference_mode():
-            latents, sigmas = start_latents(pipe, images, engine._generators(jobs), width=first.width,
-                                            height=first.height, steps=first.steps, strength=strength, noise=noise,
-                                            sample=sample)
-        kwargs.update(latents=latents, sigmas=sigmas)
-        steps = len(sigmas)
-    window = StepWindow(control.strength, control.start, control.end, steps)
-    kwargs["controlnet_conditioning_scale"] = window.scale if not window.whole else control.strength
-    if not window.whole:
-        kwargs["callback_on_step_end"] = window.callback
-    return engine.render_with(pipe, jobs, **kwargs)
+    request = RenderRequest.from_jobs(jobs, width=width, height=height, init_images=images, strength=strength,
+                                      noise=noise,
+                                      control=ControlInput(entry, tuple(maps), control.strength, control.start,
+                                                           control.end, sample))
+    return engine.render(request, TASK.name)

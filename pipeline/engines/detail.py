@@ -8,11 +8,13 @@
 
 Tiles that overlap start from the same noise over the shared band, so they agree there up to what the
 model saw beyond it; the cross-fade over the whole band hides what differs. The denoising itself is
-``ZImageImg2ImgPipeline``'s, through the engine (memory profiles, int8 weights, --variance, CFG), with
-only its ``prepare_latents`` replaced so the noise is the canvas slice and the VAE latent its mode.
+``ZImageImg2ImgPipeline``'s, through the engine's one door (``engine.render(request, "detail")``: memory
+profiles, int8 weights, --variance, CFG), with only its ``prepare_latents`` replaced so the noise is the canvas
+slice (the request's ``noise``, passed as the call's ``latents``) and the VAE latent its mode.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -20,37 +22,43 @@ import torch
 from PIL import Image
 
 from ..core.jobs import RenderJob
+from . import tasks
+from .request import RenderRequest
 from .tiling import detail_tiles, detail_weights, padded
 
 
-def _tile_pipeline_class():
+def _build_tile_pipeline(pipe):
     from diffusers import ZImageImg2ImgPipeline
     from diffusers.pipelines.z_image.pipeline_z_image_img2img import retrieve_latents
 
     class CanvasNoiseImg2Img(ZImageImg2ImgPipeline):
-        """img2img whose starting noise is ``self.tile_noise`` (a slice of the canvas's noise)."""
-
-        tile_noise: torch.Tensor | None = None
+        """img2img whose ``latents`` argument is the starting noise (a slice of the canvas's noise), not
+        the starting latents: the tile's VAE latent (its mode) is noised with it to the first timestep."""
 
         def prepare_latents(self, image, timestep, batch_size, num_channels_latents, height, width, dtype, device,
                             generator, latents=None):
             image = image.to(device=device, dtype=dtype)
             encoded = retrieve_latents(self.vae.encode(image), sample_mode="argmax")
             encoded = (encoded - self.vae.config.shift_factor) * self.vae.config.scaling_factor
-            noise = self.tile_noise.to(device=device, dtype=encoded.dtype)
+            noise = latents.to(device=device, dtype=encoded.dtype)
             return self.scheduler.scale_noise(encoded, timestep, noise)
 
-    return CanvasNoiseImg2Img
+    return CanvasNoiseImg2Img(**pipe.components)
 
 
-def tile_pipeline(engine):
-    """The engine's img2img view with canvas noise, sharing the loaded components (built once)."""
-    pipe = getattr(engine, "_detail_pipe", None)
-    if pipe is None:
-        pipe = _tile_pipeline_class()(**engine.pipe.components)
-        pipe.set_progress_bar_config(disable=True)
-        engine._detail_pipe = pipe
-    return pipe
+# the render task of a detail tile: img2img from the tile, starting from the request's noise
+TASK = tasks.register(tasks.Task("detail", build=_build_tile_pipeline,
+                                 call_args=lambda request: {"image": list(request.init_images),
+                                                            "strength": request.strength,
+                                                            "latents": request.noise},
+                                 needs=("init_images", "strength", "noise")))
+_TILE_COST: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # engine -> its measured tile cost
+
+
+def _vae_factor(engine) -> tuple[int, int]:
+    """(VAE scale factor, latent channels) of the engine's model."""
+    pipe = engine.pipeline_for(TASK.name)
+    return pipe.vae_scale_factor, pipe.transformer.config.in_channels
 
 
 def canvas_noise(seed: int, width: int, height: int, channels: int = 16, factor: int = 8) -> torch.Tensor:
@@ -69,25 +77,20 @@ def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
     if (full_w, full_h) != (width, height):
         rgb = np.pad(rgb, ((0, full_h - height), (0, full_w - width), (0, 0)), mode="edge")
     tiles = detail_tiles(full_w, full_h, job.tile, job.overlap)
-    pipe = tile_pipeline(engine)
-    factor = pipe.vae_scale_factor
-    noise = canvas_noise(job.seed, full_w, full_h, pipe.transformer.config.in_channels, factor)
+    factor, channels = _vae_factor(engine)
+    noise = canvas_noise(job.seed, full_w, full_h, channels, factor)
     canvas = np.zeros((full_h, full_w, 3), np.float32)
     weight_sum = np.zeros((full_h, full_w), np.float32)
     _, _, tile_w, tile_h = tiles[0]
-    # what the engine's render loop reads, for one tile (the tile's size; the rest is the picture's job)
-    render = RenderJob(model=job.model, prompt=job.prompt, negative=job.negative, width=tile_w, height=tile_h,
-                       steps=job.steps, guidance=job.guidance, seed=job.seed, dtype=job.dtype,
-                       variance=job.variance, loras=job.loras)
     for first in range(0, len(tiles), batch):
         chunk = tiles[first:first + batch]
-        pipe.tile_noise = torch.cat([noise[:, :, y // factor:(y + h) // factor, x // factor:(x + w) // factor]
-                                     for x, y, w, h in chunk])
+        tile_noise = torch.cat([noise[:, :, y // factor:(y + h) // factor, x // factor:(x + w) // factor]
+                                for x, y, w, h in chunk])
         crops = [Image.fromarray(rgb[y:y + h, x:x + w]) for x, y, w, h in chunk]
-        try:
-            outputs = engine.render_with(pipe, [render] * len(chunk), image=crops, strength=job.strength)
-        finally:
-            pipe.tile_noise = None
+        # the picture's job at the tile's size, once per tile of the chunk
+        request = RenderRequest.from_jobs([job] * len(chunk), width=tile_w, height=tile_h, init_images=crops,
+                                          strength=job.strength, noise=tile_noise)
+        outputs = engine.render(request, TASK.name)
         for rect, out in zip(chunk, outputs):
             x, y, w, h = rect
             weights = detail_weights(rect, full_w, full_h, tiles, blend)
@@ -114,7 +117,7 @@ def tile_cost(engine) -> tuple[float, float]:
     a PROBE² tile timed at 1 and at 2 steps after a warm-up (the first part is the VAE's and the call's, the
     second the transformer's). Tokens grow with pixels and attention faster, so large tiles on a big model
     run somewhat slower than this says."""
-    cached = getattr(engine, "_detail_tile_cost", None)
+    cached = _TILE_COST.get(engine)
     if cached is not None:
         return cached
     import time
@@ -122,18 +125,15 @@ def tile_cost(engine) -> tuple[float, float]:
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (PROBE, PROBE, 3), dtype=np.uint8))
     render = RenderJob(model="probe", prompt="a photograph", negative="", width=PROBE, height=PROBE, steps=8,
                        guidance=0.0, seed=0, dtype=engine.dtype_name)
-    pipe = tile_pipeline(engine)
-    factor = pipe.vae_scale_factor
-    pipe.tile_noise = canvas_noise(0, PROBE, PROBE, pipe.transformer.config.in_channels, factor)
+    factor, channels = _vae_factor(engine)
+    noise = canvas_noise(0, PROBE, PROBE, channels, factor)
     seconds = {}
-    try:
-        for steps in (1, 1, 2):  # the first is a warm-up
-            started = time.perf_counter()
-            engine.render_with(pipe, [render], image=[image], strength=steps / 8)
-            seconds[steps] = time.perf_counter() - started
-    finally:
-        pipe.tile_noise = None
+    for steps in (1, 1, 2):  # the first is a warm-up
+        started = time.perf_counter()
+        engine.render(RenderRequest.from_jobs([render], init_images=[image], strength=steps / 8, noise=noise),
+                      TASK.name)
+        seconds[steps] = time.perf_counter() - started
     per_step = max(seconds[2] - seconds[1], 0.0)
     fixed = max(seconds[1] - per_step, 0.0)
-    engine._detail_tile_cost = (fixed / (PROBE * PROBE), per_step / (PROBE * PROBE))
-    return engine._detail_tile_cost
+    _TILE_COST[engine] = (fixed / (PROBE * PROBE), per_step / (PROBE * PROBE))
+    return _TILE_COST[engine]

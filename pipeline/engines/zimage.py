@@ -23,6 +23,8 @@ from ..models.names import display_name, model_fingerprint
 from . import memory as mem
 from ..models import components as sources
 from .embeddings import PromptEmbeddings
+from . import tasks
+from .request import RenderRequest
 
 log = logging.getLogger("pipeline")
 
@@ -139,11 +141,10 @@ class ZImageEngine:
                                            self._place_text_encoder, self._release)
         self._placed: str | None = None
         self._placed_for: tuple | None = None
-        self._img2img = None
+        self._task_pipes: dict = {}  # task name -> its pipeline over the loaded components
         self.profile = self._initial_profile()
         self.lora_paths: dict = {}  # sha256 -> LoRA file; the session shares its own dict here
         self._lora_set = None
-        self._controlnets = None
 
     @property
     def loras(self):
@@ -153,15 +154,6 @@ class ZImageEngine:
 
             self._lora_set = LoraSet(self.pipe.transformer, self.device, self.dtype, compiled=self.options.compile)
         return self._lora_set
-
-    @property
-    def controlnets(self):
-        """The ControlNet loaded for control jobs (``controlnet.ControlNets``), over this engine's components."""
-        if self._controlnets is None:
-            from .controlnet import ControlNets
-
-            self._controlnets = ControlNets(self)
-        return self._controlnets
 
     def check_loras(self, jobs) -> None:
         """Read and check every LoRA the jobs use, before the first picture (a foreign one fails here)."""
@@ -296,48 +288,62 @@ class ZImageEngine:
             self._release()
             raise UserError("the GPU ran out of memory while encoding prompts; try --memory minimal") from err
 
-    def _embeddings(self, jobs: list[RenderJob]):
-        cfg = jobs[0].guidance > 0
-        texts = [j.prompt for j in jobs] + ([j.negative for j in jobs] if cfg else [])
+    def _embeddings(self, request):
+        cfg = request.guidance > 0
+        pictures = request.pictures
+        texts = [p.prompt for p in pictures] + ([p.negative for p in pictures] if cfg else [])
         table = self.encode(texts)
-        positive = [table[j.prompt] for j in jobs]
-        negative = [table[j.negative] for j in jobs] if cfg else None
+        positive = [table[p.prompt] for p in pictures]
+        negative = [table[p.negative] for p in pictures] if cfg else None
         return positive, negative
 
     @staticmethod
-    def _generators(jobs: list[RenderJob]):
+    def _generators(request):
         # Noise is drawn on the CPU so a seed means the same picture on any device.
-        return [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
+        return [torch.Generator("cpu").manual_seed(p.seed) for p in request.pictures]
 
     # ------------------------------------------------------------ rendering
 
-    def _run(self, pipe, jobs: list[RenderJob], **kwargs):
-        """Encode (phase 1), place (phase 2), denoise + decode; OOM becomes one sentence."""
-        first = jobs[0]
-        if getattr(first, "loras", None) or self._lora_set is not None:
-            self.loras.activate(getattr(first, "loras", None), self.lora_paths)  # one batch: one set of LoRAs
-        positive, negative = self._embeddings(jobs)
-        if any(getattr(j, "variance", None) is not None for j in jobs):  # --variance: noisy embeddings for the first steps
+    def pipeline_for(self, task: str):
+        """The diffusers pipeline of ``task`` (``engines.tasks``), built once from the loaded components."""
+        spec = tasks.get(task)
+        pipe = self._task_pipes.get(task)
+        if pipe is None:
+            pipe = spec.build(self.pipe)
+            if pipe is not self.pipe:
+                pipe.set_progress_bar_config(disable=True)
+            self._task_pipes[task] = pipe
+        return pipe
+
+    def render(self, request: RenderRequest, task: str = "txt2img") -> list:
+        """The engine's one door: encode (phase 1), place (phase 2), denoise + decode with ``task``'s
+        pipeline; PIL images, one per picture of the request. OOM becomes one sentence."""
+        spec = tasks.get(task)
+        tasks.check(spec, request)
+        pipe = self.pipeline_for(task)
+        kwargs = dict(spec.call_args(request))
+        if request.loras or self._lora_set is not None:
+            self.loras.activate(request.loras, self.lora_paths)  # one batch: one set of LoRAs
+        positive, negative = self._embeddings(request)
+        if any(p.variance is not None for p in request.pictures):  # --variance: noisy embeddings for the first steps
             from .variance import VarianceSchedule
 
-            schedule = VarianceSchedule(jobs, positive, first.steps, kwargs.get("strength"))
+            schedule = VarianceSchedule(request.pictures, positive, request.steps, request.strength)
             if schedule.needed:
                 positive = schedule.embeddings()
-                from .controlnet import chain_callbacks
-
-                kwargs.update(callback_on_step_end=chain_callbacks(kwargs.get("callback_on_step_end"), schedule.callback),
+                kwargs.update(callback_on_step_end=schedule.callback,
                               callback_on_step_end_tensor_inputs=["prompt_embeds"])
         try:
-            self._ensure_placed(first.width, first.height, len(jobs))
+            self._ensure_placed(request.width, request.height, request.batch)
             with torch.inference_mode():
                 result = pipe(
                     prompt_embeds=positive,
                     negative_prompt_embeds=negative,
-                    width=first.width,
-                    height=first.height,
-                    num_inference_steps=first.steps,
-                    guidance_scale=first.guidance,
-                    generator=self._generators(jobs),
+                    width=request.width,
+                    height=request.height,
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.guidance,
+                    generator=self._generators(request),
                     output_type="pil",
                     **kwargs,
                 )
@@ -345,38 +351,21 @@ class ZImageEngine:
             profile = self._placed or self.profile
             del err
             self._release()
-            raise UserError(f"the GPU ran out of memory rendering {first.width}x{first.height} with batch {len(jobs)} "
-                            f"under the '{profile}' memory profile; {mem.lower_profile_hint(profile)}") from None
+            raise UserError(f"the GPU ran out of memory rendering {request.width}x{request.height} with batch "
+                            f"{request.batch} under the '{profile}' memory profile; "
+                            f"{mem.lower_profile_hint(profile)}") from None
+        finally:
+            if not spec.base and self._placed == "balanced":  # the offload hooks belong to self.pipe: offload again
+                self.pipe.maybe_free_model_hooks()
         return list(result.images)
 
     def txt2img(self, jobs: list[RenderJob]):
-        """Render a batch of compatible jobs (same size, steps, guidance); returns PIL images."""
-        return self._run(self.pipe, jobs)
-
-    @property
-    def img2img_pipe(self):
-        """``ZImageImg2ImgPipeline`` sharing the already-loaded components (no second load)."""
-        if self._img2img is None:
-            from diffusers import ZImageImg2ImgPipeline
-
-            self._img2img = ZImageImg2ImgPipeline(**self.pipe.components)
-            self._img2img.set_progress_bar_config(disable=True)
-        return self._img2img
+        """``render`` of a batch of compatible jobs from text (a shim over the one door)."""
+        return self.render(RenderRequest.from_jobs(jobs), "txt2img")
 
     def img2img(self, jobs: list[RenderJob], images: list, strength: float):
-        try:
-            return self._run(self.img2img_pipe, jobs, image=images, strength=strength)
-        finally:
-            if self._placed == "balanced":  # the offload hooks belong to self.pipe: offload again
-                self.pipe.maybe_free_model_hooks()
-
-    def render_with(self, pipe, jobs: list, **kwargs):
-        """Render ``jobs`` with another pipeline over the same components (e.g. ``upscale --detail``'s tiles)."""
-        try:
-            return self._run(pipe, jobs, **kwargs)
-        finally:
-            if self._placed == "balanced":
-                self.pipe.maybe_free_model_hooks()
+        """``render`` of a batch of jobs image-to-image from ``images`` (a shim over the one door)."""
+        return self.render(RenderRequest.from_jobs(jobs, init_images=images, strength=strength), "img2img")
 
     def peak_memory_bytes(self) -> int | None:
         if self.device.startswith("cuda"):

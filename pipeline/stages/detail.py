@@ -289,10 +289,7 @@ class SuperResolution:
 
     def release(self) -> None:
         """Free the upscaler before the diffusion model loads (one model on a GPU at a time)."""
-        if self.session.__dict__.pop("_upscalers", None) is not None:
-            import gc
-
-            gc.collect()
+        self.session.release_upscaler()
 
     def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
         if distributed.is_main_process():

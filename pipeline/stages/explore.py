@@ -17,6 +17,7 @@ from ..models.names import display_name
 from ..core.runs import (check_run_name, load_run, merge_pictures, new_run_data, new_run_dir, place, release_run_dir,
                     set_latest, stage_pictures, update_run, write_error)
 from ..core.store import atomic_write, check_writable
+from ..engines.request import RenderRequest
 from .specs import ExploreSpec
 from .common import Item, StageResult, batches, check_loras, progress_bar, store_picture
 from . import control as controls

@@ -27,6 +27,7 @@ from ..core.runs import load_run, new_run_data, place, record_pictures, resolve_
 from ..core.seeds import pick_order, seed_ranges
 from ..core.sizes import check_size
 from ..web.gallery import write_gallery
+from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
                      store_picture)
@@ -343,9 +344,11 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
         engine.reset_peak_memory()
         started = time.perf_counter()
         if jobs[0].mode == "hires":
-            images = engine.img2img(jobs, [enlarged[p.name] for p in todo], jobs[0].strength)
+            request = RenderRequest.from_jobs(jobs, init_images=[enlarged[p.name] for p in todo],
+                                              strength=jobs[0].strength)
         else:
-            images = engine.txt2img(jobs)
+            request = RenderRequest.from_jobs(jobs)
+        images = engine.render(request, "img2img" if jobs[0].mode == "hires" else "txt2img")
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
             extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}

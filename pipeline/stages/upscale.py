@@ -311,16 +311,14 @@ def _load(session, weights_path: Path, precision: str, concrete: str):
     """The upscaler, loaded once per session (an estimate and the upscale that follows share it)."""
     from ..engines.upscaler import load_upscaler
 
-    cache = session.__dict__.setdefault("_upscalers", {})
-    key = (str(weights_path), session.device, precision)
-    if key not in cache:
-        cache.clear()  # one upscaler in memory at a time
+    def load():
         engine = load_upscaler(weights_path, device=session.device or "auto", precision=precision)
         recall_cost(session.store.root, engine)  # measured before on this machine: no probes this time
         if engine.precision != concrete:
             log.info("upscaler runs in %s (asked for %s)", engine.precision, concrete)
-        cache[key] = engine
-    return cache[key]
+        return engine
+
+    return session.upscaler((str(weights_path), session.device, precision), load)
 
 
 def _upscale_one(engine, path: Path, job: UpscaleJob, tile, overlap, progress) -> bytes:

@@ -23,6 +23,7 @@ from ..core.errors import UserError
 from ..core.jobs import VaryJob, render_fields, variation_seed
 from ..core.seeds import MAX_SEED, pick_order, pick_parent, pick_path, seed_ranges, variation_id
 from ..core.runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
+from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
@@ -223,7 +224,8 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
                             parents.append(image.convert("RGB"))
                     engine.reset_peak_memory()
                     started = time.perf_counter()
-                    images = engine.img2img([v.job for v in todo], parents, todo[0].job.strength)
+                    images = engine.render(RenderRequest.from_jobs([v.job for v in todo], init_images=parents,
+                                                                  strength=todo[0].job.strength), "img2img")
                     seconds = (time.perf_counter() - started) / len(todo)
                     for variation, image in zip(todo, images):
                         artifact = store_picture(session.store, variation.job, image, session.model, seconds=seconds,
