@@ -82,7 +82,7 @@ class Pipeline:
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
-               loras=None, dry_run: bool = False) -> StageResult:
+               loras=None, control=None, dry_run: bool = False) -> StageResult:
         """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
         (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
 
@@ -91,6 +91,8 @@ class Pipeline:
         ``None`` takes the value from the run or the image's metadata, else the default.
         ``loras``: None = the LoRAs the candidate (or image) was made with, found again by digest;
         ``[]`` = none; a list like ``explore``'s replaces them.
+        ``control``: as ``explore``'s, its type tile by default: ``{"type": "tile"}`` uses the Tile ControlNet
+        with each candidate as its own control (keeps the picture at a higher strength).
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
         ``p.refine(p.explore(...), seeds=[3, 7])``.
         """
@@ -110,7 +112,7 @@ class Pipeline:
                      seed=seed, size=size, scale=scale, mode=mode,
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
-                     loras=loras)
+                     loras=loras, control=control)
         return refine(self.session, spec, run=run, dry_run=dry_run)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
@@ -195,20 +197,21 @@ class Pipeline:
         return run_dir, inputs
 
     def vary(self, seeds, *, count: int = 4, strength="subtle", steps: int | None = None,
-             run: str | Path | StageResult | None = None, batch="auto", loras=None,
+             run: str | Path | StageResult | None = None, batch="auto", loras=None, control=None,
              dry_run: bool = False) -> StageResult:
         """More candidates like picked ones: ``count`` image-to-image variations of each of ``seeds``
         (seeds or variation ids like ``"42v3"``) of ``run`` (the latest when None), at the candidate's
         size with new noise. ``strength``: ``"subtle"`` (0.5), ``"strong"`` (0.85) or a number in (0, 1).
         The variations join the run's candidates as ``42v1``, ``42v2``, …
         ``loras``: None = each candidate's own LoRAs; ``[]`` = none; a list like ``explore``'s replaces them.
+        ``control``: as ``explore``'s; every variation follows it.
         """
         from .stages.specs import VarySpec
         from .stages.vary import vary
 
         run, seeds = _run_and_seeds(run, seeds)
         spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch,
-                     loras=loras)
+                     loras=loras, control=control)
         return vary(self.session, spec, run=run, dry_run=dry_run)
 
     def loras(self) -> list[dict]:

@@ -97,7 +97,7 @@ def fit(image: Image.Image, width: int, height: int, what: str = "the control im
     if image.size == (width, height):
         return image
     iw, ih = image.size
-    if abs(iw * height - ih * width) > max(iw, ih):  # aspects differ by more than a pixel's rounding
+    if abs(iw * height - ih * width) > 0.02 * ih * width:  # aspects differ by more than sizes' rounding to 16
         key = (what, image.size, (width, height))
         if key not in _said:
             _said.add(key)

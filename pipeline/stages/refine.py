@@ -13,6 +13,7 @@ the model (and an upscaler) load only when a job misses the store.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import shlex
 import time
@@ -31,6 +32,7 @@ from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
                      store_picture)
+from . import control as controls
 from .hires import as_hires_fix, enlarge_parents, parent_size
 
 log = logging.getLogger("pipeline")
@@ -52,6 +54,7 @@ class Pick:
     id: int | str | None = None  # the candidate's seed or variation id (42v3); None: the job's seed
     loras: list = dataclasses.field(default_factory=list)  # engines.lora.Lora, as the job's key holds them
     first_pass: dict | None = None  # hires of our own txt2img candidate: its pass, for A1111's hires-fix text
+    control: dict | None = None  # the control as recorded (stages.control.StageControl.record), when on
 
     @property
     def label(self):
@@ -63,6 +66,7 @@ class Plan:
     run_dir: Path
     picks: list[Pick]
     new_run: dict | None = None  # run.json header when the run folder is to be created
+    control: object = None  # stages.control.StageControl, when the refine follows a control map
 
 
 # ---------------------------------------------------------------- planning
@@ -97,8 +101,40 @@ def plan(session, spec: RefineSpec, run: str | None = None) -> Plan:
     if spec.source is not None:
         from .refine_source import plan_source  # it builds on this module's Pick and jobs
 
-        return plan_source(session, spec, run)
-    return _plan_run(session, spec, run)
+        return _with_control(session, spec, plan_source(session, spec, run))
+    return _with_control(session, spec, _plan_run(session, spec, run))
+
+
+def _with_control(session, spec: RefineSpec, the_plan: Plan) -> Plan:
+    """Each pick's job with its control map: the control image's, or (tile without one) the candidate's own
+    pixels fitted to the refined size; the Tile ControlNet by default."""
+    control = controls.prepare(session, spec.control, "tile", "refine", has_picture=True)
+    if control is None:
+        return the_plan
+    for pick in the_plan.picks:
+        made = control.map_for(pick.job.width, pick.job.height,
+                               None if control.source is not None else _parent_picture(session, pick))
+        pick.job = dataclasses.replace(pick.job, control=control.use(made))
+        pick.control = control.record(made)
+    the_plan.control = control
+    return the_plan
+
+
+def _parent_picture(session, pick: Pick):
+    from PIL import Image
+
+    if pick.parent_data is not None:
+        source = io.BytesIO(pick.parent_data)
+    else:
+        path = pick.parent_path
+        if path is None:  # rerender: the candidate's picture from the store
+            artifact = session.store.get(pick.parent_key)
+            if artifact is None:
+                raise UserError(f"the picture of {pick.label} is not in the store; its tile control cannot be made")
+            path = artifact.path
+        source = path
+    with Image.open(source) as image:
+        return image.convert("RGB")
 
 
 def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
@@ -221,6 +257,9 @@ def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool =
             items[pick.name] = _place(artifact, pick, out_dir, cached=True)
     if distributed.is_main_process():
         _record(session, the_plan, [(p, items[p.name]) for p in the_plan.picks if p.name in items])
+    if the_plan.control is not None and distributed.is_main_process():
+        for made in the_plan.control.maps.values():
+            the_plan.control.keep(run_dir, made)
     misses = distributed.share_of(misses, key=lambda p: p.job.key)  # all of them in a single process
     if misses:
         _compute(session, spec, misses, out_dir, items, the_plan)
@@ -267,6 +306,8 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
                 entry["crop"] = job.crop
         if job.loras:
             entry["loras"] = [lora.record() for lora in pick.loras]
+        if pick.control and job.control:
+            entry["control"] = pick.control
         entries.append(entry)
     record_pictures(run_dir, "refine", entries, id_of=lambda p: p.get("path"), before=header,
                     order=lambda p: (pick_order(p.get("seed")), p.get("path", "")))
@@ -285,7 +326,7 @@ def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items
     try:
         for batch in batches([p.job for p in misses], resolve_batch(spec.batch, engine, misses[0].job)):
             picks = [by_job[id(job)] for job in batch]
-            _render_batch(session, engine, picks, enlarged, out_dir, items)
+            _render_batch(session, engine, picks, enlarged, out_dir, items, the_plan.control)
             if distributed.is_main_process():
                 _record(session, the_plan, [(p, items[p.name]) for p in picks])
             if bar:
@@ -328,7 +369,8 @@ def resolve_batch(batch, engine, job) -> int:
     return auto_batch(job.width, job.height, limit=4) if auto_batch else 1
 
 
-def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: Path, items: dict) -> None:
+def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: Path, items: dict,
+                  control=None) -> None:
     store = session.store
     with store.lock_all(p.job.key for p in picks):
         todo = []
@@ -343,12 +385,17 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
         jobs = [p.job for p in todo]
         engine.reset_peak_memory()
         started = time.perf_counter()
-        if jobs[0].mode == "hires":
-            request = RenderRequest.from_jobs(jobs, init_images=[enlarged[p.name] for p in todo],
-                                              strength=jobs[0].strength)
+        hires = jobs[0].mode == "hires"
+        if jobs[0].control is not None:
+            images = control.render(engine, jobs, images=[enlarged[p.name] for p in todo] if hires else None,
+                                    strength=jobs[0].strength if hires else None)
         else:
-            request = RenderRequest.from_jobs(jobs)
-        images = engine.render(request, "img2img" if jobs[0].mode == "hires" else "txt2img")
+            if hires:
+                request = RenderRequest.from_jobs(jobs, init_images=[enlarged[p.name] for p in todo],
+                                                  strength=jobs[0].strength)
+            else:
+                request = RenderRequest.from_jobs(jobs)
+            images = engine.render(request, "img2img" if hires else "txt2img")
         seconds = (time.perf_counter() - started) / len(todo)
         for pick, image in zip(todo, images):
             extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}
@@ -356,6 +403,7 @@ def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: P
                 extra["first_pass"] = pick.first_pass
             if pick.job.loras:
                 extra["loras"] = [lora.record() for lora in pick.loras]
+            extra.update(controls.render_fields(pick.job))
             artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
                                      stage="refine", parent_key=pick.parent_key, **extra)
             items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)

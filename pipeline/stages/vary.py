@@ -26,6 +26,7 @@ from ..core.runs import load_run, place, record_pictures, resolve_run, set_lates
 from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, VarySpec
 from ..web.gallery import write_gallery
+from . import control as controls
 from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
                      store_picture)
 
@@ -46,6 +47,7 @@ class Variation:
     parent_seed: int | None = None  # the parent picture's seed (a variation parent's: its noise seed)
     loras: list = dataclasses.field(default_factory=list)  # engines.lora.Lora
     own_loras: bool = False  # record the LoRAs in run.json (they are some, or the run has some)
+    control: dict | None = None  # the control as recorded (stages.control.StageControl.record), when on
 
     @property
     def name(self) -> str:
@@ -56,6 +58,7 @@ class Variation:
 class Plan:
     run_dir: Path
     variations: list[Variation]
+    control: object = None  # stages.control.StageControl, when the variations follow a control map
 
 
 def _candidates(data: dict) -> dict:
@@ -76,6 +79,9 @@ def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
                         f"{seed_ranges(sorted(candidates, key=pick_order))}")
     steps = spec.steps or int(data.get("steps") or 8)
     given = None if spec.loras is None else session.resolve_loras(spec.loras)
+    control = controls.prepare(session, spec.control, "canny", "vary")
+    made = control.map_for(int(data["width"]), int(data["height"])) if control is not None else None
+    recorded = control.record(made) if control is not None else None
     variations = []
     for parent in spec.seeds:
         candidate = candidates[parent]
@@ -87,17 +93,19 @@ def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
         parent_seed = _seed_of(artifact.record, candidate, parent)
         signature = [(lora.sha256, lora.weight) for lora in loras]
         for number in _numbers(candidates, parent, spec.count, spec.strength, steps,
-                               lambda c: _lora_signature(data, c) == signature):
+                               lambda c: _lora_signature(data, c) == signature and
+                               (c.get("control") or {}).get("map") == (made.digest if made else None)):
             ident = variation_id(*pick_path(parent), number)
             fields = render_fields(model=session.fingerprint, prompt=data["prompt"], negative=data.get("negative", ""),
                                    width=int(data["width"]), height=int(data["height"]), steps=steps,
                                    guidance=data.get("guidance", DEFAULT_GUIDANCE),
                                    seed=_noise_seed(candidates.get(ident), ident),
                                    dtype=session.dtype, variance=run_variance(data, ident), loras=loras)
-            job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"])
+            job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"],
+                          control=control.use(made) if control is not None else None)
             variations.append(Variation(ident, job, parent, candidate["key"], artifact.path, parent_seed, loras,
-                                        bool(loras or data.get("loras"))))
-    return Plan(run_dir, variations)
+                                        bool(loras or data.get("loras")), recorded))
+    return Plan(run_dir, variations, control)
 
 
 def _lora_signature(data: dict, candidate: dict) -> list:
@@ -159,8 +167,11 @@ def vary(session, spec: VarySpec, *, run: str | None = None, dry_run: bool = Fal
             items[variation.id] = _place(artifact.path, variation, out_dir, True, artifact.record.get("seconds", 0.0))
     if distributed.is_main_process():
         _record(run_dir, [(v, items[v.id]) for v in the_plan.variations if v.id in items])
+    if the_plan.control is not None and distributed.is_main_process():
+        for made in the_plan.control.maps.values():
+            the_plan.control.keep(run_dir, made)
     if misses:
-        _compute(session, spec, misses, out_dir, items, run_dir)
+        _compute(session, spec, misses, out_dir, items, run_dir, the_plan.control)
     ordered = [items[v.id] for v in the_plan.variations]
     computed = sum(not item.cached for item in ordered)
     if distributed.is_main_process():
@@ -190,11 +201,13 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
             "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
             "steps": job.steps,
             # a variation's own LoRAs, when it has some or its run has (refine and vary take them from here)
-            **({"loras": [lora.record() for lora in variation.loras]} if variation.own_loras else {})})
+            **({"loras": [lora.record() for lora in variation.loras]} if variation.own_loras else {}),
+            **({"control": variation.control} if variation.control else {})})
     record_pictures(run_dir, "explore", entries, order=lambda c: pick_order(c.get("seed")))
 
 
-def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path) -> None:
+def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path,
+             control=None) -> None:
     from PIL import Image
 
     session.require_lora_files([v.job for v in misses])
@@ -224,14 +237,18 @@ def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, it
                             parents.append(image.convert("RGB"))
                     engine.reset_peak_memory()
                     started = time.perf_counter()
-                    images = engine.render(RenderRequest.from_jobs([v.job for v in todo], init_images=parents,
-                                                                  strength=todo[0].job.strength), "img2img")
+                    jobs = [v.job for v in todo]
+                    if control is not None:
+                        images = control.render(engine, jobs, images=parents, strength=jobs[0].strength)
+                    else:
+                        images = engine.render(RenderRequest.from_jobs(jobs, init_images=parents,
+                                                                      strength=jobs[0].strength), "img2img")
                     seconds = (time.perf_counter() - started) / len(todo)
                     for variation, image in zip(todo, images):
                         artifact = store_picture(session.store, variation.job, image, session.model, seconds=seconds,
                                                  engine=engine, stage="vary", variation=variation.id,
                                                  parent_key=variation.parent_key, parent_seed=variation.parent_seed,
-                                                 **_lora_extra(variation))
+                                                 **_lora_extra(variation), **controls.render_fields(variation.job))
                         items[variation.id] = _place(artifact.path, variation, out_dir, False, seconds)
             if distributed.is_main_process():
                 _record(run_dir, [(v, items[v.id]) for v in chosen])
