@@ -119,7 +119,7 @@ class Pipeline:
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
                 detail: float = 0.0, detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                on_progress=None) -> StageResult:
+                control=None, on_progress=None) -> StageResult:
         """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
@@ -132,10 +132,12 @@ class Pipeline:
         diffusion model re-draws the picture image-to-image at that strength over tiles of at most
         ``detail_tile`` output pixels, with the picture's prompt and seed (``prompt`` for a file that
         carries none).  ``model``: the diffusion model (default: this Pipeline's).
+        ``control`` (with ``detail`` only): as ``refine``'s, tile by default — each tile is drawn with the
+        matching crop of the control map (the picture itself when no image is given).
         """
         from .stages import upscale as stage
 
-        settings = _detail_settings(detail, detail_tile, prompt, model)
+        settings = _detail_settings(detail, detail_tile, prompt, model, control)
         run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir, detail)
         with self._session_for(model if settings else None) as session:
             return stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
@@ -145,14 +147,15 @@ class Pipeline:
     def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None,
                          upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
                          overlap: int | None = None, precision: str = "auto", detail: float = 0.0,
-                         detail_tile: int = 1024, prompt: str | None = None, model: str | None = None) -> float:
+                         detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
+                         control=None) -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
         picture is in the store).  Loads the upscaler; the first time on this machine it times two small
         probes (64² and 128², remembered in the store); the upscale that follows reuses the loaded model.  With ``detail``
         the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
         from .stages import upscale as stage
 
-        settings = _detail_settings(detail, detail_tile, prompt, model)
+        settings = _detail_settings(detail, detail_tile, prompt, model, control)
         _, inputs = self._upscale_inputs(images, run, seeds, scale, None, detail)
         with self._session_for(model if settings else None) as session:
             return stage.estimate(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
@@ -255,13 +258,18 @@ class Pipeline:
         self.close()
 
 
-def _detail_settings(detail: float, detail_tile: int, prompt: str | None, model: str | None):
+def _detail_settings(detail: float, detail_tile: int, prompt: str | None, model: str | None, control=None):
     """upscale's and estimate_upscale's detail arguments, checked: DetailSettings, or None when off."""
     from .stages.detail import DetailSettings, check_detail
+    from .stages.specs import ControlSpec
 
     check_detail(detail, detail_tile)
     _refuse_upscaler_as_model(model)
-    return DetailSettings(float(detail), int(detail_tile), prompt) if detail > 0 else None
+    if control is not None and not detail > 0:
+        raise_user("--control on upscale needs --detail: the ControlNet draws in the detail pass (e.g. --detail 0.4)")
+    spec = build(ControlSpec, **control) if isinstance(control, dict) else \
+        build(ControlSpec, image=str(control)) if isinstance(control, (str, Path)) else control
+    return DetailSettings(float(detail), int(detail_tile), prompt, spec) if detail > 0 else None
 
 
 def _refuse_upscaler_as_model(model) -> None:

@@ -9,7 +9,8 @@ import logging
 import click
 
 from ..core.errors import UserError
-from .common import make_pipeline, report, resolve_out, session_options, user_errors
+from .common import (chosen_control, control_options, make_pipeline, report, resolve_out, session_options,
+                     user_errors)
 
 log = logging.getLogger("pipeline")
 
@@ -37,11 +38,13 @@ log = logging.getLogger("pipeline")
               help="--detail works on tiles of at most PX output pixels (1024: the memory of a 1024² refine)")
 @click.option("--prompt", default=None, help="--detail on a file that carries no prompt: the prompt to use")
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
+@control_options("tile")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overlap, precision, detail, detail_tile,
-            prompt, dry_run, as_json, model, out, device, dtype, memory):
+            prompt, dry_run, control, control_type, control_strength, control_start, control_end, control_model,
+            as_json, model, out, device, dtype, memory):
     """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders).
 
     \b
@@ -57,6 +60,10 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
 
     _refuse_upscaler_as_model(model)
     check_detail(detail, detail_tile)
+    control = chosen_control(control, control_type, control_strength, control_start, control_end, control_model)
+    if control is not None and detail == 0:
+        raise UserError("--control on upscale needs --detail: the ControlNet draws in the detail pass "
+                        "(e.g. --detail 0.4 --control-type tile)")
     if upscaler and weights_path:
         raise UserError("give --upscaler or --weights, not both")
     if detail == 0:
@@ -72,7 +79,7 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
         result = p.upscale(list(images) or None, run=run_name, seeds=seeds,
                            upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
                            overlap=overlap, precision=precision, dry_run=dry_run, detail=detail,
-                           detail_tile=detail_tile, prompt=prompt)
+                           detail_tile=detail_tile, prompt=prompt, control=control)
     if report(result, as_json):
         return
     for item in result.items:

@@ -25,6 +25,8 @@ from ..core.runs import place
 from .specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..web.gallery import write_gallery
 from . import upscale
+from ..core.control import a1111_line
+from . import control as controls
 from .common import Item, StageResult, recorded_loras, recorded_meta, recorded_seed
 from .upscale_time import TileProgress, image_size
 
@@ -40,6 +42,7 @@ class DetailSettings:
     strength: float
     tile: int = DEFAULT_DETAIL_TILE
     prompt: str | None = None  # for a file that carries none
+    control: object = None  # stages.specs.ControlSpec: the Tile ControlNet (or another) over each tile
 
 
 def check_detail(strength, tile) -> None:
@@ -68,7 +71,11 @@ def output_size(path: Path, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> list[DetailJob]:
+def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings, control=None) -> list[DetailJob]:
+    """``control``: ``stages.control.StageControl`` (``prepare_control``); its map is at the output size, made
+    from the control image or, tile without one, from the picture being upscaled."""
+    from PIL import Image
+
     from ..engines.tiling import detail_overlap
     from ..core.jobs import make_loras
 
@@ -77,12 +84,24 @@ def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> li
         meta = picture_meta(item.path, settings.prompt)
         width, height = output_size(item.path, scale)
         variance = variance_from_record(meta.get("variance"))
+        use = None
+        if control is not None:
+            picture = None
+            if control.source is None:
+                with Image.open(item.path) as opened:
+                    picture = opened.convert("RGB")
+            use = control.use(control.map_for(width, height, picture))
         jobs.append(DetailJob(sr=sr_job.key, model=session.fingerprint, prompt=meta["prompt"], negative="",
                               width=width, height=height, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
                               seed=meta["seed"], dtype=session.dtype, strength=float(settings.strength),
                               tile=settings.tile, overlap=detail_overlap(settings.tile), variance=variance,
-                              loras=make_loras(recorded_loras(session, meta.get("loras"), str(item.path)))))
+                              loras=make_loras(recorded_loras(session, meta.get("loras"), str(item.path))),
+                              control=use))
     return jobs
+
+
+def prepare_control(session, settings: DetailSettings):
+    return controls.prepare(session, settings.control, "tile", "upscale --detail", has_picture=True)
 
 
 # ---------------------------------------------------------------- executing
@@ -92,7 +111,7 @@ def estimate(session, inputs, *, sr, settings: DetailSettings, scale: float) -> 
     tiles (a one-step probe of the diffusion model, scaled by pixels and steps; loads the model)."""
     from ..engines.tiling import detail_rects
 
-    jobs = plan(session, inputs, sr.jobs, scale, settings)
+    jobs = plan(session, inputs, sr.jobs, scale, settings, prepare_control(session, settings))
     store = session.store
     misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
     if not misses:
@@ -112,7 +131,8 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
     """``sr``: the upscale stage's helpers for the super-resolution step (``upscale.SuperResolution``)."""
     from ..engines.tiling import detail_rects
 
-    jobs = plan(session, inputs, sr.jobs, scale, settings)
+    control = prepare_control(session, settings)
+    jobs = plan(session, inputs, sr.jobs, scale, settings, control)
     store = session.store
     if dry_run:
         todo = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
@@ -147,7 +167,8 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
                         job = dataclasses.replace(job, model=engine.fingerprint)
                         artifact = store.get(job.key)
                     if artifact is None:
-                        artifact = _detail_one(session, engine, item, sr, sr_job, job, progress, tiles.get(job.key))
+                        artifact = _detail_one(session, engine, item, sr, sr_job, job, progress, tiles.get(job.key),
+                                               control)
                     else:
                         cached = True
             place(artifact.path, item.dest)
@@ -164,6 +185,9 @@ def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir,
             progress.close()
     if run_dir is not None:
         sr.record(run_dir, items, _run_fields(jobs, sr))
+        if control is not None:
+            for made in control.maps.values():
+                control.keep(run_dir, made)
         write_gallery(run_dir)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
@@ -203,7 +227,8 @@ def _run_fields(jobs: list[DetailJob], sr) -> dict:
     """run.json fields of each detail picture (by key): the upscaler and the detail settings."""
     return {job.key: {"scale": sr.scale, "detail": job.strength, "detail_tile": job.tile,
                       "detail_overlap": job.overlap, "detail_model": display_name_of(job.model),
-                      "detail_steps": job.steps}
+                      "detail_steps": job.steps,
+                      **({"detail_control": dataclasses.asdict(job.control)} if job.control else {})}
             for job in jobs}
 
 
@@ -211,7 +236,7 @@ def display_name_of(fingerprint: str) -> str:
     return display_name(fingerprint.split("@", 1)[0].removeprefix("hub:"))
 
 
-def _detail_one(session, engine, item, sr, sr_job, job: DetailJob, progress, tile_count):
+def _detail_one(session, engine, item, sr, sr_job, job: DetailJob, progress, tile_count, control=None):
     from PIL import Image
 
     from ..engines.detail import add_detail
@@ -228,10 +253,12 @@ def _detail_one(session, engine, item, sr, sr_job, job: DetailJob, progress, til
         progress.start_picture(tile_count or 0)
     engine.reset_peak_memory()
     started = time.perf_counter()
-    image = add_detail(engine, canvas, job, progress=progress.picture_callback if progress else None)
+    tiled_control = (control.entry, control.maps[job.control.map]) if job.control is not None else None
+    image = add_detail(engine, canvas, job, progress=progress.picture_callback if progress else None,
+                       control=tiled_control)
     seconds = time.perf_counter() - started
     rects = detail_rects(job.width, job.height, job.tile, job.overlap)
-    data = encode(image, sr_artifact.path, job, sr, sr_job, rects)
+    data = encode(image, sr_artifact.path, job, sr, sr_job, rects, control)
     artifact = session.store.put(job.key, data, {
         "job": job.describe(), "seconds": round(seconds, 4), "device": str(engine.device), "profile": engine.profile,
         "peak_memory_bytes": engine.peak_memory_bytes(), "source": str(item.path), "sr_key": sr_job.key,
@@ -314,12 +341,14 @@ def a1111_detail_parameters(job: DetailJob, upscaler: str, model_name: str) -> s
                 ("Seed", job.seed), ("Size", f"{tile_w}x{tile_h}"), ("Model", model_name),
                 ("Denoising strength", job.strength), ("SD upscale overlap", job.overlap),
                 ("SD upscale upscaler", a1111_upscaler_name(upscaler)), *_variance_entries(params),
+                ("ControlNet 0", a1111_line({"control": dataclasses.asdict(job.control), "width": tile_w,
+                                             "height": tile_h}) if job.control else None),
                 ("Version", f"pipeline {__version__}")]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
 
 
-def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
+def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects, control=None) -> bytes:
     """PNG bytes: A1111's SD upscale text in ``parameters``; our JSON record is the upscaled picture's (its
     source's record plus the ``upscale`` step) with the step's key now the detail job's and a ``detail``
     entry listing the settings and each tile's rectangle in output pixels."""
@@ -338,7 +367,8 @@ def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
         "guidance": job.guidance, "seed": job.seed, "prompt": job.prompt, "model": job.model,
         "model_name": model_name, "dtype": job.dtype, "tiles": [list(r) for r in rects],
         **({"variance": dataclasses.asdict(job.variance)} if job.variance else {}),
-        **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {})})
+        **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {}),
+        **({"control": control.record(control.maps[job.control.map])} if job.control is not None else {})})
     record["upscale"] = step
     info = PngImagePlugin.PngInfo()
     info.add_text(A1111_CHUNK, a1111_detail_parameters(job, sr.resolved.name, model_name))
