@@ -179,27 +179,32 @@ def _explore(p, spec, name, dry_run=False) -> StageResult:
     return p.explore(spec.prompt, seeds=spec.seeds, size=spec.size, steps=spec.steps, guidance=spec.guidance,
                      negative=spec.negative, batch=spec.batch, run=name, variance=spec.variance,
                      variance_share=spec.variance_share, variance_steps=spec.variance_steps, loras=spec.loras,
-                     dry_run=dry_run)
+                     control=_as_dict(spec.control), dry_run=dry_run)
+
+
+def _as_dict(control):
+    """A ControlSpec as the API takes it (None stays None)."""
+    return control.model_dump(exclude_none=True) if control is not None else None
 
 
 def _vary(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
     v = config.vary
     return p.vary(seeds, count=v.count, strength=v.strength, steps=v.steps, run=str(run_dir), batch=v.batch,
-                  loras=v.loras, dry_run=dry_run)
+                  loras=v.loras, control=_as_dict(v.control), dry_run=dry_run)
 
 
 def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
     r = config.refine
     return p.refine(seeds=seeds, run=str(run_dir), size=r.size, scale=r.scale, mode=r.mode, strength=r.strength,
                     steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras,
-                    dry_run=dry_run)
+                    control=_as_dict(r.control), dry_run=dry_run)
 
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
     u = config.upscale
     return p.upscale(images, run=str(run_dir) if images is None else None, upscaler=u.upscaler, scale=u.scale,
                      tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run, detail=u.detail,
-                     detail_tile=u.detail_tile)
+                     detail_tile=u.detail_tile, control=_as_dict(u.control))
 
 
 def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:
@@ -259,7 +264,10 @@ def _stored_explore(session, spec, seeds) -> list[Path] | None:
     from .stages.explore import plan
 
     loras = session.resolve_loras(spec.loras)
-    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype, loras)}
+    from .stages.control import prepare
+
+    control = prepare(session, spec.control, "canny", "explore")
+    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype, loras, control)}
     return _stored(session, [jobs[seed].key for seed in seeds if seed in jobs])
 
 

@@ -156,3 +156,24 @@ def test_refine_with_tile_keeps_the_composition_as_hires_does(tmp_path):
     assert scores["tile", 0.7] >= scores["hires", 0.7] - 0.01, scores
     assert tiled["control"]["type"] == "tile" and tiled["control"]["model"] == TILE
     assert (result.run_dir / tiled["control"]["path"]).is_file()
+
+
+def test_a_config_takes_control_per_stage_and_says_where_a_bad_one_is(tmp_path):
+    import os
+
+    control = _quadrants(tmp_path / "layout.png")
+    env = cli_env(PIPELINE_WEIGHTS=os.environ["PIPELINE_WEIGHTS"])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: tiny-random\ndtype: fp32\nout: {tmp_path / 'out'}\nprompts: [{PROMPT}]\n"
+                      f"explore: {{seeds: [3], size: 128, steps: 2, control: {{image: {control}, type: gray}}}}\n"
+                      "refine: {picks: [3], scale: 1.5, control: {type: tile, strength: 0.9}}\n")
+    run_cli("run", str(config), env=env)
+    run = json.loads(next((tmp_path / "out").glob("*/run.json")).read_text())
+    assert run["control"]["type"] == "gray" and run["control"]["model"] == UNION
+    refined = run["refine"]["pictures"][0]["control"]
+    assert refined["type"] == "tile" and refined["strength"] == 0.9 and refined["model"] == TILE
+
+    config.write_text(f"model: tiny-random\nout: {tmp_path / 'out'}\nprompts: [{PROMPT}]\n"
+                      f"explore: {{seeds: [3], control: {{image: {control}, type: depth}}}}\n")
+    bad = run_cli("run", str(config), env=env, check=False)
+    assert bad.returncode == 2 and "run.yaml:4" in bad.stderr and "--control-type map" in bad.stderr, bad.stderr
