@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU: 1 is steadier on a busy "
+                                                                  "machine)")
     args = parser.parse_args()
 
     import numpy as np
@@ -94,6 +96,8 @@ def main() -> None:
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if args.device != "cpu" else "fp32")]
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         base, entry, embeds = build(args.full_size, args.lite, args.device, dtype, Path(tmp))
         source = Image.fromarray(np.random.default_rng(0).integers(0, 255, (args.size, args.size, 3), np.uint8))
@@ -125,28 +129,36 @@ def main() -> None:
         kinds = ["none", "diffusers", "ours", "ours window"]
         half = max(1, args.steps // 2)
         seconds = {(k, s): [] for k in kinds for s in (half, args.steps)}
+        cpu = {(k, s): [] for k in kinds for s in (half, args.steps)}  # process CPU time: what a busy machine
+        # disturbs least (other processes' work is not counted; this process's threads are)
         for k in kinds:  # warm-up
             call(k, half)
         for _ in range(args.repeats):
             for k in kinds:
                 for s in (half, args.steps):
                     sync(args.device)
-                    started = time.perf_counter()
+                    started, started_cpu = time.perf_counter(), time.process_time()
                     call(k, s)
                     sync(args.device)
                     seconds[k, s].append(time.perf_counter() - started)
+                    cpu[k, s].append(time.process_time() - started_cpu)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         what = ("full-size" + (" lite" if args.lite else " Union")) if args.full_size else "tiny"
         print(f"{what} model, {args.device}, {str(dtype).replace('torch.', '')}, {args.size}², steps {half} and "
               f"{args.steps}, {args.repeats} repeats, load average {load:.1f}, {torch.get_num_threads()} threads")
-        print(f"{'row':14} {'s/step median':>14} {'s/step min':>11} {'vs none':>8} {'vs diffusers':>13}")
+        print(f"{'row':14} {'s/step median':>14} {'s/step min':>11} {'cpu s/step':>11} {'vs none':>8} "
+              f"{'vs diffusers':>13}   (ratios of the CPU-time column on a CPU, of the median on a GPU)")
         per_step = {}
+
+        def step(table, pick, k):
+            return (pick(table[k, args.steps]) - pick(table[k, half])) / (args.steps - half)
+
         for k in kinds:
-            median = (statistics.median(seconds[k, args.steps]) - statistics.median(seconds[k, half])) / (args.steps - half)
-            low = (min(seconds[k, args.steps]) - min(seconds[k, half])) / (args.steps - half)
-            per_step[k] = median
-            print(f"{k:14} {median:14.4f} {low:11.4f} {median / per_step['none']:8.2f}x "
-                  f"{median / per_step.get('diffusers', median):12.2f}x")
+            median, low = step(seconds, statistics.median, k), step(seconds, min, k)
+            cpu_step = step(cpu, statistics.median, k)
+            per_step[k] = cpu_step if args.device == "cpu" else median
+            print(f"{k:14} {median:14.4f} {low:11.4f} {cpu_step:11.4f} {per_step[k] / per_step['none']:8.2f}x "
+                  f"{per_step[k] / per_step.get('diffusers', per_step[k]):12.2f}x")
         if args.device.startswith("cuda"):
             cn_bytes = sum(p.numel() * p.element_size() for p in load_controlnet(entry, dtype).parameters())
             print(f"peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB; the ControlNet's weights "
