@@ -1,6 +1,7 @@
 """The Python API. The CLI is a thin layer over it; it returns typed results and never prints."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .session import Session
@@ -36,12 +37,14 @@ class Pipeline:
 
     # -------------------------------------------------------------- stages
 
-    def explore(self, prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
+    def explore(self, prompt, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
                 run: str | None = None, variance: float = 0.0, variance_share: float | None = None,
                 variance_steps: float | None = None, loras=None, control=None, dry_run: bool = False,
                 on_picture=None, stop=None) -> StageResult:
         """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
+        ``prompt`` may be an ``ExploreSpec`` (what the CLI, configs and the app build): the keywords are then
+        not given, and this is ``explore(spec, run=..., dry_run=..., on_picture=..., stop=...)``.
 
         ``variance`` (0 = off, 0.1–0.5 typical, up to 2) adds seeded noise to the prompt embedding for
         the first ``variance_steps`` of the steps (default 0.2) on ``variance_share`` of its values
@@ -58,9 +61,25 @@ class Pipeline:
         ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
         the finished ones (``result.items`` holds only those).
         """
-        from .stages.specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
-        from .core.seeds import seeds_from_count
         from .stages.explore import explore
+
+        if isinstance(prompt, ExploreSpec):
+            spec = prompt
+        else:
+            spec = self.explore_spec(prompt, seeds=seeds, count=count, seed=seed, size=size, steps=steps,
+                                     guidance=guidance, negative=negative, batch=batch, variance=variance,
+                                     variance_share=variance_share, variance_steps=variance_steps, loras=loras,
+                                     control=control)
+        return self._refreshed(explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
+
+    @staticmethod
+    def explore_spec(prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
+                     size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
+                     variance: float = 0.0, variance_share: float | None = None, variance_steps: float | None = None,
+                     loras=None, control=None) -> ExploreSpec:
+        """The ExploreSpec of ``explore``'s keywords (``count`` seeds from ``seed``: a random base seed when None)."""
+        from .core.seeds import seeds_from_count
+        from .stages.specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
 
         if seeds is None:
             if count is None:
@@ -70,19 +89,18 @@ class Pipeline:
             raise_user("give either seeds or count, not both")
         if isinstance(seeds, range):
             seeds = list(seeds)
-        spec = build(ExploreSpec, prompt=prompt, negative=negative, seeds=seeds, size=size, steps=steps,
+        return build(ExploreSpec, prompt=prompt, negative=negative, seeds=seeds, size=size, steps=steps,
                      guidance=guidance, batch=batch, variance=variance,
                      variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
                      variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps,
                      loras=loras or [], control=control)
-        return explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
                source: str | Path | None = None,
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
-               loras=None, control=None, dry_run: bool = False) -> StageResult:
+               loras=None, control=None, dry_run: bool = False, on_picture=None, stop=None) -> StageResult:
         """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
         (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
 
@@ -94,11 +112,15 @@ class Pipeline:
         ``control``: as ``explore``'s, its type tile by default: ``{"type": "tile"}`` uses the Tile ControlNet
         with each candidate as its own control (keeps the picture at a higher strength).
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
-        ``p.refine(p.explore(...), seeds=[3, 7])``.
+        ``p.refine(p.explore(...), seeds=[3, 7])``, or a ``RefineSpec`` (then only ``run`` and ``dry_run``).
         """
-        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
         from .stages.refine import refine
+        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
 
+        if isinstance(picks, RefineSpec):
+            run, _ = _run_and_seeds(run, None)
+            return self._refreshed(refine(self.session, picks, run=run, dry_run=dry_run, on_picture=on_picture,
+                                          stop=stop))
         if isinstance(picks, StageResult):
             if run is not None:
                 raise_user("give the run once: as the first argument or as run=, not both")
@@ -113,13 +135,13 @@ class Pipeline:
                      strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
                      guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
                      loras=loras, control=control)
-        return refine(self.session, spec, run=run, dry_run=dry_run)
+        return self._refreshed(refine(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
                 detail: float = 0.0, detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                control=None, on_progress=None) -> StageResult:
+                control=None, on_progress=None, spec=None, stop=None) -> StageResult:
         """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file).
 
         ``images``: None (the refined pictures of ``run``, default the latest, or its ``seeds``), a
@@ -134,32 +156,66 @@ class Pipeline:
         carries none).  ``model``: the diffusion model (default: this Pipeline's).
         ``control`` (with ``detail`` only): as ``refine``'s, tile by default — each tile is drawn with the
         matching crop of the control map (the picture itself when no image is given).
+        ``spec``: an ``UpscaleSpec`` holding those settings (then the keywords for them are not given);
+        ``stop`` (a threading.Event) ends after the picture under way.
         """
-        from .stages import upscale as stage
+        spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model,
+                                     control)
+        run_dir, inputs = self._upscale_inputs(images, run, seeds, spec.scale, out_dir, spec.detail)
+        with self._session_for(spec.model if spec.with_detail else None) as session:
+            if spec.with_detail:  # the detail pass draws on the super-resolution step; else the plain upscale
+                from .stages import detail as stage
 
-        settings = _detail_settings(detail, detail_tile, prompt, model, control)
-        run_dir, inputs = self._upscale_inputs(images, run, seeds, scale, out_dir, detail)
-        with self._session_for(model if settings else None) as session:
-            return stage.upscale(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
-                                 precision=precision, run_dir=run_dir, dry_run=dry_run, on_progress=on_progress,
-                                 detail=settings)
+                run = functools.partial(stage.upscale, settings=_detail_settings(spec))
+            else:
+                from .stages import upscale as stage
+
+                run = stage.upscale
+            try:
+                result = run(session, inputs, model=spec.upscaler, scale=spec.scale, tile=spec.tile,
+                             overlap=spec.overlap, precision=spec.precision, run_dir=run_dir, dry_run=dry_run,
+                             on_progress=on_progress, stop=stop)
+            except KeyboardInterrupt:
+                if run_dir is not None and not dry_run:
+                    self._refresh_views(run_dir)  # the pictures finished before it are in run.json already
+                raise
+            return self._refreshed(result)
 
     def estimate_upscale(self, images=None, *, run: str | Path | None = None, seeds=None,
                          upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
                          overlap: int | None = None, precision: str = "auto", detail: float = 0.0,
                          detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                         control=None) -> float:
+                         control=None, spec=None) -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
         picture is in the store).  Loads the upscaler; the first time on this machine it times two small
         probes (64² and 128², remembered in the store); the upscale that follows reuses the loaded model.  With ``detail``
         the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
-        from .stages import upscale as stage
+        spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model,
+                                     control)
+        _, inputs = self._upscale_inputs(images, run, seeds, spec.scale, None, spec.detail)
+        with self._session_for(spec.model if spec.with_detail else None) as session:
+            if spec.with_detail:
+                from .stages import detail as stage
 
-        settings = _detail_settings(detail, detail_tile, prompt, model, control)
-        _, inputs = self._upscale_inputs(images, run, seeds, scale, None, detail)
-        with self._session_for(model if settings else None) as session:
-            return stage.estimate(session, inputs, model=upscaler, scale=scale, tile=tile, overlap=overlap,
-                                  precision=precision, detail=settings)
+                return stage.estimate(session, inputs, settings=_detail_settings(spec), model=spec.upscaler,
+                                      scale=spec.scale, tile=spec.tile, overlap=spec.overlap, precision=spec.precision)
+            from .stages import upscale as stage
+
+            return stage.estimate(session, inputs, model=spec.upscaler, scale=spec.scale, tile=spec.tile,
+                                  overlap=spec.overlap, precision=spec.precision)
+
+    def _refreshed(self, result: StageResult) -> StageResult:
+        """The run's views (its gallery page) refreshed once, after a stage: the stages write no HTML."""
+        if isinstance(result, StageResult) and result.run_dir is not None and not result.dry_run:
+            self._refresh_views(result.run_dir)
+        return result
+
+    def _refresh_views(self, run_dir: Path) -> None:
+        from .scale.distributed import is_main_process
+        from .web.gallery import write_gallery
+
+        if is_main_process() and (Path(run_dir) / "run.json").is_file():  # a run stopped before its first picture
+            write_gallery(Path(run_dir))
 
     def _session_for(self, model: str | None):
         """This Pipeline's session, or (``model`` names another) one beside it with the same settings."""
@@ -201,28 +257,23 @@ class Pipeline:
 
     def vary(self, seeds, *, count: int = 4, strength="subtle", steps: int | None = None,
              run: str | Path | StageResult | None = None, batch="auto", loras=None, control=None,
-             dry_run: bool = False) -> StageResult:
+             dry_run: bool = False, on_picture=None, stop=None) -> StageResult:
         """More candidates like picked ones: ``count`` image-to-image variations of each of ``seeds``
         (seeds or variation ids like ``"42v3"``) of ``run`` (the latest when None), at the candidate's
         size with new noise. ``strength``: ``"subtle"`` (0.5), ``"strong"`` (0.85) or a number in (0, 1).
         The variations join the run's candidates as ``42v1``, ``42v2``, …
         ``loras``: None = each candidate's own LoRAs; ``[]`` = none; a list like ``explore``'s replaces them.
         ``control``: as ``explore``'s; every variation follows it.
+        ``seeds`` may be a ``VarySpec`` (then only ``run`` and ``dry_run``).
         """
         from .stages.specs import VarySpec
         from .stages.vary import vary
 
         run, seeds = _run_and_seeds(run, seeds)
-        spec = build(VarySpec, seeds=seeds, count=count, strength=strength, steps=steps, batch=batch,
-                     loras=loras, control=control)
-        return vary(self.session, spec, run=run, dry_run=dry_run)
-
-    def loras(self) -> list[dict]:
-        """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
-        install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""
-        from .models.loras import list_loras
-
-        return [file.to_json() for file in list_loras(self.session.model)]
+        spec = seeds if isinstance(seeds, VarySpec) else build(VarySpec, seeds=seeds, count=count, strength=strength,
+                                                                steps=steps, batch=batch, loras=loras,
+                                                                control=control)
+        return self._refreshed(vary(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
 
     def controlnets(self) -> list[dict]:
         """The ControlNets found in weights/controlnet/, $PIPELINE_CONTROLNETS and, when the model is a ComfyUI
@@ -231,6 +282,13 @@ class Pipeline:
 
         return [{"name": e.name, "path": str(e.path), "role": e.role, "size": e.size}
                 for e in list_controlnets(self.session.model)]
+
+    def loras(self) -> list[dict]:
+        """The LoRA files found in weights/loras/, $PIPELINE_LORAS and, when the model is a ComfyUI
+        install, its models/loras/: ``[{"name", "path", "folder", "size"}]`` (no torch, no hashing)."""
+        from .models.loras import list_loras
+
+        return [file.to_json() for file in list_loras(self.session.model)]
 
     def gallery(self, run: str | Path | None = None) -> Path:
         """(Re)write a run's ``index.html`` (the latest run when None) and return its path."""
@@ -258,27 +316,19 @@ class Pipeline:
         self.close()
 
 
-def _detail_settings(detail: float, detail_tile: int, prompt: str | None, model: str | None, control=None):
-    """upscale's and estimate_upscale's detail arguments, checked: DetailSettings, or None when off."""
-    from .stages.detail import DetailSettings, check_detail
-    from .stages.specs import ControlSpec
+def _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model, control=None):
+    """upscale's and estimate_upscale's keywords as the UpscaleSpec (its validators: one sentence each)."""
+    from .stages.specs import UpscaleSpec
 
-    check_detail(detail, detail_tile)
-    _refuse_upscaler_as_model(model)
-    if control is not None and not detail > 0:
-        raise_user("--control on upscale needs --detail: the ControlNet draws in the detail pass (e.g. --detail 0.4)")
-    spec = build(ControlSpec, **control) if isinstance(control, dict) else \
-        build(ControlSpec, image=str(control)) if isinstance(control, (str, Path)) else control
-    return DetailSettings(float(detail), int(detail_tile), prompt, spec) if detail > 0 else None
+    return build(UpscaleSpec, upscaler=upscaler, scale=scale, tile=tile, overlap=overlap, precision=precision,
+                 detail=detail, detail_tile=detail_tile, prompt=prompt, model=model, control=control)
 
 
-def _refuse_upscaler_as_model(model) -> None:
-    """``upscale(model=...)`` names the diffusion model since ``--detail``; an upscaler there is a mistake."""
-    from .models.upscaler_weights import PRESETS, WEIGHT_SUFFIXES
+def _detail_settings(spec):
+    """The detail pass's settings of an UpscaleSpec with detail."""
+    from .stages.detail import DetailSettings
 
-    if model is not None and (str(model).lower() in PRESETS or Path(str(model)).suffix.lower() in WEIGHT_SUFFIXES):
-        raise_user(f"{model} is an upscaler: give it as --upscaler {model} (upscaler=...); --model (model=) names "
-                   "the diffusion model that --detail draws with")
+    return DetailSettings(float(spec.detail), int(spec.detail_tile), spec.prompt, spec.control)
 
 
 def _run_and_seeds(run, seeds):

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core import registry
 from .core.errors import UserError
 from .models.names import display_name
 from .core.seeds import pick_order
@@ -25,7 +26,7 @@ from .core.store import Store, default_store, file_digest
 
 log = logging.getLogger("pipeline")
 
-STAGES = ("explore", "refine", "upscale")
+STAGES = registry.sections()
 _SEED_NAME = re.compile(r"^seed-(\d+(?:v\d+)*)\.png$")  # a seed, or a variation id (42v3)
 
 

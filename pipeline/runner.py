@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core import registry
 from .config.loader import ConfigError, LoadedConfig, PromptRun, RunConfig, Source, size_text
 from .core.runs import load_run, stage_pictures
 from .stages.common import StageResult
 
-STAGES = ("explore", "vary", "refine", "upscale")
+STAGES = registry.names()
 
 
 @dataclass
@@ -176,35 +177,24 @@ def _differences(data: dict, wanted: dict, changed: list[str]) -> str:
 # ---------------------------------------------------------------- running
 
 def _explore(p, spec, name, dry_run=False) -> StageResult:
-    return p.explore(spec.prompt, seeds=spec.seeds, size=spec.size, steps=spec.steps, guidance=spec.guidance,
-                     negative=spec.negative, batch=spec.batch, run=name, variance=spec.variance,
-                     variance_share=spec.variance_share, variance_steps=spec.variance_steps, loras=spec.loras,
-                     control=_as_dict(spec.control), dry_run=dry_run)
-
-
-def _as_dict(control):
-    """A ControlSpec as the API takes it (None stays None)."""
-    return control.model_dump(exclude_none=True) if control is not None else None
+    return p.explore(spec, run=name, dry_run=dry_run)  # the spec the config built
 
 
 def _vary(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
-    v = config.vary
-    return p.vary(seeds, count=v.count, strength=v.strength, steps=v.steps, run=str(run_dir), batch=v.batch,
-                  loras=v.loras, control=_as_dict(v.control), dry_run=dry_run)
+    return p.vary(config.vary_spec(seeds), run=str(run_dir), dry_run=dry_run)
 
 
 def _refine(p, config: RunConfig, seeds, run_dir: Path, dry_run=False) -> StageResult:
-    r = config.refine
-    return p.refine(seeds=seeds, run=str(run_dir), size=r.size, scale=r.scale, mode=r.mode, strength=r.strength,
-                    steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras,
-                    control=_as_dict(r.control), dry_run=dry_run)
+    return p.refine(config.refine_spec(seeds), run=str(run_dir), dry_run=dry_run)
 
 
 def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) -> StageResult:
+    from .stages.specs import UpscaleSpec, build
+
     u = config.upscale
-    return p.upscale(images, run=str(run_dir) if images is None else None, upscaler=u.upscaler, scale=u.scale,
-                     tile=u.tile, overlap=u.overlap, precision=u.precision, dry_run=dry_run, detail=u.detail,
-                     detail_tile=u.detail_tile, control=_as_dict(u.control))
+    spec = build(UpscaleSpec, upscaler=u.upscaler, scale=u.scale, tile=u.tile, overlap=u.overlap,
+                 precision=u.precision, detail=u.detail, detail_tile=u.detail_tile, control=u.control)
+    return p.upscale(images, run=str(run_dir) if images is None else None, spec=spec, dry_run=dry_run)
 
 
 def _run_one(config: RunConfig, p, run: PromptRun) -> RunOutcome:

@@ -22,6 +22,7 @@ class Session:
     memory: str = "auto"
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
     engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
+    share: object = None  # how the stages' misses are shared between workers (scale.shares); None: as launched
     lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
     lora_missing: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> why its file is missing
     _engine: object = field(default=None, init=False, repr=False)

@@ -99,12 +99,12 @@ def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, config, ba
               "upscale": {i["key"] for i in data["upscale"]["pictures"]}}
     assert set(stored) == set().union(*stages.values())
 
-    # each process says which keys it computed (explore, refine): no key twice, every miss once
+    # each process says which keys it computed (explore, refine, upscale: one executor): no key twice, every miss once
     computed = {0: [], 1: []}
     for rank, keys in COMPUTED.findall(stderr):
-        computed[int(rank)] += keys.split()
+        computed[int(rank)] += [key for key in keys.split() if key != "-"]
     assert not set(computed[0]) & set(computed[1])
-    assert sorted(computed[0] + computed[1]) == sorted(stages["explore"] | stages["refine"])
+    assert sorted(computed[0] + computed[1]) == sorted(stages["explore"] | stages["refine"] | stages["upscale"])
     for stage, count in (("explore", 3), ("refine", 2)):  # sorted keys dealt round robin
         keys = sorted(stages[stage])
         assert set(computed[0]) & stages[stage] == set(keys[0::2]) and len(keys[0::2]) == count
@@ -126,6 +126,39 @@ def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, config, ba
     assert all((run_dir / e["path"]).is_file() for e in data["refine"]["pictures"] + data["upscale"]["pictures"])
     assert (run_dir / "explore" / "contact.png").is_file() and (run_dir / "index.html").is_file()
     assert stdout.count("done: 14 computed, 0 reused from the store") == 1, stdout
+
+
+def test_vary_and_the_detail_pass_share_their_misses_between_the_processes(tmp_path):
+    """Under torchrun the variations and the detail pass's pictures are split like explore's: each process
+    renders its half, every picture once (before the one executor, one process rendered all of them while the
+    other waited behind the per-key locks)."""
+    out, store = tmp_path / "out", tmp_path / "store"
+    env = cli_env(PIPELINE_STORE=store, PIPELINE_OUT=out, OMP_NUM_THREADS=1)
+    run_cli("explore", PROMPT, "--model", "tiny-random", "--size", "64", "--seeds", "1-2", "--run", "fox", env=env)
+
+    def renders(args) -> dict[int, list[str]]:
+        code, _, stderr = finish(torchrun(args, out, store))
+        assert code == 0, stderr
+        per_rank = {0: [], 1: []}
+        for rank, keys in COMPUTED.findall(stderr):
+            per_rank[int(rank)] += [key for key in keys.split() if key != "-"]
+        return per_rank
+
+    varied = renders(["vary", "--run", "fox", "--seeds", "1", "--count", "4", "--steps", "2"])
+    data = json.loads((out / "fox" / "run.json").read_text())
+    variations = {c["key"] for c in data["explore"]["pictures"] if isinstance(c["seed"], str)}
+    assert len(variations) == 4 and sorted(varied[0] + varied[1]) == sorted(variations)
+    assert len(varied[0]) == len(varied[1]) == 2
+    stored = records(store)
+    assert sorted(stored[key]["process"]["rank"] for key in variations) == [0, 0, 1, 1]
+
+    detailed = renders(["upscale", "--run", "fox", "--seeds", "1,2", "--upscaler", "realesr-animevideov3",
+                        "--detail", "0.3", "--detail-tile", "64"])
+    data = json.loads((out / "fox" / "run.json").read_text())
+    pictures_made = {p["key"] for p in data["upscale"]["pictures"]}
+    assert len(pictures_made) == 2 and sorted(detailed[0] + detailed[1]) == sorted(pictures_made)
+    assert len(detailed[0]) == len(detailed[1]) == 1
+    assert sorted(records(store)[key]["process"]["rank"] for key in pictures_made) == [0, 1]
 
 
 def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(tmp_path, baseline):
@@ -170,7 +203,7 @@ def test_a_single_process_pays_nothing():
     """Without WORLD_SIZE > 1 the helpers are plain pass-throughs and import neither torch nor accelerate."""
     code = """
 import sys
-from pipeline import distributed as d
+from pipeline.scale import distributed as d
 assert not d.launched() and d.is_main_process() and d.state() is None
 assert d.share_of([3, 1, 2], key=str) == [3, 1, 2] and d.others_share(["a"]) == set()
 assert d.agree(5) == 5 and d.computed_elsewhere([(1, "k")]) == [] and d.record_fields() == {}

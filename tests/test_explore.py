@@ -218,3 +218,21 @@ def test_explore_keeps_what_another_process_recorded_meanwhile(tmp_path):
     data = load_run(run_dir)
     assert data["refine"] == {"pictures": [{"seed": 1}]}
     assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2]
+
+
+def test_explore_saves_only_its_own_keys_so_a_section_it_does_not_know_survives(tmp_path):
+    """A section explore has never heard of (a newer stage's, the app's picks), in the copy explore read at start
+    and changed on disk since by another process, is left as the other process wrote it."""
+    from pipeline.core.runs import load_run, save_run, update_run
+    from pipeline.stages.explore import _save
+
+    run_dir = tmp_path / "r"
+    stale = {"version": 2, "prompt": PROMPT, "explore": {"pictures": [{"seed": 1}]},
+             "inpaint": {"pictures": [{"seed": 1}]}, "picks": [1]}
+    save_run(run_dir.mkdir() or run_dir, stale)
+    update_run(run_dir, lambda data: data.update(inpaint={"pictures": [{"seed": 1}, {"seed": "1i1"}]},
+                                                 picks=[1, 2]))  # another process
+    _save(run_dir, dict(stale, explore={"pictures": [{"seed": 1}, {"seed": 2}]}))
+    data = load_run(run_dir)
+    assert data["inpaint"] == {"pictures": [{"seed": 1}, {"seed": "1i1"}]} and data["picks"] == [1, 2]
+    assert [c["seed"] for c in data["explore"]["pictures"]] == [1, 2] and data["prompt"] == PROMPT

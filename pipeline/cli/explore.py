@@ -45,12 +45,13 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
     if (variance_share is not None or variance_steps is not None) and not variance:
         log.warning("--variance-share and --variance-steps have no effect without --variance (a strength above 0)")
     batch_value = parse_batch(batch)
-    control = chosen_control(control, control_type, control_strength, control_start, control_end, control_model)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
-        result = p.explore(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
-                           guidance=guidance, negative=negative, batch=batch_value, run=run_name, variance=variance,
-                           variance_share=variance_share, variance_steps=variance_steps, loras=list(lora),
-                           control=control, dry_run=dry_run)
+        spec = p.explore_spec(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
+                              guidance=guidance, negative=negative, batch=batch_value, variance=variance,
+                              variance_share=variance_share, variance_steps=variance_steps, loras=list(lora),
+                              control=chosen_control(control, control_type, control_strength, control_start,
+                                                     control_end, control_model))
+        result = p.explore(spec, run=run_name, dry_run=dry_run)
     if report(result, as_json, "candidate"):
         return
     run_dir = result.run_dir

@@ -55,31 +55,26 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
     --model (and --dtype, --memory, --weights-dtype ...) are the diffusion model's, used by --detail;
     the upscaler is --upscaler.
     """
-    from ..api import _refuse_upscaler_as_model
-    from ..stages.detail import check_detail
+    from ..stages.specs import UpscaleSpec, build
 
-    _refuse_upscaler_as_model(model)
-    check_detail(detail, detail_tile)
-    control = chosen_control(control, control_type, control_strength, control_start, control_end, control_model)
-    if control is not None and detail == 0:
-        raise UserError("--control on upscale needs --detail: the ControlNet draws in the detail pass "
-                        "(e.g. --detail 0.4 --control-type tile)")
     if upscaler and weights_path:
         raise UserError("give --upscaler or --weights, not both")
     if detail == 0:
         for given, name in ((model, "--model"), (prompt, "--prompt")):
             if given is not None:
                 log.warning("%s is used by --detail only; without it the picture is upscaled as it is", name)
+    spec = build(UpscaleSpec, upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
+                 overlap=overlap, precision=precision, detail=detail, detail_tile=detail_tile, prompt=prompt,
+                 model=model, control=chosen_control(control, control_type, control_strength, control_start,
+                                                     control_end, control_model))  # all checked before any load
     out = resolve_out(out, run_name)
     if detail > 0 and model is None:  # the model the run (or the first image) was made with, as refine does
         from ..stages.refine import default_model
 
         model = default_model(out, run_name, images[0] if images and Path(images[0]).is_file() else None)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
-        result = p.upscale(list(images) or None, run=run_name, seeds=seeds,
-                           upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
-                           overlap=overlap, precision=precision, dry_run=dry_run, detail=detail,
-                           detail_tile=detail_tile, prompt=prompt, control=control)
+        result = p.upscale(list(images) or None, run=run_name, seeds=seeds, spec=spec.model_copy(update={"model": None}),
+                           dry_run=dry_run)  # the model is the Pipeline's
     if report(result, as_json):
         return
     for item in result.items:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..core import registry
 from ..core.errors import UserError
 from ..core.validation import error_message  # noqa: F401  (configs' errors tell problems with it)
 
@@ -210,7 +211,7 @@ def apply_override(data: dict, parts: tuple, value, text: str) -> None:
         node = child
     last = parts[-1]
     if isinstance(node, dict) and not isinstance(last, int):
-        if value is None and len(parts) == 1 and last in ("explore", "refine", "upscale"):
+        if value is None and len(parts) == 1 and last in registry.names():
             node.pop(last, None)  # --set upscale=null: leave the stage out
             return
         node[last] = value

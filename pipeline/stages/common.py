@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..scale import distributed
 from ..core.images import encode_png
 from ..models.names import display_name
 from ..core.store import Artifact
@@ -59,11 +58,11 @@ class StageResult:
         }
 
 
-def batches(jobs: list, size: int):
-    """Split jobs into batches of at most ``size`` whose ``batch_group()`` is equal."""
+def batches(jobs: list, size: int, group=lambda job: job.batch_group()):
+    """Split jobs into batches of at most ``size`` whose ``group`` (``batch_group()``) is equal."""
     groups: dict[tuple, list] = {}
     for job in jobs:
-        groups.setdefault(job.batch_group(), []).append(job)
+        groups.setdefault(group(job), []).append(job)
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start:start + size]
@@ -75,7 +74,9 @@ def png_params(job, model: str, **extra) -> dict:
             **extra}
 
 
-def store_picture(store, job, image, model: str, *, seconds: float, engine, **extra) -> Artifact:
+def store_picture(store, job, image, model: str, *, seconds: float, engine, provenance: dict | None = None,
+                  **extra) -> Artifact:
+    """Encode and store a rendered picture; ``provenance``: which process computed it (the executor's share)."""
     params = png_params(job, model, **extra)
     record = {
         "job": job.describe(),
@@ -86,7 +87,7 @@ def store_picture(store, job, image, model: str, *, seconds: float, engine, **ex
         "peak_memory_bytes": engine.peak_memory_bytes(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "version": __version__,
-        **distributed.record_fields(),  # which process computed it, under accelerate launch / torchrun
+        **(provenance or {}),  # which process computed it, under accelerate launch / torchrun
     }
     return store.put(job.key, encode_png(image, params), record)
 
@@ -94,7 +95,7 @@ def store_picture(store, job, image, model: str, *, seconds: float, engine, **ex
 def progress_bar(total: int, enabled: bool, desc: str, unit: str = "img"):
     """A tqdm bar on a terminal; elsewhere (a log file, a pipe) a ``LineProgress`` that writes one
     line when the stage ends, instead of a bar's hundreds of carriage returns."""
-    if not enabled or total == 0 or not distributed.is_main_process():  # one bar, the main process's share
+    if not enabled or total == 0:  # the caller enables one bar: the main process's
         return None
     if not stderr_is_terminal():
         return LineProgress(total, desc, unit)

@@ -11,30 +11,25 @@ import dataclasses
 import io
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..scale import distributed
 from ..core.errors import UserError
 from ..core.images import A1111_CHUNK, JSON_CHUNK, _variance_entries, a1111_upscaler_name, quote, read_info
 from ..core.jobs import DetailJob, variance_from_record
 from ..models.names import display_name
-from ..core.runs import place
-from .specs import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from ..web.gallery import write_gallery
-from . import upscale
+from .specs import DEFAULT_DETAIL_TILE, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .common import StageResult, recorded_loras, recorded_meta, recorded_seed
 from ..core.control import a1111_line
 from . import control as controls
-from .common import Item, StageResult, recorded_loras, recorded_meta, recorded_seed
+from .executor import Executor, StageWork, Work
+from .superres import super_resolution
 from .upscale_time import TileProgress, image_size
 
 log = logging.getLogger("pipeline")
 
 DEFAULT_DETAIL_SCALE = 2.0
-DEFAULT_DETAIL_TILE = 1024
-MIN_DETAIL_TILE = 64
 
 
 @dataclass(frozen=True)
@@ -43,13 +38,6 @@ class DetailSettings:
     tile: int = DEFAULT_DETAIL_TILE
     prompt: str | None = None  # for a file that carries none
     control: object = None  # stages.specs.ControlSpec: the Tile ControlNet (or another) over each tile
-
-
-def check_detail(strength, tile) -> None:
-    if not 0 <= strength <= 1:
-        raise UserError(f"--detail must be from 0 (off) to 1, not {strength:g}")
-    if not isinstance(tile, int) or tile < MIN_DETAIL_TILE or tile > 4096:
-        raise UserError(f"--detail-tile must be {MIN_DETAIL_TILE} to 4096 output pixels, not {tile}")
 
 
 # ---------------------------------------------------------------- planning
@@ -82,15 +70,15 @@ def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings, contr
     jobs = []
     for item, sr_job in zip(inputs, sr_jobs):
         meta = picture_meta(item.path, settings.prompt)
-        width, height = output_size(item.path, scale)
-        variance = variance_from_record(meta.get("variance"))
         use = None
         if control is not None:
             picture = None
             if control.source is None:
                 with Image.open(item.path) as opened:
                     picture = opened.convert("RGB")
-            use = control.use(control.map_for(width, height, picture))
+            use = control.use(control.map_for(*output_size(item.path, scale), picture))
+        width, height = output_size(item.path, scale)
+        variance = variance_from_record(meta.get("variance"))
         jobs.append(DetailJob(sr=sr_job.key, model=session.fingerprint, prompt=meta["prompt"], negative="",
                               width=width, height=height, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
                               seed=meta["seed"], dtype=session.dtype, strength=float(settings.strength),
@@ -100,17 +88,16 @@ def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings, contr
     return jobs
 
 
-def prepare_control(session, settings: DetailSettings):
-    return controls.prepare(session, settings.control, "tile", "upscale --detail", has_picture=True)
-
-
 # ---------------------------------------------------------------- executing
 
-def estimate(session, inputs, *, sr, settings: DetailSettings, scale: float) -> float:
+def estimate(session, inputs, *, settings: DetailSettings, model=None, scale=None, tile=None, overlap=None,
+             precision="auto") -> float:
     """Seconds for the pictures not yet stored: the upscales still missing (measured throughput) plus the
     tiles (a one-step probe of the diffusion model, scaled by pixels and steps; loads the model)."""
     from ..engines.tiling import detail_rects
 
+    scale = DEFAULT_DETAIL_SCALE if scale is None else scale
+    sr = super_resolution(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
     jobs = plan(session, inputs, sr.jobs, scale, settings, prepare_control(session, settings))
     store = session.store
     misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
@@ -127,70 +114,111 @@ def estimate(session, inputs, *, sr, settings: DetailSettings, scale: float) -> 
     return seconds
 
 
-def run(session, inputs, *, sr, settings: DetailSettings, scale: float, run_dir, dry_run, on_progress):
-    """``sr``: the upscale stage's helpers for the super-resolution step (``upscale.SuperResolution``)."""
-    from ..engines.tiling import detail_rects
-
+def upscale(session, inputs, *, settings: DetailSettings, model=None, scale=None, tile=None, overlap=None,
+            precision="auto", run_dir=None, dry_run=False, on_progress=None, stop=None) -> StageResult:
+    """Upscale with detail: the super-resolution step (``superres``) to ``scale`` (default 2), then the
+    diffusion model re-draws each picture over tiles; ``stop`` ends after the picture under way."""
+    scale = DEFAULT_DETAIL_SCALE if scale is None else scale
+    executor = Executor(session)
+    sr = super_resolution(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision,
+                          provenance=executor.share.record_fields())
     control = prepare_control(session, settings)
     jobs = plan(session, inputs, sr.jobs, scale, settings, control)
-    store = session.store
+    works = [Work(index, job, (item, sr_job)) for index, (item, sr_job, job) in enumerate(zip(inputs, sr.jobs, jobs))]
     if dry_run:
-        todo = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
+        todo = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs)
+                if not session.store.has(job.key)]
         if todo and session.progress:
             _say_dry_run(sr, todo)
         return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo),
                            computed=len(todo), dry_run=True)
-    misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
-    tiles = {job.key: len(detail_rects(job.width, job.height, job.tile, job.overlap)) for _, _, job in misses}
-    if misses:
-        _require_lora_files(session, [job for _, _, job in misses])
-    progress = None
-    items: list[Item] = []
-    try:
-        if misses:
-            sr_misses = [(item, sr_job) for item, sr_job, _ in misses if not store.has(sr_job.key)]
-            progress = TileProgress(sr.windows(sr_misses) + sum(tiles.values()),
-                                    bar=session.progress and distributed.is_main_process(), on_progress=on_progress)
-            for item, sr_job in sr_misses:  # every super-resolution first, then one model at a time
-                sr.compute(item, sr_job, progress)
-            sr.release()
-        engine = None
-        for item, sr_job, job in zip(inputs, sr.jobs, jobs):
-            with store.lock(job.key):
-                artifact = store.get(job.key)
-                cached = artifact is not None
-                if artifact is None:
-                    if engine is None:
-                        engine = session.engine()
-                        engine.check_loras([job for _, _, job in misses])
-                    if engine.fingerprint != job.model:  # the model's identity became known on load
-                        job = dataclasses.replace(job, model=engine.fingerprint)
-                        artifact = store.get(job.key)
-                    if artifact is None:
-                        artifact = _detail_one(session, engine, item, sr, sr_job, job, progress, tiles.get(job.key),
-                                               control)
-                    else:
-                        cached = True
-            place(artifact.path, item.dest)
-            items.append(Item(item.seed, item.dest, job.key, cached, artifact.record.get("seconds", 0.0),
-                              name=item.path.name))
-            if run_dir is not None:
-                sr.record(run_dir, items, _run_fields(jobs, sr))
-    except KeyboardInterrupt:
-        if run_dir is not None and items:
-            write_gallery(run_dir)
-        raise
-    finally:
-        if progress is not None:
-            progress.close()
-    if run_dir is not None:
-        sr.record(run_dir, items, _run_fields(jobs, sr))
-        if control is not None:
-            for made in control.maps.values():
-                control.keep(run_dir, made)
-        write_gallery(run_dir)
+    if control is not None and run_dir is not None and executor.main:
+        for made in control.maps.values():
+            control.keep(run_dir, made)
+    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress, control), works, stop=stop)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
+
+
+class DetailWork(StageWork):
+    """The detail pass's part: every missing super-resolution first (one model at a time), then one picture per
+    call redrawn over tiles; progress in tiles (the upscales' and the detail pass's); recorded as an upscale."""
+
+    name = "detail"
+
+    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress, control=None):
+        super().__init__(session)
+        self.sr, self.run_dir, self.on_progress, self.control = sr, run_dir, on_progress, control
+        self.fields = _run_fields(jobs, sr)
+
+    def dest(self, work):
+        return work.part[0].dest
+
+    def place(self, work, artifact, cached, seconds=None, put=True):
+        item = super().place(work, artifact, cached, seconds, put)
+        item.seed = work.part[0].seed
+        return item
+
+    def item_name(self, work) -> str:
+        return work.part[0].path.name
+
+    def check(self, misses) -> None:
+        _require_lora_files(self.session, [work.job for work in misses])
+
+    def progress(self, misses, show):
+        from ..engines.tiling import detail_rects
+
+        store = self.session.store
+        sr_misses = [work.part for work in misses if not store.has(work.part[1].key)]
+        tiles = sum(len(detail_rects(w.job.width, w.job.height, w.job.tile, w.job.overlap)) for w in misses)
+        return TileProgress(self.sr.windows(sr_misses) + tiles, bar=self.session.progress and show,
+                            on_progress=self.on_progress)
+
+    def load(self, misses, progress):
+        for work in misses:  # every super-resolution first, then one model at a time
+            item, sr_job = work.part
+            if not self.session.store.has(sr_job.key):
+                self.sr.compute(item, sr_job, progress)
+        self.sr.release()
+        return self.session.engine()
+
+    def render(self, engine, works, progress) -> list:
+        from PIL import Image
+
+        from ..engines.detail import add_detail
+        from ..engines.tiling import detail_rects
+
+        outputs = []
+        for work in works:
+            item, sr_job = work.part
+            job = work.job
+            sr_artifact = self.session.store.get(sr_job.key)
+            if sr_artifact is None:  # stored when planned, removed since
+                sr_artifact = self.sr.compute(item, sr_job, None)
+            with Image.open(sr_artifact.path) as opened:
+                canvas = opened.convert("RGB")
+            if canvas.size != (job.width, job.height):
+                canvas = canvas.resize((job.width, job.height), Image.Resampling.LANCZOS)
+            rects = detail_rects(job.width, job.height, job.tile, job.overlap)
+            progress.start_picture(len(rects))
+            tiled = (self.control.entry, self.control.maps[job.control.map]) if job.control is not None else None
+            image = add_detail(engine, canvas, job, progress=progress.picture_callback, control=tiled)
+            progress.finish_picture()
+            outputs.append((image, sr_artifact.path, rects))
+        return outputs
+
+    def store(self, engine, work, output, seconds, provenance):
+        image, sr_path, rects = output
+        item, sr_job = work.part
+        data = encode(image, sr_path, work.job, self.sr, sr_job, rects, self.control)
+        return self.session.store.put(work.job.key, data, {
+            "job": work.job.describe(), "seconds": round(seconds, 4), "device": str(engine.device),
+            "profile": engine.profile, "peak_memory_bytes": engine.peak_memory_bytes(), "source": str(item.path),
+            "sr_key": sr_job.key, "version": __version__, **provenance})
+
+    def record(self, done) -> None:
+        if self.run_dir is not None and done:
+            self.sr.record(self.run_dir, [item for _, item in done], self.fields)
 
 
 def _require_lora_files(session, jobs) -> None:
@@ -236,93 +264,6 @@ def display_name_of(fingerprint: str) -> str:
     return display_name(fingerprint.split("@", 1)[0].removeprefix("hub:"))
 
 
-def _detail_one(session, engine, item, sr, sr_job, job: DetailJob, progress, tile_count, control=None):
-    from PIL import Image
-
-    from ..engines.detail import add_detail
-    from ..engines.tiling import detail_rects
-
-    sr_artifact = session.store.get(sr_job.key)
-    if sr_artifact is None:  # stored when planned, removed since
-        sr_artifact = sr.compute(item, sr_job, None)
-    with Image.open(sr_artifact.path) as opened:
-        canvas = opened.convert("RGB")
-    if canvas.size != (job.width, job.height):
-        canvas = canvas.resize((job.width, job.height), Image.Resampling.LANCZOS)
-    if progress is not None:
-        progress.start_picture(tile_count or 0)
-    engine.reset_peak_memory()
-    started = time.perf_counter()
-    tiled_control = (control.entry, control.maps[job.control.map]) if job.control is not None else None
-    image = add_detail(engine, canvas, job, progress=progress.picture_callback if progress else None,
-                       control=tiled_control)
-    seconds = time.perf_counter() - started
-    rects = detail_rects(job.width, job.height, job.tile, job.overlap)
-    data = encode(image, sr_artifact.path, job, sr, sr_job, rects, control)
-    artifact = session.store.put(job.key, data, {
-        "job": job.describe(), "seconds": round(seconds, 4), "device": str(engine.device), "profile": engine.profile,
-        "peak_memory_bytes": engine.peak_memory_bytes(), "source": str(item.path), "sr_key": sr_job.key,
-        "version": __version__, **distributed.record_fields()})
-    if progress is not None:
-        progress.finish_picture()
-    return artifact
-
-
-class SuperResolution:
-    """The upscale step of ``upscale --detail``: its jobs, computed and stored as a plain upscale stores them."""
-
-    def __init__(self, session, resolved, jobs: list, inputs: list, tile, overlap,
-                 precision):
-        self.session, self.resolved, self.jobs, self.inputs = session, resolved, jobs, inputs
-        self.tile, self.overlap, self.precision = tile, overlap, precision
-        self.name = upscale.upscaler_name(resolved)
-        self.scale = jobs[0].scale if jobs else None
-
-    def engine(self):
-        return upscale._load(self.session, self.resolved.path, self.precision, self.jobs[0].precision)
-
-    def estimate_seconds(self, pairs) -> float:
-        """Seconds to upscale these (input, job) pairs here (measured throughput)."""
-        if not pairs:
-            return 0.0
-        return self.engine().estimate_seconds([image_size(item.path) for item, _ in pairs], self.tile, self.overlap)
-
-    def windows(self, pairs) -> int:
-        if not pairs:
-            return 0
-        engine = self.engine()
-        return sum(engine.windows(*image_size(item.path), self.tile, self.overlap) for item, _ in pairs)
-
-    def compute(self, item, job, progress):
-        """Upscale one input into the store (unless another process just did); returns the artifact."""
-        store = self.session.store
-        with store.lock(job.key):
-            artifact = store.get(job.key)
-            if artifact is not None:
-                return artifact
-            engine = self.engine()
-            if progress is not None:
-                progress.start_picture(engine.windows(*image_size(item.path), self.tile, self.overlap))
-            started = time.perf_counter()
-            data = upscale._upscale_one(engine, item.path, job, self.tile, self.overlap,
-                                progress.picture_callback if progress is not None else None)
-            artifact = store.put(job.key, data, {"job": job.describe(), "seconds": round(time.perf_counter() - started, 4),
-                                                 "device": str(engine.device), "precision": engine.precision,
-                                                 "source": str(item.path), "version": __version__,
-                                                 **distributed.record_fields()})
-            if progress is not None:
-                progress.finish_picture()
-            return artifact
-
-    def release(self) -> None:
-        """Free the upscaler before the diffusion model loads (one model on a GPU at a time)."""
-        self.session.release_upscaler()
-
-    def record(self, run_dir: Path, items: list[Item], fields: dict) -> None:
-        if distributed.is_main_process():
-            upscale._record(run_dir, items, self.name, fields)
-
-
 # ---------------------------------------------------------------- metadata
 
 def a1111_detail_parameters(job: DetailJob, upscaler: str, model_name: str) -> str:
@@ -346,6 +287,10 @@ def a1111_detail_parameters(job: DetailJob, upscaler: str, model_name: str) -> s
                 ("Version", f"pipeline {__version__}")]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def prepare_control(session, settings: DetailSettings):
+    return controls.prepare(session, settings.control, "tile", "upscale --detail", has_picture=True)
 
 
 def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects, control=None) -> bytes:

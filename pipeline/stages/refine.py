@@ -16,60 +16,24 @@ import dataclasses
 import io
 import logging
 import shlex
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..scale import distributed
 from ..core.errors import UserError
-from ..core.jobs import RefineJob, render_fields
 from ..models.names import TINY
-from ..core.runs import load_run, new_run_data, place, record_pictures, resolve_run, set_latest, stage_pictures
+from ..core.runs import load_run, new_run_data, record_pictures, resolve_run, set_latest, stage_pictures
 from ..core.seeds import pick_order, seed_ranges
-from ..core.sizes import check_size
-from ..web.gallery import write_gallery
 from ..engines.request import RenderRequest
-from .specs import DEFAULT_GUIDANCE, DEFAULT_REFINE_SCALE, DEFAULT_STEPS, RefineSpec
-from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
-                     store_picture)
+from .specs import DEFAULT_GUIDANCE, RefineSpec
+from .common import Item, StageResult, candidate_loras, run_variance, store_picture
 from . import control as controls
+from .executor import Executor, StageWork, Work
 from .hires import as_hires_fix, enlarge_parents, parent_size
+from .refine_jobs import Pick, Plan, candidate_name, enlarge_name, refine_job, scaled_size
+from .refine_source import plan_source
 
 log = logging.getLogger("pipeline")
 
 STAGE_DIR = "refine"
-LANCZOS = "lanczos"
-
-
-@dataclass
-class Pick:
-    """One picture to refine: its job, where it goes, and where its parent comes from."""
-
-    job: RefineJob
-    name: str  # file name under RUN/refine/
-    parent_path: Path | None  # the parent's pixels (None for rerender)
-    parent_key: str  # store key of the parent candidate ("" for a foreign image)
-    source: str  # the candidate's run-relative path, or the --from image's path
-    parent_data: bytes | None = None  # the --from image's bytes, as digested for the key
-    id: int | str | None = None  # the candidate's seed or variation id (42v3); None: the job's seed
-    loras: list = dataclasses.field(default_factory=list)  # engines.lora.Lora, as the job's key holds them
-    first_pass: dict | None = None  # hires of our own txt2img candidate: its pass, for A1111's hires-fix text
-    control: dict | None = None  # the control as recorded (stages.control.StageControl.record), when on
-
-    @property
-    def label(self):
-        return self.job.seed if self.id is None else self.id
-
-
-@dataclass
-class Plan:
-    run_dir: Path
-    picks: list[Pick]
-    new_run: dict | None = None  # run.json header when the run folder is to be created
-    control: object = None  # stages.control.StageControl, when the refine follows a control map
-
-
-# ---------------------------------------------------------------- planning
 
 
 def default_model(out: Path, run: str | None, source: str | Path | None = None) -> str | None:
@@ -99,8 +63,6 @@ def default_model(out: Path, run: str | None, source: str | Path | None = None) 
 def plan(session, spec: RefineSpec, run: str | None = None) -> Plan:
     """The jobs of a refine. Reads run.json, the candidates' records and the --from image; no torch."""
     if spec.source is not None:
-        from .refine_source import plan_source  # it builds on this module's Pick and jobs
-
         return _with_control(session, spec, plan_source(session, spec, run))
     return _with_control(session, spec, _plan_run(session, spec, run))
 
@@ -177,38 +139,6 @@ def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
 
 
 
-def refine_job(session, spec, params, seed, size, parent_digest, enlarge, variance=None, loras=()) -> RefineJob:
-    fields = render_fields(model=session.fingerprint, prompt=params["prompt"], negative=params["negative"],
-                           width=size[0], height=size[1], steps=spec.steps or DEFAULT_STEPS,
-                           guidance=params["guidance"], seed=seed, dtype=session.dtype, variance=variance,
-                           loras=loras)
-    if spec.mode == "hires":
-        return RefineJob(**fields, mode="hires", strength=float(spec.strength), parent=parent_digest, enlarge=enlarge)
-    # rerender draws from text alone: parent, strength and enlarging do not change its pixels
-    return RefineJob(**fields, mode="rerender", strength=0.0, parent="", enlarge="")
-
-
-def enlarge_name(spec: RefineSpec) -> str:
-    """How hires enlarges the parent, as it enters the key: ``lanczos`` or ``<weights>@<sha256[:16]>``."""
-    if spec.mode != "hires" or spec.upscaler.lower() == LANCZOS:
-        return LANCZOS if spec.mode == "hires" else ""
-    from ..models import upscaler_weights as weights  # no torch: resolving and hashing a weights file
-
-    resolved = weights.resolve_weights(spec.upscaler)
-    return f"{resolved.name}@{weights.weights_digest(resolved.path)[:16]}"
-
-
-def scaled_size(size, scale: float | None) -> tuple[int, int]:
-    scale = DEFAULT_REFINE_SCALE if scale is None else scale
-    width, height = (max(16, int(round(side * scale / 16)) * 16) for side in size)
-    check_size(width, height)
-    return width, height
-
-
-def candidate_name(seed: int) -> str:
-    return f"seed-{seed}.png"
-
-
 def _missing_candidate(run_dir: Path, data: dict, seed) -> str:
     if isinstance(seed, str):
         from ..core.seeds import pick_parent, pick_path
@@ -232,55 +162,85 @@ def _missing_candidate(run_dir: Path, data: dict, seed) -> str:
 # ---------------------------------------------------------------- executing
 
 
-def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool = False, on_picture=None,
+           stop=None) -> StageResult:
     the_plan = plan(session, spec, run)
-    store = session.store
     if spec.mode == "rerender":
         width, height = the_plan.picks[0].job.width, the_plan.picks[0].job.height
         log.warning("rerender draws new noise at %dx%d, so the composition may change from the candidate; "
                     "use --mode hires to keep it", width, height)
+    executor = Executor(session)
+    works = [Work(pick.name, pick.job, pick) for pick in the_plan.picks]
     if dry_run:
-        stored = sum(store.has(p.job.key) for p in the_plan.picks)
-        total = len(the_plan.picks)
+        stored = executor.dry_run(works)
         run_dir = None if the_plan.new_run else the_plan.run_dir
-        return StageResult("refine", run_dir, planned=total, stored=stored, computed=total - stored, dry_run=True)
-
-    run_dir = the_plan.run_dir
-    out_dir = run_dir / STAGE_DIR
-    items: dict[str, Item] = {}
-    misses: list[Pick] = []
-    for pick in the_plan.picks:
-        artifact = store.get(pick.job.key)
-        if artifact is None:
-            misses.append(pick)
-        else:
-            items[pick.name] = _place(artifact, pick, out_dir, cached=True)
-    if distributed.is_main_process():
-        _record(session, the_plan, [(p, items[p.name]) for p in the_plan.picks if p.name in items])
-    if the_plan.control is not None and distributed.is_main_process():
+        return StageResult("refine", run_dir, planned=len(works), stored=stored, computed=len(works) - stored,
+                           dry_run=True)
+    if the_plan.control is not None and executor.main:
         for made in the_plan.control.maps.values():
-            the_plan.control.keep(run_dir, made)
-    misses = distributed.share_of(misses, key=lambda p: p.job.key)  # all of them in a single process
-    if misses:
-        _compute(session, spec, misses, out_dir, items, the_plan)
-    _collect_shares(session, the_plan, items, out_dir)
-    ordered = [items[p.name] for p in the_plan.picks]
+            the_plan.control.keep(the_plan.run_dir, made)
+    ordered = executor.run(RefineWork(session, spec, the_plan), works, stop=stop, on_picture=on_picture)
     computed = sum(not item.cached for item in ordered)
-    if distributed.is_main_process():
-        write_gallery(run_dir)
-    distributed.wait_for_everyone()  # the others go on once run.json is complete
-    return StageResult("refine", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
+    return StageResult("refine", the_plan.run_dir, ordered, planned=len(works), stored=len(ordered) - computed,
                        computed=computed)
 
 
-def _place(artifact, pick: Pick, out_dir: Path, cached: bool, seconds: float | None = None) -> Item:
-    dest = out_dir / pick.name
-    place(artifact.path, dest)
-    seconds = artifact.record.get("seconds", 0.0) if seconds is None else round(seconds, 4)
-    return Item(pick.label, dest, pick.job.key, cached, seconds)
+class RefineWork(StageWork):
+    """Refine's part: each pick enlarged and redrawn (hires) or rendered again from text (rerender)."""
+
+    name = "refine"
+
+    def __init__(self, session, spec: RefineSpec, the_plan: Plan):
+        super().__init__(session)
+        self.spec, self.plan = spec, the_plan
+        self.enlarged: dict = {}
+
+    def dest(self, work: Work) -> Path:
+        return self.plan.run_dir / STAGE_DIR / work.id
+
+    def place(self, work, artifact, cached, seconds=None, put=True) -> Item:
+        item = super().place(work, artifact, cached, seconds, put)
+        item.seed = work.part.label
+        return item
+
+    def load(self, misses, progress):
+        if self.spec.mode == "hires":
+            self.enlarged = enlarge_parents(self.session, self.spec, [work.part for work in misses])
+        return self.session.engine()
+
+    def batch_size(self, engine, misses) -> int:
+        return resolve_batch(self.spec.batch, engine, misses[0].job)
+
+    def render(self, engine, works, progress) -> list:
+        jobs = [work.job for work in works]
+        hires = jobs[0].mode == "hires"
+        if jobs[0].control is not None:
+            return self.plan.control.render(engine, jobs,
+                                            images=[self.enlarged[work.id] for work in works] if hires else None,
+                                            strength=jobs[0].strength if hires else None)
+        if hires:
+            request = RenderRequest.from_jobs(jobs, init_images=[self.enlarged[work.id] for work in works],
+                                              strength=jobs[0].strength)
+            return engine.render(request, "img2img")
+        return engine.render(RenderRequest.from_jobs(jobs), "txt2img")
+
+    def store(self, engine, work, image, seconds, provenance):
+        pick = work.part
+        extra = {"parent_size": parent_size(pick)} if work.job.mode == "hires" else {}
+        if pick.first_pass:
+            extra["first_pass"] = pick.first_pass
+        if work.job.loras:
+            extra["loras"] = [lora.record() for lora in pick.loras]
+        extra.update(controls.render_fields(work.job))
+        return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
+                             provenance=provenance, stage="refine", parent_key=pick.parent_key, **extra)
+
+    def record(self, done) -> None:
+        _record(self.session, self.plan, [(work.part, item) for work, item in done],
+                [work.job for work, _ in done])
 
 
-def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
+def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]], jobs: list) -> None:
     """Merge pictures into run.json's "refine" entry, re-reading it first so nothing recorded is lost.
 
     A new run's run.json is written with its first picture, and the run becomes the latest.
@@ -294,9 +254,8 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
             data.update(new_run_data(the_plan.new_run))
 
     entries = []
-    for pick, item in done:
-        job = pick.job
-        entry = {"seed": pick.label, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+    for (pick, item), job in zip(done, jobs):
+        entry = {"seed": pick.label, "key": item.key, "path": str(item.path.relative_to(run_dir)),
                  "mode": job.mode, "width": job.width, "height": job.height, "steps": job.steps,
                  "guidance": job.guidance, "parent_key": pick.parent_key, "source": pick.source,
                  "seconds": item.seconds, "cached": item.cached}
@@ -314,49 +273,6 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]]) -> None:
     set_latest(session.out, run_dir)
 
 
-def _compute(session, spec: RefineSpec, misses: list[Pick], out_dir: Path, items: dict, the_plan: Plan) -> None:
-    session.require_lora_files([p.job for p in misses])
-    enlarged = enlarge_parents(session, spec, misses) if spec.mode == "hires" else {}
-    engine = session.engine()
-    check_loras(engine, [p.job for p in misses])  # a LoRA for another model fails before any picture
-    if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
-        misses = [dataclasses.replace(p, job=dataclasses.replace(p.job, model=engine.fingerprint)) for p in misses]
-    by_job = {id(p.job): p for p in misses}
-    bar = progress_bar(len(misses), session.progress, "refine")
-    try:
-        for batch in batches([p.job for p in misses], resolve_batch(spec.batch, engine, misses[0].job)):
-            picks = [by_job[id(job)] for job in batch]
-            _render_batch(session, engine, picks, enlarged, out_dir, items, the_plan.control)
-            if distributed.is_main_process():
-                _record(session, the_plan, [(p, items[p.name]) for p in picks])
-            if bar:
-                bar.update(len(batch))
-    finally:
-        if bar:
-            bar.close()
-
-
-def _collect_shares(session, the_plan: Plan, items: dict, out_dir: Path) -> None:
-    """Several processes: wait for the other shares; the main process places and records their pictures."""
-    elsewhere = dict(distributed.computed_elsewhere([(name, i.key) for name, i in items.items() if not i.cached]))
-    collected = []
-    for pick in the_plan.picks:
-        if pick.name in items and pick.name not in elsewhere:
-            continue
-        artifact = session.store.get(elsewhere.get(pick.name, pick.job.key))
-        if artifact is None:
-            raise UserError(f"{pick.name} was refined by another process but is not in the store "
-                            f"{session.store.root}; give every process the same shared store (PIPELINE_STORE)")
-        dest = out_dir / pick.name
-        if distributed.is_main_process():
-            place(artifact.path, dest)
-        items[pick.name] = Item(pick.label, dest, artifact.key, pick.name not in elsewhere,
-                                artifact.record.get("seconds", 0.0))
-        collected.append((pick, items[pick.name]))
-    if distributed.is_main_process():
-        _record(session, the_plan, collected)
-
-
 def resolve_batch(batch, engine, job) -> int:
     """auto: what the engine's memory model allows at this size (at most 4), else one at a time.
 
@@ -367,43 +283,3 @@ def resolve_batch(batch, engine, job) -> int:
         return int(batch)
     auto_batch = getattr(engine, "auto_batch", None)
     return auto_batch(job.width, job.height, limit=4) if auto_batch else 1
-
-
-def _render_batch(session, engine, picks: list[Pick], enlarged: dict, out_dir: Path, items: dict,
-                  control=None) -> None:
-    store = session.store
-    with store.lock_all(p.job.key for p in picks):
-        todo = []
-        for pick in picks:  # another process may have finished it meanwhile
-            artifact = store.get(pick.job.key)
-            if artifact is not None:
-                items[pick.name] = _place(artifact, pick, out_dir, cached=True)
-            else:
-                todo.append(pick)
-        if not todo:
-            return
-        jobs = [p.job for p in todo]
-        engine.reset_peak_memory()
-        started = time.perf_counter()
-        hires = jobs[0].mode == "hires"
-        if jobs[0].control is not None:
-            images = control.render(engine, jobs, images=[enlarged[p.name] for p in todo] if hires else None,
-                                    strength=jobs[0].strength if hires else None)
-        else:
-            if hires:
-                request = RenderRequest.from_jobs(jobs, init_images=[enlarged[p.name] for p in todo],
-                                                  strength=jobs[0].strength)
-            else:
-                request = RenderRequest.from_jobs(jobs)
-            images = engine.render(request, "img2img" if hires else "txt2img")
-        seconds = (time.perf_counter() - started) / len(todo)
-        for pick, image in zip(todo, images):
-            extra = {"parent_size": parent_size(pick)} if pick.job.mode == "hires" else {}
-            if pick.first_pass:
-                extra["first_pass"] = pick.first_pass
-            if pick.job.loras:
-                extra["loras"] = [lora.record() for lora in pick.loras]
-            extra.update(controls.render_fields(pick.job))
-            artifact = store_picture(store, pick.job, image, session.model, seconds=seconds, engine=engine,
-                                     stage="refine", parent_key=pick.parent_key, **extra)
-            items[pick.name] = _place(artifact, pick, out_dir, cached=False, seconds=seconds)

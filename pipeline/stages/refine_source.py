@@ -13,7 +13,7 @@ from ..core.runs import check_run_name, resolve_run, slugify
 from .specs import DEFAULT_GUIDANCE, RefineSpec
 from .common import our_record, recorded_loras, recorded_meta, recorded_seed
 from .hires import as_hires_fix, image_size
-from .refine import Pick, Plan, candidate_name, enlarge_name, refine_job, scaled_size
+from .refine_jobs import Pick, Plan, candidate_name, enlarge_name, refine_job, scaled_size
 
 log = logging.getLogger("pipeline")
 

@@ -289,6 +289,69 @@ class VarySpec(Spec):
     _check_strength = field_validator("strength", mode="before")(vary_strength)
 
 
+UPSCALE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_DETAIL_TILE = 1024
+MIN_DETAIL_TILE = 64
+
+
+class UpscaleSpec(Spec):
+    """Super-resolution (``upscaler`` weights to ``scale``, in tiles of ``tile`` input pixels sharing ``overlap``)
+    and, when ``detail`` > 0, the detail pass: the diffusion ``model`` (default: the session's) re-draws the
+    upscaled picture image-to-image at that strength over tiles of at most ``detail_tile`` output pixels, with
+    the picture's prompt (``prompt`` for a file that carries none). Each check is one sentence naming its option.
+    """
+
+    upscaler: str | None = None  # a preset name or a weights file; None: the default preset
+    scale: float | None = None  # output size / input size; None: the model's (2 with detail)
+    tile: int | None = None  # input pixels; 0 = whole image; None: chosen from free memory
+    overlap: int | None = None
+    precision: str = "auto"
+    detail: float = 0.0
+    detail_tile: int = DEFAULT_DETAIL_TILE
+    prompt: str | None = None
+    model: str | None = None
+    control: ControlSpec | None = None  # with detail only: the Tile ControlNet (or another) over each tile
+
+    _check_control = field_validator("control", mode="before")(_control)
+
+    @model_validator(mode="after")
+    def _one_sentence_each(self):
+        # UserError, not ValueError: pydantic passes it through, so the sentence is the user's as written here
+        _refuse_upscaler_as_model(self.model)
+        if self.control is not None and not self.detail > 0:
+            raise UserError("--control on upscale needs --detail: the ControlNet draws in the detail pass "
+                            "(e.g. --detail 0.4 --control-type tile)")
+        if not 0 <= self.detail <= 1:
+            raise UserError(f"--detail must be from 0 (off) to 1, not {self.detail:g}")
+        if self.detail_tile < MIN_DETAIL_TILE or self.detail_tile > 4096:
+            raise UserError(f"--detail-tile must be {MIN_DETAIL_TILE} to 4096 output pixels, not {self.detail_tile}")
+        if self.scale is not None and not 0 < self.scale <= 16:
+            raise UserError(f"--scale must be above 0 and at most 16, not {self.scale:g}")
+        if self.tile is not None and self.tile != 0 and self.tile < 16:
+            raise UserError(f"--tile must be 0 (whole image) or at least 16, not {self.tile}")
+        if self.overlap is not None and not 0 <= self.overlap <= 256:
+            raise UserError(f"--tile-overlap must be 0 to 256, not {self.overlap}")
+        if self.precision not in UPSCALE_PRECISIONS:
+            raise UserError(f"--precision must be {', '.join(UPSCALE_PRECISIONS[:-1])} or {UPSCALE_PRECISIONS[-1]}, "
+                            f"not {self.precision!r}")
+        return self
+
+    @property
+    def with_detail(self) -> bool:
+        return self.detail > 0
+
+
+def _refuse_upscaler_as_model(model) -> None:
+    """``model`` names the diffusion model since ``--detail``; an upscaler there is a mistake."""
+    from pathlib import Path
+
+    from ..models.upscaler_weights import PRESETS, WEIGHT_SUFFIXES
+
+    if model is not None and (str(model).lower() in PRESETS or Path(str(model)).suffix.lower() in WEIGHT_SUFFIXES):
+        raise UserError(f"{model} is an upscaler: give it as --upscaler {model} (upscaler=...); --model (model=) names "
+                        "the diffusion model that --detail draws with")
+
+
 def build(spec_class, **values):
     """Build a spec, turning pydantic's report into one clear sentence."""
     try:

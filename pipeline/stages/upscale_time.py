@@ -151,6 +151,8 @@ class TileProgress:
     """Counts the tiles of every picture in one upscale: a tqdm bar with an ETA (when ``bar``)
     and the caller's ``on_progress(done_tiles, total_tiles)``."""
 
+    counts_itself = True  # the executor does not count its pictures: it counts tiles
+
     def __init__(self, total: int, *, bar: bool, on_progress: OnProgress | None = None):
         self.total = total
         self.done = 0

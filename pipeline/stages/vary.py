@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..scale import distributed
 from ..core.errors import UserError
 from ..core.jobs import VaryJob, render_fields, variation_seed
 from ..core.seeds import MAX_SEED, pick_order, pick_parent, pick_path, seed_ranges, variation_id
-from ..core.runs import load_run, place, record_pictures, resolve_run, set_latest, stage_pictures, update_run
+from ..core.runs import load_run, record_pictures, resolve_run, set_latest, stage_pictures
 from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, VarySpec
-from ..web.gallery import write_gallery
+from .common import Item, StageResult, candidate_loras, run_variance, store_picture
 from . import control as controls
-from .common import (Item, StageResult, batches, candidate_loras, check_loras, progress_bar, run_variance,
-                     store_picture)
+from .executor import Executor, StageWork, Work
+from .sheet import refresh_contact_sheet
 
 log = logging.getLogger("pipeline")
 
@@ -147,56 +145,79 @@ def _numbers(candidates: dict, parent, count: int, strength: float, steps: int, 
 # ---------------------------------------------------------------- executing
 
 
-def vary(session, spec: VarySpec, *, run: str | None = None, dry_run: bool = False) -> StageResult:
+def vary(session, spec: VarySpec, *, run: str | None = None, dry_run: bool = False, on_picture=None,
+         stop=None) -> StageResult:
     the_plan = plan(session, spec, run)
-    store = session.store
+    executor = Executor(session)
+    works = [Work(v.id, v.job, v) for v in the_plan.variations]
     if dry_run:
-        stored = sum(store.has(v.job.key) for v in the_plan.variations)
-        total = len(the_plan.variations)
-        return StageResult("vary", the_plan.run_dir, planned=total, stored=stored, computed=total - stored,
+        stored = executor.dry_run(works)
+        return StageResult("vary", the_plan.run_dir, planned=len(works), stored=stored, computed=len(works) - stored,
                            dry_run=True)
     run_dir = the_plan.run_dir
-    out_dir = run_dir / STAGE_DIR
-    items: dict[str, Item] = {}
-    misses: list[Variation] = []
-    for variation in the_plan.variations:
-        artifact = store.get(variation.job.key)
-        if artifact is None:
-            misses.append(variation)
-        else:
-            items[variation.id] = _place(artifact.path, variation, out_dir, True, artifact.record.get("seconds", 0.0))
-    if distributed.is_main_process():
-        _record(run_dir, [(v, items[v.id]) for v in the_plan.variations if v.id in items])
-    if the_plan.control is not None and distributed.is_main_process():
+    if the_plan.control is not None and executor.main:
         for made in the_plan.control.maps.values():
             the_plan.control.keep(run_dir, made)
-    if misses:
-        _compute(session, spec, misses, out_dir, items, run_dir, the_plan.control)
-    ordered = [items[v.id] for v in the_plan.variations]
+    ordered = executor.run(VaryWork(session, spec, run_dir, the_plan.control), works, stop=stop,
+                           on_picture=on_picture)
     computed = sum(not item.cached for item in ordered)
-    if distributed.is_main_process():
+    if executor.main:
         set_latest(session.out, run_dir)
-        _refresh_views(run_dir)
-    return StageResult("vary", run_dir, ordered, planned=len(ordered), stored=len(ordered) - computed,
+        refresh_contact_sheet(run_dir)  # the variations next to their parents
+    return StageResult("vary", run_dir, ordered, planned=len(works), stored=len(ordered) - computed,
                        computed=computed)
 
 
-def _place(source: Path, variation: Variation, out_dir: Path, cached: bool, seconds: float) -> Item:
-    dest = out_dir / variation.name
-    place(source, dest)
-    return Item(variation.id, dest, variation.job.key, cached, round(seconds, 4))
+class VaryWork(StageWork):
+    """Vary's part: image-to-image from each parent, placed beside the candidates, recorded as candidates."""
+
+    name = "vary"
+
+    def __init__(self, session, spec: VarySpec, run_dir: Path, control=None):
+        super().__init__(session)
+        self.spec, self.run_dir, self.control = spec, run_dir, control
+
+    def dest(self, work: Work) -> Path:
+        return self.run_dir / STAGE_DIR / work.part.name
+
+    def batch_size(self, engine, misses) -> int:
+        if self.spec.batch != "auto":
+            return int(self.spec.batch)
+        return 1 if engine.device == "cpu" else 4
+
+    def render(self, engine, works, progress) -> list:
+        from PIL import Image
+
+        parents = []
+        for work in works:
+            with Image.open(work.part.parent_path) as image:
+                parents.append(image.convert("RGB"))
+        jobs = [work.job for work in works]
+        if jobs[0].control is not None:
+            return self.control.render(engine, jobs, images=parents, strength=jobs[0].strength)
+        request = RenderRequest.from_jobs(jobs, init_images=parents, strength=jobs[0].strength)
+        return engine.render(request, "img2img")
+
+    def store(self, engine, work, image, seconds, provenance):
+        variation = work.part
+        return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
+                             provenance=provenance, stage="vary", variation=variation.id,
+                             parent_key=variation.parent_key, parent_seed=variation.parent_seed,
+                             **_lora_extra(variation), **controls.render_fields(work.job))
+
+    def record(self, done) -> None:
+        _record(self.run_dir, [(work.part, item) for work, item in done], [work.job for work, _ in done])
 
 
-def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
+def _record(run_dir: Path, done: list[tuple[Variation, Item]], jobs: list) -> None:
     """Add the variations to run.json's candidates (re-read under its lock, so nothing recorded is lost)."""
     if not done:
         return
 
     entries = []
-    for variation, item in done:
-        job = variation.job
+    for (variation, item), job in zip(done, jobs):
         entries.append({
-            "seed": variation.id, "key": job.key, "path": str(item.path.relative_to(run_dir)),
+            "seed": variation.id, "key": item.key, "path": str(item.path.relative_to(run_dir)),
             "seconds": item.seconds, "cached": item.cached, "parent": variation.parent,
             "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
             "steps": job.steps,
@@ -206,71 +227,5 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]]) -> None:
     record_pictures(run_dir, "explore", entries, order=lambda c: pick_order(c.get("seed")))
 
 
-def _compute(session, spec: VarySpec, misses: list[Variation], out_dir: Path, items: dict, run_dir: Path,
-             control=None) -> None:
-    from PIL import Image
-
-    session.require_lora_files([v.job for v in misses])
-    engine = session.engine()
-    check_loras(engine, [v.job for v in misses])  # a LoRA for another model fails before any picture
-    if engine.fingerprint != misses[0].job.model:  # the model's identity became known on load
-        misses = [dataclasses.replace(v, job=dataclasses.replace(v.job, model=engine.fingerprint)) for v in misses]
-    by_job = {id(v.job): v for v in misses}
-    size = 1 if spec.batch == "auto" and engine.device == "cpu" else 4 if spec.batch == "auto" else int(spec.batch)
-    bar = progress_bar(len(misses), session.progress, "vary")
-    try:
-        for batch in batches([v.job for v in misses], size):
-            chosen = [by_job[id(job)] for job in batch]
-            with session.store.lock_all(job.key for job in batch):
-                todo = []
-                for variation in chosen:  # another process may have made it meanwhile
-                    artifact = session.store.get(variation.job.key)
-                    if artifact is not None:
-                        items[variation.id] = _place(artifact.path, variation, out_dir, True,
-                                                     artifact.record.get("seconds", 0.0))
-                    else:
-                        todo.append(variation)
-                if todo:
-                    parents = []
-                    for variation in todo:
-                        with Image.open(variation.parent_path) as image:
-                            parents.append(image.convert("RGB"))
-                    engine.reset_peak_memory()
-                    started = time.perf_counter()
-                    jobs = [v.job for v in todo]
-                    if control is not None:
-                        images = control.render(engine, jobs, images=parents, strength=jobs[0].strength)
-                    else:
-                        images = engine.render(RenderRequest.from_jobs(jobs, init_images=parents,
-                                                                      strength=jobs[0].strength), "img2img")
-                    seconds = (time.perf_counter() - started) / len(todo)
-                    for variation, image in zip(todo, images):
-                        artifact = store_picture(session.store, variation.job, image, session.model, seconds=seconds,
-                                                 engine=engine, stage="vary", variation=variation.id,
-                                                 parent_key=variation.parent_key, parent_seed=variation.parent_seed,
-                                                 **_lora_extra(variation), **controls.render_fields(variation.job))
-                        items[variation.id] = _place(artifact.path, variation, out_dir, False, seconds)
-            if distributed.is_main_process():
-                _record(run_dir, [(v, items[v.id]) for v in chosen])
-            if bar:
-                bar.update(len(batch))
-    finally:
-        if bar:
-            bar.close()
-
-
 def _lora_extra(variation: Variation) -> dict:
     return {"loras": [lora.record() for lora in variation.loras]} if variation.job.loras else {}
-
-
-def _refresh_views(run_dir: Path) -> None:
-    """The contact sheet and the gallery, now with the variations next to their parents."""
-    from .explore import _write_contact_sheet
-
-    data = load_run(run_dir)
-    if not data.get("explore"):
-        return
-    _write_contact_sheet(run_dir / STAGE_DIR, data, run_dir)
-    signature = data["explore"].get("contact_sheet")
-    update_run(run_dir, lambda current: current.setdefault("explore", {}).update(contact_sheet=signature))
-    write_gallery(run_dir)

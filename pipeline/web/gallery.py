@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
+from ..core import registry
 from ..core.runs import PICKS_FILE, load_picks, load_run, resolve_run, stage_pictures
 from ..core.store import atomic_write, write_error
 from .thumbs import THUMB_SIZE, Thumbs
@@ -136,7 +137,7 @@ def collect(run_dir: Path, data: dict, thumbs: "Thumbs") -> tuple[list[dict], li
         if seed is not None:
             by_seed.setdefault(seed, group)
     others: list[Picture] = []
-    for stage in ("refine", "upscale"):
+    for stage in registry.result_sections():
         for item in stage_items(data, stage):
             picture = _picture(run_dir, stage, item, _scalars(item), thumbs)
             seed = _seed_of(item)
@@ -299,7 +300,7 @@ def _grid(groups: list[dict]) -> str:
             for n, p in enumerate(group["results"])
         )
         badges = "".join(f'<span class="badge {_e(stage)}">{_e(STAGE_LABELS[stage])}</span>'
-                         for stage in ("refine", "upscale") if any(p.stage == stage for p in group["results"]))
+                         for stage in registry.result_sections() if any(p.stage == stage for p in group["results"]))
         cards.append(
             f'<div class="card" role="checkbox" aria-checked="false" tabindex="{0 if index == 0 else -1}" '
             f'data-index="{index}" data-seed="{_e(seed)}" aria-label="{_e(label)}">'

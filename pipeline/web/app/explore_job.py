@@ -69,8 +69,8 @@ def events(app, tab: str, request: dict, run: str | None = None):
 
     def work(ticket, report):
         with app.device() as pipeline:
-            return pipeline.explore(request["prompt"], seeds=request["seeds"], run=run, on_picture=report,
-                                    stop=ticket.stop, **kwargs)
+            spec = pipeline.explore_spec(request["prompt"], seeds=request["seeds"], **kwargs)
+            return pipeline.explore(spec, run=run, on_picture=report, stop=ticket.stop)
 
     def started(ticket):
         app.journal_start(ticket, request)

@@ -22,11 +22,12 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
+from ...core import registry
 from ...core.errors import UserError
 from ...core.runs import load_picks, run_lock, save_picks
 from . import pictures
 
-STAGES = ("explore", "refine", "upscale")
+STAGES = registry.sections()
 ZIPS = ".downloads"  # OUT/.downloads/RUN-WHICH.zip: the last zip asked for, replaced each time
 TEMPLATE = '<div class="pgrid" data-empty="1"><div class="pgrid-head"></div><div class="pgrid-cards"></div></div>'
 
