@@ -201,3 +201,16 @@ def test_control_with_a_lora_and_with_int8_together(tmp_path, monkeypatch):
     assert np.any(made["both", "int8"][1] != made["control", "int8"][1])
     # int8 stays close to full precision with control and a LoRA on (tiny model: within a few levels on average)
     assert np.abs(made["both", "int8"][1] - made["both", None][1]).mean() < 8
+
+
+def test_vary_with_control_keys_and_records_it(tmp_path):
+    control = {"image": str(_quadrants(tmp_path / "layout.png")), "type": "gray"}
+    with Pipeline(model="tiny-random", out=tmp_path / "out", dtype="fp32") as p:
+        run = p.explore(PROMPT, seeds=[3], size=SIZE, steps=2, run="r")
+        plain = p.vary([3], count=1, run=run, steps=2)
+        followed = p.vary([3], count=1, run=run, steps=2, control=control)
+    assert followed.items[0].key != plain.items[0].key  # a new variation, not the plain one
+    recorded = {c["seed"]: c for c in json.loads((run.run_dir / "run.json").read_text())["explore"]["pictures"]}
+    assert recorded[followed.items[0].seed]["control"]["type"] == "gray"
+    assert "control" not in recorded[plain.items[0].seed]
+    assert (run.run_dir / recorded[followed.items[0].seed]["control"]["path"]).is_file()
