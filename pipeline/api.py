@@ -115,7 +115,7 @@ class Pipeline:
         ``p.refine(p.explore(...), seeds=[3, 7])``, or a ``RefineSpec`` (then only ``run`` and ``dry_run``).
         """
         from .stages.refine import refine
-        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
+        from .stages.specs import RefineSpec
 
         if isinstance(picks, RefineSpec):
             run, _ = _run_and_seeds(run, None)
@@ -130,12 +130,25 @@ class Pipeline:
                 raise_user("give the seeds once: as the first argument or as seeds=, not both")
             seeds = picks
         run, seeds = _run_and_seeds(run, seeds)
-        spec = build(RefineSpec, seeds=seeds, source=str(source) if source is not None else None, prompt=prompt,
-                     seed=seed, size=size, scale=scale, mode=mode,
-                     strength=DEFAULT_REFINE_STRENGTH if strength is None else strength, steps=steps,
-                     guidance=guidance, negative=negative, upscaler=upscaler, batch=batch,
-                     loras=loras, control=control)
+        spec = self.refine_spec(seeds, source=source, prompt=prompt, seed=seed, size=size, scale=scale, mode=mode,
+                                strength=strength, steps=steps, guidance=guidance, negative=negative,
+                                upscaler=upscaler, batch=batch, loras=loras, control=control)
         return self._refreshed(refine(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
+
+    @staticmethod
+    def refine_spec(seeds=None, *, source: str | Path | None = None, prompt: str | None = None,
+                    seed: int | None = None, size=None, scale: float | None = None, mode: str = "hires",
+                    strength: float | None = None, steps: int | None = None, guidance: float | None = None,
+                    negative: str | None = None, upscaler: str = "lanczos", batch="auto", loras=None,
+                    control=None):
+        """The RefineSpec of ``refine``'s keywords."""
+        from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
+
+        return build(RefineSpec, seeds=list(seeds) if isinstance(seeds, range) else seeds,
+                     source=str(source) if source is not None else None, prompt=prompt, seed=seed, size=size,
+                     scale=scale, mode=mode, strength=DEFAULT_REFINE_STRENGTH if strength is None else strength,
+                     steps=steps, guidance=guidance, negative=negative, upscaler=upscaler, batch=batch, loras=loras,
+                     control=control)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
@@ -270,10 +283,19 @@ class Pipeline:
         from .stages.vary import vary
 
         run, seeds = _run_and_seeds(run, seeds)
-        spec = seeds if isinstance(seeds, VarySpec) else build(VarySpec, seeds=seeds, count=count, strength=strength,
-                                                                steps=steps, batch=batch, loras=loras,
-                                                                control=control)
+        spec = seeds if isinstance(seeds, VarySpec) else self.vary_spec(seeds, count=count, strength=strength,
+                                                                         steps=steps, batch=batch, loras=loras,
+                                                                         control=control)
         return self._refreshed(vary(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
+
+    @staticmethod
+    def vary_spec(seeds, *, count: int = 4, strength="subtle", steps: int | None = None, batch="auto", loras=None,
+                  control=None):
+        """The VarySpec of ``vary``'s keywords."""
+        from .stages.specs import VarySpec
+
+        return build(VarySpec, seeds=list(seeds) if isinstance(seeds, range) else seeds, count=count,
+                     strength=strength, steps=steps, batch=batch, loras=loras, control=control)
 
     def controlnets(self) -> list[dict]:
         """The ControlNets found in weights/controlnet/, $PIPELINE_CONTROLNETS and, when the model is a ComfyUI

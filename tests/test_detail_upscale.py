@@ -228,3 +228,27 @@ def test_detail_uses_the_pictures_loras(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "LoRA 'style'" in proc.stderr and proc.stderr.strip().endswith(
         "put the file there to add detail with it, or upscale without --detail")
+
+
+def test_stop_during_the_detail_pass_ends_between_tiles_and_keeps_what_was_finished(tmp_path):
+    """Stop set while a picture's tiles are drawn: no further model call, that picture is not stored, and the
+    next call makes it whole."""
+    import threading
+
+    from pipeline import Pipeline
+
+    stop = threading.Event()
+    calls = []
+
+    def on_progress(done, total):
+        calls.append(done)
+        if done > total - 2 * 9:  # the first tile of the first picture is drawn (3 x 3 tiles a picture)
+            stop.set()
+
+    with Pipeline(model="tiny-random", out=tmp_path / "out") as p:
+        run = p.explore("a lighthouse at dusk", seeds=[1, 2], size=64)
+        stopped = p.upscale(run, upscaler="realesr-animevideov3", detail=0.4, detail_tile=64,
+                            on_progress=on_progress, stop=stop)
+        assert stopped.items == [] and stopped.computed == 0  # picture 1 was left after its first tile
+        whole = p.upscale(run, upscaler="realesr-animevideov3", detail=0.4, detail_tile=64)
+    assert whole.computed == 2 and all(item.path.is_file() for item in whole.items)

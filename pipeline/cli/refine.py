@@ -74,11 +74,11 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
 
         model = default_model(out, run, source)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
-        result = p.refine(seeds, run=run, source=source, prompt=prompt, seed=seed,
-                          size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
-                          steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
-                          batch=parse_batch(batch), loras=chosen_loras(lora, no_lora), control=control,
-                          dry_run=dry_run)
+        spec = p.refine_spec(seeds, source=source, prompt=prompt, seed=seed,
+                             size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
+                             steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
+                             batch=parse_batch(batch), loras=chosen_loras(lora, no_lora), control=control)
+        result = p.refine(spec, run=run, dry_run=dry_run)
     if report(result, as_json):
         return
     for item in result.items:

@@ -57,16 +57,16 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
     """
     from ..stages.specs import UpscaleSpec, build
 
+    spec = build(UpscaleSpec, upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
+                 overlap=overlap, precision=precision, detail=detail, detail_tile=detail_tile, prompt=prompt,
+                 model=model, control=chosen_control(control, control_type, control_strength, control_start,
+                                                     control_end, control_model))  # all checked before any load
     if upscaler and weights_path:
         raise UserError("give --upscaler or --weights, not both")
     if detail == 0:
         for given, name in ((model, "--model"), (prompt, "--prompt")):
             if given is not None:
                 log.warning("%s is used by --detail only; without it the picture is upscaled as it is", name)
-    spec = build(UpscaleSpec, upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
-                 overlap=overlap, precision=precision, detail=detail, detail_tile=detail_tile, prompt=prompt,
-                 model=model, control=chosen_control(control, control_type, control_strength, control_start,
-                                                     control_end, control_model))  # all checked before any load
     out = resolve_out(out, run_name)
     if detail > 0 and model is None:  # the model the run (or the first image) was made with, as refine does
         from ..stages.refine import default_model

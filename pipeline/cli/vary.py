@@ -41,8 +41,9 @@ def vary(seeds, count, strength, run, steps, batch, lora, no_lora, control, cont
 
         model = default_model(out, run)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
-        result = p.vary(seeds, count=count, strength=strength, steps=steps, run=run, batch=parse_batch(batch),
-                        loras=chosen_loras(lora, no_lora), control=control, dry_run=dry_run)
+        spec = p.vary_spec(seeds, count=count, strength=strength, steps=steps, batch=parse_batch(batch),
+                           loras=chosen_loras(lora, no_lora), control=control)
+        result = p.vary(spec, run=run, dry_run=dry_run)
     if report(result, as_json, "variations"):
         return
     for item in result.items:

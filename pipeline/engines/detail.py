@@ -67,10 +67,16 @@ def canvas_noise(seed: int, width: int, height: int, channels: int = 16, factor:
     return torch.randn((1, channels, height // factor, width // factor), generator=generator, dtype=torch.float32)
 
 
+class Stopped(Exception):
+    """``add_detail``'s ``stop`` was set between two model calls: the picture is not finished."""
+
+
 def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
-               progress: Callable[[int, int], None] | None = None, blend: float = 1.0, control=None) -> Image.Image:
+               progress: Callable[[int, int], None] | None = None, blend: float = 1.0, stop=None,
+               control=None) -> Image.Image:
     """``image`` (the super-resolved picture, at the job's output size) re-drawn over tiles; RGB out.
     ``blend``: the share of each shared band that is cross-faded (1, the default; 0 cuts, for comparison).
+    ``stop`` (a threading.Event), checked between model calls: raises ``Stopped`` when set.
     ``control``: (ControlNet file, ``core.control.ControlMap`` at the output size) for a job with control: each
     tile is rendered by the ``controlnet`` task with **the matching crop** of the map (not the whole map)."""
     rgb = np.asarray(image.convert("RGB"))
@@ -85,6 +91,8 @@ def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
     weight_sum = np.zeros((full_h, full_w), np.float32)
     _, _, tile_w, tile_h = tiles[0]
     for first in range(0, len(tiles), batch):
+        if stop is not None and stop.is_set():
+            raise Stopped
         chunk = tiles[first:first + batch]
         tile_noise = torch.cat([noise[:, :, y // factor:(y + h) // factor, x // factor:(x + w) // factor]
                                 for x, y, w, h in chunk])

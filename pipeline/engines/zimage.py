@@ -1,4 +1,11 @@
-"""The Z-Image engine: loads the diffusers pipeline once and renders jobs in batches.
+"""The Z-Image engine: loads the diffusers pipeline once and renders requests in batches.
+
+One door: ``engine.render(request, task)`` (``request.RenderRequest``: prompts, size, steps, guidance, seeds,
+variance, LoRAs, init images and strength, control, mask, noise). ``task`` names a registered task
+(``tasks``: txt2img, img2img, detail; ControlNet and inpaint register theirs) whose diffusers pipeline is built
+once from the loaded components. The engine owns every object it keeps (the task pipelines, the LoRA set);
+nothing is set on it or on its pipelines from outside. ``txt2img(jobs)`` and ``img2img(jobs, images, strength)``
+are shims over the door.
 
 Heavy imports (torch, diffusers) happen here and only here, when a job misses the store.
 

@@ -135,7 +135,7 @@ def upscale(session, inputs, *, settings: DetailSettings, model=None, scale=None
     if control is not None and run_dir is not None and executor.main:
         for made in control.maps.values():
             control.keep(run_dir, made)
-    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress, control), works, stop=stop)
+    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress, stop, control), works, stop=stop)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
@@ -146,9 +146,10 @@ class DetailWork(StageWork):
 
     name = "detail"
 
-    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress, control=None):
+    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress, stop=None, control=None):
         super().__init__(session)
         self.sr, self.run_dir, self.on_progress, self.control = sr, run_dir, on_progress, control
+        self.stop = stop  # checked between tiles too: a picture is many model calls
         self.fields = _run_fields(jobs, sr)
 
     def dest(self, work):
@@ -185,7 +186,7 @@ class DetailWork(StageWork):
     def render(self, engine, works, progress) -> list:
         from PIL import Image
 
-        from ..engines.detail import add_detail
+        from ..engines.detail import Stopped, add_detail
         from ..engines.tiling import detail_rects
 
         outputs = []
@@ -202,7 +203,11 @@ class DetailWork(StageWork):
             rects = detail_rects(job.width, job.height, job.tile, job.overlap)
             progress.start_picture(len(rects))
             tiled = (self.control.entry, self.control.maps[job.control.map]) if job.control is not None else None
-            image = add_detail(engine, canvas, job, progress=progress.picture_callback, control=tiled)
+            try:
+                image = add_detail(engine, canvas, job, progress=progress.picture_callback, stop=self.stop,
+                                   control=tiled)
+            except Stopped:
+                break  # the pictures finished before it are kept; the executor stops before the next
             progress.finish_picture()
             outputs.append((image, sr_artifact.path, rects))
         return outputs

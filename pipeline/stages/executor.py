@@ -11,7 +11,8 @@ A stage is its plan, its render call and its record; the executor owns the rest,
     batches of equal ``job.batch_group()`` of at most ``stage.batch_size`` (one batch rule), each under
     the store locks of its keys: a key another process stored meanwhile is taken from the store; the rest
     are rendered (stage.render), stored (stage.store) and placed; progress, ``on_picture`` and Stop
-    (``stop``, a threading.Event, checked between batches) after each batch
+    (``stop``, a threading.Event, checked between batches; a render call may also stop between its model
+    calls and return fewer outputs: the unfinished pictures are not stored) after each batch
     the other processes' pictures (``share.gather``) placed and recorded by the main process
 
 Contract of a stage (``StageWork`` below): ``place``, ``render`` and ``store`` are per picture or batch and
@@ -162,11 +163,12 @@ class Executor:
                     stopped = True
                     break
                 self._batch(stage, engine, batch, items, bar)
+                done = [work for work in batch if work.id in items]  # fewer when Stop came mid-call
                 if self.main:
-                    stage.record([(work, items[work.id]) for work in batch])
+                    stage.record([(work, items[work.id]) for work in done])
                 if bar is not None and not getattr(bar, "counts_itself", False):
-                    bar.update(len(batch))
-                for work in batch if on_picture else ():
+                    bar.update(len(done))
+                for work in done if on_picture else ():
                     on_picture(items[work.id])
         finally:
             if bar is not None:
