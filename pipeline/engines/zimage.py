@@ -314,6 +314,8 @@ class ZImageEngine:
     def pipeline_for(self, task: str):
         """The diffusers pipeline of ``task`` (``engines.tasks``), built once from the loaded components."""
         spec = tasks.get(task)
+        if spec.base:
+            return spec.build(self.pipe)  # the base pipeline itself: nothing to build or keep
         pipe = self._task_pipes.get(task)
         if pipe is None:
             pipe = spec.build(self.pipe)
