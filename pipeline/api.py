@@ -42,8 +42,8 @@ class Pipeline:
     def explore(self, prompt, *, seeds=None, count: int | None = None, seed: int | None = None,
                 size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
                 run: str | None = None, variance: float = 0.0, variance_share: float | None = None,
-                variance_steps: float | None = None, loras=None, dry_run: bool = False, on_picture=None,
-                stop=None) -> StageResult:
+                variance_steps: float | None = None, loras=None, control=None, dry_run: bool = False,
+                on_picture=None, stop=None) -> StageResult:
         """Render one candidate per seed (``seeds``, or ``count`` seeds from ``seed``) and lay them out in a run.
         ``prompt`` may be an ``ExploreSpec`` (what the CLI, configs and the app build): the keywords are then
         not given, and this is ``explore(spec, run=..., dry_run=..., on_picture=..., stop=...)``.
@@ -54,6 +54,10 @@ class Pipeline:
 
         ``loras``: ``[("style", 0.8), "other.safetensors"]`` — names (see ``loras()``) or files, with a
         weight (a plain string: 1.0); None or [] = no LoRA.
+
+        ``control``: a ControlNet every candidate follows — the control image's path, or
+        ``{"image", "type" (canny|gray|tile|map; default canny), "strength", "start", "end", "model"}``
+        (see ``controlnets()``); None = none; strength 0 is the same as none (same pictures, same keys).
 
         ``on_picture(item)`` is called as each candidate is in the run folder (stored ones first);
         ``stop``, a ``threading.Event``: once set, the run ends after the current picture and keeps
@@ -66,14 +70,15 @@ class Pipeline:
         else:
             spec = self.explore_spec(prompt, seeds=seeds, count=count, seed=seed, size=size, steps=steps,
                                      guidance=guidance, negative=negative, batch=batch, variance=variance,
-                                     variance_share=variance_share, variance_steps=variance_steps, loras=loras)
+                                     variance_share=variance_share, variance_steps=variance_steps, loras=loras,
+                                     control=control)
         return self._refreshed(explore(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
 
     @staticmethod
     def explore_spec(prompt: str, *, seeds=None, count: int | None = None, seed: int | None = None,
                      size=(512, 512), steps: int = 8, guidance: float = 0.0, negative: str = "", batch="auto",
                      variance: float = 0.0, variance_share: float | None = None, variance_steps: float | None = None,
-                     loras=None) -> ExploreSpec:
+                     loras=None, control=None) -> ExploreSpec:
         """The ExploreSpec of ``explore``'s keywords (``count`` seeds from ``seed``: a random base seed when None)."""
         from .core.seeds import seeds_from_count
         from .stages.specs import DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS
@@ -90,14 +95,14 @@ class Pipeline:
                      guidance=guidance, batch=batch, variance=variance,
                      variance_share=DEFAULT_VARIANCE_SHARE if variance_share is None else variance_share,
                      variance_steps=DEFAULT_VARIANCE_STEPS if variance_steps is None else variance_steps,
-                     loras=loras or [])
+                     loras=loras or [], control=control)
 
     def refine(self, picks=None, /, *, seeds=None, run: str | Path | StageResult | None = None,
                source: str | Path | None = None,
                prompt: str | None = None, seed: int | None = None, size=None, scale: float | None = None,
                mode: str = "hires", strength: float | None = None, steps: int | None = None,
                guidance: float | None = None, negative: str | None = None, upscaler: str = "lanczos", batch="auto",
-               loras=None, dry_run: bool = False, on_picture=None, stop=None, detail_faces: float = 0.0,
+               loras=None, control=None, dry_run: bool = False, on_picture=None, stop=None, detail_faces: float = 0.0,
                face_prompt: str | None = None, face_confidence: float = 0.3, face_size: int = 1024) -> StageResult:
         """Refine picked candidates of a run (``seeds``; the latest run unless ``run``) or one image
         (``source``) at ``size``, or the candidate's size × ``scale`` (default 2).
@@ -107,6 +112,8 @@ class Pipeline:
         ``None`` takes the value from the run or the image's metadata, else the default.
         ``loras``: None = the LoRAs the candidate (or image) was made with, found again by digest;
         ``[]`` = none; a list like ``explore``'s replaces them.
+        ``control``: as ``explore``'s, its type tile by default: ``{"type": "tile"}`` uses the Tile ControlNet
+        with each candidate as its own control (keeps the picture at a higher strength).
         The first argument is the seeds, or the run to refine as ``explore`` returned it:
         ``p.refine(p.explore(...), seeds=[3, 7])``, or a ``RefineSpec`` (then only ``run`` and ``dry_run``).
         ``detail_faces`` (0 = off, 0.3-0.4 typical): then re-draw each face found at that strength (``inpaint``'s
@@ -132,7 +139,7 @@ class Pipeline:
         run, seeds = _run_and_seeds(run, seeds)
         spec = self.refine_spec(seeds, source=source, prompt=prompt, seed=seed, size=size, scale=scale, mode=mode,
                                 strength=strength, steps=steps, guidance=guidance, negative=negative,
-                                upscaler=upscaler, batch=batch, loras=loras)
+                                upscaler=upscaler, batch=batch, loras=loras, control=control)
         return self._refreshed(self._detail_faces(refine(self.session, spec, run=run, dry_run=dry_run,
                                                          on_picture=on_picture, stop=stop), "refine", *faces))
 
@@ -140,20 +147,22 @@ class Pipeline:
     def refine_spec(seeds=None, *, source: str | Path | None = None, prompt: str | None = None,
                     seed: int | None = None, size=None, scale: float | None = None, mode: str = "hires",
                     strength: float | None = None, steps: int | None = None, guidance: float | None = None,
-                    negative: str | None = None, upscaler: str = "lanczos", batch="auto", loras=None):
+                    negative: str | None = None, upscaler: str = "lanczos", batch="auto", loras=None,
+                    control=None):
         """The RefineSpec of ``refine``'s keywords."""
         from .stages.specs import DEFAULT_REFINE_STRENGTH, RefineSpec
 
         return build(RefineSpec, seeds=list(seeds) if isinstance(seeds, range) else seeds,
                      source=str(source) if source is not None else None, prompt=prompt, seed=seed, size=size,
                      scale=scale, mode=mode, strength=DEFAULT_REFINE_STRENGTH if strength is None else strength,
-                     steps=steps, guidance=guidance, negative=negative, upscaler=upscaler, batch=batch, loras=loras)
+                     steps=steps, guidance=guidance, negative=negative, upscaler=upscaler, batch=batch, loras=loras,
+                     control=control)
 
     def upscale(self, images=None, *, run: str | Path | None = None, seeds=None, upscaler: str | None = None,
                 scale: float | None = None, tile: int | None = None, overlap: int | None = None,
                 precision: str = "auto", out_dir: str | Path | None = None, dry_run: bool = False,
                 detail: float = 0.0, detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                on_progress=None, spec=None, stop=None, detail_faces: float = 0.0, face_prompt: str | None = None,
+                control=None, on_progress=None, spec=None, stop=None, detail_faces: float = 0.0, face_prompt: str | None = None,
                 face_confidence: float = 0.3, face_size: int = 1024) -> StageResult:
         """Super-resolve pictures with Real-ESRGAN (``upscaler``: a preset name or a weights file).
 
@@ -167,12 +176,15 @@ class Pipeline:
         diffusion model re-draws the picture image-to-image at that strength over tiles of at most
         ``detail_tile`` output pixels, with the picture's prompt and seed (``prompt`` for a file that
         carries none).  ``model``: the diffusion model (default: this Pipeline's).
+        ``control`` (with ``detail`` only): as ``refine``'s, tile by default — each tile is drawn with the
+        matching crop of the control map (the picture itself when no image is given).
         ``spec``: an ``UpscaleSpec`` holding those settings (then the keywords for them are not given);
         ``stop`` (a threading.Event) ends after the picture under way.
         ``detail_faces`` (0 = off): then re-draw each face found at that strength (``inpaint``'s face pass,
         in the result's ``fixes``), with this Pipeline's model.
         """
-        spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model)
+        spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model,
+                                     control)
         faces = (detail_faces, face_prompt, face_confidence, face_size)
         _check_detail_faces(*faces)
         run_dir, inputs = self._upscale_inputs(images, run, seeds, spec.scale, out_dir, spec.detail)
@@ -199,12 +211,13 @@ class Pipeline:
                          upscaler: str | None = None, scale: float | None = None, tile: int | None = None,
                          overlap: int | None = None, precision: str = "auto", detail: float = 0.0,
                          detail_tile: int = 1024, prompt: str | None = None, model: str | None = None,
-                         spec=None) -> float:
+                         control=None, spec=None) -> float:
         """Seconds ``upscale`` with the same arguments would take on this machine (0 when every
         picture is in the store).  Loads the upscaler; the first time on this machine it times two small
         probes (64² and 128², remembered in the store); the upscale that follows reuses the loaded model.  With ``detail``
         the diffusion part is added from a probe of the model (a 256² tile at 1 and 2 steps)."""
-        spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model)
+        spec = spec or _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model,
+                                     control)
         _, inputs = self._upscale_inputs(images, run, seeds, spec.scale, None, spec.detail)
         with self._session_for(spec.model if spec.with_detail else None) as session:
             if spec.with_detail:
@@ -269,13 +282,14 @@ class Pipeline:
         return run_dir, inputs
 
     def vary(self, seeds, *, count: int = 4, strength="subtle", steps: int | None = None,
-             run: str | Path | StageResult | None = None, batch="auto", loras=None,
+             run: str | Path | StageResult | None = None, batch="auto", loras=None, control=None,
              dry_run: bool = False, on_picture=None, stop=None) -> StageResult:
         """More candidates like picked ones: ``count`` image-to-image variations of each of ``seeds``
         (seeds or variation ids like ``"42v3"``) of ``run`` (the latest when None), at the candidate's
         size with new noise. ``strength``: ``"subtle"`` (0.5), ``"strong"`` (0.85) or a number in (0, 1).
         The variations join the run's candidates as ``42v1``, ``42v2``, …
         ``loras``: None = each candidate's own LoRAs; ``[]`` = none; a list like ``explore``'s replaces them.
+        ``control``: as ``explore``'s; every variation follows it.
         ``seeds`` may be a ``VarySpec`` (then only ``run`` and ``dry_run``).
         """
         from .stages.specs import VarySpec
@@ -283,16 +297,26 @@ class Pipeline:
 
         run, seeds = _run_and_seeds(run, seeds)
         spec = seeds if isinstance(seeds, VarySpec) else self.vary_spec(seeds, count=count, strength=strength,
-                                                                         steps=steps, batch=batch, loras=loras)
+                                                                         steps=steps, batch=batch, loras=loras,
+                                                                         control=control)
         return self._refreshed(vary(self.session, spec, run=run, dry_run=dry_run, on_picture=on_picture, stop=stop))
 
     @staticmethod
-    def vary_spec(seeds, *, count: int = 4, strength="subtle", steps: int | None = None, batch="auto", loras=None):
+    def vary_spec(seeds, *, count: int = 4, strength="subtle", steps: int | None = None, batch="auto", loras=None,
+                  control=None):
         """The VarySpec of ``vary``'s keywords."""
         from .stages.specs import VarySpec
 
         return build(VarySpec, seeds=list(seeds) if isinstance(seeds, range) else seeds, count=count,
-                     strength=strength, steps=steps, batch=batch, loras=loras)
+                     strength=strength, steps=steps, batch=batch, loras=loras, control=control)
+
+    def controlnets(self) -> list[dict]:
+        """The ControlNets found in weights/controlnet/, $PIPELINE_CONTROLNETS and, when the model is a ComfyUI
+        install, its models/controlnet/ and models/model_patches/: ``[{"name", "path", "role", "size"}]``."""
+        from .models.controlnets import list_controlnets
+
+        return [{"name": e.name, "path": str(e.path), "role": e.role, "size": e.size}
+                for e in list_controlnets(self.session.model)]
 
     def inpaint(self, image=None, *, run: str | Path | StageResult | None = None, seeds=None, source: str = "explore",
                 mask=None, prompt: str | None = None, strength: float | None = None, mask_blur: int = 4,
@@ -378,19 +402,19 @@ def _check_detail_faces(strength: float, face_prompt=None, confidence: float = 0
     detector_id()  # no detector: one sentence, before the stage runs
 
 
-def _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model):
+def _upscale_spec(upscaler, scale, tile, overlap, precision, detail, detail_tile, prompt, model, control=None):
     """upscale's and estimate_upscale's keywords as the UpscaleSpec (its validators: one sentence each)."""
     from .stages.specs import UpscaleSpec
 
     return build(UpscaleSpec, upscaler=upscaler, scale=scale, tile=tile, overlap=overlap, precision=precision,
-                 detail=detail, detail_tile=detail_tile, prompt=prompt, model=model)
+                 detail=detail, detail_tile=detail_tile, prompt=prompt, model=model, control=control)
 
 
 def _detail_settings(spec):
     """The detail pass's settings of an UpscaleSpec with detail."""
     from .stages.detail import DetailSettings
 
-    return DetailSettings(float(spec.detail), int(spec.detail_tile), spec.prompt)
+    return DetailSettings(float(spec.detail), int(spec.detail_tile), spec.prompt, spec.control)
 
 
 def _run_and_seeds(run, seeds):

@@ -223,7 +223,7 @@ def _upscale(p, config: RunConfig, images, run_dir: Path | None, dry_run=False) 
 
     u = config.upscale
     spec = build(UpscaleSpec, upscaler=u.upscaler, scale=u.scale, tile=u.tile, overlap=u.overlap,
-                 precision=u.precision, detail=u.detail, detail_tile=u.detail_tile)
+                 precision=u.precision, detail=u.detail, detail_tile=u.detail_tile, control=u.control)
     return p.upscale(images, run=str(run_dir) if images is None else None, spec=spec, dry_run=dry_run,
                      detail_faces=u.detail_faces)
 
@@ -301,7 +301,10 @@ def _stored_explore(session, spec, seeds) -> list[Path] | None:
     from .stages.explore import plan
 
     loras = session.resolve_loras(spec.loras)
-    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype, loras)}
+    from .stages.control import prepare
+
+    control = prepare(session, spec.control, "canny", "explore")
+    jobs = {job.seed: job for job in plan(spec, session.fingerprint, session.dtype, loras, control)}
     return _stored(session, [jobs[seed].key for seed in seeds if seed in jobs])
 
 

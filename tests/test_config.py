@@ -176,8 +176,9 @@ def test_config_schema_describes_every_key():
     defs = schema["$defs"]
     assert set(defs["ExploreSection"]["properties"]) == {"seeds", "count", "seed", "size", "steps", "guidance",
                                                          "batch", "variance", "variance_share", "variance_steps",
-                                                         "loras"}
-    assert set(defs["VarySection"]["properties"]) == {"picks", "count", "strength", "steps", "batch", "loras"}
+                                                         "loras", "control"}
+    assert set(defs["VarySection"]["properties"]) == {"picks", "count", "strength", "steps", "batch", "loras",
+                                                      "control"}
     strength = defs["RefineSection"]["properties"]["strength"]
     assert (strength["default"], strength["maximum"]) == (0.5, 1.0)  # the RefineSpec's own field
     assert {"type": "string"} in top["prompts"]["anyOf"]  # one prompt as plain text

@@ -79,7 +79,9 @@ def test_one_off_rule_keeps_the_keys_stores_hold():
     assert DetailJob(sr="k", **base, strength=0.3, tile=1024, overlap=128).key == \
         "e8851f012e1714a38be111f26e59838a5defe04204471e4a48d83b3b168791e5"
     assert "control" not in plain.describe() and "mask" not in plain.describe()
-    controlled = RenderJob(**base, control=ControlUse(model="cn", type="canny", image="d", strength=0.7))
+    controlled = RenderJob(**base, control=ControlUse(map="d", type="canny", strength=0.7, start=0.0, end=1.0,
+                                                      model="cn"))
     masked = RenderJob(**base, mask="e")
     assert len({plain.key, controlled.key, masked.key}) == 3  # on, they enter the key
-    assert controlled.describe()["control"] == {"model": "cn", "type": "canny", "image": "d", "strength": 0.7}
+    assert controlled.describe()["control"] == {"map": "d", "type": "canny", "strength": 0.7, "start": 0.0, "end": 1.0,
+                                                "model": "cn"}

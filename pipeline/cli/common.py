@@ -289,3 +289,39 @@ def chosen_loras(lora: tuple, no_lora: bool):
 
 
 SET_HELP = "override a key, e.g. --set refine.picks=42,97 --set upscale.scale=2 (the value is YAML); repeatable"
+
+
+def control_options(default_type: str):
+    """--control IMAGE, --control-type, --control-strength, --control-start/--control-end, --control-model."""
+    def decorate(func):
+        options = [
+            click.option("--control", "control", default=None, metavar="IMAGE",
+                         help="a ControlNet follows this image (its edges, tones, a pose map...; see --control-type)"),
+            click.option("--control-type", default=None, metavar="TYPE",
+                         help=f"canny, gray, tile or map (the image already is a control map) [default: {default_type}]"),
+            click.option("--control-strength", type=float, default=None, metavar="S",
+                         help="how strongly control applies (0 = off) [default: 0.75; tile 0.85]"),
+            click.option("--control-start", type=float, default=None, metavar="FRACTION",
+                         help="the fraction of the steps where control begins [default: 0]"),
+            click.option("--control-end", type=float, default=None, metavar="FRACTION",
+                         help="the fraction of the steps where control ends [default: 1]"),
+            click.option("--control-model", default=None, metavar="NAME_OR_PATH",
+                         help="the ControlNet (a name in weights/controlnet/, a file, a diffusers folder or a "
+                              "Hugging Face repo id) [default: the one found that fits the type]"),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+def chosen_control(control, control_type, control_strength, control_start, control_end, control_model):
+    """The --control options as the API's ``control`` (None when none is given)."""
+    extra = {"strength": control_strength, "start": control_start, "end": control_end, "model": control_model}
+    if control is None and control_type is None:
+        given = [f"--control-{name}" for name, value in extra.items() if value is not None]
+        if given:
+            raise UserError(f"{given[0]} needs --control IMAGE (or --control-type tile on refine and upscale --detail)")
+        return None
+    spec = {"image": control, "type": control_type, **{k: v for k, v in extra.items() if v is not None}}
+    return spec

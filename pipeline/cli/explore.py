@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import (log, lora_option, make_pipeline, next_hint, parse_batch, report, session_options,
-                     user_errors)
+from .common import (chosen_control, control_options, log, lora_option, make_pipeline, next_hint, parse_batch,
+                     report, session_options, user_errors)
 
 
 @click.command()
@@ -27,12 +27,14 @@ from .common import (log, lora_option, make_pipeline, next_hint, parse_batch, re
 @click.option("--variance-steps", type=float, default=None, metavar="FRACTION",
               help="share of the steps that see the noisy embedding [default: 0.2, the first 2 of 8]")
 @lora_option
+@control_options("canny")
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_name, batch, variance, variance_share,
-            variance_steps, lora, dry_run, as_json, model, out, device, dtype, memory):
+            variance_steps, lora, control, control_type, control_strength, control_start, control_end, control_model,
+            dry_run, as_json, model, out, device, dtype, memory):
     """Render many candidates of PROMPT across seeds, to pick from."""
     from ..core.sizes import parse_size
 
@@ -46,7 +48,9 @@ def explore(prompt, negative, seeds, count, seed, size, steps, guidance, run_nam
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         spec = p.explore_spec(prompt, seeds=seeds, count=count, seed=seed, size=parse_size(size), steps=steps,
                               guidance=guidance, negative=negative, batch=batch_value, variance=variance,
-                              variance_share=variance_share, variance_steps=variance_steps, loras=list(lora))
+                              variance_share=variance_share, variance_steps=variance_steps, loras=list(lora),
+                              control=chosen_control(control, control_type, control_strength, control_start,
+                                                     control_end, control_model))
         result = p.explore(spec, run=run_name, dry_run=dry_run)
     if report(result, as_json, "candidate"):
         return

@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from ..core.errors import UserError
-from .common import (chosen_loras, face_options, log, lora_option, make_pipeline, next_hint, no_lora_option,
-                     parse_batch, report, resolve_out, session_options, user_errors)
+from .common import (chosen_control, chosen_loras, control_options, face_options, log, lora_option, make_pipeline,
+                     next_hint, no_lora_option, parse_batch, report, resolve_out, session_options, user_errors)
 
 
 @click.command()
@@ -35,13 +35,14 @@ from .common import (chosen_loras, face_options, log, lora_option, make_pipeline
 @face_options
 @lora_option
 @no_lora_option
+@control_options("tile")
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, negative, prompt, seed, upscaler, batch,
-           detail_faces, face_prompt, face_confidence, face_size, lora, no_lora, dry_run, as_json, model, out, device,
-           dtype, memory):
+           detail_faces, face_prompt, face_confidence, face_size, lora, no_lora, control, control_type, control_strength,
+           control_start, control_end, control_model, dry_run, as_json, model, out, device, dtype, memory):
     """Re-render picked candidates of a run (or any image) larger, keeping their composition.
 
     \b
@@ -51,11 +52,14 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
       pipeline refine --from photo.jpg --prompt "a cup of coffee" --seed 1 --strength 0.4
 
     The candidate's LoRAs are used again (found by their digest); --lora replaces them, --no-lora drops them.
+    --control-type tile (the Tile ControlNet, with the candidate itself as control) keeps the picture while a
+    higher --strength adds detail; --control IMAGE follows another image.
     """
     from ..core.sizes import parse_size
 
     if negative and guidance == 0:
         log.warning("--negative has no effect with --guidance 0 (Turbo's default); set --guidance above 0 to use it")
+    control = chosen_control(control, control_type, control_strength, control_start, control_end, control_model)
     out_given, out = out, resolve_out(out, run)
     if seeds is None and source is None:  # the picks saved with the run (by `pipeline ui`)
         from ..core.runs import load_picks, resolve_run
@@ -74,7 +78,7 @@ def refine(seeds, source, run, size, scale, mode, strength, steps, guidance, neg
         spec = p.refine_spec(seeds, source=source, prompt=prompt, seed=seed,
                              size=parse_size(size) if size else None, scale=scale, mode=mode, strength=strength,
                              steps=steps, guidance=guidance, negative=negative, upscaler=upscaler,
-                             batch=parse_batch(batch), loras=chosen_loras(lora, no_lora))
+                             batch=parse_batch(batch), loras=chosen_loras(lora, no_lora), control=control)
         result = p.refine(spec, run=run, dry_run=dry_run, detail_faces=detail_faces, face_prompt=face_prompt,
                           face_confidence=face_confidence, face_size=face_size)
     if report(result, as_json):

@@ -65,6 +65,7 @@ def show(image, as_json):
     if info["parameters"] and not detail:
         click.echo(safe(info["parameters"]))
     loras = record.pop("loras", None)
+    control, control_name = record.pop("control", None), record.pop("control_name", None)
     if record:
         click.echo("")
         for name in sorted(record):
@@ -76,6 +77,12 @@ def show(image, as_json):
             if isinstance(lora, dict):
                 click.echo(safe(f"  {lora.get('name', '?')}  weight {lora.get('weight', '?')}  "
                                 f"sha256 {lora.get('sha256', '?')}"))
+    if isinstance(control, dict):
+        click.echo(safe(f"control: {control.get('type', '?')}, strength {control.get('strength', '?')} over "
+                        f"{control.get('start', 0.0)}–{control.get('end', 1.0)} of the steps, ControlNet "
+                        f"{control_name or control.get('model', '?')}"))
+        digest = str(control.get("map", ""))
+        click.echo(safe(f"  map sha256 {digest} (kept in the run as control/{digest[:16]}.png)"))
 
 
 def _show_comfyui(chunks) -> None:

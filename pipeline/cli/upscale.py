@@ -9,7 +9,8 @@ import logging
 import click
 
 from ..core.errors import UserError
-from .common import face_options, make_pipeline, report, resolve_out, session_options, user_errors
+from .common import (chosen_control, control_options, face_options, make_pipeline, report, resolve_out,
+                     session_options, user_errors)
 
 log = logging.getLogger("pipeline")
 
@@ -38,12 +39,13 @@ log = logging.getLogger("pipeline")
 @click.option("--prompt", default=None, help="--detail on a file that carries no prompt: the prompt to use")
 @face_options
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
+@control_options("tile")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
 def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overlap, precision, detail, detail_tile,
-            prompt, detail_faces, face_prompt, face_confidence, face_size, dry_run, as_json, model, out, device, dtype,
-            memory):
+            prompt, detail_faces, face_prompt, face_confidence, face_size, dry_run, control, control_type,
+            control_strength, control_start, control_end, control_model, as_json, model, out, device, dtype, memory):
     """Upscale the refined pictures of a run (default: the latest), or IMAGES (files or folders).
 
     \b
@@ -58,7 +60,8 @@ def upscale(images, run_name, seeds, upscaler, weights_path, scale, tile, overla
 
     spec = build(UpscaleSpec, upscaler=str(weights_path or upscaler or "") or None, scale=scale, tile=tile,
                  overlap=overlap, precision=precision, detail=detail, detail_tile=detail_tile, prompt=prompt,
-                 model=model)  # every setting checked before anything loads
+                 model=model, control=chosen_control(control, control_type, control_strength, control_start,
+                                                     control_end, control_model))  # all checked before any load
     if upscaler and weights_path:
         raise UserError("give --upscaler or --weights, not both")
     if detail == 0 and not detail_faces:

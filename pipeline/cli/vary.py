@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import (chosen_loras, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch, report,
+from .common import (chosen_control, chosen_loras, control_options, lora_option, make_pipeline, next_hint, no_lora_option, parse_batch, report,
                      resolve_out, session_options, user_errors)
 
 
@@ -17,11 +17,13 @@ from .common import (chosen_loras, lora_option, make_pipeline, next_hint, no_lor
 @click.option("--batch", default="auto", show_default=True, metavar="N", help="pictures denoised together")
 @lora_option
 @no_lora_option
+@control_options("canny")
 @click.option("--dry-run", is_flag=True, help="show what would be computed and stop")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
 @session_options
 @user_errors
-def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_json, model, out, device, dtype, memory):
+def vary(seeds, count, strength, run, steps, batch, lora, no_lora, control, control_type, control_strength,
+         control_start, control_end, control_model, dry_run, as_json, model, out, device, dtype, memory):
     """Make variations of picked candidates: new candidates like them, next to them in the run.
 
     Variation ids say where they come from: 42v3 is the third variation of seed 42, 42v3v1 a
@@ -32,6 +34,7 @@ def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_j
       pipeline vary --seeds 42,97 --count 4 --strength strong
       pipeline refine --seeds 42v3
     """
+    control = chosen_control(control, control_type, control_strength, control_start, control_end, control_model)
     out_given, out = out, resolve_out(out, run)
     if model is None:  # vary with the model the run was made with
         from ..stages.refine import default_model
@@ -39,7 +42,7 @@ def vary(seeds, count, strength, run, steps, batch, lora, no_lora, dry_run, as_j
         model = default_model(out, run)
     with make_pipeline(model, out, device, dtype, memory, progress=not as_json) as p:
         spec = p.vary_spec(seeds, count=count, strength=strength, steps=steps, batch=parse_batch(batch),
-                           loras=chosen_loras(lora, no_lora))
+                           loras=chosen_loras(lora, no_lora), control=control)
         result = p.vary(spec, run=run, dry_run=dry_run)
     if report(result, as_json, "variations"):
         return

@@ -9,7 +9,7 @@ from .common import user_errors
 @click.command()
 @user_errors
 def weights():
-    """List the upscaler weights and the LoRAs available, and where they came from."""
+    """List the upscaler weights, the LoRAs and the ControlNets available, and where they came from."""
     import os
 
     from ..models.loras import list_loras, lora_folders
@@ -26,3 +26,13 @@ def weights():
         click.echo(f"  {file.name:28} {file.size / 2**20:8.1f} MiB   {file.path}")
     if not found:
         click.echo("  none (put .safetensors LoRAs in the first folder, or set PIPELINE_LORAS)")
+    from ..models import controlnets
+
+    click.echo(f"ControlNets (--control-model NAME), looked for in: "
+               f"{', '.join(str(f) for f in controlnets.controlnet_folders(model))}")
+    found_cn = controlnets.list_controlnets(model)
+    for entry in found_cn:
+        click.echo(f"  {entry.name:28} {entry.size / 2**20:8.1f} MiB   {controlnets.describe(entry)}   {entry.path}")
+    if not found_cn:
+        click.echo(f"  none (put {controlnets.UNION_FILE} or {controlnets.TILE_FILE} from {controlnets.UNION_REPO} "
+                   "in the first folder)")

@@ -144,7 +144,7 @@ class RunConfig(Section):
                 spec = build(ExploreSpec, prompt=prompt.text, negative=prompt.negative, seeds=e.resolved_seeds(),
                              size=e.size, steps=e.steps, guidance=e.guidance, batch=e.batch, variance=e.variance,
                              variance_share=e.variance_share, variance_steps=e.variance_steps,
-                             loras=e.loras if e.loras is not None else self.loras or [])
+                             loras=e.loras if e.loras is not None else self.loras or [], control=e.control)
             runs.append(PromptRun(index, name, prompt.text, prompt.negative, spec, picks.get(index),
                                   vary_picks.get(index)))
         return runs
@@ -173,12 +173,13 @@ class RunConfig(Section):
     def vary_spec(self, seeds: list) -> VarySpec:
         v = self.vary
         return build(VarySpec, seeds=seeds, count=v.count, strength=v.strength, steps=v.steps, batch=v.batch,
-                     loras=v.loras)
+                     loras=v.loras, control=v.control)
 
     def refine_spec(self, seeds: list[int]) -> RefineSpec:
         r = self.refine
         return build(RefineSpec, seeds=seeds, size=r.size, scale=r.scale, mode=r.mode, strength=r.strength,
-                     steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras)
+                     steps=r.steps, guidance=r.guidance, upscaler=r.upscaler, batch=r.batch, loras=r.loras,
+                     control=r.control)
 
     def check(self) -> list[tuple[tuple, str]]:
         """Checks across sections: (key path, message) for each problem."""

@@ -18,7 +18,7 @@ from ..core.errors import UserError
 from ..core.seeds import MAX_SEED, MAX_SEEDS_PER_SPEC, parse_seeds, seeds_from_count
 from ..core.runs import check_run_name
 from ..stages.specs import (DEFAULT_REFINE_SCALE, DEFAULT_STEPS, DEFAULT_VARIANCE_SHARE, DEFAULT_VARIANCE_STEPS, MAX_VARIANCE,
-                    ExploreSpec, RefineSpec, VarySpec, _loras, _prompt_text, _seeds, _size, vary_strength)
+                    ControlSpec, ExploreSpec, RefineSpec, VarySpec, _loras, _prompt_text, _seeds, _size, vary_strength)
 
 DEFAULT_COUNT = 16
 
@@ -65,6 +65,27 @@ _LORAS_SCHEMA = {
 }
 Loras = Annotated[Optional[list[tuple[str, float]]], BeforeValidator(_user_errors_as_value_errors(_loras)),
                   WithJsonSchema(_LORAS_SCHEMA)]
+def _control(value):
+    """A stage's ``control:`` (an image path, or {image, type, strength, start, end, model}); None: none."""
+    if value is None or isinstance(value, ControlSpec):
+        return value
+    if not isinstance(value, (str, dict)):
+        raise ValueError("must be the control image's path or {image, type, strength, start, end, model}")
+    try:
+        return ControlSpec.model_validate(value)
+    except UserError as err:
+        raise ValueError(str(err)) from None
+
+
+_CONTROL_SCHEMA = {
+    "description": "a ControlNet: the control image's path, or {image, type (canny, gray, tile, map), strength, "
+                   "start, end, model}; refine and upscale default to type tile (the picture as its own control)",
+    "anyOf": [{"type": "string"}, {"type": "object", "properties": {
+        "image": {"type": "string"}, "type": {"enum": ["canny", "gray", "tile", "map"]},
+        "strength": {"type": "number"}, "start": {"type": "number"}, "end": {"type": "number"},
+        "model": {"type": "string"}}, "additionalProperties": False}],
+}
+Control = Annotated[Optional[object], BeforeValidator(_control), WithJsonSchema(_CONTROL_SCHEMA)]
 BatchField = Annotated[object, BeforeValidator(_batch),
                        WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 64}],
                                        "description": "pictures denoised together (auto: by device and memory)"})]
@@ -178,6 +199,7 @@ class ExploreSection(Section):
     variance_steps: float = Field(default=DEFAULT_VARIANCE_STEPS, gt=0.0, le=1.0,
                                   description="share of the steps that see the noisy embedding")
     loras: Loras = Field(default=None, description="LoRAs for the candidates [default: the top-level loras]")
+    control: Control = None
 
     @model_validator(mode="after")
     def _seeds_or_count(self):
@@ -206,6 +228,7 @@ class RefineSection(Section):
     loras: Loras = Field(default=None, description="LoRAs instead of the candidate's own ([] = none) "
                                                    "[default: the candidate's]")
     detail_faces: float = Field(default=0.0, ge=0.0, le=1.0, description=DETAIL_FACES)
+    control: Control = None
 
     @model_validator(mode="before")
     @classmethod
@@ -237,6 +260,7 @@ class VarySection(Section):
     batch: BatchField = _from(VarySpec, "batch")
     loras: Loras = Field(default=None, description="LoRAs instead of the candidate's own ([] = none) "
                                                    "[default: the candidate's]")
+    control: Control = None
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +284,13 @@ class UpscaleSection(Section):
                                       "upscaling (0 = off; 0.2-0.4 typical; the scale defaults to 2 then)")
     detail_tile: int = Field(default=1024, ge=64, le=4096, description="detail tiles: at most this many output pixels")
     detail_faces: float = Field(default=0.0, ge=0.0, le=1.0, description=DETAIL_FACES)
+    control: Control = None
+
+    @model_validator(mode="after")
+    def _control_needs_detail(self):
+        if self.control is not None and not self.detail > 0:
+            raise ValueError("control needs detail above 0: the ControlNet draws in the detail pass")
+        return self
 
     @field_validator("tile")
     @classmethod

@@ -242,6 +242,14 @@ def a1111_entries(field_name: str):
     return register
 
 
+@a1111_entries("control")
+def _control_entries(params: dict) -> list:
+    """sd-webui-controlnet's unit line (``ControlNet 0: "Module: canny, Model: …"``, core/control.py)."""
+    from .control import a1111_line
+
+    return [("ControlNet 0", a1111_line(params))]
+
+
 def _parse_variance(result: dict, parsed: dict) -> None:
     try:
         variance = {"strength": float(result["Variance"]), "share": float(result.get("Variance share", 0.5)),

@@ -107,13 +107,24 @@ def make_loras(loras) -> tuple[LoraUse, ...] | None:
 
 @dataclass(frozen=True)
 class ControlUse:
-    """A ControlNet as it enters a job's key (issue 31): the ControlNet's fingerprint, the control type, the
-    control image's sha256 and the conditioning strength."""
+    """A ControlNet as it enters a job's key: the control map's digest (after preprocessing, at the job's size),
+    its type, strength, the fraction of the steps it applies over, and the ControlNet's fingerprint."""
 
-    model: str
+    map: str
     type: str
-    image: str
     strength: float
+    start: float
+    end: float
+    model: str
+
+
+def make_control(map_digest: str, type: str, strength, start, end, model: str) -> ControlUse | None:
+    """The job's control, or None at strength 0 (the field then stays out of the key: same key, same pixels)."""
+    strength = float(strength or 0.0)
+    if strength == 0.0 or not map_digest:
+        return None
+    return ControlUse(map=map_digest, type=type, strength=strength, start=float(start), end=float(end), model=model)
+
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,8 @@ class RenderJob(Job):
 
     def batch_group(self) -> tuple:
         """Jobs with equal groups can be denoised together in one batch."""
-        control = (self.control.model, self.control.type, self.control.strength) if self.control else None
+        control = (self.control.model, self.control.type, self.control.strength, self.control.start,
+                   self.control.end) if self.control else None
         return (self.model, self.width, self.height, self.steps, self.guidance, self.dtype, self.loras, control,
                 self.mask is not None)
 

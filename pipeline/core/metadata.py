@@ -67,9 +67,20 @@ def a1111_detail_text(record: dict) -> str:
                 ("Denoising strength", a1111_img2img_strength(steps, strength)),
                 ("SD upscale overlap", detail.get("overlap")),
                 ("SD upscale upscaler", a1111_upscaler_name(step.get("upscaler", ""))), *_variance_entries(params),
+                ("ControlNet 0", _detail_control_line(detail, tile_w, tile_h)),
                 ("Lora hashes", lora_hashes(loras)), ("Version", f"pipeline {__version__}")]
     lines.append(", ".join(f"{name}: {quote(value)}" for name, value in settings if value not in (None, "")))
     return "\n".join(lines)
+
+
+def _detail_control_line(detail: dict, tile_w, tile_h) -> str | None:
+    """sd-webui-controlnet's unit line for a detail pass drawn with a ControlNet (Tile: each tile its crop)."""
+    control = detail.get("control")
+    if not isinstance(control, dict):
+        return None
+    from .control import a1111_line
+
+    return a1111_line({"control": control, "control_name": control.get("model"), "width": tile_w, "height": tile_h})
 
 
 def _detail_loras(record: dict, detail: dict) -> list[dict]:

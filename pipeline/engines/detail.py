@@ -72,10 +72,13 @@ class Stopped(Exception):
 
 
 def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
-               progress: Callable[[int, int], None] | None = None, blend: float = 1.0, stop=None) -> Image.Image:
+               progress: Callable[[int, int], None] | None = None, blend: float = 1.0, stop=None,
+               control=None) -> Image.Image:
     """``image`` (the super-resolved picture, at the job's output size) re-drawn over tiles; RGB out.
     ``blend``: the share of each shared band that is cross-faded (1, the default; 0 cuts, for comparison).
-    ``stop`` (a threading.Event), checked between model calls: raises ``Stopped`` when set."""
+    ``stop`` (a threading.Event), checked between model calls: raises ``Stopped`` when set.
+    ``control``: (ControlNet file, ``core.control.ControlMap`` at the output size) for a job with control: each
+    tile is rendered by the ``controlnet`` task with **the matching crop** of the map (not the whole map)."""
     rgb = np.asarray(image.convert("RGB"))
     height, width = rgb.shape[:2]
     full_w, full_h = padded(width), padded(height)
@@ -94,14 +97,22 @@ def add_detail(engine, image: Image.Image, job, *, batch: int = 1,
         tile_noise = torch.cat([noise[:, :, y // factor:(y + h) // factor, x // factor:(x + w) // factor]
                                 for x, y, w, h in chunk])
         crops = [Image.fromarray(rgb[y:y + h, x:x + w]) for x, y, w, h in chunk]
-        # the picture's job at the tile's size, once per tile of the chunk
-        request = RenderRequest.from_jobs([job] * len(chunk), width=tile_w, height=tile_h, init_images=crops,
-                                          strength=job.strength, noise=tile_noise)
         # progress (and a Stop raised from it) after each transformer call, not only after each tile
         hook = _step_progress(engine.pipeline_for(TASK.name), progress, first, len(chunk), len(tiles),
                               steps_run(job.steps, job.strength))
         try:
-            outputs = engine.render(request, TASK.name)
+            if control is not None and job.control is not None:
+                from .controlnet import render as render_controlled
+
+                entry, made = control
+                outputs = render_controlled(engine, entry, [job] * len(chunk), [made.crop(*rect) for rect in chunk],
+                                            images=crops, strength=job.strength, noise=tile_noise, sample=False,
+                                            width=tile_w, height=tile_h)
+            else:
+                # the picture's job at the tile's size, once per tile of the chunk
+                request = RenderRequest.from_jobs([job] * len(chunk), width=tile_w, height=tile_h,
+                                                  init_images=crops, strength=job.strength, noise=tile_noise)
+                outputs = engine.render(request, TASK.name)
         finally:
             if hook is not None:
                 hook.remove()

@@ -19,6 +19,7 @@ from ..core.jobs import DetailJob, variance_from_record
 from ..models.names import display_name
 from .specs import DEFAULT_DETAIL_TILE, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .common import StageResult, recorded_loras, recorded_meta, recorded_seed
+from . import control as controls
 from .executor import Executor, StageWork, Work
 from .superres import source_record, super_resolution
 from .upscale_time import TileProgress, image_size
@@ -33,6 +34,7 @@ class DetailSettings:
     strength: float
     tile: int = DEFAULT_DETAIL_TILE
     prompt: str | None = None  # for a file that carries none
+    control: object = None  # stages.specs.ControlSpec: the Tile ControlNet (or another) over each tile
 
 
 # ---------------------------------------------------------------- planning
@@ -54,20 +56,32 @@ def output_size(path: Path, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings) -> list[DetailJob]:
+def plan(session, inputs, sr_jobs, scale: float, settings: DetailSettings, control=None) -> list[DetailJob]:
+    """``control``: ``stages.control.StageControl`` (``prepare_control``); its map is at the output size, made
+    from the control image or, tile without one, from the picture being upscaled."""
+    from PIL import Image
+
     from ..engines.tiling import detail_overlap
     from ..core.jobs import make_loras
 
     jobs = []
     for item, sr_job in zip(inputs, sr_jobs):
         meta = picture_meta(item.path, settings.prompt)
+        use = None
+        if control is not None:
+            picture = None
+            if control.source is None:
+                with Image.open(item.path) as opened:
+                    picture = opened.convert("RGB")
+            use = control.use(control.map_for(*output_size(item.path, scale), picture))
         width, height = output_size(item.path, scale)
         variance = variance_from_record(meta.get("variance"))
         jobs.append(DetailJob(sr=sr_job.key, model=session.fingerprint, prompt=meta["prompt"], negative="",
                               width=width, height=height, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
                               seed=meta["seed"], dtype=session.dtype, strength=float(settings.strength),
                               tile=settings.tile, overlap=detail_overlap(settings.tile), variance=variance,
-                              loras=make_loras(recorded_loras(session, meta.get("loras"), str(item.path)))))
+                              loras=make_loras(recorded_loras(session, meta.get("loras"), str(item.path))),
+                              control=use))
     return jobs
 
 
@@ -81,7 +95,7 @@ def estimate(session, inputs, *, settings: DetailSettings, model=None, scale=Non
 
     scale = DEFAULT_DETAIL_SCALE if scale is None else scale
     sr = super_resolution(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision)
-    jobs = plan(session, inputs, sr.jobs, scale, settings)
+    jobs = plan(session, inputs, sr.jobs, scale, settings, prepare_control(session, settings))
     store = session.store
     misses = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs) if not store.has(job.key)]
     if not misses:
@@ -105,7 +119,8 @@ def upscale(session, inputs, *, settings: DetailSettings, model=None, scale=None
     executor = Executor(session)
     sr = super_resolution(session, inputs, model=model, scale=scale, tile=tile, overlap=overlap, precision=precision,
                           provenance=executor.share.record_fields())
-    jobs = plan(session, inputs, sr.jobs, scale, settings)
+    control = prepare_control(session, settings)
+    jobs = plan(session, inputs, sr.jobs, scale, settings, control)
     works = [Work(index, job, (item, sr_job)) for index, (item, sr_job, job) in enumerate(zip(inputs, sr.jobs, jobs))]
     if dry_run:
         todo = [(item, sr_job, job) for item, sr_job, job in zip(inputs, sr.jobs, jobs)
@@ -114,7 +129,10 @@ def upscale(session, inputs, *, settings: DetailSettings, model=None, scale=None
             _say_dry_run(sr, todo)
         return StageResult("upscale", run_dir, planned=len(jobs), stored=len(jobs) - len(todo),
                            computed=len(todo), dry_run=True)
-    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress, stop), works, stop=stop)
+    if control is not None and run_dir is not None and executor.main:
+        for made in control.maps.values():
+            control.keep(run_dir, made)
+    items = executor.run(DetailWork(session, sr, jobs, run_dir, on_progress, stop, control), works, stop=stop)
     computed = sum(not item.cached for item in items)
     return StageResult("upscale", run_dir, items, planned=len(jobs), stored=len(jobs) - computed, computed=computed)
 
@@ -125,9 +143,9 @@ class DetailWork(StageWork):
 
     name = "detail"
 
-    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress, stop=None):
+    def __init__(self, session, sr, jobs: list[DetailJob], run_dir, on_progress, stop=None, control=None):
         super().__init__(session)
-        self.sr, self.run_dir, self.on_progress = sr, run_dir, on_progress
+        self.sr, self.run_dir, self.on_progress, self.control = sr, run_dir, on_progress, control
         self.stop = stop  # checked between tiles too: a picture is many model calls
         self.fields = _run_fields(jobs, sr)
 
@@ -181,8 +199,10 @@ class DetailWork(StageWork):
                 canvas = canvas.resize((job.width, job.height), Image.Resampling.LANCZOS)
             rects = detail_rects(job.width, job.height, job.tile, job.overlap)
             progress.start_picture(len(rects))
+            tiled = (self.control.entry, self.control.maps[job.control.map]) if job.control is not None else None
             try:
-                image = add_detail(engine, canvas, job, progress=progress.picture_callback, stop=self.stop)
+                image = add_detail(engine, canvas, job, progress=progress.picture_callback, stop=self.stop,
+                                   control=tiled)
             except Stopped:
                 break  # the pictures finished before it are kept; the executor stops before the next
             progress.finish_picture()
@@ -192,7 +212,7 @@ class DetailWork(StageWork):
     def store(self, engine, work, output, seconds, provenance):
         image, sr_path, rects = output
         item, sr_job = work.part
-        data = encode(image, sr_path, work.job, self.sr, sr_job, rects)
+        data = encode(image, sr_path, work.job, self.sr, sr_job, rects, self.control)
         return self.session.store.put(work.job.key, data, {
             "job": work.job.describe(), "seconds": round(seconds, 4), "device": str(engine.device),
             "profile": engine.profile, "peak_memory_bytes": engine.peak_memory_bytes(), "source": str(item.path),
@@ -238,7 +258,8 @@ def _run_fields(jobs: list[DetailJob], sr) -> dict:
     """run.json fields of each detail picture (by key): the upscaler and the detail settings."""
     return {job.key: {"scale": sr.scale, "detail": job.strength, "detail_tile": job.tile,
                       "detail_overlap": job.overlap, "detail_model": display_name_of(job.model),
-                      "detail_steps": job.steps}
+                      "detail_steps": job.steps,
+                      **({"detail_control": dataclasses.asdict(job.control)} if job.control else {})}
             for job in jobs}
 
 
@@ -248,10 +269,14 @@ def display_name_of(fingerprint: str) -> str:
 
 # ---------------------------------------------------------------- metadata
 
-def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
+def prepare_control(session, settings: DetailSettings):
+    return controls.prepare(session, settings.control, "tile", "upscale --detail", has_picture=True)
+
+
+def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects, control=None) -> bytes:
     """PNG bytes: our JSON record is the upscaled picture's (its source's record plus the ``upscale`` step)
-    with the step's key now the detail job's and a ``detail`` entry listing the settings and each tile's
-    rectangle in output pixels; the other texts are the metadata writer's (A1111's SD upscale text)."""
+    with the step's key now the detail job's and a ``detail`` entry listing the settings, the control and each
+    tile's rectangle in output pixels; the other texts are the metadata writer's (A1111's SD upscale text)."""
     from ..core.metadata import encode_png
 
     record, _ = source_record(sr_path)
@@ -261,6 +286,7 @@ def encode(image, sr_path: Path, job: DetailJob, sr, sr_job, rects) -> bytes:
         "guidance": job.guidance, "seed": job.seed, "prompt": job.prompt, "model": job.model,
         "model_name": display_name_of(job.model), "dtype": job.dtype, "tiles": [list(r) for r in rects],
         **({"variance": dataclasses.asdict(job.variance)} if job.variance else {}),
-        **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {})})
+        **({"loras": [dataclasses.asdict(use) for use in job.loras]} if job.loras else {}),
+        **({"control": control.record(control.maps[job.control.map])} if job.control is not None else {})})
     record["upscale"] = step
     return encode_png(image, record)

@@ -16,20 +16,23 @@ from .specs import ExploreSpec
 from .common import Item, StageResult, resolve_batch, store_picture  # noqa: F401 - resolve_batch: compat's name
 from .sheet import write_contact_sheet
 from .executor import Executor, StageWork, Work
+from . import control as controls
 
 log = logging.getLogger("pipeline")
 
 STAGE_DIR = "explore"
 
 
-def plan(spec: ExploreSpec, fingerprint: str, dtype: str, loras=()) -> list[RenderJob]:
-    """The jobs of an explore: one per seed. Pure and cheap (``loras``: resolved, ``engines.lora.Lora``)."""
+def plan(spec: ExploreSpec, fingerprint: str, dtype: str, loras=(), control=None) -> list[RenderJob]:
+    """The jobs of an explore: one per seed. Pure and cheap (``loras``: resolved, ``engines.lora.Lora``;
+    ``control``: a ``stages.control.StageControl``, every candidate following the same map)."""
     width, height = spec.size
+    use = control.use(control.map_for(width, height)) if control is not None else None
     return [
         RenderJob(**render_fields(model=fingerprint, prompt=spec.prompt, negative=spec.negative, width=width,
                                   height=height, steps=spec.steps, guidance=spec.guidance, seed=seed, dtype=dtype,
                                   variance=make_variance(spec.variance, spec.variance_share, spec.variance_steps,
-                                                         seed), loras=loras))
+                                                         seed), loras=loras), control=use)
         for seed in spec.seeds
     ]
 
@@ -43,9 +46,11 @@ def candidate_name(seed: int) -> str:
     return f"seed-{seed}.png"
 
 
-def run_header(session, spec: ExploreSpec, loras=()) -> dict:
+def run_header(session, spec: ExploreSpec, loras=(), control=None) -> dict:
     variance = spec.variance_settings()  # only when on: runs without it keep today's run.json
+    made = control.map_for(*spec.size) if control is not None else None
     return {**({"variance": variance} if variance else {}), **({"loras": lora_records(loras)} if loras else {}),
+        **({"control": control.record(made)} if control is not None else {}),
         "prompt": spec.prompt,
         "negative": spec.negative,
         "model": session.model,
@@ -59,7 +64,7 @@ def run_header(session, spec: ExploreSpec, loras=()) -> dict:
     }
 
 
-SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance")  # one run, one set
+SETTINGS = ("prompt", "negative", "model", "width", "height", "steps", "guidance", "variance", "control")  # one run
 
 
 def _lora_settings(records) -> list:
@@ -74,12 +79,12 @@ def _check_settings(run_dir: Path, data: dict, header: dict) -> None:
         raise UserError(f"run {run_dir} was explored with other settings ({changed}); choose another --run name")
 
 
-def _open_run(session, spec: ExploreSpec, run: str | None, share, loras=()) -> tuple[Path, dict]:
+def _open_run(session, spec: ExploreSpec, run: str | None, share, loras=(), control=None) -> tuple[Path, dict]:
     # one name for all processes; without --run the main process claims a new folder (mkdir), so
     # two explores started in the same second never share one
     claimed = share.main and run is None
     run_dir = share.agree(new_run_dir(session.out, spec.prompt, run, claim=claimed))
-    header = run_header(session, spec, loras)
+    header = run_header(session, spec, loras, control)
     data = load_run(run_dir)
     if data:
         _check_settings(run_dir, data, header)
@@ -103,7 +108,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
     """``on_picture(item)`` is called as each picture is in the run folder (stored ones first);
     ``stop`` (a ``threading.Event``) ends the run after the current picture, keeping the finished ones."""
     loras = session.resolve_loras(spec.loras)
-    jobs = plan(spec, session.fingerprint, session.dtype, loras)
+    control = controls.prepare(session, spec.control, "canny", "explore")
+    jobs = plan(spec, session.fingerprint, session.dtype, loras, control)
     if run is not None:
         check_run_name(run)  # a dry run refuses what the real one would
     executor = Executor(session)
@@ -112,8 +118,8 @@ def explore(session, spec: ExploreSpec, *, run: str | None = None, dry_run: bool
         stored = executor.dry_run(works)
         return StageResult("explore", None, planned=len(jobs), stored=stored, computed=len(jobs) - stored, dry_run=True)
 
-    run_dir, data = _open_run(session, spec, run, executor.share, loras)
-    stage = ExploreWork(session, spec, run_dir, data, loras)
+    run_dir, data = _open_run(session, spec, run, executor.share, loras, control)
+    stage = ExploreWork(session, spec, run_dir, data, loras, control)
     try:
         ordered = executor.run(stage, works, stop=stop, on_picture=on_picture)
     finally:
@@ -135,9 +141,9 @@ class ExploreWork(StageWork):
 
     name = "explore"
 
-    def __init__(self, session, spec: ExploreSpec, run_dir: Path, data: dict, loras=()):
+    def __init__(self, session, spec: ExploreSpec, run_dir: Path, data: dict, loras=(), control=None):
         super().__init__(session)
-        self.spec, self.run_dir, self.data, self.loras = spec, run_dir, data, loras
+        self.spec, self.run_dir, self.data, self.loras, self.control = spec, run_dir, data, loras, control
         self.published = False
 
     def dest(self, work: Work) -> Path:
@@ -157,7 +163,10 @@ class ExploreWork(StageWork):
         return resolve_batch(self.spec.batch, engine, self.spec.size)
 
     def render(self, engine, works, progress) -> list:
-        return engine.render(RenderRequest.from_jobs([work.job for work in works]), "txt2img")
+        jobs = [work.job for work in works]
+        if jobs[0].control is not None:
+            return self.control.render(engine, jobs)
+        return engine.render(RenderRequest.from_jobs(jobs), "txt2img")
 
     @property
     def remote_batch(self):
@@ -172,6 +181,7 @@ class ExploreWork(StageWork):
 
     def store(self, engine, work, image, seconds, provenance):
         extra = {"loras": lora_records(self.loras)} if work.job.loras else {}
+        extra.update(controls.render_fields(work.job))
         return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
                              provenance=provenance, stage="explore", **extra)
 
@@ -184,6 +194,8 @@ class ExploreWork(StageWork):
         an explore that fails or is interrupted first leaves no trace."""
         if not stage_pictures(self.data, STAGE_DIR):
             return
+        if self.control is not None:  # the map beside the pictures, with the run's first picture
+            self.control.keep(self.run_dir, self.control.map_for(*self.spec.size))
         merged = _save(self.run_dir, self.data)  # what every process recorded in this run, ours included
         self.data.clear()
         self.data.update(merged)
@@ -199,7 +211,7 @@ class ExploreWork(StageWork):
 # the top-level keys of run.json that explore writes: its header (``run_header``) and a new run's version and date;
 # every other key (the other stages' sections, an inpaint or control section, the app's picks) is another writer's
 HEADER_KEYS = ("version", "created", "prompt", "negative", "model", "model_name", "model_fingerprint", "width",
-               "height", "steps", "guidance", "dtype", "variance", "loras")
+               "height", "steps", "guidance", "dtype", "variance", "loras", "control")
 
 
 def _save(run_dir: Path, data: dict) -> dict:

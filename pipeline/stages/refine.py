@@ -12,6 +12,8 @@ the model (and an upscaler) load only when a job misses the store.
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import logging
 import shlex
 from pathlib import Path
@@ -23,6 +25,7 @@ from ..core.seeds import pick_order, seed_ranges
 from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, RefineSpec
 from .common import Item, StageResult, candidate_loras, run_variance, store_picture
+from . import control as controls
 from .executor import Executor, StageWork, Work
 from .hires import as_hires_fix, enlarge_parents, parent_size
 from .refine_jobs import Pick, Plan, candidate_name, enlarge_name, refine_job, scaled_size
@@ -60,8 +63,40 @@ def default_model(out: Path, run: str | None, source: str | Path | None = None) 
 def plan(session, spec: RefineSpec, run: str | None = None) -> Plan:
     """The jobs of a refine. Reads run.json, the candidates' records and the --from image; no torch."""
     if spec.source is not None:
-        return plan_source(session, spec, run)
-    return _plan_run(session, spec, run)
+        return _with_control(session, spec, plan_source(session, spec, run))
+    return _with_control(session, spec, _plan_run(session, spec, run))
+
+
+def _with_control(session, spec: RefineSpec, the_plan: Plan) -> Plan:
+    """Each pick's job with its control map: the control image's, or (tile without one) the candidate's own
+    pixels fitted to the refined size; the Tile ControlNet by default."""
+    control = controls.prepare(session, spec.control, "tile", "refine", has_picture=True)
+    if control is None:
+        return the_plan
+    for pick in the_plan.picks:
+        made = control.map_for(pick.job.width, pick.job.height,
+                               None if control.source is not None else _parent_picture(session, pick))
+        pick.job = dataclasses.replace(pick.job, control=control.use(made))
+        pick.control = control.record(made)
+    the_plan.control = control
+    return the_plan
+
+
+def _parent_picture(session, pick: Pick):
+    from PIL import Image
+
+    if pick.parent_data is not None:
+        source = io.BytesIO(pick.parent_data)
+    else:
+        path = pick.parent_path
+        if path is None:  # rerender: the candidate's picture from the store
+            artifact = session.store.get(pick.parent_key)
+            if artifact is None:
+                raise UserError(f"the picture of {pick.label} is not in the store; its tile control cannot be made")
+            path = artifact.path
+        source = path
+    with Image.open(source) as image:
+        return image.convert("RGB")
 
 
 def _plan_run(session, spec: RefineSpec, run: str | None) -> Plan:
@@ -142,6 +177,9 @@ def refine(session, spec: RefineSpec, *, run: str | None = None, dry_run: bool =
         run_dir = None if the_plan.new_run else the_plan.run_dir
         return StageResult("refine", run_dir, planned=len(works), stored=stored, computed=len(works) - stored,
                            dry_run=True)
+    if the_plan.control is not None and executor.main:
+        for made in the_plan.control.maps.values():
+            the_plan.control.keep(the_plan.run_dir, made)
     ordered = executor.run(RefineWork(session, spec, the_plan), works, stop=stop, on_picture=on_picture)
     computed = sum(not item.cached for item in ordered)
     return StageResult("refine", the_plan.run_dir, ordered, planned=len(works), stored=len(ordered) - computed,
@@ -176,7 +214,12 @@ class RefineWork(StageWork):
 
     def render(self, engine, works, progress) -> list:
         jobs = [work.job for work in works]
-        if jobs[0].mode == "hires":
+        hires = jobs[0].mode == "hires"
+        if jobs[0].control is not None:
+            return self.plan.control.render(engine, jobs,
+                                            images=[self.enlarged[work.id] for work in works] if hires else None,
+                                            strength=jobs[0].strength if hires else None)
+        if hires:
             request = RenderRequest.from_jobs(jobs, init_images=[self.enlarged[work.id] for work in works],
                                               strength=jobs[0].strength)
             return engine.render(request, "img2img")
@@ -194,6 +237,7 @@ class RefineWork(StageWork):
             extra["first_pass"] = pick.first_pass
         if work.job.loras:
             extra["loras"] = [lora.record() for lora in pick.loras]
+        extra.update(controls.render_fields(work.job))
         return {"stage": "refine", "parent_key": pick.parent_key, **extra}
 
     remote_auto_limit = 4  # batch auto on a GPU worker: at most 4, as here
@@ -242,6 +286,8 @@ def _record(session, the_plan: Plan, done: list[tuple[Pick, Item]], jobs: list) 
                 entry["crop"] = job.crop
         if job.loras:
             entry["loras"] = [lora.record() for lora in pick.loras]
+        if pick.control and job.control:
+            entry["control"] = pick.control
         entries.append(entry)
     record_pictures(run_dir, "refine", entries, id_of=lambda p: p.get("path"), before=header,
                     order=lambda p: (pick_order(p.get("seed")), p.get("path", "")))

@@ -25,6 +25,7 @@ class Pick:
     id: int | str | None = None  # the candidate's seed or variation id (42v3); None: the job's seed
     loras: list = field(default_factory=list)  # engines.lora.Lora, as the job's key holds them
     first_pass: dict | None = None  # hires of our own txt2img candidate: its pass, for A1111's hires-fix text
+    control: dict | None = None  # the control as recorded (stages.control.StageControl.record), when on
 
     @property
     def label(self):
@@ -36,6 +37,7 @@ class Plan:
     run_dir: Path
     picks: list[Pick]
     new_run: dict | None = None  # run.json header when the run folder is to be created
+    control: object = None  # stages.control.StageControl, when the refine follows a control map
 
 
 def refine_job(session, spec, params, seed, size, parent_digest, enlarge, variance=None, loras=()) -> RefineJob:

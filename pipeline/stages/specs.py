@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..core.errors import UserError
 from ..core.seeds import JS_SAFE_SEEDS, parse_seeds
 from ..core.sizes import check_size
+from .control_spec import ControlSpec  # a file of its own: specs.py is long
 
 DEFAULT_STEPS = 8  # Z-Image-Turbo: 8 transformer calls
 DEFAULT_GUIDANCE = 0.0  # Turbo is distilled without classifier-free guidance
@@ -119,6 +120,10 @@ def _size(value):
     return parse_size(value)
 
 
+def _control(value):
+    return None if value is None or value is False else value
+
+
 class ExploreSpec(Spec):
     prompt: str = Field(min_length=1, max_length=20_000)
     negative: str = Field(default="", max_length=20_000)
@@ -131,8 +136,10 @@ class ExploreSpec(Spec):
     variance_share: float = DEFAULT_VARIANCE_SHARE
     variance_steps: float = DEFAULT_VARIANCE_STEPS
     loras: list[tuple[str, float]] = []  # (name or file, weight)
+    control: ControlSpec | None = None
 
     _check_seeds = field_validator("seeds", mode="before")(_seeds)
+    _check_control = field_validator("control", mode="before")(_control)
     _check_loras = field_validator("loras", mode="before")(lambda v: _loras(v) or [])
     _check_size = field_validator("size", mode="before")(_size)
     _check_variance = field_validator("variance", mode="before")(_variance)
@@ -171,9 +178,11 @@ class RefineSpec(Spec):
     upscaler: str = Field(default="lanczos", min_length=1, max_length=4096)
     batch: Batch = "auto"
     loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
+    control: ControlSpec | None = None  # default type: tile, the candidate its own control
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
     _check_loras = field_validator("loras", mode="before")(_loras)
+    _check_control = field_validator("control", mode="before")(_control)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -218,9 +227,11 @@ class VarySpec(Spec):
     steps: int | None = Field(default=None, ge=1, le=200)  # default: the run's
     batch: Batch = "auto"
     loras: list[tuple[str, float]] | None = None  # None: the candidate's own; []: none
+    control: ControlSpec | None = None  # every variation follows it (default type: canny)
 
     _check_seeds = field_validator("seeds", mode="before")(_picks)
     _check_loras = field_validator("loras", mode="before")(_loras)
+    _check_control = field_validator("control", mode="before")(_control)
     _check_batch = field_validator("batch")(_batch)
 
     _check_strength = field_validator("strength", mode="before")(vary_strength)
@@ -247,11 +258,17 @@ class UpscaleSpec(Spec):
     detail_tile: int = DEFAULT_DETAIL_TILE
     prompt: str | None = None
     model: str | None = None
+    control: ControlSpec | None = None  # with detail only: the Tile ControlNet (or another) over each tile
+
+    _check_control = field_validator("control", mode="before")(_control)
 
     @model_validator(mode="after")
     def _one_sentence_each(self):
         # UserError, not ValueError: pydantic passes it through, so the sentence is the user's as written here
         _refuse_upscaler_as_model(self.model)
+        if self.control is not None and not self.detail > 0:
+            raise UserError("--control on upscale needs --detail: the ControlNet draws in the detail pass "
+                            "(e.g. --detail 0.4 --control-type tile)")
         if not 0 <= self.detail <= 1:
             raise UserError(f"--detail must be from 0 (off) to 1, not {self.detail:g}")
         if self.detail_tile < MIN_DETAIL_TILE or self.detail_tile > 4096:

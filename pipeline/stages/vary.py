@@ -24,6 +24,7 @@ from ..core.runs import load_run, record_pictures, resolve_run, set_latest, stag
 from ..engines.request import RenderRequest
 from .specs import DEFAULT_GUIDANCE, VarySpec
 from .common import Item, StageResult, candidate_loras, run_variance, store_picture
+from . import control as controls
 from .executor import Executor, StageWork, Work
 from .sheet import refresh_contact_sheet
 
@@ -44,6 +45,7 @@ class Variation:
     parent_seed: int | None = None  # the parent picture's seed (a variation parent's: its noise seed)
     loras: list = dataclasses.field(default_factory=list)  # engines.lora.Lora
     own_loras: bool = False  # record the LoRAs in run.json (they are some, or the run has some)
+    control: dict | None = None  # the control as recorded (stages.control.StageControl.record), when on
 
     @property
     def name(self) -> str:
@@ -54,6 +56,7 @@ class Variation:
 class Plan:
     run_dir: Path
     variations: list[Variation]
+    control: object = None  # stages.control.StageControl, when the variations follow a control map
 
 
 def _candidates(data: dict) -> dict:
@@ -74,6 +77,9 @@ def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
                         f"{seed_ranges(sorted(candidates, key=pick_order))}")
     steps = spec.steps or int(data.get("steps") or 8)
     given = None if spec.loras is None else session.resolve_loras(spec.loras)
+    control = controls.prepare(session, spec.control, "canny", "vary")
+    made = control.map_for(int(data["width"]), int(data["height"])) if control is not None else None
+    recorded = control.record(made) if control is not None else None
     variations = []
     for parent in spec.seeds:
         candidate = candidates[parent]
@@ -85,17 +91,19 @@ def plan(session, spec: VarySpec, run: str | None = None) -> Plan:
         parent_seed = _seed_of(artifact.record, candidate, parent)
         signature = [(lora.sha256, lora.weight) for lora in loras]
         for number in _numbers(candidates, parent, spec.count, spec.strength, steps,
-                               lambda c: _lora_signature(data, c) == signature):
+                               lambda c: _lora_signature(data, c) == signature and
+                               (c.get("control") or {}).get("map") == (made.digest if made else None)):
             ident = variation_id(*pick_path(parent), number)
             fields = render_fields(model=session.fingerprint, prompt=data["prompt"], negative=data.get("negative", ""),
                                    width=int(data["width"]), height=int(data["height"]), steps=steps,
                                    guidance=data.get("guidance", DEFAULT_GUIDANCE),
                                    seed=_noise_seed(candidates.get(ident), ident),
                                    dtype=session.dtype, variance=run_variance(data, ident), loras=loras)
-            job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"])
+            job = VaryJob(**fields, strength=float(spec.strength), parent=artifact.record["digest"],
+                          control=control.use(made) if control is not None else None)
             variations.append(Variation(ident, job, parent, candidate["key"], artifact.path, parent_seed, loras,
-                                        bool(loras or data.get("loras"))))
-    return Plan(run_dir, variations)
+                                        bool(loras or data.get("loras")), recorded))
+    return Plan(run_dir, variations, control)
 
 
 def _lora_signature(data: dict, candidate: dict) -> list:
@@ -147,7 +155,11 @@ def vary(session, spec: VarySpec, *, run: str | None = None, dry_run: bool = Fal
         return StageResult("vary", the_plan.run_dir, planned=len(works), stored=stored, computed=len(works) - stored,
                            dry_run=True)
     run_dir = the_plan.run_dir
-    ordered = executor.run(VaryWork(session, spec, run_dir), works, stop=stop, on_picture=on_picture)
+    if the_plan.control is not None and executor.main:
+        for made in the_plan.control.maps.values():
+            the_plan.control.keep(run_dir, made)
+    ordered = executor.run(VaryWork(session, spec, run_dir, the_plan.control), works, stop=stop,
+                           on_picture=on_picture)
     computed = sum(not item.cached for item in ordered)
     if executor.main:
         set_latest(session.out, run_dir)
@@ -161,9 +173,9 @@ class VaryWork(StageWork):
 
     name = "vary"
 
-    def __init__(self, session, spec: VarySpec, run_dir: Path):
+    def __init__(self, session, spec: VarySpec, run_dir: Path, control=None):
         super().__init__(session)
-        self.spec, self.run_dir = spec, run_dir
+        self.spec, self.run_dir, self.control = spec, run_dir, control
 
     def dest(self, work: Work) -> Path:
         return self.run_dir / STAGE_DIR / work.part.name
@@ -180,8 +192,10 @@ class VaryWork(StageWork):
         for work in works:
             with Image.open(work.part.parent_path) as image:
                 parents.append(image.convert("RGB"))
-        request = RenderRequest.from_jobs([work.job for work in works], init_images=parents,
-                                          strength=works[0].job.strength)
+        jobs = [work.job for work in works]
+        if jobs[0].control is not None:
+            return self.control.render(engine, jobs, images=parents, strength=jobs[0].strength)
+        request = RenderRequest.from_jobs(jobs, init_images=parents, strength=jobs[0].strength)
         return engine.render(request, "img2img")
 
     remote_auto_limit = 4  # batch auto on a GPU worker: at most 4, as here
@@ -210,7 +224,7 @@ class VaryWork(StageWork):
         return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
                              provenance=provenance, stage="vary", variation=variation.id,
                              parent_key=variation.parent_key, parent_seed=variation.parent_seed,
-                             **_lora_extra(variation))
+                             **_lora_extra(variation), **controls.render_fields(work.job))
 
     def record(self, done) -> None:
         _record(self.run_dir, [(work.part, item) for work, item in done], [work.job for work, _ in done])
@@ -229,7 +243,8 @@ def _record(run_dir: Path, done: list[tuple[Variation, Item]], jobs: list) -> No
             "parent_key": variation.parent_key, "noise_seed": job.seed, "strength": job.strength,
             "steps": job.steps,
             # a variation's own LoRAs, when it has some or its run has (refine and vary take them from here)
-            **({"loras": [lora.record() for lora in variation.loras]} if variation.own_loras else {})})
+            **({"loras": [lora.record() for lora in variation.loras]} if variation.own_loras else {}),
+            **({"control": variation.control} if variation.control else {})})
     record_pictures(run_dir, "explore", entries, order=lambda c: pick_order(c.get("seed")))
 
 

@@ -26,7 +26,7 @@ class Update:
 
 
 def request_of(app, prompt, negative, width, height, count, seeds, steps, guidance, seed=form.RANDOM,
-               batch="auto", variance=0.0, loras=None) -> dict:
+               batch="auto", variance=0.0, loras=None, control=None) -> dict:
     """The form's values as an explore request (what the journal keeps to continue it)."""
     from ...core.errors import UserError
     from ...core.sizes import check_size
@@ -46,6 +46,11 @@ def request_of(app, prompt, negative, width, height, count, seeds, steps, guidan
     loras = form.loras_of(app, loras or [])
     if loras:
         request["loras"] = loras
+    from .control_panel import control_of
+
+    control = control_of(control)
+    if control:
+        request["control"] = control
     if "base" in which:
         request["base"] = which["base"]
     return request
@@ -59,6 +64,8 @@ def events(app, tab: str, request: dict, run: str | None = None):
               "guidance": request["guidance"], "batch": request["batch"], "variance": request["variance"]}
     if request.get("loras"):
         kwargs["loras"] = [tuple(pair) for pair in request["loras"]]
+    if request.get("control"):
+        kwargs["control"] = dict(request["control"])
 
     def work(ticket, report):
         with app.device() as pipeline:
@@ -158,17 +165,17 @@ def _outputs(app, tab, request, run=None):
 
 def wire(app, ui) -> None:
     ui.explore_inputs = [ui.prompt, ui.negative, ui.width, ui.height, ui.count, ui.seeds, ui.steps, ui.guidance,
-                         ui.seed, ui.batch, ui.variance, ui.loras]
+                         ui.seed, ui.batch, ui.variance, ui.loras, ui.control]
     outputs = [ui.candidates, ui.status, ui.bar, ui.run, ui.explore_btn, ui.stop_btn, ui.result]
 
     def explore(prompt, negative, width, height, count, seeds, steps, guidance, seed=form.RANDOM, batch="auto",
-                variance=0.0, loras=None, request: gr.Request = None):
+                variance=0.0, loras=None, control=None, request: gr.Request = None):
         """Render candidates of PROMPT (Count from the base seed, -1 random, or SEEDS); yields the
         gallery as each one is stored. The result's base_seed is the base a Count used."""
         tab = flow.tab_of(request)
         try:
             asked = request_of(app, prompt, negative, width, height, count, seeds, steps, guidance, seed, batch,
-                               variance, loras)
+                               variance, loras, control)
         except Exception as err:  # noqa: BLE001 - a user error: one sentence
             as_page_error(err)
         if asked["negative"] and not asked["guidance"]:

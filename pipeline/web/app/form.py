@@ -125,6 +125,9 @@ def build(app, ui) -> None:
         ui.batch = gr.Dropdown(BATCHES, value="auto", label="Batch", elem_id="batch",
                                info="pictures rendered together (auto: as many as fit)")
     build_loras(app, ui)
+    from . import control_panel  # the Control accordion lives in its own module
+
+    control_panel.build(app, ui)
     with gr.Row():
         ui.explore_btn = gr.Button(LABELS["explore"], variant="primary", elem_id="explore", scale=3)
         ui.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1)
@@ -214,6 +217,9 @@ def wire(app, ui) -> None:
     for n in range(len(ui.lora_rows) - 1):  # the next row shows once this one has a file
         ui.lora_files[n].change(lambda name: gr.update(visible=True) if name != "none" else gr.skip(),
                                 ui.lora_files[n], ui.lora_rows[n + 1], api_visibility="private", queue=False)
+    from . import control_panel
+
+    control_panel.wire(app, ui)
     ui.demo.load(None, None, None, js=ON_LOAD)
 
 
