@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, manual_text, run_cli
 
 TINY = ["--model", "tiny-random", "--size", "64"]
 PROMPT = "a red fox in snow"
@@ -266,7 +266,7 @@ def test_the_readme_command_makes_a_lora_that_fits_tiny_random(tmp_path):
     made = subprocess.run([sys.executable, ROOT / "scripts" / "make_tiny_lora.py", folder / "tiny-ink.safetensors"],
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    readme = (ROOT / "README.md").read_text()
+    readme = manual_text()  # the README and the pages of docs/
     assert "python scripts/make_tiny_lora.py" in readme and "--lora tiny-ink:0.8" in readme
     env = cli_env(PIPELINE_LORAS=folder)
     run_cli("explore", PROMPT, *TINY, "--seeds", "1", "--out", tmp_path / "o", "--run", "plain", env=env)
@@ -280,7 +280,7 @@ def test_the_readme_command_makes_a_lora_that_fits_tiny_random(tmp_path):
 def test_the_readme_documents_what_the_user_met(tmp_path):
     from conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text()
+    readme = manual_text()  # the README and the pages of docs/
     assert "`512*768`, `512,768`" in readme
     assert "python3 -m venv .venv\n.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
     weights = (ROOT / "weights" / "README.md").read_text()
