@@ -217,12 +217,12 @@ def test_a_refused_lora_leaves_no_empty_store(tmp_path):
 
 
 def test_a_truncated_png_is_refused_before_the_upscaler_loads(tmp_path, monkeypatch):
-    from pipeline.stages import upscale
+    from pipeline.stages import superres
 
     def loaded(*args, **kwargs):
         raise AssertionError("the upscaler was loaded for a picture that cannot be read")
 
-    monkeypatch.setattr(upscale, "_load", loaded)
+    monkeypatch.setattr(superres, "load", loaded)  # the super-resolution step loads the upscaler (seams)
     whole = tmp_path / "whole.png"
     from PIL import Image
 
