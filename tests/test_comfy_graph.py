@@ -284,16 +284,17 @@ def test_lora_tags_in_the_text_and_refine_from_applies_the_lora_once(made):
 def test_a_new_record_field_adds_its_a1111_settings_without_editing_the_writer():
     from pipeline.core import images
 
+    # a field no stage writes yet (ControlNet, the first real one, registered itself the same way)
     record = {"kind": "explore", "prompt": "a fox", "steps": 8, "guidance": 0.0, "seed": 1, "width": 64,
-              "height": 64, "control": {"type": "canny", "strength": 0.6}}
+              "height": 64, "ip_adapter": {"image": "face.png", "weight": 0.6}}
 
-    @images.a1111_entries("control")
-    def control(params):
-        return [("ControlNet 0", f"Module: {params['control']['type']}, Weight: {params['control']['strength']}")]
+    @images.a1111_entries("ip_adapter")
+    def ip_adapter(params):
+        return [("IP-Adapter", f"Image: {params['ip_adapter']['image']}, Weight: {params['ip_adapter']['weight']}")]
 
     try:
         text = images.a1111_parameters(record)
     finally:
-        images.A1111_ENTRIES.remove(("control", control))
-    assert a1111_parse(text)["ControlNet 0"] == "Module: canny, Weight: 0.6"
-    assert "ControlNet" not in images.a1111_parameters(record)
+        images.A1111_ENTRIES.remove(("ip_adapter", ip_adapter))
+    assert a1111_parse(text)["IP-Adapter"] == "Image: face.png, Weight: 0.6"
+    assert "IP-Adapter" not in images.a1111_parameters(record)

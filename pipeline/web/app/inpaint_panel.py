@@ -130,6 +130,9 @@ def _fix(app, tab, run, pick, source, *, mask=None, **options):
 
     result = None
     for event in flow.run(app, tab, "inpaint", work):
+        if event.kind == "failed":  # the job's error ends it: one sentence in the status line, Stop off
+            yield gr.skip(), gr.skip(), f"failed: {event.result}", flow.stop_button(False), {"error": event.result}
+            return
         if event.kind == "waiting":
             yield gr.skip(), gr.skip(), flow.waiting_text(event.ahead), flow.stop_button(True), gr.skip()
         elif event.kind == "progress" and not event.reports:
