@@ -53,7 +53,7 @@ def test_repair_rebuilds_every_kind_of_picture_with_its_fields(made, tmp_path):
     out, run_dir, original = _copy(made, tmp_path)
     (run_dir / "run.json").unlink()
     result = json.loads(run_cli("repair", "r", "--out", out, "--json").stdout)
-    assert result["recorded"] == {"explore": 3, "refine": 3, "upscale": 2} and result["unknown"] == []
+    assert result["recorded"] == {"explore": 3, "refine": 3, "inpaint": 0, "upscale": 2} and result["unknown"] == []
     rebuilt = json.loads((run_dir / "run.json").read_text())
     for stage in ("explore", "refine", "upscale"):
         assert _by_path(rebuilt, stage) == _by_path(original, stage), stage
