@@ -88,7 +88,7 @@ def test_build_is_deterministic_across_builds_and_processes():
 
     code = (
         "import sys; sys.path.insert(0, 'tests'); "
-        "from test_tiny_model import _state_digest; from pipeline.engines import tiny; "
+        "from test_tiny_model import _state_digest; from pipeline.models import tiny; "
         "print(_state_digest(tiny.build_tiny_components()))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -48,7 +48,8 @@ def test_pick_describe_zip(functions, out):
 @pytest.mark.parametrize("call, data, says", [
     ("pick", {"run": "../../etc", "seed": "1", "on": True}, "run name"),
     ("pick", {"run": "nope", "seed": "1", "on": True}, "no run 'nope'"),
-    ("pick", {"run": "pears", "seed": "3v1", "on": True}, "only candidates with a seed"),
+    ("pick", {"run": "pears", "seed": "3v1", "on": True}, "3v1 is not a candidate of run pears"),  # none made yet
+    ("pick", {"run": "pears", "seed": "3x", "on": True}, "only candidates can be picked"),
     ("describe", {"run": "pears", "stage": "explore", "p": "../../../etc/passwd"}, "is not a picture of this run"),
     ("zip_pictures", {"run": "pears", "which": "picked"}, "nothing is picked yet"),
     ("zip_pictures", {"run": "pears", "which": "../x"}, "picked, refine or upscale"),

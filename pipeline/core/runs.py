@@ -356,6 +356,8 @@ def toggle_pick(run_dir: Path, seed, on: bool | None = None) -> list:
         if on is None:
             on = not picked
         if on and not picked:
+            if seed not in {c.get("seed") for c in stage_pictures(load_run(run_dir), "explore")}:
+                raise UserError(f"{seed} is not a candidate of run {run_dir.name}: pick one of its pictures")
             picks = [*picks, seed]
         elif not on:
             picks = [s for s in picks if s != seed]
