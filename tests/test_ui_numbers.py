@@ -67,7 +67,7 @@ def test_a_lora_strength_out_of_range_is_named(server):
     from pipeline.web.app.form import loras_of
 
     class App:  # the server's pipeline with one LoRA file
-        class pipeline:  # noqa: N801
+        class pipeline:
             @staticmethod
             def loras():
                 return [{"name": "style"}]
