@@ -224,7 +224,7 @@ def test_a_picture_dropped_from_disk_is_refined_upscaled_and_kept_while_shown(br
     page.locator("#from-disk img").first.wait_for(timeout=WAIT)
     shot(page, "6-dropped")
     page.locator("#disk-refine").click()  # refused: no prompt; doing what it says then works
-    page.locator(".toast-body").filter(has_text="write its prompt").first.wait_for(timeout=WAIT)
+    wait_status(page, r"^this picture carries no generation parameters: write its prompt")  # the status line
     page.locator("#prompt textarea").fill("an orange square")
     page.locator("#disk-refine").click()
     wait_status(page, r"^refined 1 of 1 · 1 computed")

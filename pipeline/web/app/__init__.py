@@ -51,6 +51,8 @@ def build_app(state: AppState):
                             refine_panel.build(state, ui)
                         with gr.Accordion("Upscale", open=True, elem_id="upscale-panel"):
                             upscale_panel.build(state, ui)
+                        # its Refine it / Upscale it use the settings of both panels above: a panel of its own
+                        with gr.Accordion("A picture from disk", open=True, elem_id="disk-panel"):
                             disk_panel.build(state, ui)
                         inpaint_panel.build(state, ui)
                         with gr.Accordion("Last result", open=False):

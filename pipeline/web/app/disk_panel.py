@@ -14,6 +14,7 @@ import gradio as gr
 from ...core.errors import UserError
 from . import flow, refine_panel, upscale_panel
 from .errors import as_text
+from .fields import in_status
 
 UPLOAD_CAP = 30 * 2**20  # bytes: as the server's upload guard (guard.IMAGE_BYTES)
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -64,7 +65,7 @@ def wire(app, ui) -> None:
 
     refine_out = [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.disk_refine_btn, ui.stop_btn,
                   ui.result]
-    event = ui.disk_refine_btn.click(refine, [ui.from_disk, ui.prompt, ui.mode, ui.strength, ui.scale,
+    event = ui.disk_refine_btn.click(in_status(refine, refine_out, ui.status), [ui.from_disk, ui.prompt, ui.mode, ui.strength, ui.scale,
                                               ui.refine_size], refine_out, api_name="refine_from_disk",
                                      concurrency_limit=None, show_progress="hidden")
     event.then(_after(app, "Refine it"), ui.result, [ui.disk_refine_btn, ui.stop_btn, ui.run],
@@ -81,7 +82,7 @@ def wire(app, ui) -> None:
             raise gr.Error(as_text(str(err)), print_exception=False) from None
 
     upscale_out = [ui.upscaled, ui.status, ui.bar, ui.disk_upscale_btn, ui.stop_btn, ui.result]
-    event = ui.disk_upscale_btn.click(upscale, [ui.from_disk, ui.upscale_model, ui.detail], upscale_out,
+    event = ui.disk_upscale_btn.click(in_status(upscale, upscale_out, ui.status), [ui.from_disk, ui.upscale_model, ui.detail], upscale_out,
                                       api_name="upscale_from_disk", concurrency_limit=None, show_progress="hidden")
     event.then(_after(app, "Upscale it", run=False), ui.result, [ui.disk_upscale_btn, ui.stop_btn],
                api_visibility="private", queue=False)

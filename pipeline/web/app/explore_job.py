@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from . import candidates, flow, form, pictures
-from .errors import as_page_error, on_page
+from .errors import as_page_error
+from .fields import in_status
 
 
 @dataclass
@@ -183,7 +184,8 @@ def wire(app, ui) -> None:
                        "set guidance above 0 to use it")
         yield from _outputs(app, tab, asked)
 
-    ui.explore_event = ui.explore_btn.click(explore, ui.explore_inputs, outputs, api_name="explore",
+    ui.explore_event = ui.explore_btn.click(in_status(explore, outputs, ui.status), ui.explore_inputs, outputs,
+                                            api_name="explore",
                                             concurrency_limit=None, show_progress="hidden")
     ui.explore_event.then(flow.idle(app, "explore"), None, [ui.explore_btn, ui.stop_btn], api_visibility="private",
                           queue=False)

@@ -11,6 +11,8 @@ import gradio as gr
 from ...core.seeds import MAX_SEED
 from ...core.sizes import MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE
 from ...stages.specs import MAX_VARIANCE
+from . import fields
+from .fields import MAX_BASE_SEED, MAX_COUNT
 
 # Aspect presets: the 1024-pixel-area sizes of SDXL-era models (each side a multiple of 64), halved for
 # exploring at 512; refining them ×2 lands on the 1024 size exactly (16:9: 672×384 → 1344×768).
@@ -23,6 +25,7 @@ RANDOM = -1
 LABELS = {"explore": "Explore", "refine": "Refine picked", "upscale": "Upscale refined", "vary_subtle": "Vary subtle",
           "vary_strong": "Vary strong"}
 MAX_LORAS = 4
+LORA_LOW, LORA_HIGH = -2, 2  # a LoRA's strength on the page
 
 # The seed buttons say what they do on hover and to a screen reader (an emoji alone says nothing, and is a
 # box where no emoji font is installed). Ctrl+Enter (⌘+Enter) explores, from anywhere on the page. Both
@@ -45,42 +48,6 @@ ON_LOAD = """() => {
 }"""
 
 
-class Bounded(gr.Number):
-    """A number field with the server's bounds and the app's own sentence when outside them."""
-    is_template = True  # drawn by Gradio's own Number
-
-    sentence = "{num:g} is out of range"  # set per field by bounded()
-
-    def preprocess(self, payload):
-        """A whole-number field refuses 2.5 by name (Gradio would round it to 2 without a word)."""
-        if self.precision == 0 and payload is not None:
-            try:
-                number = float(payload)
-            except (TypeError, ValueError):
-                number = None
-            if number is not None and number != int(number):
-                raise gr.Error(f"{self.label} takes a whole number, not {number:g}", print_exception=False)
-        return super().preprocess(payload)
-
-    def raise_if_out_of_bounds(self, num, minimum, maximum):  # Gradio calls it as self.raise_if_…
-        if (minimum is not None and num < minimum) or (maximum is not None and num > maximum):
-            raise gr.Error(self.sentence.format(num=num), print_exception=False)
-
-
-SIDE = f"{{num:g}} pixels is out of range: each side must be {MIN_SIDE} to {MAX_SIDE} pixels, a multiple of " \
-       f"{SIZE_MULTIPLE}"
-MAX_COUNT = 10_000
-COUNT = f"a count of {{num:g}} is out of range: give 1 to {MAX_COUNT} (or seeds like 1,2,10-20)"
-BASE = f"base seed {{num:g}} is out of range: give -1 (random) or 0 to {MAX_SEED}"
-
-
-def bounded(sentence: str, **kwargs) -> Bounded:
-    """(Gradio reads a component's settings from its __init__ signature: hence no __init__ of our own.)"""
-    field = Bounded(**kwargs)
-    field.sentence = sentence
-    return field
-
-
 def explore_size(aspect: str) -> tuple[int, int]:
     width, height = ASPECTS[aspect]
     return width // EXPLORE_BASE, height // EXPLORE_BASE
@@ -100,25 +67,25 @@ def build(app, ui) -> None:
     with gr.Row():
         ui.aspect = gr.Dropdown(list(ASPECTS), value="1:1", label="Aspect", elem_id="aspect", min_width=90,
                                 info="×2 when refined: the 1024 size")
-        ui.width = bounded(SIDE, label="Width", value=512, precision=0, step=SIZE_MULTIPLE,
+        ui.width = fields.Number(label="Width", value=512, precision=0, step=SIZE_MULTIPLE,
                            minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="width", min_width=80)
-        ui.height = bounded(SIDE, label="Height", value=512, precision=0, step=SIZE_MULTIPLE,
+        ui.height = fields.Number(label="Height", value=512, precision=0, step=SIZE_MULTIPLE,
                             minimum=MIN_SIDE, maximum=MAX_SIDE, elem_id="height", min_width=80)
     with gr.Row(equal_height=True):
-        ui.count = bounded(COUNT, label="Count", value=8, precision=0, minimum=1, maximum=MAX_COUNT,
+        ui.count = fields.Number(label="Count", value=8, precision=0, minimum=1, maximum=MAX_COUNT,
                            elem_id="count", min_width=70, scale=2)
-        ui.seed = bounded(BASE, label="from seed", value=RANDOM, precision=0, minimum=RANDOM, maximum=MAX_SEED,
+        ui.seed = fields.Number(label="from seed", value=RANDOM, precision=0, minimum=RANDOM, maximum=MAX_BASE_SEED,
                           elem_id="seed", scale=3, min_width=100, info="-1: random")
         with gr.Column(scale=0, min_width=44, elem_id="seed-buttons"):
             ui.seed_random = gr.Button("🎲", size="sm", min_width=40, elem_id="seed-random")
             ui.seed_reuse = gr.Button("♻️", size="sm", min_width=40, elem_id="seed-reuse")
         ui.seeds = gr.Textbox(label="or seeds", placeholder="e.g. 1,2,10-20", elem_id="seeds", scale=3,
                               min_width=100)
-    ui.steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
+    ui.steps = fields.Slider(1, 50, value=8, step=1, precision=0, label="Steps", elem_id="steps")
     with gr.Accordion("Advanced: guidance, negative, batch, variance", open=False, elem_id="advanced"):
         with gr.Row():
-            ui.guidance = gr.Slider(0, 10, value=0, step=0.5, label="Guidance", elem_id="guidance")
-            ui.variance = gr.Slider(0, MAX_VARIANCE, value=0, step=0.05, label="Seed variance", elem_id="variance",
+            ui.guidance = fields.Slider(0, 10, value=0, step=0.5, label="Guidance", elem_id="guidance")
+            ui.variance = fields.Slider(0, MAX_VARIANCE, value=0, step=0.05, label="Seed variance", elem_id="variance",
                                     info="0: off; 0.1–0.5 spreads Turbo's look-alike seeds")
         ui.negative = gr.Textbox(label="Negative prompt", lines=1, interactive=False, info=NEGATIVE_OFF,
                                  elem_id="negative")
@@ -155,7 +122,7 @@ def _lora_rows(ui, choices, info) -> None:
         with gr.Row(visible=n == 0, elem_id=f"lora-row-{n}") as row:
             ui.lora_files.append(gr.Dropdown(["none", *choices], value="none", label=f"LoRA {n + 1}",
                                              elem_id=f"lora-{n}", info=info if n == 0 else None, scale=3))
-            ui.lora_weights.append(gr.Slider(-2, 2, value=1.0, step=0.05, label="Strength",
+            ui.lora_weights.append(fields.Slider(LORA_LOW, LORA_HIGH, value=1.0, step=0.05, label="Strength",
                                              elem_id=f"lora-weight-{n}", scale=2))
         ui.lora_rows.append(row)
 
@@ -183,6 +150,9 @@ def loras_of(app, pairs) -> list[tuple[str, float]] | None:
         return None
     if lora_choices(app) is None:
         raise UserError("this server's pipeline has no LoRA support")
+    for n, (_, weight) in enumerate(picked):
+        if not LORA_LOW <= weight <= LORA_HIGH:
+            raise UserError(f"LoRA {n + 1} strength {weight:g} is out of range: give {LORA_LOW} to {LORA_HIGH}")
     if len(picked) > MAX_LORAS:
         raise UserError(f"pick up to {MAX_LORAS} LoRAs")
     known = set(lora_choices(app) or [])

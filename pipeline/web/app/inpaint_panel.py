@@ -13,7 +13,8 @@ import numpy as np
 from ...core.errors import UserError
 from ...core.runs import load_run, stage_pictures
 from . import flow
-from .errors import on_page
+from .errors import as_text, on_page
+from .fields import Number, Slider, in_status
 
 SOURCES = ["explore", "refine", "upscale", "inpaint"]
 
@@ -31,10 +32,10 @@ def build(app, ui) -> None:
         ui.inpaint_prompt = gr.Textbox(label="Prompt", placeholder="empty: the picture's own prompt",
                                        elem_id="inpaint-prompt")
         with gr.Row():
-            ui.inpaint_strength = gr.Slider(0.05, 1, value=0.75, step=0.05, label="Strength", scale=3,
+            ui.inpaint_strength = Slider(0.05, 1, value=0.75, step=0.05, label="Strength", scale=3,
                                             elem_id="inpaint-strength",
                                             info="how much is re-drawn under the brush (Fix faces: 0.35)")
-            ui.inpaint_work = gr.Number(value=1024, precision=0, minimum=64, maximum=4096, label="Working size",
+            ui.inpaint_work = Number(value=1024, precision=0, minimum=64, maximum=4096, label="Working size",
                                         elem_id="inpaint-work", scale=1,
                                         info="the painted part renders at about this²")
         with gr.Row():
@@ -70,10 +71,12 @@ def wire(app, ui) -> None:
         yield from _fix(app, flow.tab_of(request), run, pick, source, faces=True, face_prompt=prompt or None,
                         work=int(work or 1024))
 
-    ui.inpaint_btn.click(inpaint, [ui.run, ui.inpaint_pick, ui.inpaint_from, ui.inpaint_editor, ui.inpaint_prompt,
-                                   ui.inpaint_strength, ui.inpaint_work], outputs, api_name="inpaint",
+    ui.inpaint_btn.click(in_status(inpaint, outputs, ui.status),
+                         [ui.run, ui.inpaint_pick, ui.inpaint_from, ui.inpaint_editor, ui.inpaint_prompt,
+                          ui.inpaint_strength, ui.inpaint_work], outputs, api_name="inpaint",
                          concurrency_limit=None, show_progress="hidden")
-    ui.faces_btn.click(faces, [ui.run, ui.inpaint_pick, ui.inpaint_from, ui.inpaint_prompt, ui.inpaint_work],
+    ui.faces_btn.click(in_status(faces, outputs, ui.status),
+                       [ui.run, ui.inpaint_pick, ui.inpaint_from, ui.inpaint_prompt, ui.inpaint_work],
                        outputs, api_name="fix_faces", concurrency_limit=None, show_progress="hidden")
 
 
@@ -138,6 +141,9 @@ def _fix(app, tab, run, pick, source, *, mask=None, **options):
         elif event.kind == "progress" and not event.reports:
             yield gr.skip(), gr.skip(), f"re-drawing {'the faces of ' if options.get('faces') else ''}{pick}…", \
                 flow.stop_button(False), gr.skip()
+        elif event.kind == "failed":  # the sentence once, in the status line; API clients get the error
+            yield gr.skip(), gr.skip(), f"failed: {event.result}", flow.stop_button(False), {"error": event.result}
+            raise gr.Error(as_text(event.result), visible=False, print_exception=False)
         elif event.kind == "done":
             result = event.result
     if result is None:

@@ -8,15 +8,16 @@ from ...core.runs import load_picks
 from . import flow, grid, pictures
 from .candidates import bar
 from .errors import on_page
+from .fields import Number, Slider, in_status
 
 
 def build(app, ui) -> None:
     with gr.Row():
         ui.mode = gr.Radio(["hires", "rerender"], value="hires", label="Mode", elem_id="mode",
                            info="hires keeps the composition; rerender draws the seed anew at the new size")
-        ui.strength = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Strength (hires)", elem_id="strength")
+        ui.strength = Slider(0.05, 1.0, value=0.5, step=0.05, label="Strength (hires)", elem_id="strength")
     with gr.Row():
-        ui.scale = gr.Number(label="Scale", value=2, minimum=0.25, step=0.25, elem_id="scale")
+        ui.scale = Number(label="Scale", value=2, minimum=0.25, step=0.25, elem_id="scale")
         ui.refine_size = gr.Textbox(label="or size", placeholder="e.g. 1024x1536", elem_id="refine-size")
     ui.refine_btn = gr.Button("Refine picked", variant="primary", elem_id="refine")
     with gr.Row():
@@ -29,10 +30,10 @@ def wire(app, ui) -> None:
         """Refine the picks of RUN (or SEEDS, e.g. "3,7"); yields each result as it is stored."""
         yield from _refine(app, flow.tab_of(request), run, seeds, mode, strength, scale, size)
 
+    outputs = [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.refine_btn, ui.stop_btn, ui.result]
     ui.refine_event = ui.refine_btn.click(
-        refine, [ui.run, ui.refine_seeds, ui.mode, ui.strength, ui.scale, ui.refine_size],
-        [ui.refined, ui.compare, ui.status, ui.bar, ui.refined_seeds, ui.refine_btn, ui.stop_btn, ui.result],
-        api_name="refine", concurrency_limit=None, show_progress="hidden")
+        in_status(refine, outputs, ui.status), [ui.run, ui.refine_seeds, ui.mode, ui.strength, ui.scale,
+                                                ui.refine_size], outputs, api_name="refine", concurrency_limit=None, show_progress="hidden")
     ui.refine_event.then(flow.idle(app, "refine"), None, [ui.refine_btn, ui.stop_btn], api_visibility="private",
                          queue=False)
 

@@ -10,6 +10,7 @@ from ...core.runs import load_run
 from . import flow, grid, pictures
 from .candidates import bar
 from .errors import on_page
+from .fields import Slider, in_status
 
 
 def model_choices() -> list[str]:
@@ -32,7 +33,7 @@ def build(app, ui) -> None:
         ui.upscale_btn = gr.Button("Upscale refined", variant="primary", elem_id="upscale")
     # Detail: after Real-ESRGAN, the diffusion model re-draws fine detail tile by tile (the `detail` branch);
     # shown only where Pipeline.upscale takes detail=
-    ui.detail = gr.Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
+    ui.detail = Slider(0, 1, value=0, step=0.05, label="Detail", elem_id="detail", visible=supports_detail(app),
                           info="0: off (×4). Above 0 the diffusion model re-draws fine detail (0.2–0.4; slower) "
                                "and the upscale is ×2; it replaces the seed's earlier upscale in the run "
                                "(zip that first to keep both)")
@@ -45,9 +46,10 @@ def wire(app, ui) -> None:
         DETAIL (0: off) re-draws fine detail with the diffusion model where the server supports it."""
         yield from _upscale(app, flow.tab_of(request), run, seeds, model, detail=detail)
 
+    outputs = [ui.upscaled, ui.status, ui.bar, ui.upscale_btn, ui.stop_btn, ui.result]
     ui.upscale_event = ui.upscale_btn.click(
-        upscale, [ui.run, ui.refine_seeds, ui.upscale_model, ui.detail],
-        [ui.upscaled, ui.status, ui.bar, ui.upscale_btn, ui.stop_btn, ui.result], api_name="upscale",
+        in_status(upscale, outputs, ui.status), [ui.run, ui.refine_seeds, ui.upscale_model, ui.detail], outputs,
+        api_name="upscale",
         concurrency_limit=None, show_progress="hidden")
     ui.upscale_event.then(flow.idle(app, "upscale"), None, [ui.upscale_btn, ui.stop_btn], api_visibility="private",
                           queue=False)

@@ -9,6 +9,7 @@ from ...core.errors import UserError
 from ...core.runs import load_picks
 from . import candidates, flow, grid, pictures
 from .errors import on_page
+from .fields import Number, in_status
 
 COUNT = 4  # variations per candidate and click, as Fooocus makes
 
@@ -17,7 +18,7 @@ def build(app, ui) -> None:
     with gr.Row(equal_height=True, elem_id="vary-row"):
         ui.vary_subtle = gr.Button("Vary subtle", size="sm", elem_id="vary-subtle", scale=2)
         ui.vary_strong = gr.Button("Vary strong", size="sm", elem_id="vary-strong", scale=2)
-        ui.vary_count = gr.Number(value=COUNT, precision=0, minimum=1, maximum=16, elem_id="vary-count", scale=1,
+        ui.vary_count = Number(value=COUNT, label="Variations", precision=0, minimum=1, maximum=16, elem_id="vary-count", scale=1,
                                   min_width=70, show_label=False, container=False)
         gr.Markdown("variations of each picked", elem_id="vary-each")
 
@@ -26,7 +27,7 @@ def wire(app, ui) -> None:
     outputs = [ui.candidates, ui.status, ui.bar, None, ui.stop_btn, ui.result]
     for button, strength in ((ui.vary_subtle, "subtle"), (ui.vary_strong, "strong")):
         mine = [*outputs[:3], button, *outputs[4:]]
-        event = button.click(_handler(app, strength), [ui.run, ui.refine_seeds, ui.vary_count], mine,
+        event = button.click(in_status(_handler(app, strength), mine, ui.status), [ui.run, ui.refine_seeds, ui.vary_count], mine,
                              api_name=f"vary_{strength}", concurrency_limit=None, show_progress="hidden")
         event.then(flow.idle(app, f"vary_{strength}"), None, [button, ui.stop_btn], api_visibility="private",
                    queue=False)
@@ -38,7 +39,8 @@ def wire(app, ui) -> None:
         yield from _vary(app, flow.tab_of(request), data.get("run"), str(data.get("seed") or ""), count, strength)
 
     if hasattr(ui.candidates, "js_on_load") and "vary" in (ui.candidates.js_on_load or ""):
-        event = ui.candidates.vary(from_view, ui.vary_count, [*outputs[:3], ui.vary_subtle, *outputs[4:]],
+        mine = [*outputs[:3], ui.vary_subtle, *outputs[4:]]
+        event = ui.candidates.vary(in_status(from_view, mine, ui.status), ui.vary_count, mine,
                                    api_visibility="private", concurrency_limit=None, show_progress="hidden")
         event.then(flow.idle(app, "vary_subtle"), None, [ui.vary_subtle, ui.stop_btn], api_visibility="private",
                    queue=False)
