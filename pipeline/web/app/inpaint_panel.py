@@ -13,7 +13,7 @@ import numpy as np
 from ...core.errors import UserError
 from ...core.runs import load_run, stage_pictures
 from . import flow
-from .errors import as_text, on_page
+from .errors import on_page
 from .fields import Number, Slider, in_status
 
 SOURCES = ["explore", "refine", "upscale", "inpaint"]
@@ -141,9 +141,6 @@ def _fix(app, tab, run, pick, source, *, mask=None, **options):
         elif event.kind == "progress" and not event.reports:
             yield gr.skip(), gr.skip(), f"re-drawing {'the faces of ' if options.get('faces') else ''}{pick}…", \
                 flow.stop_button(False), gr.skip()
-        elif event.kind == "failed":  # the sentence once, in the status line; API clients get the error
-            yield gr.skip(), gr.skip(), f"failed: {event.result}", flow.stop_button(False), {"error": event.result}
-            raise gr.Error(as_text(event.result), visible=False, print_exception=False)
         elif event.kind == "done":
             result = event.result
     if result is None:
