@@ -6,7 +6,8 @@ VAELoader, ModelSamplingAuraFlow shift 3, CLIPTextEncode, EmptySD3LatentImage, K
 SaveImage), with our sampler (euler/simple, as diffusers' FlowMatchEuler runs Z-Image) and our settings.
 
 Extension points (no switch to edit): a record kind registers how its latent is made
-(``@latent_for("explore")``); an optional record field registers a patch on the model chain
+(``@latent_for("explore")``), or the whole decoded image when it is more than one sampled latent
+(``@image_for("inpaint")``: each region sampled, decoded and pasted back); an optional record field registers a patch on the model chain
 (``@model_patch("loras")``), on the conditioning (``@conditioning_patch(...)``: ControlNet) or on the
 decoded image (``@image_step("upscale")``). Each is a pure function of the record. Imports nothing heavy.
 """
@@ -64,6 +65,7 @@ class Chain:
 # ---------------------------------------------------------------- registries
 
 LATENT_FOR: dict[str, Callable[[Chain], Ref]] = {}  # record kind -> the sampled latent (before VAEDecode)
+IMAGE_FOR: dict[str, Callable[[Chain], Ref]] = {}  # record kind -> the finished image (it decodes its own latents)
 MODEL_PATCHES: list[tuple[str, Callable[[Chain, object], Ref]]] = []  # (field, fn(chain, value) -> model)
 CONDITIONING_PATCHES: list[tuple[str, Callable[[Chain, object], tuple[Ref, Ref]]]] = []
 IMAGE_STEPS: list[tuple[str, Callable[[Chain, Ref, object], Ref]]] = []  # (field, fn(chain, image, value) -> image)
@@ -73,6 +75,14 @@ def latent_for(*kinds: str):
     def register(fn):
         for kind in kinds:
             LATENT_FOR[kind] = fn
+        return fn
+    return register
+
+
+def image_for(*kinds: str):
+    def register(fn):
+        for kind in kinds:
+            IMAGE_FOR[kind] = fn
         return fn
     return register
 
@@ -105,12 +115,15 @@ def comfy_prompt(record: dict) -> dict | None:
     ours (no prompt) or of a kind no builder is registered for."""
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         return None
-    build = LATENT_FOR.get(record.get("kind", "explore"))
-    if build is None:
+    kind = record.get("kind", "explore")
+    build, build_image = LATENT_FOR.get(kind), IMAGE_FOR.get(kind)
+    if build is None and build_image is None:
         return None
     chain = _loaders(Graph(), record)
-    latent = build(chain)
-    image = chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
+    if build_image is not None:
+        image = build_image(chain)
+    else:
+        image = chain.graph.add("VAEDecode", samples=build(chain), vae=chain.vae)
     for name, step in IMAGE_STEPS:
         if record.get(name):
             image = step(chain, image, record[name])

@@ -92,3 +92,6 @@ def upscale_step(chain: Chain, image: Ref, step) -> Ref:
     latent = sample(chain, latent, seed=detail.get("seed"), steps=steps, guidance=guidance, positive=positive,
                     negative=negative, ran=ran)
     return chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
+
+
+from . import comfy_inpaint  # noqa: E402,F401  (registers the inpaint picture's graph)
