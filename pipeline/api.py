@@ -19,12 +19,14 @@ class Pipeline:
     def __init__(self, model: str | None = None, out: str | Path = "outputs", *, store: str | Path | None = None,
                  device: str | None = None, dtype: str = "auto", memory: str = "auto", progress: bool = False,
                  transformer: str | Path | None = None, weights_dtype: str | None = None, compile: bool = False,
-                 attention: str | None = None, text_encoder: str | Path | None = None, vae: str | Path | None = None):
+                 attention: str | None = None, text_encoder: str | Path | None = None, vae: str | Path | None = None,
+                 ray: str | None = None):
         """``memory``: auto, full, balanced, low or minimal (see the README's memory profiles).
         ``transformer``: a single-file .safetensors/.gguf transformer (``text_encoder``, ``vae``: single-file
         Qwen3-4B and Flux VAE, ComfyUI's files); ``weights_dtype="int8"`` / ``"fp8"``: 8-bit transformer
         weights (enter the model fingerprint); ``compile``/``attention``: opt-in speed switches (torch.compile,
-        attention backend).
+        attention backend).  ``ray``: render on a Ray pool of workers (``"local"`` starts a Ray here, ``"auto"``
+        joins the cluster ``ray start`` runs, or an address); the store and the runs stay in this process.
         """
         from .engines.memory import EngineOptions
 
@@ -33,7 +35,7 @@ class Pipeline:
                                 compile=compile, attention=attention,
                                 text_encoder=str(text_encoder) if text_encoder else None, vae=str(vae) if vae else None)
         self.session = Session(out=Path(out), store_path=Path(store) if store else None, device=device, dtype=dtype,
-                               memory=memory, progress=progress, engine_options=options, **kwargs)
+                               memory=memory, progress=progress, engine_options=options, ray=ray, **kwargs)
 
     # -------------------------------------------------------------- stages
 

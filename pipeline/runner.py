@@ -85,25 +85,26 @@ class ConfigResult:
                 "runs": [run.to_json() for run in self.runs]}
 
 
-def pipeline_for(config: RunConfig, progress: bool = False):
+def pipeline_for(config: RunConfig, progress: bool = False, ray: str | None = None):
     from .api import Pipeline
 
     return Pipeline(model=config.model, out=config.out_dir(), device=config.device, dtype=config.dtype,
                     memory=config.memory, progress=progress, transformer=config.transformer,
                     weights_dtype=config.weights_dtype, compile=config.compile, attention=config.attention,
-                    text_encoder=config.text_encoder, vae=config.vae)
+                    text_encoder=config.text_encoder, vae=config.vae, ray=ray)
 
 
 def run_config(loaded: LoadedConfig | RunConfig, *, dry_run: bool = False, progress: bool = False,
-               pipeline=None) -> ConfigResult:
-    """Run (or plan, with ``dry_run``) a config. ``pipeline``: a Pipeline to reuse (its model stays loaded)."""
+               pipeline=None, ray: str | None = None) -> ConfigResult:
+    """Run (or plan, with ``dry_run``) a config. ``pipeline``: a Pipeline to reuse (its model stays loaded);
+    ``ray``: render on a Ray pool (``Pipeline(ray=...)``)."""
     if isinstance(loaded, RunConfig):
         loaded = LoadedConfig(loaded, Source("<config>"))
     config = loaded.config
     problems = resolve(loaded)  # everything the config names, before a model or a folder is touched
     owned = pipeline is None
     try:
-        p = pipeline if pipeline is not None else pipeline_for(config, progress)
+        p = pipeline if pipeline is not None else pipeline_for(config, progress, ray)
     except UserError:
         if problems:  # e.g. its model: what the config names says it better, and all at once
             raise ConfigError(problems) from None

@@ -22,6 +22,7 @@ class Session:
     memory: str = "auto"
     progress: bool = False  # tqdm bars on stderr (the CLI turns them on)
     engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
+    ray: str | None = None  # render on a Ray pool: "local" (start one here), "auto" or an address; None: here
     share: object = None  # how the stages' misses are shared between workers (scale.shares); None: as launched
     lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
     lora_missing: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> why its file is missing
@@ -42,7 +43,7 @@ class Session:
         if self.dtype in (None, "auto"):
             from .core.hardware import default_dtype
 
-            self.dtype = default_dtype(self.device)
+            self.dtype = default_dtype(self._ray_device() or self.device)
         if self.dtype not in ("bf16", "fp16", "fp32"):
             from .core.errors import UserError
 
@@ -52,6 +53,25 @@ class Session:
             from .engines.memory import EngineOptions
 
             self.engine_options = EngineOptions()
+        if self.ray is not None and self.share is None:  # the misses go to a Ray pool; this process records
+            import functools
+
+            from .scale.ray_pool import pool_for
+            from .stages.ray_render import RayShare
+
+            self.share = RayShare(functools.partial(pool_for, self.ray))
+
+    def _ray_device(self) -> str | None:
+        """On a cluster (--ray auto or ADDRESS) the workers' device decides the default dtype: cuda when
+        the cluster has GPUs. A local Ray has this machine's devices, so nothing changes then."""
+        from .scale.ray_cluster import LOCAL
+
+        if self.ray in (None, LOCAL) or self.device not in (None, "auto"):
+            return None
+        from .scale.ray_cluster import cluster_gpus, connect
+
+        connect(self.ray)
+        return "cuda" if cluster_gpus() else "cpu"
 
     @property
     def fingerprint(self) -> str:

@@ -14,6 +14,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def manual_files() -> list[Path]:
+    """The manual: the README, then the pages of docs/ in the site's order (mkdocs.yml's nav)."""
+    import re
+
+    nav = re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.M)
+    return [ROOT / "README.md"] + [ROOT / "docs" / page for page in nav]
+
+
+def manual_text() -> str:
+    """Every page of the manual, one after another."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in manual_files())
+
+
 def cli_env(**extra) -> dict:
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "PIPELINE_OFFLINE": "1", "PYTHONHASHSEED": "0"})

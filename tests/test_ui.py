@@ -249,9 +249,9 @@ def test_with_auth_only_the_right_password_gets_in(tmp_path):
 
 
 def test_the_readme_client_script_runs(server, tmp_path):
-    from conftest import ROOT
+    from conftest import manual_text
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = manual_text()
     script = next(block for block in text.split("```python\n")[1:] if "from gradio_client import Client" in block)
     script = script.split("```")[0].replace("http://127.0.0.1:7860/", server.url)
     script = script.replace("512, 512, 4, \"\", 8, 0", f"{SIZE}, {SIZE}, 4, \"\", 2, 0")  # small and quick

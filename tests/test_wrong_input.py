@@ -121,7 +121,9 @@ def test_library_wording_does_not_leak(tmp_path):
 
 
 def test_the_readme_config_error_example_is_what_is_printed(tmp_path):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    from conftest import manual_text
+
+    readme = manual_text()
     config = re.search(r"For example, this `fox.yaml`:\n\n```yaml\n(.*?)```", readme, re.S).group(1)
     command, printed = re.search(r"`(pipeline run fox.yaml[^`]*)` prints[^\n]*\n\n```\n(.*?)```", readme, re.S).groups()
     (tmp_path / "fox.yaml").write_text(config)

@@ -117,6 +117,7 @@ def session_options(func):
                      help="torch.compile the transformer (slow first render, faster after)"),
         click.option("--attention", default=None, metavar="BACKEND", expose_value=False, callback=_engine_option,
                      help="attention backend, e.g. flash, sage, _native_flash [default: PyTorch SDPA]"),
+        ray_option(),
     ]
     for option in reversed(options):
         func = option(func)
@@ -131,6 +132,39 @@ def _engine_option(ctx, param, value):
     return value
 
 
+def ray_option():
+    """--ray [ADDRESS]: render on a Ray pool (imports Ray only when given, or $PIPELINE_RAY is set)."""
+    return click.option("--ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS]",
+                        expose_value=False, callback=_ray_value,
+                        help="render on Ray workers, one per GPU: alone, a Ray started here; auto, the cluster "
+                             "`ray start` runs; or its address [default: $PIPELINE_RAY, else no Ray]")
+
+
+def _ray_value(ctx, param, value):
+    if value is not None:
+        ctx.meta["pipeline.ray"] = check_ray_address(value)
+    return value
+
+
+def check_ray_address(value: str) -> str:
+    """``local``, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; anything else is a prompt or path that
+    --ray took for its address (``pipeline explore --ray "a fox"``)."""
+    import re
+
+    if value in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", value):
+        return value
+    raise click.UsageError(f"--ray took {value!r} for a Ray address (local, auto or HOST:PORT); put --ray after "
+                           "the prompt, or write --ray local")
+
+
+def requested_ray() -> str | None:
+    """The Ray address of this command: --ray, else $PIPELINE_RAY, else None (no Ray)."""
+    from ..scale.ray_cluster import requested
+
+    ctx = click.get_current_context(silent=True)
+    return requested(ctx.meta.get("pipeline.ray") if ctx is not None else None)
+
+
 def make_pipeline(model, out, device, dtype, memory, progress=True):
     from ..api import Pipeline
 
@@ -141,7 +175,7 @@ def make_pipeline(model, out, device, dtype, memory, progress=True):
     if ctx is not None and new is not None:
         ctx.meta["pipeline.new_out"] = new  # made by this command: left empty by an error, it is removed
     return Pipeline(model=model, out=out, device=device, dtype=dtype,
-                    memory=memory, progress=progress, **extra)
+                    memory=memory, progress=progress, ray=requested_ray(), **extra)
 
 
 def _remove_empty_out() -> None:

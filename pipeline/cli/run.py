@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import SET_HELP, plural, print_json, user_errors
+from .common import SET_HELP, plural, print_json, ray_option, requested_ray, user_errors
 
 
 @click.command()
@@ -13,6 +13,7 @@ from .common import SET_HELP, plural, print_json, user_errors
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--dry-run", is_flag=True, help="show, per stage, how many jobs are stored and to compute; load no model")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of text")
+@ray_option()
 @user_errors
 def run(config, overrides, dry_run, as_json):
     """Run the stages a CONFIG file describes (explore, refine, upscale), for each of its prompts.
@@ -26,7 +27,7 @@ def run(config, overrides, dry_run, as_json):
     from ..runner import run_config
 
     loaded = load_config(config, overrides, resolve=True)
-    result = run_config(loaded, dry_run=dry_run, progress=not as_json)
+    result = run_config(loaded, dry_run=dry_run, progress=not as_json, ray=requested_ray())
     if as_json:
         print_json(result.to_json())
         return

@@ -61,8 +61,15 @@ def ui(host, port, auth, auth_file, open_browser, model, out, device, dtype, mem
         from ..web.app.server import launch
 
         with make_pipeline(model, out, device, dtype, memory, progress=False) as pipeline:
-            launch(AppState(pipeline, out), host=host, port=port, auth=credentials, open_browser=open_browser,
-                   quiet=True, cache=cache, announce=banner(host, port, out))
+            slots, announce = 1, banner(host, port, out)
+            if pipeline.session.ray is not None:  # jobs of every tab go to the pool: one at a time per worker
+                from ..scale.ray_pool import pool_for
+
+                pool = pool_for(pipeline.session.ray)
+                slots = len(pool.workers())
+                announce += f"\nrendering on {pool.describe()}"
+            launch(AppState(pipeline, out, slots), host=host, port=port, auth=credentials, open_browser=open_browser,
+                   quiet=True, cache=cache, announce=announce)
     finally:
         cache.close()
 

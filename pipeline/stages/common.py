@@ -70,6 +70,16 @@ def batches(jobs: list, size: int, group=lambda job: job.batch_group()):
             yield group[start:start + size]
 
 
+def resolve_batch(batch, engine, size) -> int:
+    if batch != "auto":
+        return int(batch)
+    if engine.device == "cpu":
+        return 1  # on the CPU a batch shares nothing; single images keep the progress bar honest
+    if str(engine.device).startswith("cuda") and hasattr(engine, "auto_batch"):
+        return engine.auto_batch(size[0], size[1])  # from free memory under the chosen profile
+    return 4 if size[0] * size[1] <= 768 * 768 else 1
+
+
 def png_params(job, model: str, **extra) -> dict:
     """The deterministic metadata written into a picture (no timings: equal jobs, equal bytes)."""
     return {**job.describe(), "key": job.key, "model_name": display_name(model), "version": f"pipeline {__version__}",
@@ -79,6 +89,14 @@ def png_params(job, model: str, **extra) -> dict:
 def store_picture(store, job, image, model: str, *, seconds: float, engine, provenance: dict | None = None,
                   **extra) -> Artifact:
     """Encode and store a rendered picture; ``provenance``: which process computed it (the executor's share)."""
+    return store.put(job.key, *encode_picture(job, image, model, seconds=seconds, engine=engine,
+                                              provenance=provenance, **extra))
+
+
+def encode_picture(job, image, model: str, *, seconds: float, engine, provenance: dict | None = None,
+                   **extra) -> tuple[bytes, dict]:
+    """(PNG bytes, store record) of a rendered picture: what ``store_picture`` stores, and what a Ray
+    worker sends back for the driver to store."""
     params = png_params(job, model, **extra)
     record = {
         "job": job.describe(),
@@ -91,7 +109,7 @@ def store_picture(store, job, image, model: str, *, seconds: float, engine, prov
         "version": __version__,
         **(provenance or {}),  # which process computed it, under accelerate launch / torchrun
     }
-    return store.put(job.key, encode_png(image, params), record)
+    return encode_png(image, params), record
 
 
 def progress_bar(total: int, enabled: bool, desc: str, unit: str = "img"):

@@ -150,6 +150,10 @@ class Executor:
         return [items[work.id] for work in works if work.id in items]
 
     def _compute(self, stage: StageWork, mine: list[Work], items: dict, stop, on_picture) -> bool:
+        if hasattr(self.share, "compute"):  # a pool renders them elsewhere (stages/ray_render.RayShare)
+            stopped = self.share.compute(stage, mine, items, stop, on_picture)
+            if stopped is not None:  # None: the share leaves this stage to this process
+                return stopped
         stage.check(mine)
         bar = stage.progress(mine, self.main)
         stopped = False

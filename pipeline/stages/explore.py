@@ -13,7 +13,7 @@ from ..core.runs import (check_run_name, load_run, merge_pictures, new_run_data,
 from ..core.store import check_writable
 from ..engines.request import RenderRequest
 from .specs import ExploreSpec
-from .common import Item, StageResult, store_picture
+from .common import Item, StageResult, resolve_batch, store_picture  # noqa: F401 - resolve_batch: compat's name
 from .sheet import write_contact_sheet
 from .executor import Executor, StageWork, Work
 
@@ -159,6 +159,17 @@ class ExploreWork(StageWork):
     def render(self, engine, works, progress) -> list:
         return engine.render(RenderRequest.from_jobs([work.job for work in works]), "txt2img")
 
+    @property
+    def remote_batch(self):
+        return self.spec.batch
+
+    def remote(self, misses) -> list:
+        """What a Ray worker needs for each miss (``ray_render``): the job and the picture's metadata."""
+        from .ray_render import RemoteWork
+
+        extra = {"loras": lora_records(self.loras)} if self.loras else {}
+        return [RemoteWork.of(work.job, stage="explore", **(extra if work.job.loras else {})) for work in misses]
+
     def store(self, engine, work, image, seconds, provenance):
         extra = {"loras": lora_records(self.loras)} if work.job.loras else {}
         return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
@@ -210,13 +221,3 @@ def _save(run_dir: Path, data: dict) -> dict:
         current[STAGE_DIR].update(extra)
 
     return update_run(run_dir, merge)
-
-
-def resolve_batch(batch, engine, size) -> int:
-    if batch != "auto":
-        return int(batch)
-    if engine.device == "cpu":
-        return 1  # on the CPU a batch shares nothing; single images keep the progress bar honest
-    if str(engine.device).startswith("cuda") and hasattr(engine, "auto_batch"):
-        return engine.auto_batch(size[0], size[1])  # from free memory under the chosen profile
-    return 4 if size[0] * size[1] <= 768 * 768 else 1

@@ -183,14 +183,34 @@ class RefineWork(StageWork):
         return engine.render(RenderRequest.from_jobs(jobs), "txt2img")
 
     def store(self, engine, work, image, seconds, provenance):
+        return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
+                             provenance=provenance, **self.metadata(work))
+
+    def metadata(self, work) -> dict:
+        """A refined picture's metadata beyond its job's."""
         pick = work.part
         extra = {"parent_size": parent_size(pick)} if work.job.mode == "hires" else {}
         if pick.first_pass:
             extra["first_pass"] = pick.first_pass
         if work.job.loras:
             extra["loras"] = [lora.record() for lora in pick.loras]
-        return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,
-                             provenance=provenance, stage="refine", parent_key=pick.parent_key, **extra)
+        return {"stage": "refine", "parent_key": pick.parent_key, **extra}
+
+    remote_auto_limit = 4  # batch auto on a GPU worker: at most 4, as here
+
+    @property
+    def remote_batch(self):
+        return self.spec.batch
+
+    def remote(self, misses) -> list:
+        """What a Ray worker needs for each miss (``ray_render``): the job, the enlarged candidate (hires; made
+        here), the picture's metadata."""
+        from .ray_render import RemoteWork
+
+        if self.spec.mode == "hires":
+            self.enlarged = enlarge_parents(self.session, self.spec, [work.part for work in misses])
+        return [RemoteWork.of(work.job, self.enlarged[work.id] if work.job.mode == "hires" else None,
+                              **self.metadata(work)) for work in misses]
 
     def record(self, done) -> None:
         _record(self.session, self.plan, [(work.part, item) for work, item in done],

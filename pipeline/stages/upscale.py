@@ -202,6 +202,25 @@ class UpscaleWork(StageWork):
     def store(self, engine, work, data, seconds, provenance):
         return put(self.session.store, work.job, data, engine, work.part, seconds, provenance)
 
+    remote_batch = 1
+
+    def remote(self, misses) -> list:
+        """What a Ray worker needs for each miss (``ray_render``): the job and the input file's bytes."""
+        from .ray_render import RemoteWork
+
+        return [RemoteWork.of(work.job, work.part.path.read_bytes(), name=work.part.path.name,
+                              source=str(work.part.path)) for work in misses]
+
+    def remote_engine(self):
+        from .ray_render import UpscalerRecipe
+
+        return UpscalerRecipe(str(self.sr.resolved.path), self.sr.jobs[0].precision)
+
+    def remote_render(self):
+        from .ray_render import Upscale
+
+        return Upscale(self.sr.tile, self.sr.overlap)
+
     def record(self, done) -> None:
         if self.run_dir is not None and done:
             self.sr.record(self.run_dir, [item for _, item in done], self.fields)

@@ -184,6 +184,27 @@ class VaryWork(StageWork):
                                           strength=works[0].job.strength)
         return engine.render(request, "img2img")
 
+    remote_auto_limit = 4  # batch auto on a GPU worker: at most 4, as here
+
+    @property
+    def remote_batch(self):
+        return self.spec.batch
+
+    def remote(self, misses) -> list:
+        """What a Ray worker needs for each miss (``ray_render``): the job, its parent picture's bytes, the
+        picture's metadata."""
+        from .ray_render import RemoteWork
+
+        parents, remote = {}, []
+        for work in misses:
+            variation = work.part
+            if variation.parent_path not in parents:
+                parents[variation.parent_path] = Path(variation.parent_path).read_bytes()
+            remote.append(RemoteWork.of(work.job, parents[variation.parent_path], stage="vary", variation=variation.id,
+                                        parent_key=variation.parent_key, parent_seed=variation.parent_seed,
+                                        **_lora_extra(variation)))
+        return remote
+
     def store(self, engine, work, image, seconds, provenance):
         variation = work.part
         return store_picture(self.session.store, work.job, image, self.session.model, seconds=seconds, engine=engine,

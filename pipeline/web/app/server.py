@@ -203,7 +203,8 @@ def launch(state, *, host: str = "127.0.0.1", port: int = 7860, auth: list | Non
 
     quiet_user_errors()
     demo = build_app(state)
-    demo.queue(default_concurrency_limit=1)  # one GPU queue: explore, refine and upscale share "device"
+    # one GPU queue: explore, refine and upscale share "device"; with --ray, as many jobs as workers at once
+    demo.queue(default_concurrency_limit=getattr(state, "slots", 1))
     demo.delete_cache = None  # the Cache sweeps (by age and size) and removes its folder at exit
     guard = Middleware(Guard, local_only=is_loopback(host) and not auth, limiter=LoginLimiter(), cache=cache)
     try:

@@ -29,10 +29,12 @@ class Ticket:
 
 
 class AppState:
-    def __init__(self, pipeline, out: Path):
+    def __init__(self, pipeline, out: Path, slots: int = 1):
+        """``slots``: jobs that run at once (1: one GPU here; with ``--ray``, one per worker of the pool)."""
         self.pipeline = pipeline
         self.out = Path(out)
-        self._device = threading.Lock()  # one job on the GPU, whatever the queue lets through
+        self.slots = max(1, int(slots))
+        self._device = threading.BoundedSemaphore(self.slots)  # whatever the queue lets through
         self._line: list[Ticket] = []  # the running job first, then the waiting ones in order
         self._changed = threading.Condition()
         self._numbers = itertools.count(1)
@@ -60,16 +62,15 @@ class AppState:
             return ticket
 
     def ahead(self, ticket: Ticket) -> int:
-        """How many jobs run or wait before this one (0: its turn)."""
+        """How many jobs wait before this one (0: its turn)."""
         with self._changed:
-            return self._line.index(ticket) if ticket in self._line else 0
+            return max(0, self._line.index(ticket) - self.slots + 1) if ticket in self._line else 0
 
     def wait_turn(self, ticket: Ticket, timeout: float) -> bool:
-        """True once the ticket is first in line; False after ``timeout`` (to report the place)."""
+        """True once the ticket is among the first ``slots`` in line; False after ``timeout`` (to report the place)."""
         with self._changed:
-            self._changed.wait_for(lambda: self._line and self._line[0] is ticket or ticket.stop.is_set(),
-                                   timeout=timeout)
-            return bool(self._line) and self._line[0] is ticket and not ticket.stop.is_set()
+            self._changed.wait_for(lambda: ticket in self._line[:self.slots] or ticket.stop.is_set(), timeout=timeout)
+            return ticket in self._line[:self.slots] and not ticket.stop.is_set()
 
     def leave(self, ticket: Ticket) -> None:
         with self._changed:
@@ -84,7 +85,7 @@ class AppState:
     def running_runs(self) -> set[str]:
         """The runs a job of this server is writing now."""
         with self._changed:
-            return {t.run for t in self._line[:1] if t.run}
+            return {t.run for t in self._line[:self.slots] if t.run}
 
     def stop(self, tab: str) -> bool:
         """Stop every job of this tab: the running one after its current picture (or tile), the
