@@ -149,6 +149,8 @@ def test_the_face_pass_redraws_each_face_box_at_its_strength(fixes):
     fx0, fy0, fx1, fy1 = face["box"]
     assert x0 <= fx0 < fx1 <= x1 and y0 <= fy0 < fy1 <= y1  # the crop around the face (crop factor)
     assert (region["inputs"]["x"], region["inputs"]["y"], region["inputs"]["width"]) == (x0, y0, x1 - x0)
+    assert pixels["class_type"] == "ImageScale"  # the crop at the working size (--work 128), as our pass ran it
+    assert [pixels["inputs"]["width"], pixels["inputs"]["height"]] == record["renders"][0]["size"]
     (paste,) = by_class(prompt, "ImageCompositeMasked")
     assert (paste["x"], paste["y"]) == (x0, y0)
     assert json.loads(json.dumps(prompt)) == prompt  # the chunk is plain JSON

@@ -113,6 +113,8 @@ def image_step(field_name: str):
 def comfy_prompt(record: dict) -> dict | None:
     """The API-format graph that makes the picture ``record`` describes; None when the record is not one of
     ours (no prompt) or of a kind no builder is registered for."""
+    from . import comfy_kinds  # noqa: F401  (registers the builders)
+
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         return None
     kind = record.get("kind", "explore")

@@ -94,4 +94,4 @@ def upscale_step(chain: Chain, image: Ref, step) -> Ref:
     return chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
 
 
-from . import comfy_inpaint  # noqa: E402,F401  (registers the inpaint picture's graph)
+from . import comfy_control, comfy_inpaint  # noqa: F401  (register the control patch and the inpaint graph)

@@ -1,0 +1,51 @@
+"""The ComfyUI graph of a picture made with a ControlNet: ComfyUI's core runs the Z-Image Fun ControlNet as a model
+patch (ModelPatchLoader + ZImageFunControlnet on the MODEL) with the map kept in the run's control/ folder loaded
+as its image; checked against ComfyUI's node definitions as every other picture's (test_comfy_graph's checks)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_comfy_graph import by_class, check_graph, source
+
+from pipeline.core.comfy_graph import comfy_prompt
+from pipeline.core.comfy_workflow import comfy_workflow
+
+UNION = "Z-Image-Turbo-Fun-Controlnet-Union-2.1-2602-8steps"
+CONTROL = {"map": "eee3093e6a2bede8166a267bee24570a8e390ad5a2e82afb0dfdb0106a6fa8e8", "type": "canny",
+           "strength": 0.75, "start": 0.0, "end": 1.0, "model": f"controlnet:{UNION}:215556295ce6bb04"}
+
+
+def explore_record(**extra) -> dict:
+    return {"kind": "explore", "prompt": "a fox", "negative": "", "width": 128, "height": 128, "steps": 8,
+            "guidance": 0.0, "seed": 3, "model": "tiny", **extra}
+
+
+def test_a_control_patches_the_model_with_the_kept_map():
+    prompt = comfy_prompt(explore_record(control=CONTROL, control_name=UNION,
+                                         loras=[{"name": "style", "weight": 0.8}]))
+    check_graph(prompt)
+    (loader,) = by_class(prompt, "ModelPatchLoader")
+    (patched,) = by_class(prompt, "ZImageFunControlnet")
+    assert loader["name"] == f"{UNION}.safetensors" and patched["strength"] == 0.75
+    assert source(prompt, patched["image"])["inputs"]["image"] == "eee3093e6a2bede8.png"  # control/<digest[:16]>.png
+    assert source(prompt, patched["model"])["class_type"] == "LoraLoaderModelOnly"
+    assert source(prompt, patched["vae"])["class_type"] == "VAELoader"
+    (sampling,) = by_class(prompt, "ModelSamplingAuraFlow")
+    assert source(prompt, sampling["model"])["class_type"] == "ZImageFunControlnet"
+    (sampler,) = by_class(prompt, "KSampler")
+    assert source(prompt, sampler["model"])["class_type"] == "ModelSamplingAuraFlow"
+    # the UI graph: the optional inpaint_image and mask inputs are there, unlinked
+    workflow = comfy_workflow(prompt)
+    node = next(n for n in workflow["nodes"] if n["type"] == "ZImageFunControlnet")
+    assert [(i["name"], i["link"] is None) for i in node["inputs"]] == [
+        ("model", False), ("model_patch", False), ("vae", False), ("image", False), ("inpaint_image", True),
+        ("mask", True)]
+    assert node["widgets_values"] == [0.75]
+
+
+def test_no_control_no_patch_and_the_name_from_the_fingerprint():
+    assert by_class(comfy_prompt(explore_record()), "ZImageFunControlnet") == []
+    prompt = comfy_prompt(explore_record(control=CONTROL))  # no control_name: the fingerprint's NAME
+    assert by_class(prompt, "ModelPatchLoader")[0]["name"] == f"{UNION}.safetensors"
