@@ -49,3 +49,25 @@ def test_no_control_no_patch_and_the_name_from_the_fingerprint():
     assert by_class(comfy_prompt(explore_record()), "ZImageFunControlnet") == []
     prompt = comfy_prompt(explore_record(control=CONTROL))  # no control_name: the fingerprint's NAME
     assert by_class(prompt, "ModelPatchLoader")[0]["name"] == f"{UNION}.safetensors"
+
+
+def test_a_detail_pass_runs_its_own_control_and_not_the_sources():
+    tile = {"type": "tile", "strength": 0.85, "start": 0.0, "end": 1.0, "model": "Z-Image-Turbo-Fun-Controlnet-Tile",
+            "fingerprint": "controlnet:Z-Image-Turbo-Fun-Controlnet-Tile:0123", "map": "ab" * 32,
+            "path": "control/abababababababab.png"}
+    record = explore_record(control=CONTROL, control_name=UNION, upscale={
+        "upscaler": "realesr-animevideov3", "scale": 2, "width": 256, "height": 256,
+        "detail": {"strength": 0.4, "steps": 8, "guidance": 0.0, "seed": 9, "prompt": "a fox", "control": tile}})
+    prompt = comfy_prompt(record)
+    check_graph(prompt)
+    first, detail = by_class(prompt, "KSampler")
+    explore_model = source(prompt, source(prompt, first["model"])["inputs"]["model"])["inputs"]
+    assert source(prompt, explore_model["image"])["inputs"]["image"] == "eee3093e6a2bede8.png"
+    detail_model = source(prompt, detail["model"])
+    assert detail_model["class_type"] == "ZImageFunControlnet" and detail_model["inputs"]["strength"] == 0.85
+    assert source(prompt, detail_model["inputs"]["image"])["inputs"]["image"] == "abababababababab.png"
+    assert source(prompt, detail_model["inputs"]["model_patch"])["inputs"]["name"] == \
+        "Z-Image-Turbo-Fun-Controlnet-Tile.safetensors"
+    under = source(prompt, detail_model["inputs"]["model"])  # the model without the explore pass's control
+    assert under["class_type"] == "ModelSamplingAuraFlow" and source(prompt, under["inputs"]["model"])["class_type"] \
+        == "UNETLoader"

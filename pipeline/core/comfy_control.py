@@ -46,4 +46,5 @@ def apply_control(chain: Chain, model: Ref, control: dict, control_name=None) ->
 def control_patch(chain: Chain, control) -> Ref:
     if not isinstance(control, dict) or not control.get("map") or not control.get("strength"):
         return chain.model
+    chain.before_control = chain.model
     return apply_control(chain, chain.model, control, chain.record.get("control_name"))

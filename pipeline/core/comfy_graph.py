@@ -60,6 +60,17 @@ class Chain:
     vae: Ref
     positive: Ref | None = None
     negative: Ref | None = None
+    before_control: Ref | None = None  # the model before the record's ControlNet patch (a pass made without it)
+    _uncontrolled: Ref | None = None
+
+    def uncontrolled(self) -> Ref:
+        """The sampling model without the record's own control (its first pass, its detail pass): the same
+        model when there is none."""
+        if self.before_control is None:
+            return self.model
+        if self._uncontrolled is None:
+            self._uncontrolled = self.graph.add("ModelSamplingAuraFlow", model=self.before_control, shift=SHIFT)
+        return self._uncontrolled
 
 
 # ---------------------------------------------------------------- registries
@@ -194,9 +205,9 @@ def denoise_for(steps: int, ran: int) -> float:
 
 
 def sample(chain: Chain, latent: Ref, *, seed, steps: int, guidance, positive: Ref, negative: Ref,
-           ran: int | None = None) -> Ref:
+           ran: int | None = None, model: Ref | None = None) -> Ref:
     ran = steps if ran is None else ran
-    return chain.graph.add("KSampler", model=chain.model, seed=comfy_seed(seed), steps=ran, cfg=comfy_cfg(guidance),
+    return chain.graph.add("KSampler", model=model or chain.model, seed=comfy_seed(seed), steps=ran, cfg=comfy_cfg(guidance),
                            sampler_name="euler", scheduler="simple", positive=positive, negative=negative,
                            latent_image=latent, denoise=denoise_for(steps, ran))
 

@@ -89,8 +89,14 @@ def upscale_step(chain: Chain, image: Ref, step) -> Ref:
     latent = chain.graph.add("VAEEncode", pixels=image, vae=chain.vae)
     guidance = float(detail.get("guidance") or 0.0)
     positive, negative = conditioning(chain, str(detail.get("prompt") or chain.record.get("prompt", "")), "", guidance)
+    model = chain.uncontrolled()  # the pass runs with its own control (the Tile model over the whole map), if any
+    control = detail.get("control")
+    if isinstance(control, dict) and control.get("map") and control.get("strength"):
+        from .comfy_control import apply_control
+
+        model = apply_control(chain, model, control)
     latent = sample(chain, latent, seed=detail.get("seed"), steps=steps, guidance=guidance, positive=positive,
-                    negative=negative, ran=ran)
+                    negative=negative, ran=ran, model=model)
     return chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
 
 
