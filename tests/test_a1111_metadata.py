@@ -417,12 +417,13 @@ def test_hires_to_another_aspect_starts_from_the_crop_a1111_makes(tmp_path):
 
 def test_a_new_picture_takes_no_seed_a_javascript_number_would_round(tmp_path):
     out = tmp_path / "outputs"
-    for args in (["explore", "a fox", "--model", "tiny-random", "--size", "64", "--seeds", str(2**53)],
-                 ["explore", "a fox", "--model", "tiny-random", "--size", "64", "--count", "2", "--seed",
-                  str(2**53 - 1)]):
-        proc = run_cli(*args, "--out", out, check=False)
+    for args, said in (
+            (["--seeds", str(2**53)], f"seed {2**53} is too large for a new picture: seeds go from 0 to {2**53 - 1}"),
+            (["--count", "2", "--seed", str(2**53 - 1)],  # its second seed would be 2^53: the base seed is named
+             f"base seed {2**53 - 1} is out of range: with --count 2, seeds go from 0 to {2**53 - 1}")):
+        proc = run_cli("explore", "a fox", "--model", "tiny-random", "--size", "64", *args, "--out", out, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        assert f"seed {2**53} is too large for a new picture: seeds go from 0 to {2**53 - 1}" in proc.stderr
+        assert said in proc.stderr
     assert not out.exists() or not list(out.glob("*/explore/*.png"))
 
 
