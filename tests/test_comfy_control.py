@@ -71,3 +71,13 @@ def test_a_detail_pass_runs_its_own_control_and_not_the_sources():
     under = source(prompt, detail_model["inputs"]["model"])  # the model without the explore pass's control
     assert under["class_type"] == "ModelSamplingAuraFlow" and source(prompt, under["inputs"]["model"])["class_type"] \
         == "UNETLoader"
+
+
+def test_a_hires_refine_with_control_runs_its_first_pass_without_it():
+    record = explore_record(kind="refine", mode="hires", width=256, height=256, strength=0.5, control=CONTROL,
+                            control_name=UNION, first_pass={"width": 128, "height": 128, "steps": 8, "guidance": 0.0})
+    prompt = comfy_prompt(record)
+    check_graph(prompt)
+    first, second = by_class(prompt, "KSampler")
+    assert source(prompt, source(prompt, first["model"])["inputs"]["model"])["class_type"] == "UNETLoader"
+    assert source(prompt, source(prompt, second["model"])["inputs"]["model"])["class_type"] == "ZImageFunControlnet"
