@@ -111,6 +111,7 @@ def test_an_outpaint_pads_the_parent_with_comfyuis_outpaint_node(fixes):
 
 def test_an_outpaint_off_comfyuis_step_of_8_is_placed_on_a_grey_canvas():
     from pipeline.core.comfy_graph import comfy_prompt
+    from pipeline.core.comfy_workflow import comfy_workflow
 
     record = {"kind": "inpaint", "prompt": "a fox", "negative": "", "width": 148, "height": 128, "steps": 8,
               "guidance": 0.0, "seed": 3, "model": "tiny", "strength": 0.75, "area": "whole", "blur": 0,
@@ -118,6 +119,7 @@ def test_an_outpaint_off_comfyuis_step_of_8_is_placed_on_a_grey_canvas():
               "renders": [{"box": [0, 0, 148, 128], "size": [160, 128]}]}
     prompt = comfy_prompt(record)
     check_graph(prompt)
+    check_workflow(comfy_workflow(prompt), prompt)  # the placing composite's mask input left unlinked
     (empty,) = by_class(prompt, "EmptyImage")
     placed, pasted = by_class(prompt, "ImageCompositeMasked")
     assert (empty["width"], empty["height"], placed["x"], placed["y"]) == (148, 128, 20, 0)
