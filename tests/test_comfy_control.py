@@ -6,8 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
-from test_comfy_graph import by_class, check_graph, source
+from conftest import cli_env, run_json
+from test_comfy_graph import by_class, check_graph, check_workflow, chunks, source
 
 from pipeline.core.comfy_graph import comfy_prompt
 from pipeline.core.comfy_workflow import comfy_workflow
@@ -81,3 +84,36 @@ def test_a_hires_refine_with_control_runs_its_first_pass_without_it():
     first, second = by_class(prompt, "KSampler")
     assert source(prompt, source(prompt, first["model"])["inputs"]["model"])["class_type"] == "UNETLoader"
     assert source(prompt, source(prompt, second["model"])["inputs"]["model"])["class_type"] == "ZImageFunControlnet"
+
+
+@pytest.fixture(scope="module")
+def controlled(tmp_path_factory):
+    """Candidate 3 of a run made with a canny control on the tiny model and a tiny Union ControlNet."""
+    import numpy as np
+    from PIL import Image
+
+    save_tiny_controlnet_file = pytest.importorskip(  # the controlnet branch brings it (merged into int at 19:40)
+        "pipeline.models.tiny_controlnet").save_tiny_controlnet_file
+
+    root = tmp_path_factory.mktemp("comfy_control")
+    save_tiny_controlnet_file(root / "weights" / "controlnet" / f"{UNION}.safetensors", dtype="fp32")
+    layout = np.zeros((128, 128, 3), np.uint8)
+    layout[:64, :64], layout[64:, 64:] = (230, 40, 40), (240, 240, 240)
+    Image.fromarray(layout).save(root / "layout.png")
+    env = cli_env(PIPELINE_WEIGHTS=str(root / "weights"))
+    made = run_json("explore", "a fox", "--model", "tiny-random", "--size", "128", "--seeds", "3", "--steps", "2",
+                    "--control", root / "layout.png", "--control-type", "canny", "--out", root / "out", env=env)
+    return Path(made["items"][0]["path"]), Path(made["run_dir"])
+
+
+def test_a_picture_made_with_control_loads_the_map_its_run_kept(controlled):
+    path, run_dir = controlled
+    prompt, workflow, record, _ = chunks(path)
+    check_graph(prompt)
+    check_workflow(workflow, prompt)
+    (patched,) = by_class(prompt, "ZImageFunControlnet")
+    assert patched["strength"] == record["control"]["strength"]
+    (loader,) = by_class(prompt, "ModelPatchLoader")
+    assert loader["name"] == f"{record['control_name']}.safetensors" == f"{UNION}.safetensors"
+    kept = source(prompt, patched["image"])["inputs"]["image"]
+    assert (run_dir / "control" / kept).is_file()
