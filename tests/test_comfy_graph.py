@@ -22,7 +22,7 @@ PROMPT, NEGATIVE = "a lighthouse, at dusk", "blurry, dark"
 JS_SAFE = 2**53
 FILE_ENDINGS = {"diffusion_models": (".safetensors", ".gguf"), "text_encoders": (".safetensors",),
                 "vae": (".safetensors",), "loras": (".safetensors",), "upscale_models": (".pth", ".safetensors"),
-                "input": (".png",)}
+                "input": (".png",), "model_patches": (".safetensors",)}
 
 
 def chunks(path) -> tuple[dict, dict, dict, str]:
@@ -62,6 +62,8 @@ def check_graph(prompt: dict) -> None:
                 assert settings.get("min", -1e9) <= value <= settings.get("max", 1e9), where
             elif kind == "STRING":
                 assert isinstance(value, str), where
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool), where
             else:
                 pytest.fail(f"input {name} of {node['class_type']} takes a {kind} link, not {value!r}")
         if node["class_type"] == "KSampler":
@@ -81,6 +83,10 @@ def check_workflow(workflow: dict, prompt: dict) -> None:
         ui = nodes[node_id]
         assert ui["type"] == node["class_type"]
         for slot, entry in enumerate(ui["inputs"]):
+            if entry["link"] is None:  # an optional input left unconnected (ZImageFunControlnet's mask)
+                assert entry["name"] in NODES[node["class_type"]]["input"].get("optional", {})
+                assert entry["name"] not in node["inputs"]
+                continue
             value = node["inputs"][entry["name"]]
             link = links[entry["link"]]
             assert link[1:] == [int(value[0]), value[1], int(node_id), slot, entry["type"]]

@@ -6,7 +6,8 @@ VAELoader, ModelSamplingAuraFlow shift 3, CLIPTextEncode, EmptySD3LatentImage, K
 SaveImage), with our sampler (euler/simple, as diffusers' FlowMatchEuler runs Z-Image) and our settings.
 
 Extension points (no switch to edit): a record kind registers how its latent is made
-(``@latent_for("explore")``); an optional record field registers a patch on the model chain
+(``@latent_for("explore")``), or the whole decoded image when it is more than one sampled latent
+(``@image_for("inpaint")``: each region sampled, decoded and pasted back); an optional record field registers a patch on the model chain
 (``@model_patch("loras")``), on the conditioning (``@conditioning_patch(...)``: ControlNet) or on the
 decoded image (``@image_step("upscale")``). Each is a pure function of the record. Imports nothing heavy.
 """
@@ -59,11 +60,23 @@ class Chain:
     vae: Ref
     positive: Ref | None = None
     negative: Ref | None = None
+    before_control: Ref | None = None  # the model before the record's ControlNet patch (a pass made without it)
+    _uncontrolled: Ref | None = None
+
+    def uncontrolled(self) -> Ref:
+        """The sampling model without the record's own control (its first pass, its detail pass): the same
+        model when there is none."""
+        if self.before_control is None:
+            return self.model
+        if self._uncontrolled is None:
+            self._uncontrolled = self.graph.add("ModelSamplingAuraFlow", model=self.before_control, shift=SHIFT)
+        return self._uncontrolled
 
 
 # ---------------------------------------------------------------- registries
 
 LATENT_FOR: dict[str, Callable[[Chain], Ref]] = {}  # record kind -> the sampled latent (before VAEDecode)
+IMAGE_FOR: dict[str, Callable[[Chain], Ref]] = {}  # record kind -> the finished image (it decodes its own latents)
 MODEL_PATCHES: list[tuple[str, Callable[[Chain, object], Ref]]] = []  # (field, fn(chain, value) -> model)
 CONDITIONING_PATCHES: list[tuple[str, Callable[[Chain, object], tuple[Ref, Ref]]]] = []
 IMAGE_STEPS: list[tuple[str, Callable[[Chain, Ref, object], Ref]]] = []  # (field, fn(chain, image, value) -> image)
@@ -73,6 +86,14 @@ def latent_for(*kinds: str):
     def register(fn):
         for kind in kinds:
             LATENT_FOR[kind] = fn
+        return fn
+    return register
+
+
+def image_for(*kinds: str):
+    def register(fn):
+        for kind in kinds:
+            IMAGE_FOR[kind] = fn
         return fn
     return register
 
@@ -103,14 +124,19 @@ def image_step(field_name: str):
 def comfy_prompt(record: dict) -> dict | None:
     """The API-format graph that makes the picture ``record`` describes; None when the record is not one of
     ours (no prompt) or of a kind no builder is registered for."""
+    from . import comfy_kinds  # noqa: F401  (registers the builders)
+
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         return None
-    build = LATENT_FOR.get(record.get("kind", "explore"))
-    if build is None:
+    kind = record.get("kind", "explore")
+    build, build_image = LATENT_FOR.get(kind), IMAGE_FOR.get(kind)
+    if build is None and build_image is None:
         return None
     chain = _loaders(Graph(), record)
-    latent = build(chain)
-    image = chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
+    if build_image is not None:
+        image = build_image(chain)
+    else:
+        image = chain.graph.add("VAEDecode", samples=build(chain), vae=chain.vae)
     for name, step in IMAGE_STEPS:
         if record.get(name):
             image = step(chain, image, record[name])
@@ -179,9 +205,9 @@ def denoise_for(steps: int, ran: int) -> float:
 
 
 def sample(chain: Chain, latent: Ref, *, seed, steps: int, guidance, positive: Ref, negative: Ref,
-           ran: int | None = None) -> Ref:
+           ran: int | None = None, model: Ref | None = None) -> Ref:
     ran = steps if ran is None else ran
-    return chain.graph.add("KSampler", model=chain.model, seed=comfy_seed(seed), steps=ran, cfg=comfy_cfg(guidance),
+    return chain.graph.add("KSampler", model=model or chain.model, seed=comfy_seed(seed), steps=ran, cfg=comfy_cfg(guidance),
                            sampler_name="euler", scheduler="simple", positive=positive, negative=negative,
                            latent_image=latent, denoise=denoise_for(steps, ran))
 

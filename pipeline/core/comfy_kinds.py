@@ -7,12 +7,12 @@ from .comfy_graph import (Chain, Ref, conditioning, enlarge, image_step, latent_
 from .images import img2img_steps_run
 
 
-def _txt2img(chain: Chain, *, width, height, steps, guidance, negative) -> Ref:
+def _txt2img(chain: Chain, *, width, height, steps, guidance, negative, model: Ref | None = None) -> Ref:
     record = chain.record
     positive, negative_ref = conditioning(chain, record["prompt"], negative, float(guidance or 0.0))
     latent = chain.graph.add("EmptySD3LatentImage", width=int(width), height=int(height), batch_size=1)
     return sample(chain, latent, seed=record.get("seed"), steps=int(steps), guidance=guidance,
-                  positive=positive, negative=negative_ref)
+                  positive=positive, negative=negative_ref, model=model)
 
 
 @latent_for("explore")
@@ -41,9 +41,14 @@ def refine_latent(chain: Chain) -> Ref:
     if r.get("mode") != "hires":
         return explore_latent(chain)
     first = r.get("first_pass")
-    if isinstance(first, dict):
+    if isinstance(first, dict):  # the candidate's own pass: without the refine's control, with its own if recorded
+        model = chain.uncontrolled()
+        if isinstance(first.get("control"), dict) and first["control"].get("map"):
+            from .comfy_control import apply_control
+
+            model = apply_control(chain, model, first["control"], first.get("control_name"))
         latent = _txt2img(chain, width=first["width"], height=first["height"], steps=first["steps"],
-                          guidance=first.get("guidance", 0.0), negative=first.get("negative", ""))
+                          guidance=first.get("guidance", 0.0), negative=first.get("negative", ""), model=model)
         parent = chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
     else:
         parent = chain.graph.add("LoadImage", image=parent_image_name(r))
@@ -89,6 +94,15 @@ def upscale_step(chain: Chain, image: Ref, step) -> Ref:
     latent = chain.graph.add("VAEEncode", pixels=image, vae=chain.vae)
     guidance = float(detail.get("guidance") or 0.0)
     positive, negative = conditioning(chain, str(detail.get("prompt") or chain.record.get("prompt", "")), "", guidance)
+    model = chain.uncontrolled()  # the pass runs with its own control (the Tile model over the whole map), if any
+    control = detail.get("control")
+    if isinstance(control, dict) and control.get("map") and control.get("strength"):
+        from .comfy_control import apply_control
+
+        model = apply_control(chain, model, control)
     latent = sample(chain, latent, seed=detail.get("seed"), steps=steps, guidance=guidance, positive=positive,
-                    negative=negative, ran=ran)
+                    negative=negative, ran=ran, model=model)
     return chain.graph.add("VAEDecode", samples=latent, vae=chain.vae)
+
+
+from . import comfy_control, comfy_inpaint  # noqa: F401  (register the control patch and the inpaint graph)

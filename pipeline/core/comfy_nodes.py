@@ -4,13 +4,14 @@ output's type. The workflow (UI) graph needs them: a node lists its link inputs 
 ``widgets_values`` in widget order (KSampler's seed is followed by the UI-only ``control_after_generate``).
 
 Written from ComfyUI's ``nodes.py`` and ``comfy_extras`` (``nodes_sd3.py``, ``nodes_model_advanced.py``,
-``nodes_upscale_model.py``, ``nodes_images.py``) and checked in tests/test_comfy_graph.py against the
+``nodes_upscale_model.py``, ``nodes_images.py``, ``nodes_mask.py``, ``nodes_post_processing.py``,
+``nodes_model_patch.py``) and checked in tests/test_comfy_graph.py against the
 definitions in tests/data/comfyui_nodes.json. Imports nothing heavy.
 """
 from __future__ import annotations
 
 LINK_TYPES = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "UPSCALE_MODEL",
-              "CONTROL_NET"}
+              "CONTROL_NET", "MODEL_PATCH"}
 
 # class: (inputs [(name, type)], outputs [(name, type)])
 NODES: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
@@ -36,10 +37,31 @@ NODES: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
                   [("IMAGE", "IMAGE")]),
     "UpscaleModelLoader": ([("model_name", "COMBO")], [("UPSCALE_MODEL", "UPSCALE_MODEL")]),
     "ImageUpscaleWithModel": ([("upscale_model", "UPSCALE_MODEL"), ("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    # inpaint (comfy_inpaint)
+    "LoadImageMask": ([("image", "COMBO"), ("channel", "COMBO")], [("MASK", "MASK")]),
+    "GrowMask": ([("mask", "MASK"), ("expand", "INT"), ("tapered_corners", "BOOLEAN")], [("MASK", "MASK")]),
+    "MaskToImage": ([("mask", "MASK")], [("IMAGE", "IMAGE")]),
+    "ImageBlur": ([("image", "IMAGE"), ("blur_radius", "INT"), ("sigma", "FLOAT")], [("IMAGE", "IMAGE")]),
+    "ImageToMask": ([("image", "IMAGE"), ("channel", "COMBO")], [("MASK", "MASK")]),
+    "CropMask": ([("mask", "MASK"), ("x", "INT"), ("y", "INT"), ("width", "INT"), ("height", "INT")],
+                 [("MASK", "MASK")]),
+    "InpaintModelConditioning": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                                  ("pixels", "IMAGE"), ("mask", "MASK"), ("noise_mask", "BOOLEAN")],
+                                 [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")]),
+    "ImageCompositeMasked": ([("destination", "IMAGE"), ("source", "IMAGE"), ("x", "INT"), ("y", "INT"),
+                              ("resize_source", "BOOLEAN"), ("mask", "MASK")], [("IMAGE", "IMAGE")]),
+    "ImagePadForOutpaint": ([("image", "IMAGE"), ("left", "INT"), ("top", "INT"), ("right", "INT"), ("bottom", "INT"),
+                             ("feathering", "INT")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "EmptyImage": ([("width", "INT"), ("height", "INT"), ("batch_size", "INT"), ("color", "INT")],
+                   [("IMAGE", "IMAGE")]),
+    # ControlNet (comfy_control): the Z-Image Fun ControlNet is a model patch
+    "ModelPatchLoader": ([("name", "COMBO")], [("MODEL_PATCH", "MODEL_PATCH")]),
+    "ZImageFunControlnet": ([("model", "MODEL"), ("model_patch", "MODEL_PATCH"), ("vae", "VAE"), ("strength", "FLOAT"),
+                             ("image", "IMAGE"), ("inpaint_image", "IMAGE"), ("mask", "MASK")], [("MODEL", "MODEL")]),
 }
 
 # widgets the frontend adds after an input (not sent to the server): (class, input) -> default value
-UI_WIDGETS = {("KSampler", "seed"): "fixed", ("LoadImage", "image"): "image"}
+UI_WIDGETS = {("KSampler", "seed"): "fixed", ("LoadImage", "image"): "image", ("LoadImageMask", "channel"): "image"}
 
 
 def link_inputs(class_type: str) -> list[tuple[str, str]]:
