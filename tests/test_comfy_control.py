@@ -3,6 +3,8 @@ patch (ModelPatchLoader + ZImageFunControlnet on the MODEL) with the map kept in
 as its image; checked against ComfyUI's node definitions as every other picture's (test_comfy_graph's checks)."""
 from __future__ import annotations
 
+import pipeline.core.comfy_kinds  # noqa: F401  (registers our kinds' graph builders, as the writer does)
+
 import sys
 from pathlib import Path
 
@@ -92,8 +94,7 @@ def controlled(tmp_path_factory):
     import numpy as np
     from PIL import Image
 
-    save_tiny_controlnet_file = pytest.importorskip(  # the controlnet branch brings it (merged into int at 19:40)
-        "pipeline.models.tiny_controlnet").save_tiny_controlnet_file
+    from pipeline.models.tiny_controlnet import save_tiny_controlnet_file
 
     root = tmp_path_factory.mktemp("comfy_control")
     save_tiny_controlnet_file(root / "weights" / "controlnet" / f"{UNION}.safetensors", dtype="fp32")

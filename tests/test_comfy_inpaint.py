@@ -4,6 +4,8 @@ parent and LoadImageMask of the mask kept beside the picture, InpaintModelCondit
 KSampler per rendered region at the steps we ran, and ImageCompositeMasked pasting each region back at its box."""
 from __future__ import annotations
 
+import pipeline.core.comfy_kinds  # noqa: F401  (registers our kinds' graph builders, as the writer does)
+
 import json
 import sys
 from pathlib import Path

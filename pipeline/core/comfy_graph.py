@@ -123,8 +123,8 @@ def image_step(field_name: str):
 
 def comfy_prompt(record: dict) -> dict | None:
     """The API-format graph that makes the picture ``record`` describes; None when the record is not one of
-    ours (no prompt) or of a kind no builder is registered for."""
-    from . import comfy_kinds  # noqa: F401  (registers the builders)
+    ours (no prompt) or of a kind no builder is registered for (``comfy_kinds`` registers ours: the writer,
+    ``metadata``, imports it; this module does not, so the two do not import each other)."""
 
     if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         return None
