@@ -43,10 +43,17 @@ def hub_env(root: Path):
     return cli_env(HF_HOME=root / "hf", HF_HUB_OFFLINE="1")
 
 
-def test_repo_id_explore_refine_upscale_from_the_cache(hub, tiny_run):
+@pytest.fixture(scope="module")
+def hub_run(hub):
+    """Explore by repo id from the cache, at COMMIT."""
     root, _ = hub
-    out, env = root / "outputs", hub_env(root)
-    result = run_json("explore", PROMPT, "--model", REPO, *SMALL, "--out", out, env=env)
+    out = root / "outputs"
+    return out, run_json("explore", PROMPT, "--model", REPO, *SMALL, "--out", out, env=hub_env(root))
+
+
+def test_repo_id_explore_refine_upscale_from_the_cache(hub, hub_run, tiny_run):
+    root, _ = hub
+    (out, result), env = hub_run, hub_env(root)
     record = json.loads((Path(result["run_dir"]) / "run.json").read_text())
     assert record["model_fingerprint"] == f"hub:{REPO}@{COMMIT}"
     for ours, theirs in zip(result["items"], tiny_run["items"]):
@@ -64,13 +71,13 @@ def test_repo_id_explore_refine_upscale_from_the_cache(hub, tiny_run):
     assert (pinned["planned"], pinned["stored"]) == (2, 2)
 
 
-def test_a_new_commit_in_refs_main_rekeys(hub, tmp_path):
+def test_a_new_commit_in_refs_main_rekeys(hub, hub_run, tmp_path):
     root, source = hub
     hf = tmp_path / "hf"
     shutil.copytree(root / "hf", hf, symlinks=True)
-    out, env = root / "outputs", cli_env(HF_HOME=hf, HF_HUB_OFFLINE="1")
+    out, env = hub_run[0], cli_env(HF_HOME=hf, HF_HUB_OFFLINE="1")
     before = run_json("explore", PROMPT, "--model", REPO, *SMALL, "--out", out, "--dry-run", env=env)
-    assert before["stored"] == 2  # rendered by the test above, at COMMIT
+    assert before["stored"] == 2  # rendered at COMMIT (hub_run)
     add_snapshot(hf / "hub", source, NEW_COMMIT)  # `hf download` after an upstream commit
     after = run_json("explore", PROMPT, "--model", REPO, *SMALL, "--out", out, "--dry-run", env=env)
     assert after["stored"] == 0
