@@ -13,7 +13,7 @@ import shutil
 import pytest
 from browser_wait import wait_until
 from conftest import ROOT
-from test_ui_flow_browser import WAIT, api_run, browser, open_tab  # noqa: F401
+from test_ui_flow_browser import WAIT, api_run, browser, open_from_runs, open_tab  # noqa: F401
 from ui_server import Server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
@@ -128,8 +128,8 @@ def test_a_number_out_of_range_on_the_page_is_said_in_the_status_line(browser, s
 def test_a_refused_delete_is_one_sentence_in_the_status_line(browser, server):  # noqa: F811
     run_dir = api_run(server, "deleted twice", "5")
     page = open_tab(browser, server.url)
-    page.get_by_role("tab", name="Runs").click()
-    page.locator("#runs-refresh").click()
+    open_from_runs(page, run_dir.name)  # opened: Delete acts on it (the newest run's opening on load is a race)
+    page.get_by_role("tab", name="Runs").click()  # back to Delete, on the Runs tab
     page.locator("#runs-table [role=gridcell]").filter(has_text=run_dir.name).first.wait_for(timeout=WAIT)
     shutil.rmtree(run_dir)  # gone (another tab, a shell) while the page still lists it
     page.locator("#delete-run").click()
