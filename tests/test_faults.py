@@ -79,6 +79,7 @@ def kill_loop(stage: str, args: list, out: Path, kills: int, rng: random.Random)
     finished_before: dict[str, int] = {}
     done = 0
     runs = 0
+    target = len(list((store / "objects").glob("*/*.json"))) + int(SEEDS.split("-")[1])  # this stage's pictures
     while done < kills:
         before = len(list((store / "objects").glob("*/*.json")))
         log = out.parent / f"{stage}-{runs}.log"
@@ -86,7 +87,8 @@ def kill_loop(stage: str, args: list, out: Path, kills: int, rng: random.Random)
             proc = subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], env=cli_env(),
                                     stdout=subprocess.DEVNULL, stderr=err)
         runs += 1
-        if rng.random() < 0.4:  # anywhere in start-up, model loading or the first picture
+        if rng.random() < 0.4 or before >= target:  # anywhere in start-up, model loading or the first picture
+            # (all pictures stored: no "after a picture" is left, and waiting for one would let the command finish)
             time.sleep(rng.uniform(0.0, 4.0))
         else:  # just after a picture is stored: in the middle of the next one, or its writes
             deadline = time.time() + 300
