@@ -28,6 +28,8 @@ def connect(address: str) -> None:
             from None
     if ray.is_initialized():
         return
+    if address == "auto":
+        address = _started_here()
     try:
         ray.init(address=None if address == LOCAL else address, include_dashboard=False, configure_logging=False,
                  log_to_driver=False, namespace="pipeline")
@@ -36,6 +38,22 @@ def connect(address: str) -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot reach {where} ({first}); start one with `ray start --head` or leave out --ray") \
             from None
+
+
+def _started_here() -> str:
+    """``auto``: $RAY_ADDRESS, else the cluster `ray start` runs on this machine (the address it wrote down).
+    Not Ray's own ``auto``, which also joins any Ray process it finds, such as another program's private one."""
+    if os.environ.get("RAY_ADDRESS", "").strip():
+        return os.environ["RAY_ADDRESS"].strip()
+    try:
+        from ray._private.services import find_bootstrap_address
+    except ImportError:  # another Ray: its own "auto"
+        return "auto"
+    found = find_bootstrap_address(None)
+    if not found:
+        raise UserError("cannot reach the Ray cluster at 'auto' (no Ray was started with `ray start` on this machine); "
+                        "start one with `ray start --head` or leave out --ray")
+    return found
 
 
 def cluster_gpus() -> int:
