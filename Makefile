@@ -23,12 +23,17 @@ demo: install
 ui: install
 	$(BIN)/pipeline ui --model tiny-random
 
+# pytest-xdist: a worker per core (at most 4), each test module whole on one worker (its fixtures made once)
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+XDIST := -n $(WORKERS) --dist loadgroup
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # the quick loop: every test that needs no browser, app server, Ray or child process (tests/conftest.py sorts them)
+# and no 10 s of model compute (marked slow)
 check: install
-	$(BIN)/python -m pytest -q -m "not process"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not process and not slow"
 
 # the manual as a site (docs/, mkdocs.yml): `make docs` checks it builds with no broken link or anchor
 docs: install

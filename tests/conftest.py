@@ -38,6 +38,11 @@ def cli_env(**extra) -> dict:
 
 # Offline for the whole session, before anything imports huggingface_hub (it reads these once, on import).
 os.environ.update({"HF_HUB_OFFLINE": "1", "PIPELINE_OFFLINE": "1"})
+# Under pytest-xdist (`make test`: a worker per core), each worker and the commands it starts get their share of
+# the cores: two workers of two torch threads each on two cores ran the quick loop 1.3x slower than one process.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 _STARTED_WITH = frozenset(os.environ)  # the environment before any import of torch or the CLI
 
 # Property tests: the suite (the gate CI runs) tries the same examples on every machine and every run, so a
@@ -113,18 +118,58 @@ def out(tmp_path) -> Path:
 
 
 # `make check`, the developer's quick loop, runs the tests that need no browser, app server, Ray or child process.
-# A module that starts any of those (found in its source, so a new test file is sorted without a list to keep) is
-# marked `process` as a whole; `make test` (what CI runs) runs everything.
-_HEAVY = ("subprocess", "Popen", "playwright", "ui_server", "browser_wait", "import ray", "process=True",
-          "torch.distributed")
+# A module that starts any of those (found in its source or in the source of a test module it imports, so a new
+# test file is sorted without a list to keep) is marked `process` as a whole; `make test` (what CI runs) runs
+# everything. HF_HOME= in a command's environment starts a new process (`run_cli`: the hub reads it once).
+_HEAVY = ("subprocess", "Popen", "playwright", "ui_server", "browser_wait", "import ray", 'importorskip("ray")',
+          "process=True", "torch.distributed", "HF_HOME=", "PYTHONPATH=")
+# Modules that hold the same kind of shared resource run one after another on one xdist worker (`make test` runs
+# two workers, one per core): two local Ray clusters at once on two cores starve each other.
+_GROUPS = {"ray": ("import ray", 'importorskip("ray")')}
+
+
+def _local_imports(source: str) -> list[str]:
+    import re
+
+    return re.findall(r"^from (test_\w+|ui_server|browser_wait|hf_cache|lora_files) import", source, re.M)
+
+
+def _heavy(path: Path, seen: set | None = None) -> bool:
+    seen = set() if seen is None else seen
+    if path in seen or not path.is_file():
+        return False
+    seen.add(path)
+    source = path.read_text(encoding="utf-8")
+    return any(word in source for word in _HEAVY) or any(
+        _heavy(path.with_name(name + ".py"), seen) for name in _local_imports(source))
 
 
 def pytest_collection_modifyitems(config, items):
-    heavy: dict[str, bool] = {}
+    heavy: dict[Path, bool] = {}
+    groups: dict[Path, str] = {}
     for item in items:
-        path = str(item.fspath)
+        path = Path(str(item.fspath))
         if path not in heavy:
-            source = Path(path).read_text(encoding="utf-8")
-            heavy[path] = any(word in source for word in _HEAVY)
+            heavy[path] = _heavy(path)
+            source = path.read_text(encoding="utf-8")
+            groups[path] = next((name for name, words in _GROUPS.items() if any(w in source for w in words)),
+                                path.stem)
         if heavy[path]:
             item.add_marker(pytest.mark.process)
+        # xdist (--dist loadgroup): a module's tests stay on one worker, so its module fixtures are made once
+        item.add_marker(pytest.mark.xdist_group(groups[path]))
+    # the modules with processes, servers and browsers (the longest) first, so the workers end together
+    items.sort(key=lambda item: not heavy[Path(str(item.fspath))])
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_children():
+    """Every test starts with SIGINT deliverable: an ignored or blocked SIGINT is inherited by the commands a test
+    starts, and a Ctrl-C test (test_first_hour) once saw its command run to the end through ten presses when it ran
+    after other tests on an xdist worker."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    yield

@@ -136,6 +136,7 @@ def test_union_asked_for_tile_names_the_tile_file_when_only_union_is_found(tmp_p
                                                              "type": "tile"})
 
 
+@pytest.mark.slow
 def test_refine_with_tile_keeps_the_composition_as_hires_does(tmp_path):
     """refine --from the photo ×2 (1280×848), hires against hires with the Tile ControlNet and the picture as its
     own control, at 0.5 and at 0.7, scored by test_refine's thumbnail correlation with the photo. The tiny

@@ -69,6 +69,7 @@ def test_faces_without_the_detector_installed_is_one_sentence(astronaut, tmp_pat
     assert not (tmp_path / "o" / "inpainted").exists()
 
 
+@pytest.mark.slow
 def test_upscale_detail_faces_redraws_the_face_of_the_upscaled_picture(astronaut, tmp_path):
     with Image.open(astronaut) as image:
         image.crop((100, 20, 356, 276)).save(tmp_path / "crop.png")  # her face, 256²

@@ -96,6 +96,7 @@ def wholes(compact) -> dict:
     return {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tile", [32, 64, 128])
 def test_tiles_leave_no_seams_on_photos(compact, wholes, tile):
     """Tiled output is within 45 dB of the whole image run at once, at several tile sizes."""
@@ -112,6 +113,7 @@ def test_tiles_leave_no_seams_on_photos(compact, wholes, tile):
         assert calls[-1] == (windows, windows) and windows > 1
 
 
+@pytest.mark.slow
 def test_x4plus_tiles_leave_no_seams(weights_dir):
     """The big model sees far: 32-px tiles get 48 px of context on each side by default
     (measured at overlap 64 on 128² crops of unseen photos: 43.0 dB on grass, the worst; 55.5 dB at 96)."""
