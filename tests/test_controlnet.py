@@ -94,7 +94,7 @@ def test_the_picture_carries_the_a1111_controlnet_line_and_show_prints_the_contr
 
 
 @pytest.mark.parametrize("args, said", [
-    (["--control", "{bad}"], "is not an image Pillow can read"),
+    (["--control", "{bad}"], "is not an image file Pillow can read"),
     (["--control", "{img}", "--control-type", "depth"], "depth needs an annotator .* --control-type map"),
     (["--control", "{img}", "--control-type", "cany"], "did you mean canny"),
     (["--control", "{img}", "--control-type", "tile", "--control-model", UNION], "Tile ControlNet"),

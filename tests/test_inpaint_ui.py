@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui_server import Server
+from ui_server import module_server
 
 gradio_client = pytest.importorskip("gradio_client", reason="the browser app's extra is not installed: pip install '.[ui]'")
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("ui-inpaint") / "outputs")
-    yield srv
-    srv.kill()
+server = module_server("ui-inpaint")
 
 
 def test_brush_inpaint_and_the_fix_beside_its_parent(server, tmp_path):

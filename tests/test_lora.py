@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from lora_files import LAYOUTS, lora_tensors, scale_of, write_lora  # noqa: E402
 
 from pipeline import Pipeline  # noqa: E402
-from pipeline.core.errors import UserError  # noqa: E402
 
 PROMPT = "a red fox in the snow"
 SIZE = (128, 128)

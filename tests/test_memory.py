@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import sys
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest

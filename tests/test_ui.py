@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, run_cli
-from ui_server import Server
+from ui_server import Server, module_server
 
 gradio_client = pytest.importorskip("gradio_client", reason="the browser app's extra is not installed: pip install '.[ui]'")
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
@@ -28,11 +28,7 @@ pytest.importorskip("gradio", reason="the browser app's extra is not installed: 
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("ui") / "outputs")
-    yield srv
-    srv.kill()
+server = module_server("ui")
 
 
 def explore(client, prompt: str, seeds: str, steps: int = 2) -> dict:

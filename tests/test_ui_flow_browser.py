@@ -18,7 +18,7 @@ import pytest
 
 from browser_wait import wait_until
 from conftest import ROOT, run_cli
-from ui_server import Server
+from ui_server import Server, module_server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
@@ -44,11 +44,7 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("ui-flow") / "outputs")
-    yield srv
-    srv.kill()
+server = module_server("ui-flow")
 
 
 def open_tab(browser, url: str):

@@ -14,18 +14,14 @@ import pytest
 from browser_wait import wait_until
 from conftest import ROOT
 from test_ui_flow_browser import WAIT, api_run, browser, open_from_runs, open_tab  # noqa: F401
-from ui_server import Server
+from ui_server import module_server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 ARTIFACTS = ROOT / "test-artifacts"
 EXPLORE = ("a cat", "", 64, 64, 1, "", 2, 0)  # prompt, negative, width, height, count, seeds, steps, guidance
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("ui-numbers") / "outputs")
-    yield srv
-    srv.kill()
+server = module_server("ui-numbers")
 
 
 def explore_args(**changed):

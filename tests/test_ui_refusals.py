@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import pytest
-from ui_server import Server
+from ui_server import module_server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("ui-refusals") / "outputs")
-    yield srv
-    srv.kill()
+server = module_server("ui-refusals")
 
 
 def test_a_fractional_count_is_refused_by_name(server):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from ui_server import Server, free_port
+from ui_server import Server, free_port, module_server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
@@ -27,11 +27,7 @@ UPLOAD_CAP = 30 * MB + 2**16  # one 30 MB image and its multipart wrapping (guar
 BODY_BYTES = 4 * MB
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("ui-security") / "outputs")
-    yield srv
-    srv.kill()
+server = module_server("ui-security")
 
 
 def request(srv, method: str, path: str, body: bytes = b"", headers: dict | None = None):

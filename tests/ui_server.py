@@ -62,3 +62,17 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
+
+
+def module_server(name: str, *extra: str, env: dict | None = None):
+    """A test module's ``server`` fixture: one `pipeline ui` for the module's tests (in a folder named ``name``),
+    stopped after them. ``server = module_server("ui-x")`` at the module's top level."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        srv = Server(tmp_path_factory.mktemp(name) / "outputs", *extra, env=env)
+        yield srv
+        srv.kill()
+
+    return server

@@ -81,15 +81,11 @@ def check_window(start, end) -> tuple[float, float]:
 
 def load_image(path, flag: str = "--control") -> Image.Image:
     """The control image, RGB; one sentence for a missing file or one that is not an image."""
-    source = Path(str(path)).expanduser()
-    if not source.is_file():
-        raise UserError(f"{flag} {path}: no such file")
-    try:
-        with Image.open(source) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"{flag} {path} is not an image Pillow can read ({err.__class__.__name__})") from None
+    from .image_files import opened_image
+
+    with opened_image(Path(str(path)).expanduser(), flag) as image:
+        image.load()
+        return image.convert("RGB")
 
 
 def fit(image: Image.Image, width: int, height: int, what: str = "the control image") -> Image.Image:

@@ -5,7 +5,6 @@ import json
 import re
 from pathlib import Path
 
-from .errors import UserError
 from .lora_text import (  # noqa: F401
     lora_hashes,
     lora_label,
@@ -338,23 +337,11 @@ def a1111_postprocessing(info: dict) -> str:
 
 def read_info(path: Path) -> dict:
     """Metadata of an image: {'parameters': str|None, 'pipeline': dict|None, 'size': (w, h)}."""
-    import warnings
+    from .image_files import opened_image
 
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                text = dict(getattr(image, "text", None) or image.info)
-                size = image.size
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError(f"{path} has too many pixels to be safe to decode "
-                        f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise UserError(f"{path} is not a readable image ({err})") from None
+    with opened_image(path) as image:
+        text = dict(getattr(image, "text", None) or image.info)
+        size = image.size
     record = None
     if isinstance(text.get(JSON_CHUNK), str):
         try:

@@ -40,19 +40,15 @@ def read_mask(source, size: tuple[int, int], name: str = "the mask") -> tuple[np
 
     White (>= 128) is re-drawn; an image whose alpha has transparent pixels is read by its alpha instead
     (transparent, < 128, is re-drawn). Refused in one sentence: not an image, another aspect, empty."""
-    try:
-        if isinstance(source, Image.Image):
-            image = source
-            image.load()
-        else:
-            with Image.open(Path(source)) as opened:
-                opened.load()
-                image = opened.copy()
-    except FileNotFoundError:
-        raise UserError(f"{name} {source} does not exist") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"{name} {source} is not an image ({str(err).splitlines()[0] or type(err).__name__})") \
-            from None
+    if isinstance(source, Image.Image):
+        image = source
+        image.load()
+    else:
+        from .image_files import opened_image
+
+        with opened_image(Path(source), name) as opened:
+            opened.load()
+            image = opened.copy()
     mask = _mask_of(image)
     width, height = size
     notes = []

@@ -4,37 +4,20 @@ alpha planes and rebuild that mode after (16-bit gray stays 16-bit), and resize 
 original (``--scale 2`` from an x4 model). Imports no torch."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from pipeline.core.errors import UserError
+from pipeline.core.image_files import opened_image
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, honouring its EXIF orientation.
-
-    Refuses missing, non-image, truncated and decompression-bomb files with
-    a one-sentence ``UserError``."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image file Pillow can read") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError(f"{path} has too many pixels to be safe to decode "
-                        f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path} is truncated or corrupt ({error})") from None
-    return image
+    """Open and fully decode an image, honouring its EXIF orientation; a missing, non-image, truncated or
+    decompression-bomb file is one ``UserError`` sentence (``core.image_files``)."""
+    with opened_image(Path(path)) as opened:
+        opened.load()
+        return ImageOps.exif_transpose(opened)
 
 
 def resize_to(image: Image.Image, scale: float, *, base_size: tuple[int, int] | None = None) -> Image.Image:

@@ -10,8 +10,9 @@ A share answers five questions for the executor, and the executor is the only ca
     record_fields()  provenance for a store record (which process computed it)
 
 ``Alone`` is one process. ``Torchrun`` is several processes started by torchrun / accelerate launch, each
-computing its share of the main process's misses (sorted keys dealt round robin: ``distributed``). A Ray pool
-is a third: the driver computes every miss (``split`` returns them all) and renders batches on its GPU actors.
+computing its share of the main process's misses (sorted keys dealt round robin: ``distributed``). A Ray pool is
+not a share: with ``--ray`` the driver is ``Alone`` (it computes every miss) and the executor sends them to the
+session's pool (``stages.ray_render.PoolRender``), which renders batches on its GPU actors.
 """
 from __future__ import annotations
 

@@ -117,6 +117,7 @@ class Executor:
 
             share = default_share()
         self.session, self.store, self.share = session, session.store, share
+        self.pool = getattr(session, "pool", None)  # None: this process renders its misses; else a Ray pool does
 
     @property
     def main(self) -> bool:
@@ -150,9 +151,9 @@ class Executor:
         return [items[work.id] for work in works if work.id in items]
 
     def _compute(self, stage: StageWork, mine: list[Work], items: dict, stop, on_picture) -> bool:
-        if hasattr(self.share, "compute"):  # a pool renders them elsewhere (stages/ray_render.RayShare)
-            stopped = self.share.compute(stage, mine, items, stop, on_picture)
-            if stopped is not None:  # None: the share leaves this stage to this process
+        if self.pool is not None:  # a pool renders them elsewhere (stages/ray_render.PoolRender)
+            stopped = self.pool.compute(stage, mine, items, stop, on_picture)
+            if stopped is not None:  # None: the pool leaves this stage to this process
                 return stopped
         stage.check(mine)
         bar = stage.progress(mine, self.main)

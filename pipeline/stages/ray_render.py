@@ -1,11 +1,11 @@
-"""The Ray pool as a share of the executor (``RayShare``), and what a Ray worker is given.
+"""The Ray pool as where the executor renders (``PoolRender``), and what a Ray worker is given.
 
-With ``--ray`` the session's share is a ``RayShare``: this process is the only one that records, and its
-misses are not rendered here but sent to the pool (``scale.ray_pool``). A stage says what a worker needs for
+With ``--ray`` the session's ``pool`` is a ``PoolRender``: this process is the only one that records (its share
+is ``Alone``), and its misses are not rendered here but sent to the pool (``scale.ray_pool``). A stage says what a worker needs for
 each miss (``StageWork.remote``: the job, the picture img2img starts from as PNG bytes, the picture's extra
 metadata); the worker loads the engine once per ``EngineRecipe.key`` (or the stage's own recipe, e.g. the
 upscaler), renders with ``Render`` (or the stage's), and sends back PNG bytes and the store record; this
-process stores, places and records each picture as it returns (``RayShare.compute``).
+process stores, places and records each picture as it returns (``PoolRender.compute``).
 """
 from __future__ import annotations
 
@@ -140,29 +140,13 @@ def shard_size(batch) -> int:
     return int(batch) if batch != "auto" else 1
 
 
-class RayShare:
-    """The executor's share with ``--ray``: this process plans, stores and records everything (the only writer
-    of the store and the run); ``compute`` sends its misses to the pool instead of rendering them here."""
-
-    main = True
+class PoolRender:
+    """Where this process's misses are rendered with ``--ray``: on the pool, not here. The share stays ``Alone``
+    (this process plans, stores and records everything: the only writer of the store and the run); the executor
+    hands ``compute`` the misses and it places and records each picture as it comes back."""
 
     def __init__(self, pool):
         self.pool = pool  # () -> scale.ray_pool.Pool (given by the session: the stages do not import scale)
-
-    def agree(self, value):
-        return value
-
-    def split(self, keys) -> set:
-        return set(keys)
-
-    def gather(self, computed: list) -> list:
-        return []
-
-    def wait(self) -> None:
-        pass
-
-    def record_fields(self) -> dict:
-        return {}
 
     def compute(self, stage, mine: list, items: dict, stop, on_picture) -> bool | None:
         """The executor's ``_compute`` on the pool: True when stopped; None for a stage that does not say what a

@@ -84,25 +84,13 @@ def check_image_file(path: Path) -> None:
     """Refuse, before any model loads, a file that is not an image we read: a wrong extension,
     not an image, or a header claiming a decompression bomb. Content that disagrees with its
     extension (a JPEG named .png, common on the web) is read by its content, with a warning."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
+    from ..core.image_files import opened_image
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"{path} does not have an image extension ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                kind = image.format
-                image.verify()  # a truncated file is refused now, not after the upscaler loaded (cheap: no decode)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError(f"{path} has too many pixels to be safe to decode "
-                        f"(more than {Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"{path} is truncated or corrupt ({err})") from None
+    with opened_image(path) as image:
+        kind = image.format
+        image.verify()  # a truncated file is refused now, not after the upscaler loaded (cheap: no decode)
     if kind in _FORMATS and path.suffix.lower() not in _FORMATS[kind]:
         log.warning("%s holds a %s image despite its extension; reading it as %s", path, kind, kind)
 
