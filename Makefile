@@ -23,9 +23,9 @@ demo: install
 ui: install
 	$(BIN)/pipeline ui --model tiny-random
 
-# pytest-xdist: a worker per core (at most 4), each test module whole on one worker (its fixtures made once)
+# pytest-xdist: a worker per core (at most 4), each test module whole on one worker (tests/conftest.py)
 WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
-XDIST := -n $(WORKERS) --dist loadgroup
+XDIST := -n $(WORKERS)
 
 test: install
 	$(BIN)/python -m pytest -q $(XDIST)

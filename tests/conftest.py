@@ -137,9 +137,9 @@ def weights_dir(tmp_path_factory) -> Path:
 # everything. HF_HOME= in a command's environment starts a new process (`run_cli`: the hub reads it once).
 _HEAVY = ("subprocess", "Popen", "playwright", "ui_server", "browser_wait", "import ray", 'importorskip("ray")',
           "process=True", "torch.distributed", "HF_HOME=", "PYTHONPATH=")
-# Modules that hold the same kind of shared resource run one after another on one xdist worker (`make test` runs
-# two workers, one per core): two local Ray clusters at once on two cores starve each other.
-_GROUPS = {"ray": ("import ray", 'importorskip("ray")')}
+# Modules that start a local Ray run one after another on one xdist worker (`make test` runs a worker per core):
+# two local Ray clusters at once on two cores starve each other.
+_RAY = ("import ray", 'importorskip("ray")')
 
 
 def _local_imports(source: str) -> list[str]:
@@ -160,20 +160,30 @@ def _heavy(path: Path, seen: set | None = None) -> bool:
 
 def pytest_collection_modifyitems(config, items):
     heavy: dict[Path, bool] = {}
-    groups: dict[Path, str] = {}
     for item in items:
         path = Path(str(item.fspath))
         if path not in heavy:
             heavy[path] = _heavy(path)
-            source = path.read_text(encoding="utf-8")
-            groups[path] = next((name for name, words in _GROUPS.items() if any(w in source for w in words)),
-                                path.stem)
         if heavy[path]:
             item.add_marker(pytest.mark.process)
-        # xdist (--dist loadgroup): a module's tests stay on one worker, so its module fixtures are made once
-        item.add_marker(pytest.mark.xdist_group(groups[path]))
     # the modules with processes, servers and browsers (the longest) first, so the workers end together
     items.sort(key=lambda item: not heavy[Path(str(item.fspath))])
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (`make test`): a test module whole on one worker, so its module fixtures (an app server, a
+    browser, a tiny run) are made once; the modules that start a local Ray all on one worker. (xdist's own
+    ``--dist loadgroup`` does not group under pytest 9.2: it renames ``_nodeid``, which pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            path = Path(config.rootpath) / module
+            source = path.read_text(encoding="utf-8") if path.is_file() else ""
+            return "ray" if any(word in source for word in _RAY) else module
+
+    return ByModule(config, log)
 
 
 @pytest.fixture(autouse=True)
