@@ -39,7 +39,7 @@ def cli_env(**extra) -> dict:
 # Offline for the whole session, before anything imports huggingface_hub (it reads these once, on import).
 os.environ.update({"HF_HUB_OFFLINE": "1", "PIPELINE_OFFLINE": "1"})
 # Under pytest-xdist (`make test`: a worker per core), each worker and the commands it starts get their share of
-# the cores: two workers of two torch threads each on two cores ran the quick loop 1.3x slower than one process.
+# the cores: two workers of two torch threads each on two cores ran the quick loop 2.3x slower (292 s, not 126 s).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
