@@ -56,3 +56,14 @@ def test_ray_auto_without_a_cluster_is_one_sentence(tmp_path):
                           timeout=600)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: cannot reach the Ray cluster at 'auto'" in proc.stderr and "ray start --head" in proc.stderr
+
+
+def test_ray_auto_is_ray_address_first(monkeypatch):
+    """`--ray auto` joins $RAY_ADDRESS when it is set, as `ray` itself does (else the cluster `ray start` runs)."""
+    import pytest
+
+    pytest.importorskip("ray")
+    from pipeline.scale.ray_cluster import _started_here
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
+    assert _started_here() == "10.1.2.3:6379"
