@@ -145,7 +145,7 @@ _RAY = ("import ray", 'importorskip("ray")')
 def _local_imports(source: str) -> list[str]:
     import re
 
-    return re.findall(r"^from (test_\w+|ui_server|browser_wait|hf_cache|lora_files) import", source, re.M)
+    return re.findall(r"^from (test_\w+|ui_server|browser_wait|browsers|hf_cache|lora_files) import", source, re.M)
 
 
 def _heavy(path: Path, seen: set | None = None) -> bool:

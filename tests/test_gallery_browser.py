@@ -7,7 +7,6 @@ Skips (with the reason) where Chromium or Playwright is missing; .ci/run install
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -17,30 +16,18 @@ from pathlib import Path
 import pytest
 
 from browser_wait import wait_until
+from browsers import launched, require
 from conftest import ROOT, cli_env, run_cli
 
-CHROMIUM = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 PROMPT = 'a fox <img src=x onerror=alert(1)> </script><script>alert("script")</script> & snow'
 SEEDS = [5, 6, 7, 8]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
-def sync_playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install playwright)")
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, sync_playwright) -> Path:
+def run_dir(tmp_path_factory) -> Path:
     """A real tiny-model explore with a hostile prompt."""
+    require()  # before the explore
     out = tmp_path_factory.mktemp("browser") / "outputs"
     run_cli("explore", PROMPT, "--model", "tiny-random", "--size", "64", "--seeds", ",".join(map(str, SEEDS)),
             "--out", out, "--run", "fox")
@@ -48,11 +35,9 @@ def run_dir(tmp_path_factory, sync_playwright) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chromium(sync_playwright):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+def chromium():
+    with launched() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ Playwright or Gradio is missing.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import zipfile
@@ -19,35 +18,26 @@ from pathlib import Path
 
 import pytest
 
+from browsers import launched, require
 from conftest import ROOT, run_cli
 from ui_server import Server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
-CHROMIUM = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 PROMPT = 'a fox <img src=x onerror="window.__pwned=1"> </script><script>window.__pwned=2</script> & snow'
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 WAIT = 300_000  # ms: two loaded CPU cores
 VIEWPORT = {"width": 1400, "height": 900}
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install playwright)")
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    require()
     server = Server(tmp_path_factory.mktemp("ui-browser") / "outputs")
     try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        with launched() as chromium:
             chromium.server = server
             yield chromium
-            chromium.close()
     finally:
         server.kill()
 

@@ -6,37 +6,27 @@ Playwright's locator assertions; no timing asserts. Skips where Chromium or Play
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
+from browsers import launched, require
 from conftest import ROOT
 from ui_server import Server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
-CHROMIUM = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 WAIT = 120_000  # ms: no model runs here, only pages on two loaded cores
 ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture
 def login_page(tmp_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install playwright)")
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    require()
     users = tmp_path / "users.txt"
     users.write_text("alice:correct horse\n")
     server = Server(tmp_path / "outputs", "--auth-file", str(users))
     try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        with launched() as chromium:
             context = chromium.new_context(viewport={"width": 1400, "height": 900})
             page = context.new_page()
             page.set_default_timeout(WAIT)

@@ -315,13 +315,11 @@ def test_a_real_browser_on_another_origin_is_refused(server, tmp_path):
     """Chromium on a page of another port posts a form and a fetch to the upload route: refused, nothing
     written (browsers send Origin on every cross-origin POST; that is what the guard relies on)."""
     import http.server
-    import os
     import threading
 
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    chromium = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
-    if not Path(chromium).exists():
-        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
+    from browsers import launched, require
+
+    require()
     status, _, body = upload(server, [("red.png", png_bytes())])
     root = Path(json.loads(body)[0]).parents[1]
     before = cache_files(root)
@@ -338,9 +336,7 @@ def test_a_real_browser_on_another_origin_is_refused(server, tmp_path):
     threading.Thread(target=other.serve_forever, daemon=True).start()
     target = f"http://127.0.0.1:{server.port}/gradio_api/upload"
     try:
-        with playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu"])
+        with launched() as browser:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{other.server_port}/page.html")
             page.evaluate("""async (target) => {
@@ -355,7 +351,6 @@ def test_a_real_browser_on_another_origin_is_refused(server, tmp_path):
             }""", target)
             page.wait_for_url(target, timeout=120_000)
             text = page.inner_text("body")
-            browser.close()
     finally:
         other.shutdown()
     assert text.strip() == "cross-origin request refused"
