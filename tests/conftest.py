@@ -176,12 +176,17 @@ def pytest_xdist_make_scheduler(config, log):
     ``--dist loadgroup`` does not group under pytest 9.2: it renames ``_nodeid``, which pytest no longer reads.)"""
     from xdist.scheduler import LoadScopeScheduling
 
+    import functools
+
+    @functools.cache
+    def scope(module: str) -> str:  # read once per module, not once per test
+        path = Path(config.rootpath) / module
+        source = path.read_text(encoding="utf-8") if path.is_file() else ""
+        return "ray" if any(word in source for word in _RAY) else module
+
     class ByModule(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            path = Path(config.rootpath) / module
-            source = path.read_text(encoding="utf-8") if path.is_file() else ""
-            return "ray" if any(word in source for word in _RAY) else module
+            return scope(nodeid.split("::", 1)[0])
 
     return ByModule(config, log)
 
