@@ -82,41 +82,32 @@ CONDITIONING_PATCHES: list[tuple[str, Callable[[Chain, object], tuple[Ref, Ref]]
 IMAGE_STEPS: list[tuple[str, Callable[[Chain, Ref, object], Ref]]] = []  # (field, fn(chain, image, value) -> image)
 
 
-def latent_for(*kinds: str):
-    def register(fn):
-        for kind in kinds:
-            LATENT_FOR[kind] = fn
-        return fn
-    return register
+def _by_kind(table: dict):
+    """A decorator factory: ``@name("refine", "hires")`` files the function under each record kind in ``table``."""
+    def decorator(*kinds: str):
+        def register(fn):
+            for kind in kinds:
+                table[kind] = fn
+            return fn
+        return register
+    return decorator
 
 
-def image_for(*kinds: str):
-    def register(fn):
-        for kind in kinds:
-            IMAGE_FOR[kind] = fn
-        return fn
-    return register
+def _by_field(table: list):
+    """A decorator factory: ``@name("control")`` adds (field, function) to ``table``, applied in that order."""
+    def decorator(field_name: str):
+        def register(fn):
+            table.append((field_name, fn))
+            return fn
+        return register
+    return decorator
 
 
-def model_patch(field_name: str):
-    def register(fn):
-        MODEL_PATCHES.append((field_name, fn))
-        return fn
-    return register
-
-
-def conditioning_patch(field_name: str):
-    def register(fn):
-        CONDITIONING_PATCHES.append((field_name, fn))
-        return fn
-    return register
-
-
-def image_step(field_name: str):
-    def register(fn):
-        IMAGE_STEPS.append((field_name, fn))
-        return fn
-    return register
+latent_for = _by_kind(LATENT_FOR)
+image_for = _by_kind(IMAGE_FOR)
+model_patch = _by_field(MODEL_PATCHES)
+conditioning_patch = _by_field(CONDITIONING_PATCHES)
+image_step = _by_field(IMAGE_STEPS)
 
 
 # ---------------------------------------------------------------- the graph
