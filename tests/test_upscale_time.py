@@ -21,6 +21,21 @@ def _offline(monkeypatch):
     monkeypatch.setenv("PIPELINE_OFFLINE", "1")
 
 
+def _upscaled_shapes(monkeypatch) -> list:
+    """The (height, width) of every array the upscaler runs on from now on (probes and pictures), in order."""
+    from pipeline.engines import upscaler as U
+
+    shapes = []
+    real = U.Upscaler.upscale_arrays
+
+    def watched(self, arrays, **kwargs):
+        shapes.extend(a.shape[:2] for a in arrays)
+        return real(self, arrays, **kwargs)
+
+    monkeypatch.setattr(U.Upscaler, "upscale_arrays", watched)
+    return shapes
+
+
 def _pictures(folder: Path, sizes) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -115,17 +130,9 @@ def test_tile_progress_follows_a_picture_with_more_windows_than_planned():
 def test_the_probes_run_once_per_machine_and_a_real_upscale_corrects_the_estimate(tmp_path, monkeypatch):
     """The cost probes (64² and 128² windows) run in the first upscale only: the next process reads what
     they measured from the store; each real upscale then corrects the cost per pixel."""
-    from pipeline.engines import upscaler as U
     from pipeline.stages.upscale_time import COSTS_FILE
 
-    shapes = []
-    real = U.Upscaler.upscale_arrays
-
-    def watched(self, arrays, **kwargs):
-        shapes.extend(a.shape[:2] for a in arrays)
-        return real(self, arrays, **kwargs)
-
-    monkeypatch.setattr(U.Upscaler, "upscale_arrays", watched)
+    shapes = _upscaled_shapes(monkeypatch)
     first, second = _pictures(tmp_path / "in", [(40, 24), (24, 40)])
     out = tmp_path / "o"
 
@@ -161,17 +168,9 @@ def test_learning_from_a_real_upscale_makes_its_estimate_that_time(tmp_path):
 def test_a_dry_run_probes_briefly_forgets_its_probes_and_says_how_far_to_trust_it(tmp_path, monkeypatch):
     """--dry-run's probes are small (48² at most, a ninth of the real probes' pixels) and not remembered
     (the first real upscale measures properly); the sentence says how far the estimate can be trusted."""
-    from pipeline.engines import upscaler as U
     from pipeline.stages.upscale_time import COSTS_FILE
 
-    shapes = []
-    real = U.Upscaler.upscale_arrays
-
-    def watched(self, arrays, **kwargs):
-        shapes.extend(a.shape[:2] for a in arrays)
-        return real(self, arrays, **kwargs)
-
-    monkeypatch.setattr(U.Upscaler, "upscale_arrays", watched)
+    shapes = _upscaled_shapes(monkeypatch)
     (picture,) = _pictures(tmp_path / "in", [(40, 24)])
     out = tmp_path / "o"
     proc = run_cli("upscale", picture, "--upscaler", FAST, "--out", out, "--dry-run")
