@@ -17,6 +17,7 @@ from test_ui_flow_browser import (  # noqa: F401
     fill_form,
     open_from_runs,
     open_tab,
+    vary_strong,
 )
 from ui_server import Server
 
@@ -80,11 +81,7 @@ def test_a_failing_vary_ends_the_busy_state(browser, server):  # noqa: F811
     run_dir = api_run(server, "vary fails", "31")
     (run_dir / "explore" / "seed-31v1.png").mkdir(parents=True)
     page = open_tab(browser, server.url)
-    open_from_runs(page, run_dir.name)
-    page.locator("#refine-seeds textarea, #refine-seeds input").first.fill("31")
-    page.locator("#vary-count input").fill("1")
-    page.locator("#vary-count input").press("Enter")
-    page.locator("#vary-strong").click()
+    vary_strong(page, run_dir.name, "31", 1)
     ended_with_one_sentence(page, "vary-strong", r"seed-31v1\.png")
 
 

@@ -96,6 +96,15 @@ def open_from_runs(page, name: str) -> None:
     wait_status(page, rf"^opened {name}:")
 
 
+def vary_strong(page, run: str, seeds: str, count: int) -> None:
+    """Open RUN from Runs, and Vary strong SEEDS, COUNT variations each."""
+    open_from_runs(page, run)
+    page.locator("#refine-seeds textarea, #refine-seeds input").first.fill(seeds)
+    page.locator("#vary-count input").fill(str(count))
+    page.locator("#vary-count input").press("Enter")
+    page.locator("#vary-strong").click()
+
+
 def test_stop_during_upscale_keeps_files_and_run_json_in_agreement(browser, server):
     run_dir = api_run(server, "stop the upscale", "1,2", refine="1,2", size="384x384")
     page = open_tab(browser, server.url)
@@ -267,11 +276,7 @@ def test_a_runs_row_click_opens_the_run_with_its_count_and_seeds(browser, server
 def test_vary_from_the_page(browser, server):
     run_dir = api_run(server, "vary me", "11,12")
     page = open_tab(browser, server.url)
-    open_from_runs(page, run_dir.name)
-    page.locator("#refine-seeds textarea, #refine-seeds input").first.fill("12")
-    page.locator("#vary-count input").fill("2")
-    page.locator("#vary-count input").press("Enter")
-    page.locator("#vary-strong").click()
+    vary_strong(page, run_dir.name, "12", 2)
     final = wait_status(page, r"^\d+ of \d+ variations \(strong\).* · \d+ computed")
     assert final.startswith("2 of 2 variations (strong) · 2 computed"), final
     seeds = [p["seed"] for p in json.loads((run_dir / "run.json").read_text())["explore"]["pictures"]]
