@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import logging
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional

@@ -50,7 +50,7 @@ def run_inputs(out: Path, run: str | None, seeds: list | None) -> tuple[Path, li
     return run_dir, inputs
 
 
-def file_inputs(paths: list[Path], out_dir: Path, scale_label: str) -> list[UpscaleInput]:
+def file_inputs(paths: list[Path], out_dir: Path, label: str) -> list[UpscaleInput]:
     """Image files, and the images directly inside folders, each to ``out_dir/<stem>-x<scale>.png``."""
     files: list[Path] = []
     for path in paths:
@@ -71,7 +71,7 @@ def file_inputs(paths: list[Path], out_dir: Path, scale_label: str) -> list[Upsc
         stem = path.stem
         count = names.get(stem, 0)
         names[stem] = count + 1
-        name = f"{stem}-x{scale_label}.png" if count == 0 else f"{stem}-{count + 1}-x{scale_label}.png"
+        name = f"{stem}-x{label}.png" if count == 0 else f"{stem}-{count + 1}-x{label}.png"
         inputs.append(UpscaleInput(path, Path(out_dir) / name))
     return inputs
 

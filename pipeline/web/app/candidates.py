@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import gradio as gr
-
 from . import grid, pictures
 
 UPDATES_PER_SECOND = 3
