@@ -20,7 +20,7 @@ import pytest
 
 from browsers import launched, require
 from conftest import ROOT, run_cli
-from ui_server import Server
+from ui_server import AppServer
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
@@ -33,7 +33,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     require()
-    server = Server(tmp_path_factory.mktemp("ui-browser") / "outputs")
+    server = AppServer(tmp_path_factory.mktemp("ui-browser") / "outputs")
     try:
         with launched() as chromium:
             chromium.server = server

@@ -19,7 +19,7 @@ from test_ui_flow_browser import (  # noqa: F401
     open_tab,
     vary_strong,
 )
-from ui_server import Server
+from ui_server import AppServer
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("loras")
     tensors = {"down_blocks." + name: pair for name, pair in lora_tensors(rank=4).items()}
     write_lora(folder / "foreign.safetensors", "diffusers", tensors, alpha=4.0)  # another model's layers
-    srv = Server(tmp_path_factory.mktemp("ui-errors") / "outputs", env={"PIPELINE_LORAS": str(folder)})
+    srv = AppServer(tmp_path_factory.mktemp("ui-errors") / "outputs", env={"PIPELINE_LORAS": str(folder)})
     yield srv
     srv.kill()
 

@@ -9,7 +9,6 @@ them; no timing asserts. Screenshots at 1400×900 go to test-artifacts/flow-*.pn
 from __future__ import annotations
 
 import json
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from browser_wait import wait_until
 from browsers import launched
 from conftest import ROOT, run_cli
-from ui_server import Server, module_server
+from ui_server import AppServer, Server, module_server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 
@@ -200,13 +199,6 @@ def test_a_restart_keeps_the_form_and_offers_to_continue_the_run(browser, tmp_pa
         srv.kill()
 
 
-def upload_folders() -> list[Path]:
-    import tempfile
-
-    base = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir())
-    return [base / "gradio", *base.glob("pipeline-ui-*")]
-
-
 def test_a_picture_dropped_from_disk_is_refined_upscaled_and_kept_while_shown(browser, server, tmp_path):
     from PIL import Image
 
@@ -246,7 +238,7 @@ def test_a_picture_dropped_from_disk_is_refined_upscaled_and_kept_while_shown(br
     assert "upscaled" in expect_src and name in expect_src, expect_src
     page.keyboard.press("Escape")
     shot(page, "7b-dropped-upscaled")
-    kept = [p for folder in upload_folders() for p in folder.rglob(f"{name}*")]
+    kept = [p for folder in server.cache_folders() for p in folder.rglob(f"{name}*")]
     assert kept, "the upload was deleted while the page shows it"
 
     # another picture replaces it: the first upload is deleted
@@ -254,10 +246,10 @@ def test_a_picture_dropped_from_disk_is_refined_upscaled_and_kept_while_shown(br
     Image.new("RGB", (SIZE, SIZE), (40, 90, 200)).save(other)
     page.locator("#from-disk input[type=file]").set_input_files(str(other))
     for _ in range(WAIT // 200):
-        if not [p for folder in upload_folders() for p in folder.rglob(f"{name}*")]:
+        if not [p for folder in server.cache_folders() for p in folder.rglob(f"{name}*")]:
             break
         page.wait_for_timeout(200)
-    left = [p for folder in upload_folders() for p in folder.rglob(f"{name}*")]
+    left = [p for folder in server.cache_folders() for p in folder.rglob(f"{name}*")]
     assert left == [], left
 
 
@@ -292,7 +284,7 @@ def test_a_lora_picked_on_the_page_is_recorded_with_its_strength(browser, tmp_pa
     pytest.importorskip("pipeline.models.loras", reason="no LoRA support on this branch")
     folder = tmp_path / "loras"
     write_lora(folder / "style.safetensors", "kohya", lora_tensors(rank=4, seed=7), alpha=4.0)
-    srv = Server(tmp_path / "outputs", env={"PIPELINE_LORAS": str(folder)})
+    srv = AppServer(tmp_path / "outputs", env={"PIPELINE_LORAS": str(folder)})
     try:
         page = open_tab(browser, srv.url)
         fill_form(page, "a styled fox", "5")

@@ -14,7 +14,7 @@ import pytest
 from browser_wait import wait_until
 from conftest import ROOT, cli_env, run_cli
 from test_ui_flow_browser import WAIT, browser, open_from_runs, open_tab  # noqa: F401
-from ui_server import Server
+from ui_server import AppServer
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -31,7 +31,7 @@ def loras(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, loras):
-    srv = Server(tmp_path_factory.mktemp("ui-pictures") / "outputs", env={"PIPELINE_LORAS": str(loras)})
+    srv = AppServer(tmp_path_factory.mktemp("ui-pictures") / "outputs", env={"PIPELINE_LORAS": str(loras)})
     yield srv
     srv.kill()
 

@@ -27,7 +27,7 @@ UPLOAD_CAP = 30 * MB + 2**16  # one 30 MB image and its multipart wrapping (guar
 BODY_BYTES = 4 * MB
 
 
-server = module_server("ui-security")
+server = module_server("ui-security", process=True)  # its tests read the server's log
 
 
 def request(srv, method: str, path: str, body: bytes = b"", headers: dict | None = None):

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from ui_server import Server
+from ui_server import AppServer
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
 httpx = pytest.importorskip("httpx")
@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 COUNT = 24
 
 
-def explore_events(server: Server, seeds: str, size: int = 64, steps: int = 1) -> list[dict]:
+def explore_events(server: AppServer, seeds: str, size: int = 64, steps: int = 1) -> list[dict]:
     """The server-sent events of one explore, as (bytes of the line, its message) dicts."""
     config = httpx.get(server.url + "config", timeout=60).json()
     dep = next(d for d in config["dependencies"] if d.get("api_name") == "explore")
@@ -51,7 +51,7 @@ def added_items(edits) -> int:
 
 
 def test_explore_sends_each_candidate_once(tmp_path):
-    server = Server(tmp_path / "outputs")
+    server = AppServer(tmp_path / "outputs")
     try:
         events = explore_events(server, f"1-{COUNT}")
     finally:

@@ -58,20 +58,91 @@ class Server:
         except urllib.error.HTTPError as err:
             return err.code
 
+    def cache_folders(self) -> list[Path]:
+        """Where the server keeps what Gradio caches (uploads, the pictures it shows): its own folder."""
+        import os
+        import tempfile
+
+        base = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir())
+        return [folder for folder in base.glob("pipeline-ui-*") if (folder / "owner.pid").is_file()
+                and (folder / "owner.pid").read_text() == str(self.proc.pid)]
+
     def kill(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
 
 
-def module_server(name: str, *extra: str, env: dict | None = None):
-    """A test module's ``server`` fixture: one `pipeline ui` for the module's tests (in a folder named ``name``),
-    stopped after them. ``server = module_server("ui-x")`` at the module's top level."""
+class AppServer(Server):
+    """The app served from this test process: what `pipeline ui --model tiny-random --out OUT` serves (the same
+    ``launch`` over the same ``AppState`` and ``Pipeline``), without the command's start-up. For the tests of what
+    the app does over HTTP and in a browser; a test of the process itself (its banner and log, a kill, a restart,
+    Ctrl-C, its flags) uses ``Server``. A `pipeline ui` process costs ~9 s of CPU before and after its first job
+    (Gradio, then torch and diffusers, imported again), measured on a 2-core EPYC: a quarter of the suite's CPU time
+    went to its 22 servers."""
+
+    SET = ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "GRADIO_SSR_MODE")
+
+    def __init__(self, out: Path, port: int | None = None, env: dict | None = None):  # not super(): no process
+        """``env``: PIPELINE_* variables the app reads as it works ($PIPELINE_LORAS), set here while it serves."""
+        import os
+
+        env = {k: str(v) for k, v in (env or {}).items()}
+        if any(not k.startswith("PIPELINE_") for k in env):
+            raise ValueError(f"a process reads {sorted(env)} as it starts: use Server for them")
+
+        from pipeline.api import Pipeline
+        from pipeline.web.app import AppState
+        from pipeline.web.app.cache import Cache
+        from pipeline.web.app.server import check_out, launch
+
+        self.out, self.port = out, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.proc = None
+        self._environ = {k: os.environ.get(k) for k in (*self.SET, *env)}  # launch() points Gradio at its cache
+        os.environ.update(env)
+        self.demo = self.pipeline = self.cache = None
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            check_out(out)
+            self.cache = Cache()
+            self.cache.use()
+            self.pipeline = Pipeline(model="tiny-random", out=out, progress=False)
+            self.demo = launch(AppState(self.pipeline, out, 1), port=self.port, quiet=True, block=False,
+                               cache=self.cache)
+        except BaseException:
+            self.kill()
+            raise
+
+    def cache_folders(self) -> list[Path]:
+        return [self.cache.root] if self.cache is not None else []
+
+    def kill(self, sig=signal.SIGTERM):
+        """Stop serving and release the model (``sig``: a process's way to stop; here it always stops cleanly)."""
+        import os
+
+        for part, stop in ((self.demo, "close"), (self.pipeline, "close"), (self.cache, "close")):
+            if part is not None:
+                getattr(part, stop)()
+        self.demo = self.pipeline = self.cache = None
+        for k, v in self._environ.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def module_server(name: str, *extra: str, env: dict | None = None, process: bool = False):
+    """A test module's ``server`` fixture: one app for the module's tests (in a folder named ``name``), stopped
+    after them. ``server = module_server("ui-x")`` at the module's top level. In this process (``AppServer``) unless
+    ``process`` (the module reads the server's log), flags, or an environment read at start ask for a process."""
     import pytest
 
     @pytest.fixture(scope="module")
     def server(tmp_path_factory):
-        srv = Server(tmp_path_factory.mktemp(name) / "outputs", *extra, env=env)
+        out = tmp_path_factory.mktemp(name) / "outputs"
+        in_here = not (process or extra or any(not k.startswith("PIPELINE_") for k in env or {}))
+        srv = AppServer(out, env=env) if in_here else Server(out, *extra, env=env)
         yield srv
         srv.kill()
 
