@@ -59,7 +59,7 @@ def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -
     In this process (through click, with the environment and folder the command would have) when
     only PIPELINE_* variables differ from `cli_env()`: a new process costs seconds of imports. In a
     fresh process when `process=True` or when the environment changes what a process reads once at
-    start (PYTHONPATH, HF_HOME, thread counts, ...). PIPELINE_TEST_PROCESSES=1 runs every command in a
+    start (PYTHONPATH, HF_ENDPOINT, thread counts, ...). PIPELINE_TEST_PROCESSES=1 runs every command in a
     fresh process (to compare, or to rule the test process out).
     """
     env = env or cli_env()
@@ -75,14 +75,19 @@ def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -
 
 def _needs_a_process(env: dict) -> bool:
     """True when ``env`` differs from this process's environment in what a new process would read
-    differently. Not a difference: PIPELINE_* (read per command), pytest's PYTEST_CURRENT_TEST (a
-    fixture's copy says "(setup)"), and a variable this process set on itself after it started
-    (torch sets TORCHINDUCTOR_CACHE_DIR, the CLI the libraries' verbosity), absent from an env copied
-    before. Each of these sent a test's every command to a new process: 3 s of imports each."""
+    differently. Not a difference: PIPELINE_* and the Hugging Face cache's folder (read per command:
+    pipeline.models.hub looks up $HF_HUB_CACHE / $HF_HOME at every lookup and hands huggingface_hub
+    the folder), pytest's PYTEST_CURRENT_TEST (a fixture's copy says "(setup)"), and a variable this
+    process set on itself after it started (torch sets TORCHINDUCTOR_CACHE_DIR, the CLI the libraries'
+    verbosity), absent from an env copied before. Each of these sent a test's every command to a new
+    process: 3 s of imports each."""
     base = cli_env()
-    keys = (set(env) | set(base)) - {"PYTHONHASHSEED", "PYTEST_CURRENT_TEST"}
+    keys = (set(env) | set(base)) - {"PYTHONHASHSEED", "PYTEST_CURRENT_TEST", *READ_PER_COMMAND}
     set_here = {k for k in set(base) - set(env) if k not in _STARTED_WITH}
     return any(env.get(k) != base.get(k) for k in keys - set_here if not k.startswith("PIPELINE_"))
+
+
+READ_PER_COMMAND = ("HF_HOME", "HF_HUB_CACHE")  # the rest of HF_* is read once, when huggingface_hub is imported
 
 
 def _run_in_process(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
@@ -134,9 +139,9 @@ def weights_dir(tmp_path_factory) -> Path:
 # `make check`, the developer's quick loop, runs the tests that need no browser, app server, Ray or child process.
 # A module that starts any of those (found in its source or in the source of a test module it imports, so a new
 # test file is sorted without a list to keep) is marked `process` as a whole; `make test` (what CI runs) runs
-# everything. HF_HOME= in a command's environment starts a new process (`run_cli`: the hub reads it once).
+# everything. HF_ENDPOINT= in a command's environment starts a new process (`run_cli`: huggingface_hub reads it once).
 _HEAVY = ("subprocess", "Popen", "playwright", "ui_server", "browser_wait", "import ray", 'importorskip("ray")',
-          "process=True", "torch.distributed", "HF_HOME=", "PYTHONPATH=")
+          "process=True", "torch.distributed", "HF_ENDPOINT=", "PYTHONPATH=")
 # Modules that start a local Ray run one after another on one xdist worker (`make test` runs a worker per core):
 # two local Ray clusters at once on two cores starve each other.
 _RAY = ("import ray", 'importorskip("ray")')
