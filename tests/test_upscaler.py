@@ -102,6 +102,21 @@ def test_tiles_leave_no_seams_on_photos(compact, wholes, tile):
         assert calls[-1] == (windows, windows) and windows > 1
 
 
+def test_the_compact_models_tiles_see_all_they_can_see_and_no_more(compact, weights_dir):
+    """realesr-animevideov3 is 18 convolutions of 3x3: 18 px of context on each side is all that can change a
+    pixel, so its default overlap is 36 (not 96 for 32-px tiles, 64 for larger: 2x less work at 32 px) and
+    its tiles give the whole picture's pixels. x4plus sees much further and keeps the general default."""
+    assert compact.reach == 18 and compact.settings(32, None) == (32, 36) and compact.settings(256, None) == (256, 36)
+    photo = _unseen_photo("grass.png", 160)
+    whole, tiled = compact.upscale(photo, tile=0), compact.upscale(photo, tile=32)
+    assert np.abs(np.asarray(whole, np.int16) - np.asarray(tiled, np.int16)).max() <= 1  # float rounding at most
+    assert compact.windows(160, 160, 32) == 16  # 4 x 4 windows of 32 + 36 px
+    less = compact.upscale(photo, tile=32, overlap=24)  # less than its reach: no longer the same pixels
+    assert np.abs(np.asarray(whole, np.int16) - np.asarray(less, np.int16)).max() >= 1
+    big = U.load_upscaler("realesrgan-x4plus", "cpu", "fp32", weights_dir=weights_dir)
+    assert big.reach is None and big.settings(32, None) == (32, 96) and big.settings(256, None) == (256, 64)
+
+
 @pytest.mark.slow
 def test_x4plus_tiles_leave_no_seams(weights_dir):
     """The big model sees far: 32-px tiles get 48 px of context on each side by default
