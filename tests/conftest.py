@@ -73,6 +73,9 @@ def run_cli(*args, env=None, check=True, timeout=600, cwd=None, process=False) -
     return proc
 
 
+READ_PER_COMMAND = ("HF_HOME", "HF_HUB_CACHE")  # the rest of HF_* is read once, when huggingface_hub is imported
+
+
 def _needs_a_process(env: dict) -> bool:
     """True when ``env`` differs from this process's environment in what a new process would read
     differently. Not a difference: PIPELINE_* and the Hugging Face cache's folder (read per command:
@@ -85,9 +88,6 @@ def _needs_a_process(env: dict) -> bool:
     keys = (set(env) | set(base)) - {"PYTHONHASHSEED", "PYTEST_CURRENT_TEST", *READ_PER_COMMAND}
     set_here = {k for k in set(base) - set(env) if k not in _STARTED_WITH}
     return any(env.get(k) != base.get(k) for k in keys - set_here if not k.startswith("PIPELINE_"))
-
-
-READ_PER_COMMAND = ("HF_HOME", "HF_HUB_CACHE")  # the rest of HF_* is read once, when huggingface_hub is imported
 
 
 def _run_in_process(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:

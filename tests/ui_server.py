@@ -73,13 +73,18 @@ class Server:
             self.proc.wait(timeout=60)
 
 
+def read_as_it_works(env: dict | None) -> bool:
+    """Whether the app reads every one of these variables as it works (PIPELINE_*, e.g. $PIPELINE_LORAS), so that
+    setting them in this process serves as well as starting a process with them."""
+    return all(k.startswith("PIPELINE_") for k in env or {})
+
+
 class AppServer(Server):
     """The app served from this test process: what `pipeline ui --model tiny-random --out OUT` serves (the same
     ``launch`` over the same ``AppState`` and ``Pipeline``), without the command's start-up. For the tests of what
     the app does over HTTP and in a browser; a test of the process itself (its banner and log, a kill, a restart,
-    Ctrl-C, its flags) uses ``Server``. A `pipeline ui` process costs ~9 s of CPU before and after its first job
-    (Gradio, then torch and diffusers, imported again), measured on a 2-core EPYC: a quarter of the suite's CPU time
-    went to its 22 servers."""
+    Ctrl-C, its flags) uses ``Server``. A `pipeline ui` process imports Gradio, then torch and diffusers again:
+    on a 2-core EPYC the six browser modules took 233 s of CPU with one each, 147 s with this."""
 
     SET = ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "GRADIO_SSR_MODE")
 
@@ -88,7 +93,7 @@ class AppServer(Server):
         import os
 
         env = {k: str(v) for k, v in (env or {}).items()}
-        if any(not k.startswith("PIPELINE_") for k in env):
+        if not read_as_it_works(env):
             raise ValueError(f"a process reads {sorted(env)} as it starts: use Server for them")
 
         from pipeline.api import Pipeline
@@ -121,9 +126,9 @@ class AppServer(Server):
         """Stop serving and release the model (``sig``: a process's way to stop; here it always stops cleanly)."""
         import os
 
-        for part, stop in ((self.demo, "close"), (self.pipeline, "close"), (self.cache, "close")):
+        for part in (self.demo, self.pipeline, self.cache):
             if part is not None:
-                getattr(part, stop)()
+                part.close()
         self.demo = self.pipeline = self.cache = None
         for k, v in self._environ.items():
             if v is None:
@@ -141,7 +146,7 @@ def module_server(name: str, *extra: str, env: dict | None = None, process: bool
     @pytest.fixture(scope="module")
     def server(tmp_path_factory):
         out = tmp_path_factory.mktemp(name) / "outputs"
-        in_here = not (process or extra or any(not k.startswith("PIPELINE_") for k in env or {}))
+        in_here = not (process or extra) and read_as_it_works(env)
         srv = AppServer(out, env=env) if in_here else Server(out, *extra, env=env)
         yield srv
         srv.kill()

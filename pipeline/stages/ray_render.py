@@ -1,11 +1,11 @@
 """The Ray pool as where the executor renders (``PoolRender``), and what a Ray worker is given.
 
 With ``--ray`` the session's ``pool`` is a ``PoolRender``: this process is the only one that records (its share
-is ``Alone``), and its misses are not rendered here but sent to the pool (``scale.ray_pool``). A stage says what a worker needs for
-each miss (``StageWork.remote``: the job, the picture img2img starts from as PNG bytes, the picture's extra
-metadata); the worker loads the engine once per ``EngineRecipe.key`` (or the stage's own recipe, e.g. the
-upscaler), renders with ``Render`` (or the stage's), and sends back PNG bytes and the store record; this
-process stores, places and records each picture as it returns (``PoolRender.compute``).
+is ``Alone``), and its misses are not rendered here but sent to the pool (``scale.ray_pool``). A stage says what
+a worker needs for each miss (``StageWork.remote``: the job, the picture img2img starts from as PNG bytes, the
+picture's extra metadata); the worker loads the engine once per ``EngineRecipe.key`` (or the stage's own recipe,
+e.g. the upscaler), renders with ``Render`` (or the stage's), and sends back PNG bytes and the store record;
+this process stores, places and records each picture as it returns (``PoolRender.compute``).
 """
 from __future__ import annotations
 
