@@ -1,4 +1,4 @@
-"""Scale-out: two processes under torchrun (gloo on the CPU) share explore, refine and upscale.
+"""Scale-out: two processes under torchrun (gloo on the CPU) share explore, vary, refine and upscale (detail too).
 
 The jobs split with no overlap, the pictures equal a single-process run byte for byte,
 run.json is complete, and a process killed mid-run leaves its jobs unfinished, not
@@ -36,12 +36,18 @@ prompts:
 explore:
   seeds: 1-6
   size: 128
+vary:
+  picks: [1]
+  count: 4
+  steps: 2
 refine:
   picks: [1, 2, 3, 4]
   size: 192
 upscale:
   upscaler: realesr-animevideov3
   scale: 2
+  detail: 0.3
+  detail_tile: 192
 """
 COMPUTED = re.compile(r"process (\d+) of 2 computed \d+: (.*)")
 
@@ -88,77 +94,52 @@ def baseline(tmp_path_factory, config) -> dict[str, bytes]:
 
 
 def test_two_processes_split_the_jobs_and_match_one_process(tmp_path, config, baseline):
+    """explore, vary, refine and the upscale's detail pass: each process renders its share of every stage's misses,
+    every picture once (before the one executor, one process rendered all the variations and detail pictures while
+    the other waited behind the per-key locks), and the pictures equal one process's byte for byte."""
     out, store = tmp_path / "out", tmp_path / "store"
     code, stdout, stderr = finish(torchrun(["run", str(config)], out, store, cwd=tmp_path))
     assert code == 0, stderr
     run_dir = out / "fox"
     data = json.loads((run_dir / "run.json").read_text())
     stored = records(store)
-    stages = {"explore": {c["key"] for c in data["explore"]["pictures"]},
+    candidates = data["explore"]["pictures"]
+    stages = {"explore": {c["key"] for c in candidates if isinstance(c["seed"], int)},
+              "vary": {c["key"] for c in candidates if isinstance(c["seed"], str)},
               "refine": {p["key"] for p in data["refine"]["pictures"]},
               "upscale": {i["key"] for i in data["upscale"]["pictures"]}}
-    assert set(stored) == set().union(*stages.values())
+    assert [len(keys) for keys in stages.values()] == [6, 4, 4, 4]
+    plain = set(stored) - set().union(*stages.values())  # the detail pass's super-resolution, kept for a re-run
+    assert len(plain) == 4 and {Path(stored[key]["source"]).parent.name for key in plain} == {"refine"}
 
-    # each process says which keys it computed (explore, refine, upscale: one executor): no key twice, every miss once
+    # each process says which keys it computed (every stage: one executor): no key twice, every miss once
     computed = {0: [], 1: []}
     for rank, keys in COMPUTED.findall(stderr):
         computed[int(rank)] += [key for key in keys.split() if key != "-"]
     assert not set(computed[0]) & set(computed[1])
-    assert sorted(computed[0] + computed[1]) == sorted(stages["explore"] | stages["refine"] | stages["upscale"])
-    for stage, count in (("explore", 3), ("refine", 2)):  # sorted keys dealt round robin
+    assert sorted(computed[0] + computed[1]) == sorted(set().union(*stages.values()))
+    for stage, count in (("explore", 3), ("vary", 2), ("refine", 2), ("upscale", 2)):  # sorted keys, round robin
         keys = sorted(stages[stage])
-        assert set(computed[0]) & stages[stage] == set(keys[0::2]) and len(keys[0::2]) == count
-        assert set(computed[1]) & stages[stage] == set(keys[1::2])
-    # the store's records name the process that computed each picture; upscale split too
+        assert set(computed[0]) & stages[stage] == set(keys[0::2]) and len(keys[0::2]) == count, stage
+        assert set(computed[1]) & stages[stage] == set(keys[1::2]), stage
+    # the store's records name the process that computed each picture
     for rank in (0, 1):
         assert {stored[key]["process"]["rank"] for key in computed[rank]} == {rank}
-        assert sorted(stored[key]["process"]["rank"] for key in stages["upscale"]) == [0, 0, 1, 1]
+    for stage, keys in (("vary", stages["vary"]), ("upscale", stages["upscale"]), ("plain upscale", plain)):
+        assert sorted(stored[key]["process"]["rank"] for key in keys) == [0, 0, 1, 1], stage
 
     # bit for bit the single-process pictures
     assert pictures(run_dir, ("explore", "refine", "upscale")) == baseline
 
     # run.json is complete and written by the main process; only the main process printed
-    candidates = data["explore"]["pictures"]
-    assert [c["seed"] for c in candidates] == SEEDS
+    assert [c["seed"] for c in candidates] == [1, "1v1", "1v2", "1v3", "1v4", *SEEDS[1:]]
     assert all(not c["cached"] and (run_dir / c["path"]).is_file() for c in candidates)
     assert [p["seed"] for p in data["refine"]["pictures"]] == [1, 2, 3, 4]
     assert sorted(i["seed"] for i in data["upscale"]["pictures"]) == [1, 2, 3, 4]
+    assert all(i["detail"] == 0.3 for i in data["upscale"]["pictures"]), data["upscale"]["pictures"][0]
     assert all((run_dir / e["path"]).is_file() for e in data["refine"]["pictures"] + data["upscale"]["pictures"])
     assert (run_dir / "explore" / "contact.png").is_file() and (run_dir / "index.html").is_file()
-    assert stdout.count("done: 14 computed, 0 reused from the store") == 1, stdout
-
-
-def test_vary_and_the_detail_pass_share_their_misses_between_the_processes(tmp_path):
-    """Under torchrun the variations and the detail pass's pictures are split like explore's: each process
-    renders its half, every picture once (before the one executor, one process rendered all of them while the
-    other waited behind the per-key locks)."""
-    out, store = tmp_path / "out", tmp_path / "store"
-    env = cli_env(PIPELINE_STORE=store, PIPELINE_OUT=out, OMP_NUM_THREADS=1)
-    run_cli("explore", PROMPT, "--model", "tiny-random", "--size", "64", "--seeds", "1-2", "--run", "fox", env=env)
-
-    def renders(args) -> dict[int, list[str]]:
-        code, _, stderr = finish(torchrun(args, out, store))
-        assert code == 0, stderr
-        per_rank = {0: [], 1: []}
-        for rank, keys in COMPUTED.findall(stderr):
-            per_rank[int(rank)] += [key for key in keys.split() if key != "-"]
-        return per_rank
-
-    varied = renders(["vary", "--run", "fox", "--seeds", "1", "--count", "4", "--steps", "2"])
-    data = json.loads((out / "fox" / "run.json").read_text())
-    variations = {c["key"] for c in data["explore"]["pictures"] if isinstance(c["seed"], str)}
-    assert len(variations) == 4 and sorted(varied[0] + varied[1]) == sorted(variations)
-    assert len(varied[0]) == len(varied[1]) == 2
-    stored = records(store)
-    assert sorted(stored[key]["process"]["rank"] for key in variations) == [0, 0, 1, 1]
-
-    detailed = renders(["upscale", "--run", "fox", "--seeds", "1,2", "--upscaler", "realesr-animevideov3",
-                        "--detail", "0.3", "--detail-tile", "64"])
-    data = json.loads((out / "fox" / "run.json").read_text())
-    pictures_made = {p["key"] for p in data["upscale"]["pictures"]}
-    assert len(pictures_made) == 2 and sorted(detailed[0] + detailed[1]) == sorted(pictures_made)
-    assert len(detailed[0]) == len(detailed[1]) == 1
-    assert sorted(records(store)[key]["process"]["rank"] for key in pictures_made) == [0, 1]
+    assert stdout.count("done: 18 computed, 0 reused from the store") == 1, stdout
 
 
 def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(tmp_path, baseline):
@@ -194,7 +175,7 @@ def test_a_killed_process_leaves_its_jobs_unfinished_and_a_rerun_completes_them(
     assert code == 0, stderr
     computed = [key for _, keys in COMPUTED.findall(stderr) for key in keys.split() if key != "-"]
     assert sorted(computed) == sorted(set(records(store)) - set(left))
-    assert pictures(out / "fox") == {k: v for k, v in baseline.items() if k.startswith("explore/")}
+    assert pictures(out / "fox") == {f"explore/seed-{seed}.png": baseline[f"explore/seed-{seed}.png"] for seed in SEEDS}
     data = json.loads((out / "fox" / "run.json").read_text())
     assert [c["seed"] for c in data["explore"]["pictures"]] == SEEDS
 
