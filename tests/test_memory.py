@@ -291,15 +291,17 @@ def test_fp8_weights_on_the_tiny_model(explored):
 # ---------------------------------------------------------------- the GPU benchmark, CPU-sized
 
 
-def test_gpu_benchmark_cpu_smoke_runs_every_profile():
-    import subprocess
+def test_gpu_benchmark_cpu_smoke_runs_every_profile(capsys, monkeypatch):
+    """`python benchmarks/gpu_profiles.py --cpu-smoke`, its main() called here (the command as typed, the script
+    started in a process of its own, is the cards test's below)."""
+    from benchmarks import gpu_build, gpu_profiles
 
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profiles.py"), "--cpu-smoke"],
-                          capture_output=True, text=True, env=cli_env(), timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setattr(gpu_build, "WARMUP", gpu_build.WARMUP)  # --cpu-smoke turns the warm-up off
+    gpu_profiles.main(["--cpu-smoke"])
+    out = capsys.readouterr().out
     for profile in ("diffusers (baseline)", "full", "balanced", "low", "minimal"):
-        assert profile in proc.stdout
-    assert "refine 64" in proc.stdout and "goals:" in proc.stdout
+        assert profile in out
+    assert "refine 64" in out and "goals:" in out
 
 
 def test_gpu_cards_benchmark_cpu_smoke_runs_every_part():
