@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, run_cli
-from ui_server import Server, module_server
+from ui_server import AppServer, Server, module_server
 
 gradio_client = pytest.importorskip("gradio_client", reason="the browser app's extra is not installed: pip install '.[ui]'")
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
@@ -224,7 +224,7 @@ def test_kill_9_mid_explore_then_a_restart_reuses_the_finished_pictures(tmp_path
         srv.kill(signal.SIGKILL)
     finished = {p.name for p in out.glob("*/explore/seed-*.png")}
     assert 2 <= len(finished) < 24
-    srv = Server(out)
+    srv = AppServer(out)  # the app again, on what the killed process left (here, in the test process)
     try:
         result = explore(srv.client(), "killed mid-run", "50-73", steps=8)
     finally:

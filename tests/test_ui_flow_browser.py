@@ -176,7 +176,9 @@ def test_a_restart_keeps_the_form_and_offers_to_continue_the_run(browser, tmp_pa
         srv.kill(signal.SIGKILL)
     kept = len(list(out.glob("*-interrupted-fox/explore/seed-*.png")))  # not through OUT/latest
     assert 2 <= kept < 8
-    srv = Server(out, port=srv.port)  # the same address: the page's storage belongs to it
+    # the app started again on the same address (the page's storage belongs to it), here in the test process: what
+    # is tested is what the killed process left (its journal, its pictures) and what the page kept
+    srv = AppServer(out, port=srv.port)
     try:
         context = page.context
         page.close()  # the open page reloads itself when the server is back; the user opens it again instead
