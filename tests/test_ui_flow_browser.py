@@ -75,10 +75,10 @@ def fill_form(page, prompt: str, seeds: str, steps: int = 2) -> None:
     page.locator("#steps input[type=number]").press("Enter")
 
 
-def api_run(server, prompt: str, seeds: str, refine: str | None = None, size: str = "") -> Path:
+def api_run(server, prompt: str, seeds: str, refine: str | None = None, size: str = "", steps: int = 2) -> Path:
     """A run made through the app's API (quicker than clicking): explore, and refine SEEDS to SIZE."""
     client = server.client()
-    result = client.predict(prompt, "", SIZE, SIZE, 1, seeds, 2, 0, api_name="/explore")[-1]
+    result = client.predict(prompt, "", SIZE, SIZE, 1, seeds, steps, 0, api_name="/explore")[-1]
     run_dir = Path(result["run_dir"])
     if refine:
         client.predict(run_dir.name, refine, "hires", 0.5, 2, size, api_name="/refine")
