@@ -28,7 +28,8 @@ log = logging.getLogger("pipeline")
 @click.option("--tile", type=int, default=None,
               help="upscaler tile size in input pixels; 0 = whole image [default: by memory]")
 @click.option("--tile-overlap", "overlap", type=int, default=None,
-              help="input pixels shared by neighbouring tiles [default: 64; 96 for tiles under 128]")
+              help="input pixels shared by neighbouring tiles [default: 64; 96 for tiles under 128; "
+                   "36 for realesr-animevideov3]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="upscaler precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
 @click.option("--detail", type=float, default=0.0, metavar="STRENGTH",

@@ -276,7 +276,8 @@ class UpscaleSection(Section):
     tile: Optional[int] = Field(default=None, ge=0, description="tile size in input pixels; 0 = whole image "
                                                                 "[default: by memory]")
     overlap: Optional[int] = Field(default=None, ge=0, le=256,
-                                   description="input pixels shared by neighbouring tiles [default: 64; 96 under 128-px tiles]")
+                                   description="input pixels shared by neighbouring tiles [default: 64; 96 under "
+                                               "128-px tiles; 36 for realesr-animevideov3]")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto")
     detail: float = Field(default=0.0, ge=0.0, le=1.0,
                           description="re-draw detail with the diffusion model at this img2img strength after "
