@@ -1,13 +1,16 @@
-"""`pipeline ui` in its own process on a free loopback port, for the app's tests."""
+"""The app for its tests, on a free loopback port: `pipeline ui` in its own process (``Server``) or served from the
+test process (``AppServer``)."""
 from __future__ import annotations
 
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import cli_env
@@ -121,6 +124,28 @@ class AppServer(Server):
 
     def cache_folders(self) -> list[Path]:
         return [self.cache.root] if self.cache is not None else []
+
+    @contextmanager
+    def held(self):
+        """While the block runs, an explore of this app stops after its first picture (its worker waits there)
+        until the block ends: a test sees a job running, a second one waiting and Stop acting on it however fast
+        the machine renders (the tiny model makes a picture in a tenth of a second, before a page can click)."""
+        gate, explore = threading.Event(), self.pipeline.explore
+
+        def held_explore(spec, *args, on_picture=None, **kwargs):
+            def report(item):
+                if on_picture is not None:
+                    on_picture(item)
+                gate.wait()
+
+            return explore(spec, *args, on_picture=report, **kwargs)
+
+        self.pipeline.explore = held_explore
+        try:
+            yield
+        finally:
+            gate.set()
+            del self.pipeline.explore  # the class's method again
 
     def kill(self, sig=signal.SIGTERM):
         """Stop serving and release the model (``sig``: a process's way to stop; here it always stops cleanly)."""
