@@ -113,14 +113,16 @@ def test_stop_during_upscale_keeps_files_and_run_json_in_agreement(browser, serv
     model = page.locator("#upscale-model input")
     model.fill("realesrgan-x4plus")  # the slow one: seconds per 384² picture on a CPU
     model.press("Enter")
-    page.locator("#upscale").click()
-    # progress moves inside the first (whole-picture) tile: Stop is honoured between model calls, so this
-    # test waits for a block of the model, never for a whole tile (117 s at load 4-7 before)
-    wait_status(page, r"^upscaling: tile 1 of \d+ · [1-9]\d*%")
-    assert button_text(page, "upscale").startswith("Upscaling 1 of 2"), button_text(page, "upscale")
-    assert page.locator("#upscale").is_disabled() and page.locator("#stop").is_enabled()
-    shot(page, "1-upscaling")
-    page.locator("#stop").click()
+    # progress moves inside the first (whole-picture) tile: Stop is honoured between model calls, so this test
+    # waits for a block of the model, never for a whole tile (117 s at load 4-7 before); the upscale waits after
+    # that block until Stop is pressed (a fast machine would otherwise finish the picture first)
+    with server.held():
+        page.locator("#upscale").click()
+        wait_status(page, r"^upscaling: tile 1 of \d+ · [1-9]\d*%")
+        assert button_text(page, "upscale").startswith("Upscaling 1 of 2"), button_text(page, "upscale")
+        assert page.locator("#upscale").is_disabled() and page.locator("#stop").is_enabled()
+        shot(page, "1-upscaling")
+        page.locator("#stop").click()
     final = wait_status(page, r"^upscaled 0 of 2 \(stopped\)")  # inside the first picture's only tile
     wait_until(page, "() => document.querySelector('#upscale').innerText.trim() === 'Upscale refined'",
                timeout=WAIT)

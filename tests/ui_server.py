@@ -127,25 +127,35 @@ class AppServer(Server):
 
     @contextmanager
     def held(self):
-        """While the block runs, an explore of this app stops after its first picture (its worker waits there)
-        until the block ends: a test sees a job running, a second one waiting and Stop acting on it however fast
-        the machine renders (the tiny model makes a picture in a tenth of a second, before a page can click)."""
-        gate, explore = threading.Event(), self.pipeline.explore
+        """While the block runs, a job of this app waits after its first explored picture, or after the first
+        progress an upscale reports, until the block ends: a test sees a job running, a second one waiting and Stop
+        acting on it however fast the machine renders (the tiny model makes a picture in a tenth of a second,
+        before a page can click)."""
+        gate, explore, upscale = threading.Event(), self.pipeline.explore, self.pipeline.upscale
 
-        def held_explore(spec, *args, on_picture=None, **kwargs):
+        def held_explore(*args, on_picture=None, **kwargs):
             def report(item):
                 if on_picture is not None:
                     on_picture(item)
                 gate.wait()
 
-            return explore(spec, *args, on_picture=report, **kwargs)
+            return explore(*args, on_picture=report, **kwargs)
 
-        self.pipeline.explore = held_explore
+        def held_upscale(*args, on_progress=None, **kwargs):
+            def progress(finished, planned):
+                if on_progress is not None:
+                    on_progress(finished, planned)
+                if finished:
+                    gate.wait()
+
+            return upscale(*args, on_progress=progress, **kwargs)
+
+        self.pipeline.explore, self.pipeline.upscale = held_explore, held_upscale
         try:
             yield
         finally:
             gate.set()
-            del self.pipeline.explore  # the class's method again
+            del self.pipeline.explore, self.pipeline.upscale  # the class's methods again
 
     def kill(self, sig=signal.SIGTERM):
         """Stop serving and release the model (``sig``: a process's way to stop; here it always stops cleanly)."""
