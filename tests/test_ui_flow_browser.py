@@ -43,6 +43,7 @@ def open_tab(browser, url: str):
     tab = context.new_page()
     tab.goto(url, wait_until="load")
     tab.locator("#prompt textarea").wait_for(timeout=WAIT)
+    tab.locator("#inpaint-panel").wait_for(state="attached", timeout=WAIT)  # the Explore tab's last panel: built
     return tab
 
 
@@ -56,10 +57,16 @@ def status(page) -> str:
 
 
 def wait_status(page, pattern: str) -> str:
-    wait_until(page, """(pattern) => {
-        const el = document.querySelector('#status textarea, #status input');
-        return el && new RegExp(pattern).test(el.value);
-    }""", arg=pattern, timeout=WAIT)
+    """Until the status line matches ``pattern``; returns it. If it never does, the error says what it says instead
+    and test-artifacts/flow-status-never-matched.png shows the page."""
+    try:
+        wait_until(page, """(pattern) => {
+            const el = document.querySelector('#status textarea, #status input');
+            return el && new RegExp(pattern).test(el.value);
+        }""", arg=pattern, timeout=WAIT)
+    except AssertionError:
+        shot(page, "status-never-matched")
+        raise AssertionError(f"the status line never matched {pattern!r}: it says {status(page)!r}") from None
     return status(page)
 
 

@@ -14,7 +14,7 @@ import threading
 import pytest
 from browser_wait import wait_until
 from conftest import ROOT
-from test_ui_flow_browser import WAIT, api_run, browser, open_from_runs, open_tab  # noqa: F401
+from test_ui_flow_browser import WAIT, api_run, browser, open_from_runs, open_tab, wait_status  # noqa: F401
 from ui_server import module_server
 
 pytest.importorskip("gradio", reason="the browser app's extra is not installed: pip install '.[ui]'")
@@ -82,14 +82,6 @@ def visible_error_pills(page) -> list[str]:
                       && /Error/.test(el.innerText)).map(el => el.innerText)""")
 
 
-def status_says(page, pattern: str) -> str:
-    wait_until(page, """(pattern) => {
-        const el = document.querySelector('#status textarea, #status input');
-        return el && new RegExp(pattern).test(el.value);
-    }""", arg=pattern, timeout=WAIT)
-    return page.locator("#status textarea, #status input").first.input_value()
-
-
 def shot(page, name):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"numbers-{name}.png"))
@@ -114,12 +106,12 @@ def test_the_first_explore_says_the_model_is_loading(browser, server, monkeypatc
         page.locator(f"#{field} input").fill(value)
     try:
         page.locator("#explore").click()
-        text = status_says(page, r"^0 of 2 candidates")  # held: nothing is computed until it is said
+        text = wait_status(page, r"^0 of 2 candidates")  # held: nothing is computed until it is said
         assert re.match(r"^0 of 2 candidates · the model is loading \(the first explore after start\)", text), text
         shot(page, "first-explore")
     finally:
         said.set()
-    status_says(page, r"^2 of 2 candidates · 2 computed")
+    wait_status(page, r"^2 of 2 candidates · 2 computed")
     assert session.engine_loaded
 
 
@@ -128,13 +120,13 @@ def test_a_number_out_of_range_on_the_page_is_said_in_the_status_line(browser, s
     page.locator("#prompt textarea").fill("a cat")
     page.locator("#width input").fill("16")
     page.locator("#explore").click()
-    status_says(page, r"^Width 16 is out of range: give 64 to 4096 pixels, a multiple of 16$")
+    wait_status(page, r"^Width 16 is out of range: give 64 to 4096 pixels, a multiple of 16$")
     assert visible_error_pills(page) == []
     shot(page, "width-16")
     page.locator("#width input").fill("64")
     page.locator("#count input").fill("2.5")
     page.locator("#explore").click()
-    status_says(page, r"^Count takes a whole number, not 2\.5$")
+    wait_status(page, r"^Count takes a whole number, not 2\.5$")
     assert visible_error_pills(page) == []
 
 
@@ -144,9 +136,13 @@ def test_a_refused_delete_is_one_sentence_in_the_status_line(browser, server):  
     open_from_runs(page, run_dir.name)  # opened: Delete acts on it (the newest run's opening on load is a race)
     page.get_by_role("tab", name="Runs").click()  # back to Delete, on the Runs tab
     page.locator("#runs-table [role=gridcell]").filter(has_text=run_dir.name).first.wait_for(timeout=WAIT)
+    # the tab's change lists the runs again and picks the newest for Delete: wait for it, or a listing that comes
+    # after the folder is gone picks another run (what a loaded machine did: Delete then asked about that one)
+    wait_until(page, "(name) => document.querySelector('#run-choice input').value === name", arg=run_dir.name,
+               timeout=WAIT)
     shutil.rmtree(run_dir)  # gone (another tab, a shell) while the page still lists it
     page.locator("#delete-run").click()
-    text = status_says(page, r"^not deleted: ")
+    text = wait_status(page, r"^not deleted: ")
     assert run_dir.name in text and "\n" not in text, text
     assert visible_error_pills(page) == []
     shot(page, "refused-delete")
@@ -161,16 +157,16 @@ def test_256_candidates_scroll_inside_the_grid(browser, server):  # noqa: F811
     row = page.locator("#runs-table [role=gridcell]").filter(has_text="many-cats").first
     row.wait_for(timeout=WAIT)
     row.click()
-    status_says(page, r"^opened .*many-cats.*: 256 candidates")
+    wait_status(page, r"^opened .*many-cats.*: 256 candidates")
     page.locator("#candidates .pcard").nth(255).wait_for(state="attached", timeout=WAIT)
     height = page.evaluate("document.documentElement.scrollHeight")
+    shot(page, "256")
     # the grid grows the page by less than one window (it scrolls inside itself), not 9 000 px of cards; the
     # page's panels below it (refine, upscale, a picture from disk, inpaint) make it ~1 600 px with no candidates
     assert height < empty + 900 and height < 2.6 * 900, (empty, height)
     scrolls = page.evaluate("""() => { const el = document.querySelector('#candidates .pgrid-cards');
         return el.scrollHeight > el.clientHeight + 100 && getComputedStyle(el).overflowY; }""")
     assert scrolls in ("auto", "scroll"), scrolls
-    shot(page, "256")
 
 
 def test_refine_it_is_in_its_own_panel_not_under_upscale(browser, server):  # noqa: F811
