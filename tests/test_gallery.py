@@ -69,6 +69,22 @@ def test_explore_writes_a_self_contained_page(explored):
     assert "explore/seed-3.png" in text and 'src="explore/' not in text
 
 
+def test_a_thumbnail_does_not_bring_back_a_run_folder_removed_meanwhile(tmp_path):
+    """The app lists its runs (making their thumbnails) while a shell or another tab removes one: the picture was
+    read, the folder is gone by the time its thumbnail is written; the thumbnail is not made and the folder stays
+    gone (it used to come back as RUN/thumbs/ alone, and a removal racing the listing failed "not empty")."""
+    from pipeline.web.thumbs import Thumbs
+
+    picture = tmp_path / "read-before.png"
+    Image.new("RGB", (64, 48), (200, 90, 40)).save(picture)
+    run_dir = tmp_path / "outputs" / "20261208-101010-removed"
+    assert Thumbs(run_dir).get(picture, "explore", 1, "k") == (None, (64, 48))
+    assert not run_dir.exists() and not run_dir.parent.exists()
+    run_dir.mkdir(parents=True)  # the same, with the run there: its thumbnail is made
+    url, size = Thumbs(run_dir).get(picture, "explore", 1, "k")
+    assert size == (64, 48) and (run_dir / url).is_file()
+
+
 def test_thumbnails_are_small_webp_and_made_once(run_copy):
     data = page_data(run_copy / "index.html")
     thumbs = [run_copy / g["candidate"]["thumb"] for g in data["groups"]]

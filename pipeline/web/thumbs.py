@@ -41,6 +41,10 @@ class Thumbs:
             return None, None
         if thumb is not None:
             try:
+                self.dir.mkdir(exist_ok=True)  # not the run's folder: one removed while it is listed stays removed
+            except FileNotFoundError:
+                return None, size
+            try:
                 atomic_write(path, thumb)
             except OSError as err:
                 raise write_error(path, err) from err
